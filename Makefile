@@ -1,0 +1,58 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Tests use their own Redis database and a key prefix per run; they never flush anything else.
+export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test install system-deps redis check lint format typecheck bench procs clean
+
+run: install
+	$(BIN)/vidstream dev
+
+test: install redis check
+	$(BIN)/pytest --cov --cov-branch --cov-report=term:skip-covered
+
+install: system-deps $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@deploy/install-system-deps.sh
+
+# Start a throwaway Redis for the tests when none answers on 127.0.0.1:6379.
+redis:
+	@if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then :; \
+	else echo "starting redis-server on 127.0.0.1:6379 for the tests"; \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+	    --dir /tmp --logfile /tmp/vidstream-test-redis.log; \
+	  for i in $$(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done; \
+	fi
+
+check: lint typecheck
+
+lint:
+	$(BIN)/ruff check vidstream tests bench
+	$(BIN)/ruff format --check vidstream tests bench
+
+format:
+	$(BIN)/ruff format vidstream tests bench
+	$(BIN)/ruff check --fix vidstream tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+bench: install redis
+	$(BIN)/python bench/ffmpeg_builds.py
+	$(BIN)/python bench/pipeline.py
+
+# The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
+procs: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

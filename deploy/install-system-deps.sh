@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages vidstream and its tests use, when they are missing:
+#   ffmpeg (ffprobe and a system FFmpeg beside the pinned pip build), redis-server,
+#   espeak-ng (the tests speak known sentences), fonts-dejavu-core (subtitle font).
+# As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
+set -euo pipefail
+
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "vidstream needs these packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi

@@ -1,0 +1,3 @@
+"""vidstream: videos in, subtitled videos out, at scale."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from vidstream.cli import main
+
+raise SystemExit(main())

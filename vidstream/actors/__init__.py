@@ -1,0 +1,1 @@
+"""Stage actors: each consumes one Redis stream through a consumer group."""

@@ -1,0 +1,93 @@
+"""The transcribe stage: probe the source, run Whisper, store the transcript, hand on to render."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from vidstream import state
+from vidstream.actors.worker import Worker
+from vidstream.errors import JobCancelled, TooLong
+from vidstream.jobs import Job, Output, Stage
+from vidstream.media import ffmpeg
+from vidstream.media.probe import probe
+from vidstream.media.progress import segment_fraction
+from vidstream.media.subtitles import build_cues, to_srt, to_vtt
+from vidstream.media.transcript import Segment, Transcript
+from vidstream.media.whisper import TranscribeRequest, WhisperConfig, WhisperPool
+from vidstream.services import Services
+from vidstream.storage.names import CONTENT_TYPES, transcript_key
+
+
+class TranscribeWorker(Worker):
+    stage = Stage.TRANSCRIBE
+
+    def __init__(
+        self, services: Services, *, concurrency: int = 1, name: str | None = None
+    ) -> None:
+        super().__init__(services, concurrency=concurrency, name=name)
+        s = self.settings
+        threads = s.whisper_threads or max(1, (os.cpu_count() or 1) // concurrency)
+        self.pool = WhisperPool(
+            WhisperConfig(
+                ffmpeg=ffmpeg.resolve_binary(s.ffmpeg),
+                model=s.whisper_model,
+                threads=threads,
+                beam_size=s.whisper_beam_size,
+                load_timeout_s=s.whisper_load_timeout_s,
+            ),
+            size=concurrency,
+        )
+
+    async def setup(self) -> None:
+        await self.pool.start()
+
+    async def teardown(self) -> None:
+        await self.pool.close()
+
+    async def process(self, job: Job, workdir: Path) -> None:
+        if "transcript" in job.outputs:
+            # Stored on an earlier delivery that did not get as far as the ack: hand on again.
+            await self.jobs.enqueue(job.id, Stage.RENDER)
+            return
+        await self.begin(job)
+        source = await self.source_path(job, workdir)
+        media = await probe(source, self.settings.probe_timeout_s)
+        if media.duration > self.settings.max_duration_s:
+            raise TooLong(
+                f"The video is {media.duration / 60:.1f} minutes long; the limit is "
+                f"{self.settings.max_duration_s / 60:.1f} minutes."
+            )
+        reporter = self.reporter(job)
+
+        async def on_segment(segment: Segment) -> None:
+            await reporter.report(segment_fraction(segment.end, 0.0, media.duration))
+
+        transcript = await self.pool.transcribe(
+            TranscribeRequest(source, job.options.language), on_segment
+        )
+        outputs = await self._store(job, transcript, workdir)
+        applied = await self.jobs.apply(
+            job.id, state.stage_completed(job.options, self.stage, outputs, media)
+        )
+        if not applied.ok:
+            raise JobCancelled(job.id)
+        await self.jobs.enqueue(job.id, Stage.RENDER)
+
+    async def _store(self, job: Job, transcript: Transcript, workdir: Path) -> dict[str, Output]:
+        cues = build_cues(transcript)
+        documents = {"transcript": ("json", transcript.to_json())}
+        if "srt" in job.options.formats:
+            documents["srt"] = ("srt", to_srt(cues).encode())
+        if "vtt" in job.options.formats:
+            documents["vtt"] = ("vtt", to_vtt(cues).encode())
+
+        async def put(name: str, fmt: str, body: bytes) -> tuple[str, Output]:
+            path = workdir / f"transcript.{fmt}"
+            await asyncio.to_thread(path.write_bytes, body)
+            info = await self.store.put_file(transcript_key(job.id, fmt), path, CONTENT_TYPES[fmt])
+            return name, Output(info.key, info.size, info.content_type)
+
+        stored = await asyncio.gather(*(put(n, f, b) for n, (f, b) in documents.items()))
+        return dict(stored)

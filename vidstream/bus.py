@@ -1,0 +1,49 @@
+"""Typed access to Redis Streams: reading entries as `(id, fields)` pairs of strings.
+
+redis-py types stream replies loosely (bytes or str, nested unions); every role reads through
+these helpers so the rest of the code sees one shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+Entry = tuple[str, dict[str, str]]
+
+
+def _entries(raw: Any) -> list[Entry]:
+    # An entry deleted while pending comes back with no fields (None).
+    return [(str(entry_id), dict(fields or {})) for entry_id, fields in raw or ()]
+
+
+async def read(
+    redis: Redis, streams: dict[str, str], *, count: int, block_ms: int | None
+) -> list[tuple[str, list[Entry]]]:
+    """XREAD: entries after each stream's cursor, waiting up to `block_ms` for the first."""
+    raw = cast(Any, await redis.xread(cast(Any, streams), count=count, block=block_ms))
+    return [(str(stream), _entries(entries)) for stream, entries in raw or ()]
+
+
+async def read_group(
+    redis: Redis, group: str, consumer: str, stream: str, cursor: str, *, count: int,
+    block_ms: int | None,
+) -> list[Entry]:  # fmt: skip
+    """XREADGROUP on one stream: `>` for new entries, an id for this consumer's pending ones."""
+    raw = cast(Any, await redis.xreadgroup(group, consumer, {stream: cursor}, count=count,
+                                           block=block_ms))  # fmt: skip
+    return _entries(raw[0][1]) if raw else []
+
+
+async def history(
+    redis: Redis, stream: str, after: str = "0-0", *, count: int | None = None
+) -> list[Entry]:
+    """XRANGE: the entries after `after` (exclusive), oldest first."""
+    return _entries(await redis.xrange(stream, f"({after}", "+", count=count))
+
+
+async def last_id(redis: Redis, stream: str) -> str | None:
+    """The id of the newest entry, or None for an empty or missing stream."""
+    raw = cast(Any, await redis.xrevrange(stream, count=1))
+    return str(raw[0][0]) if raw else None

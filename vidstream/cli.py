@@ -1,0 +1,117 @@
+"""The `vidstream` command: run roles, submit videos, inspect the system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from vidstream import logs
+from vidstream.errors import ConfigError
+from vidstream.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidstream", description="Subtitled videos at scale.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="run all four roles in one process (starts Redis if needed)")
+    dev.add_argument("--concurrency", type=int, help="jobs per worker role at once (default 1)")
+    for role, text in (
+        ("gateway", "the REST API"),
+        ("transcribe", "the Whisper worker"),
+        ("render", "the FFmpeg worker"),
+        ("notifier", "the WebSocket server"),
+    ):
+        p = sub.add_parser(role, help=f"run {text}")
+        p.add_argument("--concurrency", type=int, help="jobs at once (worker roles; default 1)")
+    submit = sub.add_parser("submit", help="upload a video and create a job")
+    submit.add_argument("video", type=Path)
+    submit.add_argument("--gateway", help="gateway URL (default: PUBLIC_URL or the local gateway)")
+    submit.add_argument(
+        "--no-burn", action="store_true", help="add a subtitle track instead of burning"
+    )
+    submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
+    status.add_argument("job_id", nargs="?")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "concurrency", None) is not None:
+            if not 1 <= args.concurrency <= 64:
+                raise ConfigError("--concurrency must be between 1 and 64")
+            settings = settings.replace(concurrency=args.concurrency)
+    except ConfigError as exc:
+        print(f"vidstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return _run(_command(args, settings))
+    except ConfigError as exc:
+        print(f"vidstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+    from vidstream import runtime
+
+    if args.command == "dev":
+        return runtime.serve(settings, runtime.ROLES, private_redis=True)
+    if args.command in runtime.ROLES:
+        return runtime.serve(settings, (args.command,))
+    if args.command == "submit":
+        return _submit(args, settings)
+    return _status(args, settings)
+
+
+async def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream.client import SubmitError, submit
+
+    if not args.video.is_file():
+        print(f"vidstream: no such file: {args.video}", file=sys.stderr)
+        return 2
+    try:
+        return await submit(
+            args.video,
+            args.gateway or settings.gateway_url,
+            burn=not args.no_burn,
+            language=args.language,
+            wait=args.wait,
+        )
+    except (SubmitError, OSError) as exc:
+        print(f"vidstream: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream.admin import print_status
+    from vidstream.keys import Keys
+    from vidstream.services import connect_redis
+
+    redis = connect_redis(settings)
+    try:
+        return await print_status(redis, Keys(settings.redis_prefix), args.job_id, sys.stdout)
+    finally:
+        await redis.aclose()
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    if os.name == "posix":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

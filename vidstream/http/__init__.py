@@ -1,0 +1,1 @@
+"""The gateway: aiohttp REST API for uploads and jobs."""

@@ -1,0 +1,76 @@
+"""The gateway role: the aiohttp application and its server lifecycle."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from vidstream import logs
+from vidstream.http import health, jobs, uploads
+from vidstream.http.errors import cors_middleware, errors_middleware
+from vidstream.http.state import SERVICES, URLS, PublicUrls
+from vidstream.services import Services
+
+
+def create_app(services: Services, urls: PublicUrls) -> web.Application:
+    app = web.Application(
+        client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
+        middlewares=[cors_middleware(services.settings.cors_origins), errors_middleware],
+    )
+    app[SERVICES] = services
+    app[URLS] = urls
+    app.add_routes(health.routes)
+    app.add_routes(jobs.routes)
+    app.add_routes(uploads.routes)
+    return app
+
+
+class Gateway:
+    """Serves the REST API on `host:port` (0 picks a free port; see `url`)."""
+
+    def __init__(self, services: Services, *, ws_url: str | None = None) -> None:
+        self.services = services
+        settings = services.settings
+        self.host, self.port = settings.gateway_host, settings.gateway_port
+        self.urls = PublicUrls(gateway=settings.gateway_url, ws=ws_url or settings.ws_url)
+        self._runner: web.AppRunner | None = None
+        self.log = logs.get(role="gateway")
+
+    @property
+    def url(self) -> str:
+        return self.urls.gateway
+
+    async def start(self) -> None:
+        """Bind and serve; safe to call twice."""
+        if self._runner is not None:
+            return
+        self._runner = web.AppRunner(
+            create_app(self.services, self.urls), access_log=None, shutdown_timeout=5.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        if not self.services.settings.public_url:
+            self.urls.gateway = self.services.settings.replace(gateway_port=self.port).gateway_url
+        self.log.info("gateway_listening", url=self.urls.gateway)
+
+    async def close(self) -> None:
+        """Stop accepting, let requests in flight finish (bounded), close; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

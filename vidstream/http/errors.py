@@ -1,0 +1,102 @@
+"""Every error leaves the gateway as `{"error": {"code", "message"}}` with a fitting status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from redis.exceptions import RedisError
+
+from vidstream import logs
+from vidstream.errors import PermanentError, StorageError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logs.get(role="gateway")
+
+# Permanent job errors raised while validating a request, by the status they deserve.
+_STATUS_FOR_CODE = {"too_large": 413, "source_not_found": 400, "not_found": 404}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _code_for(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    except PermanentError as exc:
+        response = error_response(_STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        response = error_response(exc.status, _code_for(exc.status), message)
+    except RedisError as exc:
+        log.warning("redis_unavailable", error=str(exc))
+        response = error_response(
+            503, "unavailable", "The job store is unavailable; try again shortly."
+        )
+    except StorageError as exc:
+        log.warning("storage_unavailable", error=str(exc))
+        response = error_response(
+            503, "storage_unavailable", "Object storage is unavailable; try again shortly."
+        )
+    except Exception:
+        log.exception("request_crashed", method=request.method, path=request.path)
+        response = error_response(500, "internal_error", "An internal error occurred.")
+    log.debug(
+        "http_request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        took_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return response
+
+
+def cors_middleware(origins: tuple[str, ...]) -> Middleware:
+    """Let browsers on `origins` (or any, with "*") call the API, preflight included."""
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and ("*" in origins or origin in origins)
+        if (
+            request.method == "OPTIONS"
+            and allowed
+            and "Access-Control-Request-Method" in request.headers
+        ):
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = (
+                request.headers.get("Access-Control-Request-Headers") or "Content-Type"
+            )
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if allowed and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return cors

@@ -1,0 +1,42 @@
+"""`/healthz` (the process is up) and `/readyz` (Redis and storage answer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from vidstream.http.state import SERVICES
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    timeout = services.settings.redis_timeout_s
+
+    async def check(name: str, probe: Awaitable[object]) -> tuple[str, str]:
+        try:
+            async with asyncio.timeout(timeout):
+                await probe
+        except Exception as exc:
+            return name, f"unavailable: {type(exc).__name__}: {exc}"[:300]
+        return name, "ok"
+
+    checks = dict(
+        await asyncio.gather(
+            check("redis", services.redis.ping()), check("storage", services.store.check())
+        )
+    )
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,261 @@
+"""The job: its status, stages, options, outputs and events, and how each is (de)serialised.
+
+Pure data. Redis stores a job as a flat hash of strings (`Job.to_redis`) and its history as a
+stream of `Event` entries; the HTTP and WebSocket layers present both as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from vidstream.errors import PermanentError
+from vidstream.media.info import MediaInfo
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+
+
+class Stage(StrEnum):
+    TRANSCRIBE = "transcribe"
+    RENDER = "render"
+
+
+STAGES = (Stage.TRANSCRIBE, Stage.RENDER)
+
+
+class EventName(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    STAGE_COMPLETED = "stage_completed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FORMATS = ("json", "srt", "vtt")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    language: str | None = "en"  # None = let Whisper detect it
+    burn_subtitles: bool = True
+    formats: tuple[str, ...] = FORMATS
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Options:
+        """Validate options as a client sent them; raise `PermanentError` saying what is wrong."""
+        unknown = set(data) - {"language", "burn_subtitles", "formats"}
+        if unknown:
+            raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))}")
+        language = data.get("language", "en")
+        if language in (None, "", "auto"):
+            language = None
+        elif not isinstance(language, str) or not _LANGUAGE_RE.match(language.lower()):
+            raise _invalid("language must be an ISO 639-1 code such as 'en', or 'auto'")
+        else:
+            language = language.lower()
+        burn = data.get("burn_subtitles", True)
+        if not isinstance(burn, bool):
+            raise _invalid("burn_subtitles must be true or false")
+        formats = data.get("formats", list(FORMATS))
+        if isinstance(formats, str):
+            formats = [part.strip() for part in formats.split(",") if part.strip()]
+        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+            raise _invalid("formats must be a list drawn from json, srt, vtt")
+        bad = [f for f in formats if f not in FORMATS]
+        if bad:
+            raise _invalid(f"unknown format(s) {', '.join(bad)}; choose from json, srt, vtt")
+        # The word-level JSON is the source of truth the render stage reads, so it is always kept.
+        chosen = tuple(f for f in FORMATS if f in formats or f == "json")
+        return cls(language=language, burn_subtitles=burn, formats=chosen)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "burn_subtitles": self.burn_subtitles,
+            "formats": list(self.formats),
+        }
+
+
+def _invalid(message: str) -> PermanentError:
+    return PermanentError(message, code="invalid_request")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    key: str
+    size: int
+    content_type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "content_type": self.content_type}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Output:
+        return cls(
+            key=str(data["key"]), size=int(data["size"]), content_type=str(data["content_type"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    source_key: str
+    options: Options = Options()
+    tenant: str = "default"
+    status: Status = Status.QUEUED
+    stage: Stage | None = None
+    progress: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    outputs: dict[str, Output] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    media: MediaInfo | None = None
+
+    @classmethod
+    def new(cls, source_key: str, options: Options, tenant: str = "default") -> Job:
+        now = time.time()
+        return cls(
+            id=new_job_id(now),
+            source_key=source_key,
+            options=options,
+            tenant=tenant,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "source": self.source_key,
+            "options": json.dumps(self.options.to_dict()),
+            "status": self.status.value,
+            "stage": self.stage.value if self.stage else "",
+            "progress": repr(self.progress),
+            "created_at": repr(self.created_at),
+            "updated_at": repr(self.updated_at),
+            "outputs": json.dumps({k: v.to_dict() for k, v in self.outputs.items()}),
+            "error": json.dumps(self.error.to_dict()) if self.error else "",
+            "attempts": str(self.attempts),
+            "media": json.dumps(self.media.to_dict()) if self.media else "",
+        }
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> Job:
+        error = json.loads(raw["error"]) if raw.get("error") else None
+        return cls(
+            id=raw["id"],
+            tenant=raw.get("tenant", "default"),
+            source_key=raw["source"],
+            options=Options.parse(json.loads(raw["options"])),
+            status=Status(raw["status"]),
+            stage=Stage(raw["stage"]) if raw.get("stage") else None,
+            progress=float(raw.get("progress", 0.0)),
+            created_at=float(raw["created_at"]),
+            updated_at=float(raw["updated_at"]),
+            outputs={
+                k: Output.from_dict(v) for k, v in json.loads(raw.get("outputs") or "{}").items()
+            },
+            error=ErrorInfo(**error) if error else None,
+            attempts=int(raw.get("attempts", 0)),
+            media=MediaInfo.from_dict(json.loads(raw["media"])) if raw.get("media") else None,
+        )
+
+    def with_changes(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str  # the id of the entry in the job's event stream; orders the job's events
+    job_id: str
+    event: EventName
+    status: Status
+    stage: Stage | None
+    progress: float
+    at: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stream(cls, job_id: str, entry_id: str, fields: dict[str, str]) -> Event:
+        return cls(
+            id=entry_id,
+            job_id=job_id,
+            event=EventName(fields["event"]),
+            status=Status(fields["status"]),
+            stage=Stage(fields["stage"]) if fields.get("stage") else None,
+            progress=float(fields["progress"]),
+            at=float(fields["at"]),
+            data=json.loads(fields["data"]) if fields.get("data") else {},
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        """The event as the REST API and the WebSocket present it."""
+        return {
+            **self.data,
+            "type": "event",
+            "id": self.id,
+            "job_id": self.job_id,
+            "event": self.event.value,
+            "status": self.status.value,
+            "stage": self.stage.value if self.stage else None,
+            "progress": round(self.progress, 4),
+            "at": isoformat(self.at),
+        }
+
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A 26-character id that sorts by creation time (ULID layout, lowercase Crockford base32)."""
+    value = (int((time.time() if now is None else now) * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+_JOB_ID_RE = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+
+
+def is_job_id(value: str) -> bool:
+    return bool(_JOB_ID_RE.match(value))
+
+
+def isoformat(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

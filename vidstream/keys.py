@@ -1,0 +1,45 @@
+"""Every Redis key, stream and consumer-group name vidstream uses, in one place.
+
+Keys of one job share the hash tag `{<job id>}` so a per-job atomic step (a Lua script touching the
+job hash and its event stream) stays in one Redis Cluster slot. Streams shared by all jobs are few.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidstream.jobs import Stage
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "vs"
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job's fields (see `jobs.Job.to_redis`)."""
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def job_events(self, job_id: str) -> str:
+        """Stream: the job's event history, one entry per state change, in order."""
+        return f"{self.prefix}:job:{{{job_id}}}:events"
+
+    def stage_stream(self, stage: Stage) -> str:
+        """Stream of work for one stage, read by that role's consumer group."""
+        return f"{self.prefix}:stream:{stage.value}"
+
+    def stage_group(self, stage: Stage) -> str:
+        return f"{self.prefix}:{stage.value}"
+
+    @property
+    def events(self) -> str:
+        """Stream: one entry per job event, naming the job; every notifier tails it."""
+        return f"{self.prefix}:events"
+
+    @property
+    def control(self) -> str:
+        """Stream: cancellation notices; every worker tails it."""
+        return f"{self.prefix}:control"
+
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key under this prefix."""
+        return f"{self.prefix}:*"

@@ -1,0 +1,41 @@
+"""structlog set-up: one line per event, JSON when not on a terminal, context bound as fields."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog (and the stdlib loggers of our libraries) once per process."""
+    json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries (aiohttp access log, websockets) log through the stdlib; keep them quiet and
+    # on the same stream.
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(message)s"
+    )
+
+
+def get(**context: object) -> structlog.stdlib.BoundLogger:
+    """A logger with `context` bound as fields on every line."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger().bind(**context)
+    return logger

@@ -1,0 +1,1 @@
+"""Media handling: probing, FFmpeg command lines, Whisper, subtitles. Pure where possible."""

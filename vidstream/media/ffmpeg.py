@@ -1,0 +1,162 @@
+"""FFmpeg command lines, built as pure functions of the probed input and the settings.
+
+Kept free of I/O so each render kind (burned subtitles today; soft subtitles; later composed
+timelines) is one function whose output a unit test can read.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidstream.errors import ConfigError
+from vidstream.media.info import MediaInfo
+
+# Codecs an MP4 carries and common players (browsers included) play, so they can be copied.
+MP4_VIDEO = frozenset({"h264", "hevc", "av1", "mpeg4", "vp9"})
+MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+
+_ISO639_2 = {
+    "en": "eng",
+    "es": "spa",
+    "fr": "fra",
+    "de": "deu",
+    "it": "ita",
+    "pt": "por",
+    "nl": "nld",
+    "ru": "rus",
+    "zh": "zho",
+    "ja": "jpn",
+    "ko": "kor",
+    "ar": "ara",
+    "hi": "hin",
+    "pl": "pol",
+    "tr": "tur",
+    "sv": "swe",
+    "uk": "ukr",
+    "cs": "ces",
+    "el": "ell",
+    "he": "heb",
+}
+
+
+def resolve_binary(choice: str) -> str:
+    """The FFmpeg executable: the pinned imageio-ffmpeg build for "auto", else a path or name.
+
+    The pinned build is the same FFmpeg (9.x, with libx264 and libass) on every host, whatever
+    the distribution ships; bench/ffmpeg_builds.py measures it against the system one.
+    """
+    if choice == "auto":
+        try:
+            import imageio_ffmpeg
+
+            return str(imageio_ffmpeg.get_ffmpeg_exe())
+        except (ImportError, RuntimeError):
+            choice = "ffmpeg"
+    found = shutil.which(choice)
+    if not found:
+        raise ConfigError(f"FFMPEG_BINARY={choice!r} was not found; install ffmpeg or set a path")
+    return found
+
+
+def _base(ffmpeg: str) -> list[str]:
+    return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def audio_pcm(ffmpeg: str, source: str, start: float = 0.0, end: float | None = None) -> list[str]:
+    """Decode the first audio track (or a range of it) to 16 kHz mono s16le on stdout."""
+    argv = _base(ffmpeg)
+    if start > 0:
+        argv += ["-ss", f"{start:.3f}"]
+    if end is not None:
+        argv += ["-to", f"{end:.3f}"]
+    argv += ["-i", source, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(16000)]
+    return [*argv, "-f", "s16le", "pipe:1"]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoder:
+    preset: str = "veryfast"
+    crf: int = 21
+    audio_bitrate: str = "160k"
+
+
+def _audio_args(media: MediaInfo, enc: Encoder) -> list[str]:
+    if media.audio_codec in MP4_AUDIO:
+        return ["-c:a", "copy"]
+    return ["-c:a", "aac", "-b:a", enc.audio_bitrate]
+
+
+def _video_filter(media: MediaInfo, subtitles: str | None) -> str:
+    filters = []
+    if subtitles:
+        # FFmpeg applies the rotation before the filter graph, so the subtitles are laid out on
+        # the picture as displayed.
+        filters.append(f"ass={subtitles}")
+    width, height = media.display_size
+    if width % 2 or height % 2:  # 4:2:0 H.264 needs even dimensions
+        filters.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
+    filters.append("format=yuv420p")
+    return ",".join(filters)
+
+
+def burn_subtitles(
+    ffmpeg: str, source: str, ass_file: str, output: str, media: MediaInfo, enc: Encoder
+) -> list[str]:
+    """Re-encode the video with the ASS subtitles drawn in; reports on stdout (`-progress`).
+
+    `ass_file` should be a bare file name in the working directory: filter arguments have their
+    own escaping rules, which a plain name never needs.
+    """
+    # fmt: off
+    return [
+        *_base(ffmpeg),
+        "-i", source,
+        "-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn",
+        "-vf", _video_filter(media, ass_file),
+        "-c:v", "libx264", "-preset", enc.preset, "-crf", str(enc.crf),
+        *_audio_args(media, enc),
+        "-movflags", "+faststart",
+        "-progress", "pipe:1", "-nostats",
+        output,
+    ]
+    # fmt: on
+
+
+def soft_subtitles(
+    ffmpeg: str,
+    source: str,
+    srt_file: str,
+    output: str,
+    media: MediaInfo,
+    enc: Encoder,
+    language: str | None,
+) -> list[str]:
+    """Mux the subtitles as a selectable track; copies the video when MP4 can carry it."""
+    if media.video_codec in MP4_VIDEO:
+        video = ["-c:v", "copy"]
+        if media.video_codec == "hevc":
+            video += ["-tag:v", "hvc1"]  # the tag Apple players require for HEVC in MP4
+    else:
+        video = ["-vf", _video_filter(media, None), "-c:v", "libx264"]
+        video += ["-preset", enc.preset, "-crf", str(enc.crf)]
+    lang = _ISO639_2.get(language or "", "und")
+    # fmt: off
+    return [
+        *_base(ffmpeg),
+        "-i", source, "-i", srt_file,
+        "-map", "0:v:0", "-map", "0:a:0?", "-map", "1:0",
+        *video,
+        *_audio_args(media, enc),
+        "-c:s", "mov_text", "-metadata:s:s:0", f"language={lang}", "-disposition:s:0", "default",
+        "-movflags", "+faststart",
+        "-progress", "pipe:1", "-nostats",
+        output,
+    ]
+    # fmt: on
+
+
+def frame_png(ffmpeg: str, source: str | Path, at_s: float, output: str | Path) -> list[str]:
+    """Grab one frame as PNG (used by tests and tools)."""
+    return [*_base(ffmpeg), "-ss", f"{at_s:.3f}", "-i", str(source), "-frames:v", "1", str(output)]

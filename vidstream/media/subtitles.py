@@ -1,0 +1,184 @@
+"""Subtitle cues from word timings, and their SRT, WebVTT and ASS renderings. Pure functions.
+
+Cues follow common captioning guidance: at most two lines of about 42 characters, at most about
+seven seconds on screen, broken at sentence ends and at pauses, never overlapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from vidstream.media.transcript import Segment, Transcript, Word
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    max_chars: int = 42
+    max_lines: int = 2
+    max_duration_s: float = 7.0
+    pause_s: float = 0.8
+    min_duration_s: float = 0.8
+
+
+def build_cues(transcript: Transcript, layout: Layout = Layout()) -> list[Cue]:
+    groups: list[list[Word]] = []
+    for segment in transcript.segments:
+        groups.extend(_split(_words_of(segment), layout))
+    cues = [
+        Cue(
+            group[0].start,
+            max(group[-1].end, group[0].start),
+            wrap(" ".join(w.text for w in group), layout.max_chars, layout.max_lines),
+        )
+        for group in groups
+    ]
+    return _fix_timing(cues, layout)
+
+
+def _words_of(segment: Segment) -> list[Word]:
+    if segment.words:
+        return list(segment.words)
+    # No word timings: spread the segment's words evenly over its span.
+    texts = segment.text.split()
+    if not texts:
+        return []
+    step = (segment.end - segment.start) / len(texts)
+    return [
+        Word(t, segment.start + i * step, segment.start + (i + 1) * step)
+        for i, t in enumerate(texts)
+    ]
+
+
+def _split(words: Sequence[Word], layout: Layout) -> Iterable[list[Word]]:
+    limit = layout.max_chars * layout.max_lines
+    group: list[Word] = []
+    length = 0
+    for word in words:
+        if group:
+            prev = group[-1]
+            if (
+                length + 1 + len(word.text) > limit
+                or word.start - prev.end > layout.pause_s
+                or word.end - group[0].start > layout.max_duration_s
+                or (prev.text[-1] in ".?!" and length > layout.max_chars // 2)
+            ):
+                yield group
+                group, length = [], 0
+        group.append(word)
+        length += len(word.text) + (1 if length else 0)
+    if group:
+        yield group
+
+
+def wrap(text: str, max_chars: int = 42, max_lines: int = 2) -> tuple[str, ...]:
+    """Split `text` into at most `max_lines` lines, as even as the word breaks allow."""
+    words = text.split()
+    if len(text) <= max_chars or len(words) < 2 or max_lines < 2:
+        return (text,)
+    best: tuple[int, int] = (len(text), 0)
+    for i in range(1, len(words)):
+        longest = max(len(" ".join(words[:i])), len(" ".join(words[i:])))
+        if longest < best[0]:
+            best = (longest, i)
+    i = best[1]
+    head, rest = " ".join(words[:i]), " ".join(words[i:])
+    if len(rest) > max_chars and max_lines > 2:
+        return (head, *wrap(rest, max_chars, max_lines - 1))
+    return (head, rest)
+
+
+def _fix_timing(cues: list[Cue], layout: Layout) -> list[Cue]:
+    fixed: list[Cue] = []
+    for i, cue in enumerate(cues):
+        next_start = cues[i + 1].start if i + 1 < len(cues) else float("inf")
+        end = max(cue.end, cue.start + layout.min_duration_s)
+        end = min(end, next_start) if next_start > cue.start else end
+        fixed.append(Cue(cue.start, max(end, cue.start + 0.01), cue.lines))
+    return fixed
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(round(seconds * 1000), 0)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def srt_time(seconds: float) -> str:
+    return _clock(seconds, ",")
+
+
+def vtt_time(seconds: float) -> str:
+    return _clock(seconds, ".")
+
+
+def ass_time(seconds: float) -> str:
+    cs = max(round(seconds * 100), 0)
+    h, cs = divmod(cs, 360_000)
+    m, cs = divmod(cs, 6000)
+    s, cs = divmod(cs, 100)
+    return f"{h:d}:{m:02d}:{s:02d}.{cs:02d}"
+
+
+def to_srt(cues: Sequence[Cue]) -> str:
+    blocks = [
+        f"{i}\n{srt_time(c.start)} --> {srt_time(c.end)}\n"
+        + "\n".join(line.replace("-->", "->") for line in c.lines)
+        for i, c in enumerate(cues, 1)
+    ]
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_vtt(cues: Sequence[Cue]) -> str:
+    blocks = [
+        f"{vtt_time(c.start)} --> {vtt_time(c.end)}\n" + "\n".join(_vtt_escape(x) for x in c.lines)
+        for c in cues
+    ]
+    return "WEBVTT\n\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def _ass_escape(text: str) -> str:
+    # Braces open override blocks and backslashes start escapes in ASS; show look-alikes instead.
+    return text.replace("\\", "\uff3c").replace("{", "\uff5b").replace("}", "\uff5d")
+
+
+def to_ass(cues: Sequence[Cue], width: int, height: int, font: str = "DejaVu Sans") -> str:
+    """ASS sized for a `width` x `height` picture: white text, black outline, bottom centre."""
+    size = max(round(height * 0.055), 12)
+    outline = max(round(size / 14), 1)
+    margin_v = max(round(height * 0.05), 8)
+    margin_h = max(round(width * 0.05), 8)
+    header = (
+        "[Script Info]\nScriptType: v4.00+\nWrapStyle: 0\nScaledBorderAndShadow: yes\n"
+        f"PlayResX: {width}\nPlayResY: {height}\n\n"
+        "[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, "
+        "OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, "
+        "Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+        f"Style: Default,{font},{size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,0,0,0,0,"
+        f"100,100,0,0,1,{outline},0,2,{margin_h},{margin_h},{margin_v},1\n\n"
+        "[Events]\n"
+        "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+    )
+    events = [
+        f"Dialogue: 0,{ass_time(c.start)},{ass_time(c.end)},Default,,0,0,0,,"
+        + "\\N".join(_ass_escape(line) for line in c.lines)
+        for c in cues
+    ]
+    return header + "\n".join(events) + "\n"

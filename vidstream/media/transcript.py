@@ -1,0 +1,98 @@
+"""The word-level transcript: the source of truth from which SRT, VTT and ASS are made.
+
+Times are seconds from the start of the source, never of a piece of it, so transcripts of ranges
+of one source can later be merged by concatenating their segments.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        return cls(
+            start=float(data["start"]),
+            end=float(data["end"]),
+            text=str(data["text"]).strip(),
+            words=tuple(
+                Word(
+                    str(w["word"]).strip(),
+                    float(w["start"]),
+                    float(w["end"]),
+                    float(w.get("probability", 1.0)),
+                )
+                for w in data.get("words") or ()
+                if str(w["word"]).strip()
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "text": self.text,
+            "words": [
+                {
+                    "word": w.text,
+                    "start": round(w.start, 3),
+                    "end": round(w.end, 3),
+                    "probability": round(w.probability, 3),
+                }
+                for w in self.words
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    language: str
+    duration: float
+    segments: tuple[Segment, ...] = ()
+    model: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "version": VERSION,
+            "language": self.language,
+            "duration": round(self.duration, 3),
+            "model": self.model,
+            **self.meta,
+            "text": self.text,
+            "segments": [s.to_dict() for s in self.segments],
+        }
+        return json.dumps(doc, ensure_ascii=False, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Transcript:
+        doc = json.loads(raw)
+        return cls(
+            language=str(doc.get("language") or ""),
+            duration=float(doc.get("duration") or 0.0),
+            segments=tuple(Segment.from_dict(s) for s in doc.get("segments", ())),
+            model=str(doc.get("model") or ""),
+        )

@@ -1,0 +1,257 @@
+"""A pool of Whisper server processes, each keeping its model loaded between jobs.
+
+A job borrows one server, streams its segments back, and returns it. A server that is cancelled,
+stalls or dies is stopped (with its FFmpeg decoder: same process group) and replaced in the
+background, so a cancelled job never leaves a half-finished request behind in a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidstream import logs
+from vidstream.errors import JobError, PermanentError, TransientError
+from vidstream.media import process
+from vidstream.media.transcript import Segment, Transcript
+
+PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language"})
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeRequest:
+    """Transcribe `path` from `start` to `end` seconds (None: to the end); times stay absolute."""
+
+    path: Path
+    language: str | None
+    start: float = 0.0
+    end: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperConfig:
+    ffmpeg: str
+    model: str = ""
+    threads: int = 1
+    beam_size: int = 5
+    load_timeout_s: float = 120.0
+    stall_timeout_s: float = 600.0  # no segment for this long: the server is stuck
+
+
+class WhisperServer:
+    """One child process running `vidstream.media.whisper_server`."""
+
+    def __init__(self, config: WhisperConfig) -> None:
+        self.config = config
+        self.proc: asyncio.subprocess.Process | None = None
+        self.model = ""
+        self.model_name = ""
+        self._stderr: process.Tail | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        argv = [
+            sys.executable,
+            "-m",
+            "vidstream.media.whisper_server",
+            "--ffmpeg",
+            cfg.ffmpeg,
+            "--threads",
+            str(cfg.threads),
+            "--beam-size",
+            str(cfg.beam_size),
+        ]
+        if cfg.model:
+            argv += ["--model", cfg.model]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(cfg.threads)}
+        self.proc = await process.spawn(argv, stdin=process.PIPE, env=env, limit=16 * 2**20)
+        self._stderr = process.Tail(self.proc.stderr)
+        try:
+            async with asyncio.timeout(cfg.load_timeout_s):
+                ready = await self._read()
+        except (TimeoutError, TransientError) as exc:
+            await self.close()
+            raise TransientError(
+                f"the Whisper server did not start: {exc}", code="whisper_crashed"
+            ) from None
+        if ready.get("type") != "ready":
+            await self.close()
+            raise TransientError(
+                f"the Whisper model did not load: {ready.get('message')}", code="model_load_failed"
+            )
+        self.model = str(ready.get("model", ""))
+        self.model_name = self.model.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            tail = await self._stderr.text(1.0) if self._stderr else ""
+            raise TransientError(
+                f"the Whisper server exited: {tail[-500:]}", code="whisper_crashed"
+            )
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    async def transcribe(
+        self,
+        request_id: str,
+        req: TranscribeRequest,
+        on_segment: Callable[[Segment], Awaitable[None]],
+    ) -> Transcript:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        line = json.dumps(
+            {
+                "id": request_id,
+                "path": str(req.path),
+                "start": req.start,
+                "end": req.end,
+                "language": req.language,
+            }
+        )
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        segments: list[Segment] = []
+        while True:
+            try:
+                async with asyncio.timeout(self.config.stall_timeout_s):
+                    msg = await self._read()
+            except TimeoutError:
+                raise TransientError(
+                    f"Whisper produced nothing for {self.config.stall_timeout_s:g} s",
+                    code="timeout",
+                ) from None
+            kind = msg.get("type")
+            if kind == "segment":
+                segment = Segment.from_dict(msg)
+                segments.append(segment)
+                await on_segment(segment)
+            elif kind == "done":
+                return Transcript(
+                    language=str(msg.get("language") or req.language or ""),
+                    duration=float(msg.get("duration") or 0.0),
+                    segments=tuple(segments),
+                    model=self.model_name,
+                )
+            elif kind == "error":
+                code, message = str(msg.get("code")), str(msg.get("message"))
+                cls: type[JobError] = PermanentError if code in PERMANENT_CODES else TransientError
+                raise cls(message, code=code)
+
+    async def close(self) -> None:
+        if self.proc is not None:
+            await process.terminate(self.proc)
+        if self._stderr:
+            self._stderr.cancel()
+
+
+class WhisperPool:
+    """`size` Whisper servers; `transcribe` waits for a free one."""
+
+    def __init__(self, config: WhisperConfig, size: int) -> None:
+        self.config = config
+        self.size = size
+        self._idle: asyncio.Queue[WhisperServer] = asyncio.Queue()
+        self._all: set[WhisperServer] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+        self._counter = 0
+        self.log = logs.get(component="whisper")
+
+    async def start(self) -> None:
+        """Start every server and wait until each has loaded its model; safe to call twice."""
+        if self._started:
+            return
+        self._started = True
+        servers = [WhisperServer(self.config) for _ in range(self.size)]
+        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        for server, result in zip(servers, results, strict=True):
+            if isinstance(result, BaseException):
+                await asyncio.gather(*(s.close() for s in servers))
+                raise result
+            self._all.add(server)
+            self._idle.put_nowait(server)
+        self.log.info(
+            "whisper_ready",
+            servers=self.size,
+            model=servers[0].model or "tiny.en",
+            threads=self.config.threads,
+        )
+
+    async def transcribe(
+        self, req: TranscribeRequest, on_segment: Callable[[Segment], Awaitable[None]]
+    ) -> Transcript:
+        server = await self._idle.get()
+        self._counter += 1
+        healthy = False
+        try:
+            result = await server.transcribe(str(self._counter), req, on_segment)
+            healthy = True
+            return result
+        except PermanentError:
+            healthy = server.alive  # the server answered cleanly; it can take the next request
+            raise
+        finally:
+            if healthy:
+                self._idle.put_nowait(server)
+            else:
+                # Cancelled, stalled or crashed mid-request: its state is unknown, so stop it
+                # (shielded: a cancelled job still waits for the process group to be gone).
+                await asyncio.shield(self._replace(server))
+
+    async def _replace(self, server: WhisperServer) -> None:
+        await server.close()
+        self._all.discard(server)
+        if not self._closed:
+            task = asyncio.create_task(self._spawn_replacement())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _spawn_replacement(self) -> None:
+        delay = 1.0
+        while not self._closed:
+            server = WhisperServer(self.config)
+            try:
+                await server.start()
+            except TransientError as exc:
+                self.log.error("whisper_restart_failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
+                delay = min(delay * 2, 30.0)
+                continue
+            if self._closed:
+                await server.close()
+                return
+            self._all.add(server)
+            self._idle.put_nowait(server)
+            return
+
+    def pids(self) -> list[int]:
+        return [s.pid for s in self._all if s.pid is not None]
+
+    async def close(self) -> None:
+        """Stop every server; safe to call twice."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(s.close() for s in list(self._all)))
+        self._all.clear()

@@ -1,0 +1,1 @@
+"""The notifier role: pushes job events to WebSocket clients."""

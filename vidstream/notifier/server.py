@@ -1,0 +1,197 @@
+"""The notifier role: a `websockets` server at `/v1/ws` speaking the subscribe protocol.
+
+    client → {"type": "subscribe", "job_id", "token", "last_event_id"?}
+    server → {"type": "snapshot", "job": {...}, "last_event_id"}, then {"type": "event", ...}
+    client → {"type": "unsubscribe", "job_id"}          server → {"type": "unsubscribed", ...}
+    server → {"type": "error", "code", "message"} for anything it cannot do
+
+A wrong token and an unknown job get the same answer, so a token never reveals a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Self
+
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from vidstream import logs
+from vidstream.notifier.hub import Hub
+from vidstream.present import present_job
+from vidstream.services import Services
+
+PATH = "/v1/ws"
+MAX_SUBSCRIPTIONS = 100
+QUEUE_LIMIT = 2000  # messages waiting for a slow client before it is disconnected
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+class Connection:
+    """One client: its subscriptions and an outgoing queue drained by a writer task."""
+
+    def __init__(self, ws: ServerConnection, notifier: Notifier) -> None:
+        self.ws = ws
+        self.notifier = notifier
+        self.jobs: set[str] = set()
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+
+    def push(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            # Falling this far behind means the client is not reading; let it reconnect and
+            # resume from its last event id rather than buffer without bound.
+            task = asyncio.create_task(self.ws.close(1013, "client too slow"))
+            self.notifier.own(task)
+
+    def error(self, code: str, message: str, **extra: Any) -> None:
+        self.push({"type": "error", "code": code, "message": message, **extra})
+
+    async def write(self) -> None:
+        while True:
+            message = await self.queue.get()
+            await self.ws.send(json.dumps(message))
+
+    async def receive(self, raw: str | bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            return self.error("invalid_message", "Messages must be JSON objects.")
+        if not isinstance(msg, dict):
+            return self.error("invalid_message", "Messages must be JSON objects.")
+        kind = msg.get("type")
+        if kind == "subscribe":
+            try:
+                return await self.subscribe(msg)
+            except RedisError:
+                return self.error("unavailable", "The job store is unavailable; try again shortly.")
+        if kind == "unsubscribe":
+            job_id = str(msg.get("job_id", ""))
+            self.notifier.hub.unsubscribe(self, job_id)
+            self.jobs.discard(job_id)
+            return self.push({"type": "unsubscribed", "job_id": job_id})
+        if kind == "ping":
+            return self.push({"type": "pong"})
+        return self.error("invalid_message", "type must be subscribe, unsubscribe or ping.")
+
+    async def subscribe(self, msg: dict[str, Any]) -> None:
+        job_id, token, after = msg.get("job_id"), msg.get("token"), msg.get("last_event_id")
+        services = self.notifier.services
+        if not isinstance(job_id, str) or not isinstance(token, str):
+            return self.error("invalid_message", "subscribe needs job_id and token strings.")
+        if after is not None and (not isinstance(after, str) or not _STREAM_ID.match(after)):
+            return self.error(
+                "invalid_message", "last_event_id must be an event id such as '0-0'.", job_id=job_id
+            )
+        if not services.signer.check_ws_token(job_id, token):
+            return self.error(
+                "forbidden", "The token does not grant access to this job.", job_id=job_id
+            )
+        if job_id not in self.jobs and len(self.jobs) >= MAX_SUBSCRIPTIONS:
+            return self.error(
+                "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} jobs per connection."
+            )
+        job, last_id = await services.jobs.snapshot(job_id)
+        if job is None:
+            return self.error(
+                "forbidden", "The token does not grant access to this job.", job_id=job_id
+            )
+        body = await present_job(job, services.store, services.settings.download_url_ttl_s)
+        self.push({"type": "snapshot", "job": body, "last_event_id": last_id})
+        after = after or last_id
+        if job.status.terminal and after == last_id:
+            return None  # finished, and the client has seen everything: nothing will follow
+        self.jobs.add(job_id)
+        await self.notifier.hub.subscribe(self, job_id, after)
+        return None
+
+
+class Notifier:
+    """Serves `/v1/ws` on `host:port` (0 picks a free port; see `url`)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.hub = Hub(services)
+        self.host, self.port = services.settings.notifier_host, services.settings.notifier_port
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.log = logs.get(role="notifier")
+
+    @property
+    def url(self) -> str:
+        if self.services.settings.public_ws_url:
+            return self.services.settings.public_ws_url
+        return self.services.settings.replace(notifier_port=self.port).ws_url
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        await self.hub.start()
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=_route,
+            max_size=64 * 1024,
+            ping_interval=20,
+            ping_timeout=20,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.log.info("notifier_listening", url=self.url)
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            # Going away (1001): clients reconnect to another notifier and resume by event id.
+            server.close(close_connections=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await server.wait_closed()
+        await self.hub.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = Connection(ws, self)
+        writer = asyncio.create_task(conn.write())
+        try:
+            async for raw in ws:
+                await conn.receive(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.drop(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+
+def _route(connection: ServerConnection, request: Request) -> Response | None:
+    path = request.path.split("?", 1)[0]
+    if path == "/healthz":
+        return connection.respond(HTTPStatus.OK, "ok\n")
+    if path != PATH:
+        return connection.respond(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
+    return None

@@ -1,0 +1,152 @@
+"""Compose roles into a running process: the shared clients, then each role, then wait for a signal.
+
+Signals only set events. The first SIGINT/SIGTERM starts a graceful stop (workers finish their
+jobs within SHUTDOWN_GRACE_S); a second one cuts the grace period short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from vidstream import logs
+from vidstream.actors.render import RenderWorker
+from vidstream.actors.transcribe import TranscribeWorker
+from vidstream.actors.worker import Worker
+from vidstream.devredis import PrivateRedis
+from vidstream.http.app import Gateway
+from vidstream.notifier.server import Notifier
+from vidstream.services import Services, connect_redis
+from vidstream.settings import Settings
+from vidstream.signing import Signer, load_secret
+from vidstream.storage import LocalStore, open_store
+
+ROLES = ("gateway", "transcribe", "render", "notifier")
+
+log = logs.get(role="main")
+
+
+async def wait_for_redis(redis: Redis) -> None:
+    """Return once Redis answers, logging and backing off while it does not."""
+    delay = 0.5
+    while True:
+        try:
+            await redis.ping()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("waiting_for_redis", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)  # backoff between connection attempts
+            delay = min(delay * 2, 10.0)
+
+
+class Stack:
+    """The roles of one process and the clients they share, started and closed as one."""
+
+    def __init__(
+        self, settings: Settings, roles: tuple[str, ...] = ROLES, *, private_redis: bool = False
+    ) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.private_redis = private_redis
+        self.gateway: Gateway | None = None
+        self.notifier: Notifier | None = None
+        self.workers: list[Worker] = []
+        self.services: Services | None = None
+        self._exit = AsyncExitStack()
+
+    async def start(self) -> None:
+        s, enter = self.settings, self._exit.enter_async_context
+        if self.private_redis:
+            await enter(PrivateRedis(s.redis_url, Path(s.data_dir)))
+        redis = connect_redis(s)
+        self._exit.push_async_callback(redis.aclose)
+        await wait_for_redis(redis)
+        signer = Signer(load_secret(s))
+        store = await enter(open_store(s, signer))
+        self.services = services = Services.build(s, redis, store, signer)
+        # The notifier first, so the gateway can hand out its real URL; on close, the reverse
+        # order keeps it up while workers finish, so clients see the last events.
+        if "notifier" in self.roles:
+            self.notifier = await enter(Notifier(services))
+        if "gateway" in self.roles:
+            ws_url = self.notifier.url if self.notifier else None
+            self.gateway = await enter(Gateway(services, ws_url=ws_url))
+            if isinstance(store, LocalStore) and not s.public_url:
+                store.base_url = self.gateway.url
+        for role, cls in (("transcribe", TranscribeWorker), ("render", RenderWorker)):
+            if role in self.roles:
+                self.workers.append(await enter(cls(services, concurrency=s.concurrency)))
+
+    async def close(self) -> None:
+        await self._exit.aclose()
+
+    def hurry(self) -> None:
+        for worker in self.workers:
+            worker.hurry()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def serve(settings: Settings, roles: tuple[str, ...], *, private_redis: bool = False) -> int:
+    """Run `roles` until SIGINT or SIGTERM; return the exit status."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    stack = Stack(settings, roles, private_redis=private_redis)
+    received: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        if len(received) == 1:
+            log.info("stopping", signal=sig.name, grace_s=settings.shutdown_grace_s)
+            stop.set()
+        else:
+            log.warning("stopping_now", signal=sig.name)
+            stack.hurry()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        starting = asyncio.create_task(stack.__aenter__())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # a signal while waiting for Redis: give up starting
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 0
+        stopped.cancel()
+        starting.result()
+        try:
+            urls = {
+                "gateway": stack.gateway.url if stack.gateway else None,
+                "notifier": stack.notifier.url if stack.notifier else None,
+            }
+            log.info("vidstream_ready", roles=list(roles), **{k: v for k, v in urls.items() if v})
+            await stop.wait()
+        finally:
+            await stack.close()
+        log.info("stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,52 @@
+"""The shared clients every role uses, built once per process by the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from vidstream.jobstore import JobStore
+from vidstream.keys import Keys
+from vidstream.settings import Settings
+from vidstream.signing import Signer
+from vidstream.storage import ObjectStore
+
+# The longest a role blocks in XREAD/XREADGROUP; the socket timeout must outlast it.
+BLOCK_MS = 1000
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """A Redis client with timeouts on every call and retries on dropped connections."""
+    client: Redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s + BLOCK_MS / 1000,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    jobs: JobStore
+    store: ObjectStore
+    signer: Signer
+
+    @classmethod
+    def build(
+        cls, settings: Settings, redis: Redis, store: ObjectStore, signer: Signer
+    ) -> Services:
+        keys = Keys(settings.redis_prefix)
+        jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
+        return cls(settings, redis, keys, jobs, store, signer)

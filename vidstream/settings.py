@@ -1,0 +1,209 @@
+"""One frozen `Settings`, read from the environment once in `main()` and passed explicitly.
+
+Every value has a typed default; a malformed value fails loudly at start-up with the name of
+the variable, so a typo never turns into a job that fails an hour later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from vidstream.errors import ConfigError
+
+T = TypeVar("T")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Redis: job state and every stream between roles.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "vs"
+    redis_timeout_s: float = 5.0
+
+    # Where the embedded defaults keep their files (local storage, private Redis, temp dirs).
+    data_dir: Path = Path("data")
+    storage: str = "local"
+    secret_key: str = ""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    public_url: str = ""  # the gateway as clients reach it; default derived from host/port
+    cors_origins: tuple[str, ...] = ("*",)
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = 8765
+    public_ws_url: str = ""  # the notifier as clients reach it; default derived from host/port
+
+    max_upload_bytes: int = 4 * 1024**3
+    max_duration_s: float = 4 * 3600.0
+    upload_url_ttl_s: int = 900
+    download_url_ttl_s: int = 3600
+    job_ttl_s: int = 7 * 24 * 3600
+
+    # Workers.
+    concurrency: int = 1
+    ffmpeg: str = "auto"  # "auto" = the pinned imageio-ffmpeg build, else `ffmpeg` on PATH
+    x264_preset: str = "veryfast"
+    x264_crf: int = 21
+    whisper_model: str = ""  # a CTranslate2 model directory; default: bundled tiny.en
+    whisper_threads: int = 0  # 0 = cores divided by concurrency
+    whisper_beam_size: int = 5
+    whisper_load_timeout_s: float = 120.0
+    probe_timeout_s: float = 30.0
+    shutdown_grace_s: float = 30.0
+
+    log_level: str = "info"
+    log_format: str = "auto"  # auto | json | console
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raise `ConfigError` naming a bad one."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        d = cls()  # defaults (with slots, class attributes are descriptors, not defaults)
+        settings = cls(
+            redis_url=r.text("REDIS_URL", d.redis_url),
+            redis_prefix=r.text("REDIS_PREFIX", d.redis_prefix),
+            redis_timeout_s=r.number("REDIS_TIMEOUT_S", d.redis_timeout_s, float, low=0.1),
+            data_dir=Path(r.text("VIDSTREAM_DATA_DIR", str(d.data_dir))),
+            storage=r.choice("VIDSTREAM_STORAGE", d.storage, ("local",)),
+            secret_key=r.text("SECRET_KEY", d.secret_key),
+            gateway_host=r.text("GATEWAY_HOST", d.gateway_host),
+            gateway_port=r.number("GATEWAY_PORT", d.gateway_port, int, low=0, high=65535),
+            public_url=r.url("PUBLIC_URL", ("http", "https")),
+            cors_origins=r.csv("CORS_ORIGINS", d.cors_origins),
+            notifier_host=r.text("NOTIFIER_HOST", d.notifier_host),
+            notifier_port=r.number("NOTIFIER_PORT", d.notifier_port, int, low=0, high=65535),
+            public_ws_url=r.url("PUBLIC_WS_URL", ("ws", "wss")),
+            max_upload_bytes=r.number("MAX_UPLOAD_BYTES", d.max_upload_bytes, int, low=1),
+            max_duration_s=r.number("MAX_DURATION_S", d.max_duration_s, float, low=1),
+            upload_url_ttl_s=r.number("UPLOAD_URL_TTL_S", d.upload_url_ttl_s, int, low=1),
+            download_url_ttl_s=r.number("DOWNLOAD_URL_TTL_S", d.download_url_ttl_s, int, low=1),
+            job_ttl_s=r.number("JOB_TTL_S", d.job_ttl_s, int, low=60),
+            concurrency=r.number("CONCURRENCY", d.concurrency, int, low=1, high=64),
+            ffmpeg=r.text("FFMPEG_BINARY", d.ffmpeg),
+            x264_preset=r.choice("X264_PRESET", d.x264_preset, _X264_PRESETS),
+            x264_crf=r.number("X264_CRF", d.x264_crf, int, low=0, high=51),
+            whisper_model=r.text("WHISPER_MODEL", d.whisper_model),
+            whisper_threads=r.number("WHISPER_THREADS", d.whisper_threads, int, low=0, high=256),
+            whisper_beam_size=r.number("WHISPER_BEAM_SIZE", d.whisper_beam_size, int, low=1),
+            whisper_load_timeout_s=r.number(
+                "WHISPER_LOAD_TIMEOUT_S", d.whisper_load_timeout_s, float, low=1
+            ),
+            probe_timeout_s=r.number("PROBE_TIMEOUT_S", d.probe_timeout_s, float, low=1),
+            shutdown_grace_s=r.number("SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, low=0),
+            log_level=r.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
+            log_format=r.choice("LOG_FORMAT", d.log_format, ("auto", "json", "console")),
+        )
+        if not _PREFIX_RE.match(settings.redis_prefix):
+            raise ConfigError("REDIS_PREFIX must be 1-32 characters of letters, digits, _ . -")
+        if urlsplit(settings.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"REDIS_URL must be a redis:// or rediss:// URL: {settings.redis_url!r}"
+            )
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's base URL as clients reach it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{_client_host(self.gateway_host)}:{self.gateway_port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The notifier's WebSocket URL as clients reach it."""
+        if self.public_ws_url:
+            return self.public_ws_url
+        return f"ws://{_client_host(self.notifier_host)}:{self.notifier_port}/v1/ws"
+
+
+_X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+def _client_host(host: str) -> str:
+    # A server bound to every interface is reached through loopback from this machine; anything
+    # else needs PUBLIC_URL / PUBLIC_WS_URL set explicitly.
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class _Reader:
+    """Typed access to environment variables, naming the variable in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def number(
+        self,
+        name: str,
+        default: T,
+        kind: Callable[[str], T],
+        low: float | None = None,
+        high: float | None = None,
+    ) -> T:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = kind(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+        number = float(parsed)  # type: ignore[arg-type]
+        if (low is not None and number < low) or (high is not None and number > high):
+            bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise ConfigError(f"{name} must be {bounds}, got {value!r}")
+        return parsed
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        return value.lower()
+
+    def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._raw(name)
+        if value is None:
+            return default
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str:
+        value = self._raw(name)
+        if value is None:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
+        return value

@@ -1,0 +1,81 @@
+"""HMAC signatures for the gateway's own URLs (local storage) and for WebSocket tokens.
+
+Stateless on purpose: any gateway or notifier process holding the same secret can check a URL or
+a token, so these scale with the roles and need nothing stored in Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from vidstream.settings import Settings
+
+
+class Signer:
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _mac(self, *parts: str) -> str:
+        digest = hmac.new(self._secret, "\n".join(parts).encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
+
+    def ws_token(self, job_id: str) -> str:
+        """The token that lets a WebSocket client watch one job."""
+        return self._mac("ws", job_id)
+
+    def check_ws_token(self, job_id: str, token: str) -> bool:
+        return hmac.compare_digest(self.ws_token(job_id), token)
+
+    def object_url(
+        self, base_url: str, method: str, key: str, expires: int, **params: str | int
+    ) -> str:
+        """A URL to the gateway's `/v1/objects/{key}`, valid for `method` until `expires`."""
+        query = {"expires": str(expires), **{k: str(v) for k, v in sorted(params.items())}}
+        query["sig"] = self._mac("object", method, key, *(f"{k}={v}" for k, v in query.items()))
+        return f"{base_url}/v1/objects/{quote(key)}?{urlencode(query)}"
+
+    def check_object_url(self, method: str, key: str, query: dict[str, str]) -> bool:
+        """True if `query` carries a valid, unexpired signature for `method` on `key`."""
+        sig = query.get("sig", "")
+        params = {k: v for k, v in query.items() if k != "sig"}
+        if "expires" not in params:
+            return False
+        ordered = {"expires": params.pop("expires"), **dict(sorted(params.items()))}
+        expected = self._mac("object", method, key, *(f"{k}={v}" for k, v in ordered.items()))
+        if not hmac.compare_digest(expected, sig):
+            return False
+        try:
+            return int(ordered["expires"]) >= time.time()
+        except ValueError:
+            return False
+
+
+def load_secret(settings: Settings) -> bytes:
+    """SECRET_KEY, or a random one kept in the data dir so processes on one machine share it."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    path = Path(settings.data_dir) / "secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write the candidate aside and hard-link it into place: the link either wins whole or finds
+    # another process's secret already there, so no reader ever sees a half-written file.
+    candidate = path.with_name(f".secret-{os.getpid()}-{secrets.token_hex(4)}")
+    candidate.write_text(secrets.token_urlsafe(32))
+    candidate.chmod(0o600)
+    try:
+        os.link(candidate, path)
+    except FileExistsError:
+        pass
+    finally:
+        candidate.unlink()
+    return path.read_bytes().strip()

@@ -1,0 +1,20 @@
+"""Object storage behind one interface: `LocalStore` (embedded default), `S3Store` (R2/S3/MinIO)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vidstream.errors import ConfigError
+from vidstream.settings import Settings
+from vidstream.signing import Signer
+from vidstream.storage.base import ObjectInfo, ObjectStore
+from vidstream.storage.local import LocalStore
+
+__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "open_store"]
+
+
+def open_store(settings: Settings, signer: Signer) -> ObjectStore:
+    """The backend `VIDSTREAM_STORAGE` names (call `start()` or use `async with`)."""
+    if settings.storage == "local":
+        return LocalStore(Path(settings.data_dir) / "storage", signer, settings.gateway_url)
+    raise ConfigError(f"VIDSTREAM_STORAGE={settings.storage!r} is not supported")

@@ -1,0 +1,83 @@
+"""The `ObjectStore` interface every storage backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str
+
+
+class ObjectStore(abc.ABC):
+    """Async object storage. Keys are checked with `names.check_key` before any I/O."""
+
+    name: str
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; safe to call twice."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise `StorageError` unless the store can be read and written."""
+
+    @abc.abstractmethod
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's size and type, or None when it does not exist."""
+
+    @abc.abstractmethod
+    async def put_file(self, key: str, path: Path, content_type: str) -> ObjectInfo:
+        """Store the file at `path` under `key`, replacing any object there."""
+
+    @abc.abstractmethod
+    async def put_stream(
+        self, key: str, chunks: AsyncIterable[bytes], content_type: str, max_size: int
+    ) -> ObjectInfo:
+        """Store a stream of bytes; raise `PermanentError(too_large)` past `max_size` bytes."""
+
+    @abc.abstractmethod
+    async def get_file(self, key: str, dest: Path) -> ObjectInfo:
+        """Copy the object to `dest`; raise `ObjectNotFound` if it does not exist."""
+
+    @abc.abstractmethod
+    async def get_bytes(self, key: str, max_size: int = 64 * 1024**2) -> bytes:
+        """The object's bytes (for small objects such as transcripts)."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    @abc.abstractmethod
+    async def presign_put(self, key: str, content_type: str, max_size: int, expires_s: int) -> str:
+        """A URL a client can PUT the object's bytes to, without other credentials."""
+
+    @abc.abstractmethod
+    async def presign_get(self, key: str, filename: str, expires_s: int) -> str:
+        """A URL a client can GET the object from, downloading it as `filename`."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's path on this machine when the store is a local directory, else None."""
+        return None

@@ -1,0 +1,85 @@
+"""Object keys: where each kind of object lives, and rules that keep user input in its prefix.
+
+uploads/{upload_id}/{safe filename}     sources, uploaded by clients
+jobs/{job_id}/transcript.{json,srt,vtt} transcripts
+rendered/{job_id}-{timestamp}.mp4       rendered videos
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import unicodedata
+from pathlib import PurePosixPath
+
+from vidstream.errors import PermanentError
+
+UPLOADS = "uploads/"
+MAX_KEY_LENGTH = 512
+_UNSAFE = re.compile(r"[^A-Za-z0-9._()\- ]+")
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "mp4": "video/mp4",
+}
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A file name reduced to harmless characters: no directories, no control characters."""
+    name = unicodedata.normalize("NFKC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if not name:
+        return default
+    stem, dot, ext = name.rpartition(".")
+    if dot and len(ext) <= 10 and stem:
+        return f"{stem[: 100 - len(ext) - 1]}.{ext}"
+    return name[:100]
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a well-formed relative key, else raise `PermanentError`."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise _bad_key("a key must be 1 to 512 characters")
+    if key.startswith("/") or "\\" in key:
+        raise _bad_key("a key must be a relative path with forward slashes")
+    if any(unicodedata.category(ch)[0] == "C" for ch in key):
+        raise _bad_key("a key must not contain control characters")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise _bad_key("a key must not contain empty, '.' or '..' segments")
+    return key
+
+
+def check_source_key(key: str) -> str:
+    """Sources come from the uploads prefix only, so a job cannot read another job's outputs."""
+    check_key(key)
+    if not key.startswith(UPLOADS):
+        raise _bad_key(f"a source key must start with {UPLOADS!r}")
+    return key
+
+
+def _bad_key(message: str) -> PermanentError:
+    return PermanentError(message, code="invalid_key")
+
+
+def new_upload_key(filename: str) -> str:
+    return f"{UPLOADS}{secrets.token_hex(12)}/{safe_filename(filename)}"
+
+
+def transcript_key(job_id: str, fmt: str) -> str:
+    return f"jobs/{job_id}/transcript.{fmt}"
+
+
+def rendered_key(job_id: str, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"rendered/{job_id}-{stamp}.mp4"
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(
+        PurePosixPath(key).suffix.lstrip(".").lower(), "application/octet-stream"
+    )
