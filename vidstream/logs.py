@@ -25,7 +25,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=True,
     )
     # Libraries (aiohttp access log, websockets) log through the stdlib; keep them quiet and
@@ -37,5 +37,19 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 
 def get(**context: object) -> structlog.stdlib.BoundLogger:
     """A logger with `context` bound as fields on every line."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger().bind(**context)
+    # Lazy: the context binds on first use, so module-level loggers made before `configure()`
+    # still follow the configuration.
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(**context)
     return logger
+
+
+class _StderrLogger:
+    """Writes each line to whatever `sys.stderr` is at that moment (test runners swap it)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg

@@ -1,0 +1,187 @@
+"""Fixtures: real Redis (own database, own key prefix), real servers on port 0, real media."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+
+from tests.media import Clip, make_clip
+from vidstream import logs
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
+
+REDIS_URL = os.environ.get("VIDSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TERMINAL = ("completed", "failed", "cancelled")
+
+logs.configure("info", "console")
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own; only its keys are removed afterwards."""
+    return f"vstest-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def redis(prefix: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await client.ping()
+    except Exception as exc:
+        pytest.fail(f"the tests need Redis at {REDIS_URL} ({exc}); `make test` starts one")
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+# -- settings and the stack --------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, prefix: str) -> Callable[..., Settings]:
+    def make(**changes: Any) -> Settings:
+        base = Settings(
+            redis_url=REDIS_URL,
+            redis_prefix=prefix,
+            data_dir=tmp_path / "data",
+            secret_key="test-secret",
+            gateway_port=0,
+            notifier_port=0,
+            shutdown_grace_s=5.0,
+            log_format="console",
+        )
+        return base.replace(**changes)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def stack(settings: Settings, redis: Redis) -> AsyncIterator[Stack]:
+    """All four roles in this process, as `vidstream dev` runs them."""
+    async with Stack(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+# -- media ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def clip(media_dir: Path) -> Clip:
+    """About 10 s of test pattern with three known sentences spoken over it (MP4)."""
+    return make_clip(media_dir)
+
+
+@pytest.fixture(scope="session")
+def text_file(media_dir: Path) -> Path:
+    path = media_dir / "notes.mp4"
+    path.write_text("This is a text file pretending to be a video.\n" * 20)
+    return path
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+async def upload_job(
+    http: aiohttp.ClientSession, gateway: str, path: Path, **fields: str
+) -> dict[str, Any]:
+    """POST /v1/jobs as multipart with `path` as the file; return the 202 body."""
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        form.add_field(name, value)
+    form.add_field(
+        "file", io.BytesIO(path.read_bytes()), filename=path.name, content_type="video/mp4"
+    )
+    async with http.post(f"{gateway}/v1/jobs", data=form) as r:
+        body: dict[str, Any] = await r.json()
+        assert r.status == 202, body
+    return body
+
+
+async def watch(
+    job: dict[str, Any], timeout_s: float = 90.0, since: str = "0-0"
+) -> list[dict[str, Any]]:
+    """Subscribe to the job over the WebSocket and collect its events until the terminal one."""
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout_s), connect(job["links"]["ws"]) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "job_id": job["id"],
+                                  "token": job["ws_token"], "last_event_id": since}))  # fmt: skip
+        async for raw in ws:
+            msg = json.loads(raw)
+            assert msg["type"] != "error", msg
+            if msg["type"] == "event":
+                events.append(msg)
+                if msg["status"] in TERMINAL:
+                    return events
+    raise AssertionError(f"the connection closed before the job ended: {events}")
+
+
+async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:
+    async with http.get(url) as r:
+        assert r.status == 200, await r.text()
+        return await r.read()
+
+
+# -- the event loop must never block -------------------------------------------------------------
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Executing" in record.getMessage() and "took" in record.getMessage():
+            self.records.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which any callback held the event loop for more than 0.5 s."""
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
+    if handler.records:
+        pytest.fail("the event loop was blocked:\n" + "\n".join(handler.records[:5]))
+
+
+@pytest.fixture(autouse=True)
+async def _debug_loop() -> None:
+    """Run every test's loop in debug mode, which reports callbacks that take over 0.5 s."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.5

@@ -1,0 +1,130 @@
+"""Test media made on the spot: espeak-ng speaks known sentences over an FFmpeg test pattern."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vidstream.media.ffmpeg import resolve_binary
+
+FFMPEG = resolve_binary("auto")
+
+SENTENCES = (
+    "Today we talk about the weather in the city.",
+    "Please open the window and let the fresh air in.",
+    "Thank you for watching and have a nice day.",
+)
+GAP_S = 0.4
+RATE = 22050
+
+
+@dataclass(frozen=True)
+class Spoken:
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    duration: float
+    spoken: tuple[Spoken, ...]
+
+    @property
+    def words(self) -> list[str]:
+        return [w for s in self.spoken for w in words_of(s.text)]
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def speech_wav(
+    directory: Path, sentences: tuple[str, ...] = SENTENCES
+) -> tuple[Path, list[Spoken]]:
+    """One WAV with each sentence after a short silence; returns when each was spoken."""
+    pcm: list[np.ndarray] = []
+    spoken, t = [], 0.0
+    silence = np.zeros(int(GAP_S * RATE), np.int16)
+    for i, sentence in enumerate(sentences):
+        part = directory / f"sentence{i}.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(part), sentence], check=True)
+        with wave.open(str(part)) as w:
+            assert w.getframerate() == RATE and w.getnchannels() == 1
+            samples = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        pcm += [silence, samples]
+        t += GAP_S
+        spoken.append(Spoken(sentence, t, t + len(samples) / RATE))
+        t += len(samples) / RATE
+    pcm.append(silence)
+    out = directory / "speech.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(np.concatenate(pcm).tobytes())
+    return out, spoken
+
+
+def make_clip(
+    directory: Path, name: str = "clip.mp4", *, size: str = "640x360",
+    video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
+    audio: tuple[str, ...] = ("-c:a", "aac"),
+) -> Clip:  # fmt: skip
+    """A video of the test pattern with the sentences spoken over it."""
+    wav, spoken = speech_wav(directory)
+    duration = spoken[-1].end + GAP_S
+    out = directory / name
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+         "-i", str(wav), "-t", f"{duration:.3f}", "-map", "0:v", "-map", "1:a",
+         *video, *audio, str(out)],
+        check=True,
+    )  # fmt: skip
+    return Clip(out, duration, tuple(spoken))
+
+
+def duration_of(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return float(container.duration or 0) / 1_000_000
+
+
+def codecs_of(path: Path) -> dict[str, str]:
+    with av.open(str(path)) as container:
+        return {s.type: s.codec_context.name for s in container.streams}
+
+
+def gray_frame(path: Path, at_s: float) -> np.ndarray:
+    """The frame shown at `at_s` as 8-bit grey levels (rows x columns)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(int(max(at_s - 1, 0) * 1_000_000))
+        frame = None
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= at_s:
+                break
+        assert frame is not None
+        return frame.to_ndarray(format="gray").astype(np.int16)
+
+
+def parse_cues(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each SRT or WebVTT cue."""
+    cues = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.strip().splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"(\d+):(\d\d):(\d\d)[,.](\d{3}) --> (\d+):(\d\d):(\d\d)[,.](\d{3})", line)
+            if m:
+                g = [int(x) for x in m.groups()]
+                start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+                end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+                cues.append((start, end, " ".join(lines[i + 1 :])))
+                break
+    return cues

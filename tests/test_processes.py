@@ -1,0 +1,150 @@
+"""The roles as separate OS processes, started from the Procfile as honcho would."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import REDIS_URL
+from tests.media import Clip, parse_cues, words_of
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Role:
+    """One role's process; its log lines are read as they come, to wait for a given event."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name, self.proc = name, proc
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            async with self._changed:
+                self.lines.append(line.decode(errors="replace"))
+                self._changed.notify_all()
+
+    async def wait_for(self, needle: str, timeout_s: float = 60) -> None:
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(
+                lambda: (
+                    any(needle in line for line in self.lines) or self.proc.returncode is not None
+                )
+            )
+        assert any(needle in line for line in self.lines), "".join(self.lines[-20:])
+
+    async def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout_s):
+            code = await self.proc.wait()
+            await self._reader
+        return code
+
+
+def procfile() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+@pytest.fixture
+def env(tmp_path: Path, prefix: str, redis: Redis) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "processes-secret",
+        "GATEWAY_PORT": str(free_port()),
+        "NOTIFIER_PORT": str(free_port()),
+        "LOG_FORMAT": "json",
+        "SHUTDOWN_GRACE_S": "10",
+    }
+
+
+@pytest.fixture
+async def roles(env: dict[str, str]) -> AsyncIterator[dict[str, Role]]:
+    started: dict[str, Role] = {}
+    try:
+        for name, command in procfile().items():
+            proc = await asyncio.create_subprocess_exec(
+                *shlex.split(command), env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+            )
+            started[name] = Role(name, proc)
+        for role in started.values():
+            await role.wait_for("vidstream_ready")
+        yield started
+    finally:
+        for role in started.values():
+            if role.proc.returncode is None:
+                role.proc.kill()
+                await role.proc.wait()
+
+
+async def run_cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        BIN / "vidstream", *args, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(timeout_s):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_procfile_roles_run_a_job_and_stop_cleanly(
+    roles: dict[str, Role], env: dict[str, str], clip: Clip, tmp_path: Path
+) -> None:
+    """`vidstream submit --wait` against four role processes completes; SIGTERM exits 0."""
+    assert set(roles) == {"gateway", "notifier", "transcribe", "render"}
+    gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+    code, out = await run_cli(env, "submit", str(clip.path), "--gateway", gateway, "--wait")
+    assert code == 0, out
+    assert "completed" in out and "rendered/" in out and "transcript.srt" in out
+
+    srt = next((Path(env["VIDSTREAM_DATA_DIR"]) / "storage" / "jobs").rglob("transcript.srt"))
+    heard = {w for _, _, text in parse_cues(srt.read_text()) for w in words_of(text)}
+    assert sum(w in heard for w in clip.words) / len(clip.words) >= 0.75
+
+    code, out = await run_cli(env, "status")
+    assert code == 0, out
+    assert "transcribe" in out and "-transcribe-" in out and "-render-" in out
+
+    for name, role in roles.items():
+        assert await role.stop() == 0, (name, "".join(role.lines[-10:]))
+        assert any('"stopped"' in line for line in role.lines), name
+
+
+async def test_submit_reports_a_failed_job(
+    roles: dict[str, Role], env: dict[str, str], tmp_path: Path
+) -> None:
+    """`vidstream submit --wait` exits 1 and prints the reason when the job fails."""
+    bogus = tmp_path / "notes.mov"
+    bogus.write_text("not a video at all\n" * 10)
+    gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+    code, out = await run_cli(env, "submit", str(bogus), "--gateway", gateway, "--wait")
+    assert code == 1, out
+    assert "failed" in out and "invalid_media" in out
