@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Tests use their own Redis database and a key prefix per run; they never flush anything else.
 export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install system-deps redis check lint format typecheck bench procs clean
+.PHONY: run test install system-deps redis check lint format typecheck bench procs sample clean
 
 run: install
 	$(BIN)/vidstream dev
@@ -56,3 +56,11 @@ procs: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# A 10-second sample video with known speech, for trying vidstream out.
+sample: system-deps
+	@mkdir -p data
+	espeak-ng -s 150 -w data/sample.wav "Hello and welcome to vidstream. These words come back as subtitles."
+	ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -i data/sample.wav \
+	  -shortest -c:v libx264 -preset veryfast -pix_fmt yuv420p -c:a aac data/sample.mp4
+	@echo "wrote data/sample.mp4"
