@@ -98,7 +98,7 @@ def duration_of(path: Path) -> float:
 
 def codecs_of(path: Path) -> dict[str, str]:
     with av.open(str(path)) as container:
-        return {s.type: s.codec_context.name for s in container.streams}
+        return {s.type: s.codec_context.codec.canonical_name for s in container.streams}
 
 
 def gray_frame(path: Path, at_s: float) -> np.ndarray:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pytest
 
 from tests.conftest import fetch, upload_job, watch
-from tests.media import Clip, codecs_of, duration_of, gray_frame, parse_cues, words_of
+from tests.media import Clip, codecs_of, duration_of, gray_frame, make_clip, parse_cues, words_of
 from vidstream.runtime import Stack
 
 
@@ -73,11 +74,14 @@ async def test_soft_subtitles_keep_the_video_stream(
 ) -> None:
     """With burn_subtitles false the MP4 carries a subtitle track and an untouched picture."""
     assert stack.gateway is not None
-    job = await upload_job(http, stack.gateway.url, clip.path, burn_subtitles="false")
+    job = await upload_job(
+        http, stack.gateway.url, clip.path, burn_subtitles="false", formats="srt"
+    )
     events = await watch(job)
     assert events[-1]["event"] == "completed"
     async with http.get(job["links"]["self"]) as r:
         final = await r.json()
+    assert set(final["outputs"]) == {"transcript", "srt", "video"}  # no VTT was asked for
     video = tmp_path / "soft.mp4"
     video.write_bytes(await fetch(http, final["outputs"]["video"]["url"]))
     assert codecs_of(video) == {"video": "h264", "audio": "aac", "subtitle": "mov_text"}
@@ -103,3 +107,39 @@ async def test_text_file_fails_and_the_next_job_completes(
 
     good = await upload_job(http, stack.gateway.url, clip.path)
     assert (await watch(good))[-1]["event"] == "completed"
+
+
+CONTAINERS = {
+    "webm": (
+        ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"),
+        ("-c:a", "libopus"),
+    ),
+    "mov": (("-c:v", "libx264", "-preset", "ultrafast"), ("-c:a", "pcm_s16le")),
+    "mkv": (("-c:v", "libx264", "-preset", "ultrafast"), ("-c:a", "libmp3lame")),
+}
+
+
+@pytest.mark.parametrize(
+    ("container", "burn"), [("webm", "true"), ("mov", "false"), ("mkv", "true")]
+)
+async def test_other_containers(
+    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path, container: str, burn: str
+) -> None:
+    """WebM (VP9/Opus), MOV (PCM audio) and MKV sources all come back as playable MP4s."""
+    assert stack.gateway is not None
+    video, audio = CONTAINERS[container]
+    source = make_clip(tmp_path, f"clip.{container}", size="320x180", video=video, audio=audio)
+    job = await upload_job(http, stack.gateway.url, source.path, burn_subtitles=burn)
+    events = await watch(job)
+    assert events[-1]["event"] == "completed", events[-1]
+    async with http.get(job["links"]["self"]) as r:
+        final = await r.json()
+    out = tmp_path / "out.mp4"
+    out.write_bytes(await fetch(http, final["outputs"]["video"]["url"]))
+    codecs = codecs_of(out)
+    # MP4 cannot carry PCM or Opus for every player: such audio becomes AAC; MP3 is copied.
+    assert codecs["audio"] == ("mp3" if container == "mkv" else "aac")
+    # A soft track keeps H.264 as it was; VP9 is re-encoded only when the picture is redrawn.
+    assert codecs["video"] == "h264"
+    assert ("subtitle" in codecs) == (burn == "false")
+    assert abs(duration_of(out) - source.duration) < 0.3

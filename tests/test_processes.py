@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError
 
 from tests.conftest import REDIS_URL
 from tests.media import Clip, parse_cues, words_of
@@ -148,3 +149,38 @@ async def test_submit_reports_a_failed_job(
     code, out = await run_cli(env, "submit", str(bogus), "--gateway", gateway, "--wait")
     assert code == 1, out
     assert "failed" in out and "invalid_media" in out
+
+
+async def test_dev_starts_a_private_redis_and_stops_it(tmp_path: Path) -> None:
+    """With nothing at REDIS_URL, `vidstream dev` runs its own Redis (AOF on) and stops it."""
+    redis_port = free_port()
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "VIDSTREAM_DATA_DIR": str(data),
+        "GATEWAY_PORT": str(free_port()),
+        "NOTIFIER_PORT": str(free_port()),
+        "LOG_FORMAT": "json",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        BIN / "vidstream", "dev", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    dev = Role("dev", proc)
+    try:
+        await dev.wait_for("vidstream_ready")
+        assert any("private_redis_started" in line for line in dev.lines)
+        client = Redis.from_url(env["REDIS_URL"], decode_responses=True)
+        assert await client.ping()
+        assert (await client.config_get("appendonly")) == {"appendonly": "yes"}
+        await client.aclose()
+        assert (data / "redis").is_dir()
+        assert await dev.stop() == 0
+        client = Redis.from_url(env["REDIS_URL"], socket_connect_timeout=1)
+        with pytest.raises(ConnectionError):
+            await client.ping()
+        await client.aclose()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

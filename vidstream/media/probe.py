@@ -67,8 +67,9 @@ def inspect(path: str) -> dict[str, Any]:
             "width": int(vctx.width),
             "height": int(vctx.height),
             "rotation": rotation,
-            "video_codec": vctx.name,
-            "audio_codec": actx.name,
+            # The codec, not the decoder PyAV picked for it (mp3, not mp3float).
+            "video_codec": vctx.codec.canonical_name,
+            "audio_codec": actx.codec.canonical_name,
             "audio_channels": int(actx.channels),
             "sample_rate": int(actx.sample_rate or 0),
         }
