@@ -47,3 +47,26 @@ async def last_id(redis: Redis, stream: str) -> str | None:
     """The id of the newest entry, or None for an empty or missing stream."""
     raw = cast(Any, await redis.xrevrange(stream, count=1))
     return str(raw[0][0]) if raw else None
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def trim_point(redis: Redis, stream: str, group: str) -> str | None:
+    """The oldest id a consumer group may still need: its oldest pending entry, else the first
+    entry after the last one delivered. Everything before it can be trimmed."""
+    groups = cast(Any, await redis.xinfo_groups(stream))
+    info = next((g for g in groups if g["name"] == group), None)
+    if info is None or info["last-delivered-id"] in ("0-0", None):
+        return None
+    pending = cast(Any, await redis.xpending(stream, group))
+    candidates = [str(info["last-delivered-id"])]
+    if pending and pending.get("pending"):
+        candidates.append(str(pending["min"]))
+    oldest = min(candidates, key=stream_id)
+    if oldest == candidates[0]:  # nothing pending: keep the last delivered entry itself out
+        ms, seq = stream_id(oldest)
+        return f"{ms}-{seq + 1}"
+    return oldest

@@ -28,6 +28,8 @@ from vidstream.media.progress import Throttle
 from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
+TRIM_INTERVAL_S = 60.0
+
 
 def consumer_name(stage: Stage) -> str:
     return f"{socket.gethostname()}-{stage.value}-{os.getpid()}"
@@ -72,6 +74,7 @@ class Worker(abc.ABC):
         self._loops = [
             asyncio.create_task(self._consume(), name=f"{self.name}-consume"),
             asyncio.create_task(self._watch_cancellations(), name=f"{self.name}-control"),
+            asyncio.create_task(self._trim_stream(), name=f"{self.name}-trim"),
         ]
         self._state = "running"
         self.log.info("worker_started", concurrency=self.concurrency)
@@ -243,7 +246,8 @@ class Worker(abc.ABC):
     async def _watch_cancellations(self) -> None:
         """Tail the control stream; cancel the task of any job of ours a user cancelled."""
         redis, stream = self.services.redis, self.services.keys.control
-        last = "$"
+        # A concrete id, not "$": "$" on every call would skip notices sent between two reads.
+        last = await bus.last_id(redis, stream) or "0-0"
         while not self._stopping.is_set():
             try:
                 entries = await bus.read(redis, {stream: last}, count=100, block_ms=BLOCK_MS)
@@ -259,6 +263,23 @@ class Worker(abc.ABC):
                         self.log.info("cancelling_job", job_id=job_id)
                         self._cancel_requested.add(job_id)
                         task.cancel()
+
+    async def _trim_stream(self) -> None:
+        """Drop entries every consumer is done with, so the stage stream does not grow forever.
+
+        Only entries older than both the group's last delivered id and its oldest pending entry
+        go: those were delivered and acked, and job state lives in the job hash, not here.
+        """
+        while not self._stopping.is_set():
+            try:
+                safe = await bus.trim_point(self.services.redis, self.stream, self.group)
+                if safe:
+                    await self.services.redis.xtrim(self.stream, minid=safe, approximate=True)
+            except RedisError as exc:
+                self.log.debug("trim_skipped", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TRIM_INTERVAL_S):
+                    await self._stopping.wait()
 
     # -- helpers for stages ------------------------------------------------------------------
 
