@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SRC    := $(wildcard vidstream tests bench)
 # Tests use their own Redis database and a key prefix per run; they never flush anything else.
 export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
@@ -36,12 +37,12 @@ redis:
 check: lint typecheck
 
 lint:
-	$(BIN)/ruff check vidstream tests bench
-	$(BIN)/ruff format --check vidstream tests bench
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
 
 format:
-	$(BIN)/ruff format vidstream tests bench
-	$(BIN)/ruff check --fix vidstream tests bench
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
 
 typecheck:
 	$(BIN)/mypy
