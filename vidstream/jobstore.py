@@ -94,15 +94,18 @@ class JobStore:
     async def create(self, job: Job, first_stage: Stage = Stage.TRANSCRIBE) -> Event:
         """Store a new job, record its `queued` event and hand it to the first stage's stream."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._create(
-                keys=keys, args=[json.dumps(job.to_redis()), self.history_max], client=pipe
-            )
-            self._feed(pipe, job.id, EventName.QUEUED)
-            pipe.xadd(self.keys.stage_stream(first_stage), {"job_id": job.id})
-            event_id, *_ = await pipe.execute()
+        event_id = await self._create(
+            keys=keys, args=[json.dumps(job.to_redis()), self.history_max]
+        )
         if not event_id:
             raise RuntimeError(f"job {job.id} already exists")
+        # The stage stream lives in another hash slot than the job, so it is a second step. A
+        # failure between the two leaves a queued job without a message; the client gets an
+        # error, not a 202, and its job never starts (recovering those is for crash recovery).
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._feed(pipe, job.id, EventName.QUEUED)
+            pipe.xadd(self.keys.stage_stream(first_stage), {"job_id": job.id})
+            await pipe.execute()
         return Event(event_id, job.id, EventName.QUEUED, job.status, None, 0.0, job.created_at)
 
     async def get(self, job_id: str) -> Job | None:

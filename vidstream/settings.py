@@ -7,6 +7,7 @@ the variable, so a typo never turns into a job that fails an hour later.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -180,6 +181,8 @@ class _Reader:
         except ValueError:
             raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
         number = float(parsed)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if (low is not None and number < low) or (high is not None and number > high):
             bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
             raise ConfigError(f"{name} must be {bounds}, got {value!r}")

@@ -12,7 +12,7 @@ class MediaInfo:
     format_name: str
     width: int
     height: int
-    rotation: int  # degrees clockwise the player rotates the picture (0, 90, 180, 270)
+    rotation: int  # the display rotation, counter-clockwise as FFmpeg reports it: 0/90/180/270
     video_codec: str
     audio_codec: str | None
     audio_channels: int

@@ -17,6 +17,8 @@ from vidstream.errors import InvalidMedia, TransientError
 from vidstream.media import process
 from vidstream.media.info import MediaInfo
 
+# Demuxers that accept almost anything: FFmpeg's tty shows any text file as ANSI "video".
+_NOT_VIDEO = frozenset({"tty"})
 _MAX_PACKETS = 5000  # enough to find the first frames of any sane interleaving
 
 
@@ -50,6 +52,8 @@ def inspect(path: str) -> dict[str, Any]:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InvalidMedia(f"The file could not be read as a video ({reason}).") from None
     with container:
+        if container.format.name in _NOT_VIDEO:
+            raise InvalidMedia("The file could not be read as a video (it looks like text).")
         videos = [s for s in container.streams.video if not _is_cover_art(s)]
         if not videos:
             raise InvalidMedia("The file has no video track; vidstream needs a video with sound.")
@@ -99,7 +103,8 @@ def _first_frames(container: Any, video: Any, audio: Any) -> int:
             if rotation is not None and heard:
                 return rotation
     except av.FFmpegError as exc:
-        raise InvalidMedia(f"The file is damaged and does not play ({exc}).") from None
+        reason = getattr(exc, "strerror", None) or "undecodable data"
+        raise InvalidMedia(f"The file is damaged and does not play ({reason}).") from None
     if rotation is None:
         raise InvalidMedia("The video track holds no picture that can be decoded.")
     raise InvalidMedia("The audio track holds no sound that can be decoded.")

@@ -62,50 +62,80 @@ def _words_of(segment: Segment) -> list[Word]:
 
 
 def _split(words: Sequence[Word], layout: Layout) -> Iterable[list[Word]]:
-    limit = layout.max_chars * layout.max_lines
     group: list[Word] = []
-    length = 0
     for word in words:
         if group:
             prev = group[-1]
             if (
-                length + 1 + len(word.text) > limit
-                or word.start - prev.end > layout.pause_s
+                word.start - prev.end > layout.pause_s
                 or word.end - group[0].start > layout.max_duration_s
-                or (prev.text[-1] in ".?!" and length > layout.max_chars // 2)
+                or (
+                    prev.text[-1] in ".?!"
+                    and sum(len(w.text) + 1 for w in group) > layout.max_chars // 2
+                )
+                or not _fits([*group, word], layout)
             ):
                 yield group
-                group, length = [], 0
+                group = []
         group.append(word)
-        length += len(word.text) + (1 if length else 0)
     if group:
         yield group
 
 
+def _fits(words: Sequence[Word], layout: Layout) -> bool:
+    lines = wrap(" ".join(w.text for w in words), layout.max_chars, layout.max_lines)
+    return all(len(line) <= layout.max_chars for line in lines)
+
+
 def wrap(text: str, max_chars: int = 42, max_lines: int = 2) -> tuple[str, ...]:
-    """Split `text` into at most `max_lines` lines, as even as the word breaks allow."""
+    """Split `text` into as few lines as fit `max_chars` (at most `max_lines`), evenly balanced.
+
+    When no split fits (a very long word), the most balanced split into `max_lines` is used.
+    """
     words = text.split()
-    if len(text) <= max_chars or len(words) < 2 or max_lines < 2:
+    if not words:
         return (text,)
-    best: tuple[int, int] = (len(text), 0)
-    for i in range(1, len(words)):
-        longest = max(len(" ".join(words[:i])), len(" ".join(words[i:])))
-        if longest < best[0]:
-            best = (longest, i)
-    i = best[1]
-    head, rest = " ".join(words[:i]), " ".join(words[i:])
-    if len(rest) > max_chars and max_lines > 2:
-        return (head, *wrap(rest, max_chars, max_lines - 1))
-    return (head, rest)
+    best: tuple[str, ...] = ()
+    for count in range(1, min(max_lines, len(words)) + 1):
+        best = _balanced(words, count)
+        if max(len(line) for line in best) <= max_chars:
+            return best
+    return best
+
+
+def _balanced(words: list[str], count: int) -> tuple[str, ...]:
+    """`words` in `count` lines, minimising the longest line (small dynamic programme)."""
+    n = len(words)
+    # cost[k][i]: the least possible longest line when words[:i] fill k lines.
+    inf = float("inf")
+    cost = [[inf] * (n + 1) for _ in range(count + 1)]
+    cut = [[0] * (n + 1) for _ in range(count + 1)]
+    cost[0][0] = 0
+    for k in range(1, count + 1):
+        for i in range(k, n + 1):
+            for j in range(k - 1, i):
+                longest = max(cost[k - 1][j], len(" ".join(words[j:i])))
+                if longest < cost[k][i]:
+                    cost[k][i], cut[k][i] = longest, j
+    lines, i = [], n
+    for k in range(count, 0, -1):
+        j = cut[k][i]
+        lines.append(" ".join(words[j:i]))
+        i = j
+    return tuple(reversed(lines))
 
 
 def _fix_timing(cues: list[Cue], layout: Layout) -> list[Cue]:
+    """Give each cue at least the minimum time on screen, without ever overlapping the next."""
     fixed: list[Cue] = []
     for i, cue in enumerate(cues):
+        # Whisper can give several words one timestamp: start no earlier than the previous end.
+        start = max(cue.start, fixed[-1].end) if fixed else cue.start
         next_start = cues[i + 1].start if i + 1 < len(cues) else float("inf")
-        end = max(cue.end, cue.start + layout.min_duration_s)
-        end = min(end, next_start) if next_start > cue.start else end
-        fixed.append(Cue(cue.start, max(end, cue.start + 0.01), cue.lines))
+        end = max(cue.end, start + layout.min_duration_s)
+        if next_start > start:
+            end = min(end, next_start)
+        fixed.append(Cue(start, max(end, start + 0.01), cue.lines))
     return fixed
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
+_KNOWN = frozenset({"version", "language", "duration", "model", "text", "segments"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,4 +96,5 @@ class Transcript:
             duration=float(doc.get("duration") or 0.0),
             segments=tuple(Segment.from_dict(s) for s in doc.get("segments", ())),
             model=str(doc.get("model") or ""),
+            meta={k: v for k, v in doc.items() if k not in _KNOWN},
         )
