@@ -50,6 +50,7 @@ typecheck:
 bench: install redis
 	$(BIN)/python bench/ffmpeg_builds.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/whisper_threads.py
 
 # The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
 procs: install

@@ -203,3 +203,20 @@ def test_resolve_a_missing_binary_names_the_setting(tmp_path: Path) -> None:
     assert "no-such-ffmpeg" in str(err.value)
     with pytest.raises(ConfigError, match="FFMPEG_BINARY"):
         resolve_binary("vidstream-no-such-ffmpeg-binary")
+
+
+def test_soft_subtitles_without_speech_has_no_subtitle_input(tmp_path: Path) -> None:
+    """A video in which nothing was said still renders: no subtitle track, no empty SRT."""
+    src = tmp_path / "silent.mp4"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10",
+         "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "1", "-c:v", "libx264",
+         "-c:a", "aac", str(src)],
+        check=True,
+    )  # fmt: skip
+    media = MediaInfo(1.0, "mov", 160, 90, 0, "h264", "aac", 1, 16000)
+    argv = soft_subtitles(FFMPEG, str(src), None, str(tmp_path / "out.mp4"), media, Encoder(), "en")
+    assert "mov_text" not in argv
+    assert argv.count("-i") == 1
+    subprocess.run(argv, check=True, capture_output=True)
+    assert (tmp_path / "out.mp4").stat().st_size > 0

@@ -97,7 +97,7 @@ def test_a_malformed_number_names_the_variable(name: str, value: str, message: s
         ("MAX_UPLOAD_BYTES", "0", "at least 1"),
         ("REDIS_TIMEOUT_S", "0.05", "at least 0.1"),
         ("SHUTDOWN_GRACE_S", "-1", "at least 0"),
-        ("WHISPER_THREADS", "257", "between 0 and 256"),
+        ("WHISPER_THREADS", "257", "between 1 and 256"),
     ],
 )
 def test_an_out_of_range_number_names_the_variable(name: str, value: str, bounds: str) -> None:

@@ -55,7 +55,9 @@ class Settings:
     x264_preset: str = "veryfast"
     x264_crf: int = 21
     whisper_model: str = ""  # a CTranslate2 model directory; default: bundled tiny.en
-    whisper_threads: int = 0  # 0 = cores divided by concurrency
+    # One thread per Whisper server: on 2-core machines two threads were slower than one and
+    # used twice the CPU (bench/whisper_threads.py); scale with more servers instead.
+    whisper_threads: int = 1
     whisper_beam_size: int = 5
     whisper_load_timeout_s: float = 120.0
     probe_timeout_s: float = 30.0
@@ -94,7 +96,7 @@ class Settings:
             x264_preset=r.choice("X264_PRESET", d.x264_preset, _X264_PRESETS),
             x264_crf=r.number("X264_CRF", d.x264_crf, int, low=0, high=51),
             whisper_model=r.text("WHISPER_MODEL", d.whisper_model),
-            whisper_threads=r.number("WHISPER_THREADS", d.whisper_threads, int, low=0, high=256),
+            whisper_threads=r.number("WHISPER_THREADS", d.whisper_threads, int, low=1, high=256),
             whisper_beam_size=r.number("WHISPER_BEAM_SIZE", d.whisper_beam_size, int, low=1),
             whisper_load_timeout_s=r.number(
                 "WHISPER_LOAD_TIMEOUT_S", d.whisper_load_timeout_s, float, low=1

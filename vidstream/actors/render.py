@@ -54,9 +54,12 @@ class RenderWorker(Worker):
             return ffmpeg.burn_subtitles(
                 self.ffmpeg, str(source), "subs.ass", OUTPUT, media, self.encoder
             )
-        await asyncio.to_thread((workdir / "subs.srt").write_text, to_srt(cues))
+        srt = None
+        if cues:  # nothing said: no subtitle track (FFmpeg refuses an empty SRT file)
+            srt = "subs.srt"
+            await asyncio.to_thread((workdir / srt).write_text, to_srt(cues))
         return ffmpeg.soft_subtitles(
-            self.ffmpeg, str(source), "subs.srt", OUTPUT, media, self.encoder, job.options.language
+            self.ffmpeg, str(source), srt, OUTPUT, media, self.encoder, job.options.language
         )
 
     async def _run(self, job: Job, argv: list[str], workdir: Path, media: MediaInfo) -> None:

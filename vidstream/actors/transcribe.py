@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from vidstream import state
@@ -28,7 +27,7 @@ class TranscribeWorker(Worker):
     ) -> None:
         super().__init__(services, concurrency=concurrency, name=name)
         s = self.settings
-        threads = s.whisper_threads or max(1, (os.cpu_count() or 1) // concurrency)
+        threads = s.whisper_threads
         self.pool = WhisperPool(
             WhisperConfig(
                 ffmpeg=ffmpeg.resolve_binary(s.ffmpeg),

@@ -127,13 +127,17 @@ def burn_subtitles(
 def soft_subtitles(
     ffmpeg: str,
     source: str,
-    srt_file: str,
+    srt_file: str | None,
     output: str,
     media: MediaInfo,
     enc: Encoder,
     language: str | None,
 ) -> list[str]:
-    """Mux the subtitles as a selectable track; copies the video when MP4 can carry it."""
+    """Mux the subtitles as a selectable track; copies the video when MP4 can carry it.
+
+    With no `srt_file` (nothing was said) the MP4 has no subtitle track: FFmpeg refuses an
+    empty SRT file.
+    """
     if media.video_codec in MP4_VIDEO:
         video = ["-c:v", "copy"]
         if media.video_codec == "hevc":
@@ -141,15 +145,20 @@ def soft_subtitles(
     else:
         video = ["-vf", _video_filter(media, None), "-c:v", "libx264"]
         video += ["-preset", enc.preset, "-crf", str(enc.crf)]
-    lang = _ISO639_2.get(language or "", "und")
+    inputs, subs = ["-i", source], []
+    if srt_file is not None:
+        lang = _ISO639_2.get(language or "", "und")
+        inputs += ["-i", srt_file]
+        subs = ["-map", "1:0", "-c:s", "mov_text", "-metadata:s:s:0", f"language={lang}"]
+        subs += ["-disposition:s:0", "default"]
     # fmt: off
     return [
         *_base(ffmpeg),
-        "-i", source, "-i", srt_file,
-        "-map", "0:v:0", "-map", "0:a:0?", "-map", "1:0",
+        *inputs,
+        "-map", "0:v:0", "-map", "0:a:0?",
         *video,
         *_audio_args(media, enc),
-        "-c:s", "mov_text", "-metadata:s:s:0", f"language={lang}", "-disposition:s:0", "default",
+        *subs,
         "-movflags", "+faststart",
         "-progress", "pipe:1", "-nostats",
         output,
