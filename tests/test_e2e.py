@@ -14,6 +14,7 @@ from tests.media import Clip, codecs_of, duration_of, gray_frame, make_clip, par
 from vidstream.runtime import Stack
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 async def test_video_in_subtitled_video_out(
     stack: Stack, http: aiohttp.ClientSession, clip: Clip, tmp_path: Path
 ) -> None:

@@ -21,14 +21,16 @@ from vidstream.actors.render import RenderWorker
 from vidstream.actors.transcribe import TranscribeWorker
 from vidstream.actors.worker import Worker
 from vidstream.devredis import PrivateRedis
+from vidstream.errors import StorageError
 from vidstream.http.app import Gateway
 from vidstream.notifier.server import Notifier
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
-from vidstream.storage import LocalStore, open_store
+from vidstream.storage import LocalStore, ObjectStore, open_store
 
 ROLES = ("gateway", "transcribe", "render", "notifier")
+STORAGE_CHECK_TIMEOUT_S = 15.0
 
 log = logs.get(role="main")
 
@@ -44,6 +46,16 @@ async def wait_for_redis(redis: Redis) -> None:
             log.warning("waiting_for_redis", error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay)  # backoff between connection attempts
             delay = min(delay * 2, 10.0)
+
+
+async def check_storage(store: ObjectStore) -> None:
+    """Refuse to start on wrong storage settings (`ConfigError`); only warn when storage is
+    unreachable for now: /readyz reports it, and jobs retry once it is back."""
+    try:
+        async with asyncio.timeout(STORAGE_CHECK_TIMEOUT_S):
+            await store.check()
+    except (StorageError, TimeoutError) as exc:
+        log.warning("storage_unavailable", storage=store.name, error=str(exc) or "timed out")
 
 
 class Stack:
@@ -70,6 +82,7 @@ class Stack:
         await wait_for_redis(redis)
         signer = Signer(load_secret(s))
         store = await enter(open_store(s, signer))
+        await check_storage(store)
         self.services = services = Services.build(s, redis, store, signer)
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from vidstream.errors import ConfigError
 T = TypeVar("T")
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,20 @@ class Settings:
 
     # Where the embedded defaults keep their files (local storage, private Redis, temp dirs).
     data_dir: Path = Path("data")
-    storage: str = "local"
-    secret_key: str = ""
+    storage: str = "local"  # local | s3
+    secret_key: str = field(default="", repr=False)
+
+    # Object storage (VIDSTREAM_STORAGE=s3): Cloudflare R2, AWS S3, MinIO.
+    s3_endpoint_url: str = ""  # empty for AWS
+    s3_bucket: str = ""
+    s3_region: str = ""  # default: "auto" with an endpoint (R2), else us-east-1
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = field(default="", repr=False)
+    s3_addressing_style: str = ""  # path | virtual | auto; default: path with an endpoint
+    s3_public_url: str = ""  # optional base for public output links
+    s3_multipart_threshold: int = 8 * 1024 * 1024  # also the part size
+    s3_multipart_concurrency: int = 4
+    s3_timeout_s: float = 30.0
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
@@ -77,8 +90,30 @@ class Settings:
             redis_prefix=r.text("REDIS_PREFIX", d.redis_prefix),
             redis_timeout_s=r.number("REDIS_TIMEOUT_S", d.redis_timeout_s, float, low=0.1),
             data_dir=Path(r.text("VIDSTREAM_DATA_DIR", str(d.data_dir))),
-            storage=r.choice("VIDSTREAM_STORAGE", d.storage, ("local",)),
+            storage=r.choice("VIDSTREAM_STORAGE", d.storage, ("local", "s3")),
             secret_key=r.text("SECRET_KEY", d.secret_key),
+            s3_endpoint_url=r.url("S3_ENDPOINT_URL", ("http", "https")),
+            s3_bucket=r.text("S3_BUCKET", d.s3_bucket),
+            s3_region=r.text("S3_REGION", d.s3_region),
+            s3_access_key_id=r.text("AWS_ACCESS_KEY_ID", d.s3_access_key_id),
+            s3_secret_access_key=r.text("AWS_SECRET_ACCESS_KEY", d.s3_secret_access_key),
+            s3_addressing_style=r.choice(
+                "S3_ADDRESSING_STYLE", d.s3_addressing_style, ("path", "virtual", "auto")
+            )
+            if r.text("S3_ADDRESSING_STYLE", "")
+            else "",
+            s3_public_url=r.url("S3_PUBLIC_URL", ("http", "https")),
+            s3_multipart_threshold=r.number(
+                "S3_MULTIPART_THRESHOLD",
+                d.s3_multipart_threshold,
+                int,
+                low=5 * 1024 * 1024,
+                high=5 * 1024**3,
+            ),
+            s3_multipart_concurrency=r.number(
+                "S3_MULTIPART_CONCURRENCY", d.s3_multipart_concurrency, int, low=1, high=64
+            ),
+            s3_timeout_s=r.number("S3_TIMEOUT_S", d.s3_timeout_s, float, low=1),
             gateway_host=r.text("GATEWAY_HOST", d.gateway_host),
             gateway_port=r.number("GATEWAY_PORT", d.gateway_port, int, low=0, high=65535),
             public_url=r.url("PUBLIC_URL", ("http", "https")),
@@ -106,6 +141,7 @@ class Settings:
             log_level=r.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", d.log_format, ("auto", "json", "console")),
         )
+        settings.check_storage()
         if not _PREFIX_RE.match(settings.redis_prefix):
             raise ConfigError("REDIS_PREFIX must be 1-32 characters of letters, digits, _ . -")
         if urlsplit(settings.redis_url).scheme not in ("redis", "rediss", "unix"):
@@ -113,6 +149,30 @@ class Settings:
                 f"REDIS_URL must be a redis:// or rediss:// URL: {settings.redis_url!r}"
             )
         return settings
+
+    def check_storage(self) -> None:
+        """Fail loudly when the storage settings cannot work, naming what to set."""
+        if self.storage != "s3":
+            return
+        if not self.s3_bucket:
+            raise ConfigError("VIDSTREAM_STORAGE=s3 needs S3_BUCKET")
+        if not _BUCKET_RE.match(self.s3_bucket):
+            raise ConfigError(f"S3_BUCKET={self.s3_bucket!r} is not a valid bucket name")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise ConfigError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+        if self.s3_endpoint_url and not self.s3_access_key_id:
+            raise ConfigError(
+                "S3_ENDPOINT_URL is set (R2, MinIO): AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "are needed too"
+            )
+
+    @property
+    def s3_region_name(self) -> str:
+        return self.s3_region or ("auto" if self.s3_endpoint_url else "us-east-1")
+
+    @property
+    def s3_addressing(self) -> str:
+        return self.s3_addressing_style or ("path" if self.s3_endpoint_url else "auto")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -17,4 +17,8 @@ def open_store(settings: Settings, signer: Signer) -> ObjectStore:
     """The backend `VIDSTREAM_STORAGE` names (call `start()` or use `async with`)."""
     if settings.storage == "local":
         return LocalStore(Path(settings.data_dir) / "storage", signer, settings.gateway_url)
+    if settings.storage == "s3":
+        from vidstream.storage.s3 import S3Store  # aioboto3 loads only when it is used
+
+        return S3Store(settings)
     raise ConfigError(f"VIDSTREAM_STORAGE={settings.storage!r} is not supported")
