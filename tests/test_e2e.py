@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+from redis.asyncio import Redis
 
 from tests.conftest import fetch, upload_job, watch
 from tests.media import Clip, codecs_of, duration_of, gray_frame, make_clip, parse_cues, words_of
+from vidstream.actors.transcribe import TranscribeWorker
 from vidstream.runtime import Stack
+from vidstream.settings import Settings
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
@@ -144,3 +150,35 @@ async def test_other_containers(
     assert codecs["video"] == "h264"
     assert ("subtitle" in codecs) == (burn == "false")
     assert abs(duration_of(out) - source.duration) < 0.3
+
+
+async def test_long_sources_are_transcribed_in_ranges(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession, clip: Clip
+) -> None:
+    """Transcribed a few seconds at a time, the words keep their times in the whole video."""
+    async with Stack(make_settings(whisper_range_s=4.0)) as stack:
+        assert stack.gateway is not None
+        job = await upload_job(http, stack.gateway.url, clip.path, burn_subtitles="false")
+        assert (await watch(job))[-1]["event"] == "completed"
+        async with http.get(job["links"]["self"]) as r:
+            final = await r.json()
+        transcript = json.loads(await fetch(http, final["outputs"]["transcript"]["url"]))
+    words = [w for seg in transcript["segments"] for w in seg["words"]]
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts)
+    assert starts[-1] > 8.0  # the last sentence, beyond two ranges, at its real time
+    heard = {t for w in words for t in words_of(w["word"])}
+    assert sum(w in heard for w in clip.words) / len(clip.words) >= 0.6
+
+
+async def test_a_dead_whisper_server_is_replaced(
+    stack: Stack, http: aiohttp.ClientSession, clip: Clip
+) -> None:
+    """If the Whisper process dies between jobs, the next job still completes."""
+    assert stack.gateway is not None
+    worker = next(w for w in stack.workers if isinstance(w, TranscribeWorker))
+    (pid,) = worker.pool.pids()
+    os.kill(pid, signal.SIGKILL)
+    job = await upload_job(http, stack.gateway.url, clip.path, burn_subtitles="false")
+    assert (await watch(job))[-1]["event"] == "completed"
+    assert worker.pool.pids() != [pid]

@@ -210,3 +210,16 @@ async def test_cors_lets_browsers_call_the_api(api: Stack, http: aiohttp.ClientS
         assert r.headers["Access-Control-Allow-Origin"] == "*"
     async with http.get(f"{gw(api)}/v1/nope", headers={"Origin": "https://app.example"}) as r:
         assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_garbage_signatures_and_ids_are_client_errors(
+    api: Stack, http: aiohttp.ClientSession
+) -> None:
+    """A non-ASCII signature is a 403 and a malformed event id a 400, never a 5xx."""
+    async with http.get(f"{gw(api)}/v1/objects/jobs/x/a.srt?expires=9999999999&sig=%C3%A9") as r:
+        await expect_error(r, 403, "invalid_signature")
+    key = await upload(http, api, b"\0" * 10)
+    async with http.post(f"{gw(api)}/v1/jobs", json={"source": {"key": key}}) as r:
+        job = await r.json()
+    async with http.get(f"{job['links']['events']}?after=garbage") as r:
+        await expect_error(r, 400, "invalid_request")

@@ -137,3 +137,34 @@ async def test_malformed_messages_and_paths(api: Stack) -> None:
         async with connect(api.notifier.url.replace("/v1/ws", "/elsewhere")):
             pass
     assert exc.value.response.status_code == 404
+
+
+async def test_non_ascii_token_is_refused_politely(api: Stack, http: aiohttp.ClientSession) -> None:
+    """A token with non-ASCII characters gets `forbidden`, and the connection stays open."""
+    job = await new_job(http, api)
+    assert api.notifier is not None
+    async with connect(api.notifier.url) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "job_id": job["id"], "token": "é"}))
+        assert (await receive(ws))["code"] == "forbidden"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await receive(ws))["type"] == "pong"
+
+
+async def test_finished_jobs_free_their_subscription_slot(
+    api: Stack, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only jobs still being watched count toward a connection's limit."""
+    monkeypatch.setattr("vidstream.notifier.server.MAX_SUBSCRIPTIONS", 2)
+    jobs = [await new_job(http, api) for _ in range(3)]
+    assert api.notifier is not None
+    async with connect(api.notifier.url) as ws:
+        await subscribe(ws, jobs[0])
+        await subscribe(ws, jobs[1])
+        assert [(await receive(ws))["type"] for _ in range(2)] == ["snapshot", "snapshot"]
+        await subscribe(ws, jobs[2])
+        assert (await receive(ws))["code"] == "too_many_subscriptions"
+        async with http.delete(jobs[0]["links"]["self"]) as r:
+            assert r.status == 200
+        assert (await receive(ws))["event"] == "cancelled"  # jobs[0] is finished: slot free
+        await subscribe(ws, jobs[2])
+        assert (await receive(ws))["type"] == "snapshot"

@@ -120,7 +120,7 @@ def test_nan_is_refused(name: str) -> None:
         ("X264_PRESET", "turbo"),
         ("LOG_LEVEL", "verbose"),
         ("LOG_FORMAT", "xml"),
-        ("VIDSTREAM_STORAGE", "s3"),
+        ("VIDSTREAM_STORAGE", "gcs"),
     ],
 )
 def test_a_bad_choice_names_the_variable_and_the_choices(name: str, value: str) -> None:
@@ -205,3 +205,48 @@ def test_settings_are_frozen() -> None:
         s.gateway_port = 1  # type: ignore[misc]
     changed = s.replace(gateway_port=1)
     assert changed.gateway_port == 1 and s.gateway_port == 8080
+
+
+R2 = {
+    "VIDSTREAM_STORAGE": "s3",
+    "S3_ENDPOINT_URL": "https://acct.r2.cloudflarestorage.com",
+    "S3_BUCKET": "videos",
+    "AWS_ACCESS_KEY_ID": "id",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+}
+
+
+def test_r2_with_five_variables() -> None:
+    """Five variables point vidstream at R2: region auto, path-style addressing, SigV4."""
+    settings = Settings.from_env(R2)
+    assert settings.storage == "s3"
+    assert (settings.s3_region_name, settings.s3_addressing) == ("auto", "path")
+    assert "secret" not in repr(settings)  # credentials never reach a log line
+
+
+def test_aws_defaults() -> None:
+    """Without an endpoint (AWS), the region defaults to us-east-1 and addressing to auto."""
+    settings = Settings.from_env({"VIDSTREAM_STORAGE": "s3", "S3_BUCKET": "videos"})
+    assert (settings.s3_region_name, settings.s3_addressing) == ("us-east-1", "auto")
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"S3_BUCKET": ""}, "S3_BUCKET"),
+        ({"S3_BUCKET": "Bad_Bucket"}, "S3_BUCKET"),
+        ({"AWS_SECRET_ACCESS_KEY": ""}, "AWS_SECRET_ACCESS_KEY"),
+        ({"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, "AWS_ACCESS_KEY_ID"),
+        ({"S3_ENDPOINT_URL": "ftp://x"}, "S3_ENDPOINT_URL"),
+        ({"S3_ADDRESSING_STYLE": "sideways"}, "S3_ADDRESSING_STYLE"),
+        ({"S3_MULTIPART_THRESHOLD": "1024"}, "S3_MULTIPART_THRESHOLD"),
+        ({"S3_PUBLIC_URL": "cdn.example.com"}, "S3_PUBLIC_URL"),
+    ],
+)
+def test_wrong_s3_settings_fail_at_start_naming_the_setting(
+    changes: dict[str, str], needle: str
+) -> None:
+    """A missing or malformed storage setting stops start-up with a message naming it."""
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**R2, **changes})
+    assert needle in str(err.value)

@@ -6,6 +6,7 @@ these helpers so the rest of the code sees one shape.
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -47,6 +48,13 @@ async def last_id(redis: Redis, stream: str) -> str | None:
     """The id of the newest entry, or None for an empty or missing stream."""
     raw = cast(Any, await redis.xrevrange(stream, count=1))
     return str(raw[0][0]) if raw else None
+
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def is_stream_id(value: str) -> bool:
+    return bool(_STREAM_ID.match(value))
 
 
 def stream_id(value: str) -> tuple[int, int]:

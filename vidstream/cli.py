@@ -75,6 +75,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
 
 
 async def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    import aiohttp
+
     from vidstream.client import SubmitError, submit
 
     if not args.video.is_file():
@@ -88,7 +90,7 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
             language=args.language,
             wait=args.wait,
         )
-    except (SubmitError, OSError) as exc:
+    except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)
         return 1
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import aiohttp
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 CHUNK = 1024 * 1024
 
@@ -121,32 +122,51 @@ async def submit(
     return 0 if status == "completed" else 1
 
 
-async def follow(ws_url: str, job_id: str, token: str, err: TextIO) -> str:
-    """Watch a job over the WebSocket with a bar per stage; return its final status."""
+async def follow(ws_url: str, job_id: str, token: str, err: TextIO, retries: int = 6) -> str:
+    """Watch a job over the WebSocket with a bar per stage; return its final status.
+
+    A dropped connection (a notifier restarting, a network blip) is resumed from the last event
+    seen, on whichever notifier answers, so no event is missed or shown twice.
+    """
     bars: dict[str, Bar] = {}
-    async with connect(ws_url, open_timeout=15) as ws:
-        # Resume from the start of the job's history so no early event is missed.
-        await ws.send(
-            json.dumps(
-                {"type": "subscribe", "job_id": job_id, "token": token, "last_event_id": "0-0"}
-            )
-        )
-        async for raw in ws:
-            msg = json.loads(raw)
-            if msg["type"] == "error":
-                raise SubmitError(f"{msg['code']}: {msg['message']}")
-            if msg["type"] != "event":
-                continue
-            stage = msg.get("stage")
-            if stage and stage not in bars:
-                bars[stage] = Bar(stage, 1.0, err)
-            if msg["event"] == "progress" and stage:
-                bars[stage].set(float(msg.get("stage_progress", 0.0)))
-            elif msg["event"] == "stage_completed" and stage:
-                bars[stage].set(1.0)
-            if msg["status"] in ("completed", "failed", "cancelled"):
-                if msg["status"] == "completed":
-                    for bar in bars.values():
-                        bar.set(1.0)
-                return str(msg["status"])
-    raise SubmitError("the notifier closed the connection before the job finished")
+    last_id = "0-0"  # from the start of the job's history: no early event is missed
+    failures = 0
+    while True:
+        try:
+            async with connect(ws_url, open_timeout=15) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "job_id": job_id, "token": token,
+                                          "last_event_id": last_id}))  # fmt: skip
+                async for raw in ws:
+                    failures = 0
+                    msg = json.loads(raw)
+                    if msg["type"] == "error":
+                        raise SubmitError(f"{msg['code']}: {msg['message']}")
+                    if msg["type"] != "event":
+                        continue
+                    last_id = msg["id"]
+                    status = _show(msg, bars, err)
+                    if status is not None:
+                        return status
+        except (ConnectionClosed, OSError, TimeoutError) as exc:
+            failures += 1
+            if failures > retries:
+                raise SubmitError(f"lost the connection to the notifier: {exc}") from None
+            err.write(f"connection to the notifier lost ({exc}); resuming\n")
+            await asyncio.sleep(min(2**failures * 0.25, 5.0))  # backoff before reconnecting
+
+
+def _show(msg: dict[str, Any], bars: dict[str, Bar], err: TextIO) -> str | None:
+    """Draw one event; return the final status when the event ends the job."""
+    stage = msg.get("stage")
+    if stage and stage not in bars:
+        bars[stage] = Bar(stage, 1.0, err)
+    if msg["event"] == "progress" and stage:
+        bars[stage].set(float(msg.get("stage_progress", 0.0)))
+    elif msg["event"] == "stage_completed" and stage:
+        bars[stage].set(1.0)
+    if msg["status"] not in ("completed", "failed", "cancelled"):
+        return None
+    if msg["status"] == "completed":
+        for bar in bars.values():
+            bar.set(1.0)
+    return str(msg["status"])

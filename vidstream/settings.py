@@ -73,6 +73,7 @@ class Settings:
     whisper_threads: int = 1
     whisper_beam_size: int = 5
     whisper_load_timeout_s: float = 120.0
+    whisper_range_s: float = 1200.0  # long sources are transcribed this many seconds at a time
     probe_timeout_s: float = 30.0
     shutdown_grace_s: float = 30.0
 
@@ -136,6 +137,7 @@ class Settings:
             whisper_load_timeout_s=r.number(
                 "WHISPER_LOAD_TIMEOUT_S", d.whisper_load_timeout_s, float, low=1
             ),
+            whisper_range_s=r.number("WHISPER_RANGE_S", d.whisper_range_s, float, low=60),
             probe_timeout_s=r.number("PROBE_TIMEOUT_S", d.probe_timeout_s, float, low=1),
             shutdown_grace_s=r.number("SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, low=0),
             log_level=r.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),

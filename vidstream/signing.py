@@ -31,7 +31,8 @@ class Signer:
         return self._mac("ws", job_id)
 
     def check_ws_token(self, job_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.ws_token(job_id), token)
+        # Bytes, not str: compare_digest refuses non-ASCII strings with TypeError.
+        return hmac.compare_digest(self.ws_token(job_id).encode(), token.encode())
 
     def object_url(
         self, base_url: str, method: str, key: str, expires: int, **params: str | int
@@ -49,7 +50,7 @@ class Signer:
             return False
         ordered = {"expires": params.pop("expires"), **dict(sorted(params.items()))}
         expected = self._mac("object", method, key, *(f"{k}={v}" for k, v in ordered.items()))
-        if not hmac.compare_digest(expected, sig):
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
             return False
         try:
             return int(ordered["expires"]) >= time.time()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vidstream import state
@@ -17,6 +19,12 @@ from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperConfig, WhisperPool
 from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
+
+
+def ranges(duration: float, size: float) -> list[tuple[float, float | None]]:
+    """[start, end) ranges of at most `size` seconds covering `duration`; the last is open."""
+    count = max(1, math.ceil(duration / size - 0.01))  # no sliver range for a rounding error
+    return [(i * size, (i + 1) * size if i + 1 < count else None) for i in range(count)]
 
 
 class TranscribeWorker(Worker):
@@ -63,9 +71,7 @@ class TranscribeWorker(Worker):
         async def on_segment(segment: Segment) -> None:
             await reporter.report(segment_fraction(segment.end, 0.0, media.duration))
 
-        transcript = await self.pool.transcribe(
-            TranscribeRequest(source, job.options.language), on_segment
-        )
+        transcript = await self._transcribe(job, source, media.duration, on_segment)
         outputs = await self._store(job, transcript, workdir)
         applied = await self.jobs.apply(
             job.id, state.stage_completed(job.options, self.stage, outputs, media)
@@ -73,6 +79,26 @@ class TranscribeWorker(Worker):
         if not applied.ok:
             raise JobCancelled(job.id)
         await self.jobs.enqueue(job.id, Stage.RENDER)
+
+    async def _transcribe(
+        self,
+        job: Job,
+        source: Path,
+        duration: float,
+        on_segment: Callable[[Segment], Awaitable[None]],
+    ) -> Transcript:
+        """Whisper over the source one range at a time, so a server holds at most one range
+        of audio (20 min by default, about 77 MB) whatever the video's length."""
+        parts: list[Transcript] = []
+        for start, end in ranges(duration, self.settings.whisper_range_s):
+            request = TranscribeRequest(source, job.options.language, start, end, duration)
+            parts.append(await self.pool.transcribe(request, on_segment))
+        return Transcript(
+            language=parts[0].language,
+            duration=duration,
+            segments=tuple(s for part in parts for s in part.segments),
+            model=parts[0].model,
+        )
 
     async def _store(self, job: Job, transcript: Transcript, workdir: Path) -> dict[str, Output]:
         cues = build_cues(transcript)

@@ -50,7 +50,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        response = error_response(exc.status, _code_for(exc.status), message)
+        code = "too_large" if exc.status == 413 else _code_for(exc.status)
+        response = error_response(exc.status, code, message)
     except RedisError as exc:
         log.warning("redis_unavailable", error=str(exc))
         response = error_response(

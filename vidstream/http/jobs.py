@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from vidstream import state
+from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES, URLS, base_url, read_json
@@ -145,6 +146,8 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.Response:
     job = await _job_or_404(request)
     after = request.query.get("after", "0-0")
+    if not is_stream_id(after):
+        raise ApiError(400, "invalid_request", "after must be an event id such as '0-0'")
     events = await request.app[SERVICES].jobs.events(job.id, after=after)
     return web.json_response({"job_id": job.id, "events": [e.to_public() for e in events]})
 

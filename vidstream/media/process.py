@@ -90,8 +90,15 @@ class Tail:
         self._task = asyncio.create_task(self._drain(stream)) if stream else None
 
     async def _drain(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self._lines.append(line.decode(errors="replace").rstrip())
+        # read(), not readline(): a line longer than the reader's limit must not stop the
+        # draining, or the child blocks on a full pipe.
+        pending = b""
+        while chunk := await stream.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            self._lines.extend(line.decode(errors="replace").rstrip()[:2000] for line in lines)
+            pending = pending[-65536:]
+        if pending:
+            self._lines.append(pending.decode(errors="replace").rstrip()[:2000])
 
     async def text(self, timeout_s: float = 2.0) -> str:
         """What the stream said last, once it has closed (or after `timeout_s`)."""

@@ -33,6 +33,7 @@ class TranscribeRequest:
     language: str | None
     start: float = 0.0
     end: float | None = None
+    duration: float = 0.0  # of the whole source: sizes the server's audio buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,12 @@ class WhisperServer:
             raise TransientError(
                 f"the Whisper server exited: {tail[-500:]}", code="whisper_crashed"
             )
-        message: dict[str, Any] = json.loads(line)
+        try:
+            message: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise TransientError(
+                f"the Whisper server said {line[:200]!r}", code="whisper_crashed"
+            ) from None
         return message
 
     async def transcribe(
@@ -123,6 +129,7 @@ class WhisperServer:
                 "path": str(req.path),
                 "start": req.start,
                 "end": req.end,
+                "duration": req.duration,
                 "language": req.language,
             }
         )
@@ -199,7 +206,7 @@ class WhisperPool:
     async def transcribe(
         self, req: TranscribeRequest, on_segment: Callable[[Segment], Awaitable[None]]
     ) -> Transcript:
-        server = await self._idle.get()
+        server = await self._acquire()
         self._counter += 1
         healthy = False
         try:
@@ -217,6 +224,22 @@ class WhisperPool:
                 # (shielded: a cancelled job still waits for the process group to be gone).
                 await asyncio.shield(self._replace(server))
 
+    async def _acquire(self) -> WhisperServer:
+        """An idle, live server; a dead one is replaced rather than handed out."""
+        while True:
+            try:
+                async with asyncio.timeout(self.config.load_timeout_s):
+                    server = await self._idle.get()
+            except TimeoutError:
+                raise TransientError(
+                    f"no Whisper server became free within {self.config.load_timeout_s:g} s",
+                    code="whisper_unavailable",
+                ) from None
+            if server.alive:
+                return server
+            self.log.warning("whisper_server_died", pid=server.pid)
+            await self._replace(server)
+
     async def _replace(self, server: WhisperServer) -> None:
         await server.close()
         self._all.discard(server)
@@ -231,7 +254,8 @@ class WhisperPool:
             server = WhisperServer(self.config)
             try:
                 await server.start()
-            except TransientError as exc:
+            except Exception as exc:  # OSError (fork under memory pressure) as much as a bad model
+                await server.close()
                 self.log.error("whisper_restart_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
                 delay = min(delay * 2, 30.0)

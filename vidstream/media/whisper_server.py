@@ -16,12 +16,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import IO, Any
 
 from vidstream.media.ffmpeg import audio_pcm
 
 _SAMPLE_RATE = 16000
+_CHUNK_BYTES = 1024 * 1024  # even, so a chunk never splits a 16-bit sample
 
 
 def _protocol_stream() -> IO[str]:
@@ -35,18 +37,33 @@ def _send(out: IO[str], **message: Any) -> None:
     out.write(json.dumps(message, ensure_ascii=False) + "\n")
 
 
-def _decode(ffmpeg: str, path: str, start: float, end: float | None) -> Any:
+def _decode(ffmpeg: str, path: str, start: float, end: float | None, duration: float) -> Any:
+    """The range as float32 samples, decoded through a pipe into one preallocated buffer: the
+    only copy of the audio this process holds (no PCM buffer, no temporary file)."""
     import numpy as np
 
-    proc = subprocess.run(
-        audio_pcm(ffmpeg, path, start, end),
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    expected = int(max((end if end is not None else duration) - start, 1.0) * _SAMPLE_RATE) + 1
+    samples = np.empty(expected + _SAMPLE_RATE, np.float32)
+    filled = 0
+    with tempfile.TemporaryFile() as err:  # a file, so a chatty FFmpeg can never block on it
+        proc = subprocess.Popen(
+            audio_pcm(ffmpeg, path, start, end), stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(_CHUNK_BYTES):
+            count = len(chunk) // 2
+            if filled + count > len(samples):  # longer than the probe said: grow
+                samples = np.resize(samples, max(2 * len(samples), filled + count))
+            samples[filled : filled + count] = np.frombuffer(chunk[: count * 2], np.int16)
+            filled += count
+        code = proc.wait()
+        err.seek(0)
+        reason = err.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    if code != 0:
         raise _RequestError("invalid_media", f"The audio track could not be decoded ({reason[0]}).")
-    return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
+    audio = samples[:filled]
+    audio /= 32768.0
+    return audio
 
 
 class _RequestError(Exception):
@@ -67,7 +84,7 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
                 f"The model {args.model_name} transcribes only English, not {language!r}.",
             )
         language = "en"
-    audio = _decode(args.ffmpeg, req["path"], start, end)
+    audio = _decode(args.ffmpeg, req["path"], start, end, float(req.get("duration") or 0.0))
     segments, info = model.transcribe(
         audio,
         language=language,

@@ -61,9 +61,12 @@ class Hub:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(subs) for subs in self._subs.values())
+    def subscribed(self, sink: Sink, job_id: str) -> bool:
+        return sink in self._subs.get(job_id, {})
+
+    def count(self, sink: Sink) -> int:
+        """How many jobs `sink` watches; finished jobs drop out on their last event."""
+        return sum(sink in subs for subs in self._subs.values())
 
     async def subscribe(self, sink: Sink, job_id: str, after: str) -> None:
         """Send `sink` every event of `job_id` after the id `after`, then each new one."""
@@ -128,7 +131,11 @@ class Hub:
             await self._guarded(asyncio.gather(*(self._deliver_job(j) for j in list(self._subs))))
 
     async def _guarded(self, work: asyncio.Future[Any]) -> None:
+        # Whatever fails here must not end the reader or the sweep: that would silence every
+        # subscriber of this process.
         try:
             await work
         except RedisError as exc:
             self.log.warning("redis_unavailable", error=str(exc))
+        except Exception:
+            self.log.exception("delivery_failed")

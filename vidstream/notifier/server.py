@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from vidstream import logs
+from vidstream.bus import is_stream_id
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
@@ -31,7 +31,6 @@ from vidstream.services import Services
 PATH = "/v1/ws"
 MAX_SUBSCRIPTIONS = 100
 QUEUE_LIMIT = 2000  # messages waiting for a slow client before it is disconnected
-_STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
 class Connection:
@@ -40,17 +39,19 @@ class Connection:
     def __init__(self, ws: ServerConnection, notifier: Notifier) -> None:
         self.ws = ws
         self.notifier = notifier
-        self.jobs: set[str] = set()
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
 
     def push(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             # Falling this far behind means the client is not reading; let it reconnect and
             # resume from its last event id rather than buffer without bound.
-            task = asyncio.create_task(self.ws.close(1013, "client too slow"))
-            self.notifier.own(task)
+            self.overflowed = True
+            self.notifier.own(asyncio.create_task(self.ws.close(1013, "client too slow")))
 
     def error(self, code: str, message: str, **extra: Any) -> None:
         self.push({"type": "error", "code": code, "message": message, **extra})
@@ -76,7 +77,6 @@ class Connection:
         if kind == "unsubscribe":
             job_id = str(msg.get("job_id", ""))
             self.notifier.hub.unsubscribe(self, job_id)
-            self.jobs.discard(job_id)
             return self.push({"type": "unsubscribed", "job_id": job_id})
         if kind == "ping":
             return self.push({"type": "pong"})
@@ -87,7 +87,7 @@ class Connection:
         services = self.notifier.services
         if not isinstance(job_id, str) or not isinstance(token, str):
             return self.error("invalid_message", "subscribe needs job_id and token strings.")
-        if after is not None and (not isinstance(after, str) or not _STREAM_ID.match(after)):
+        if after is not None and (not isinstance(after, str) or not is_stream_id(after)):
             return self.error(
                 "invalid_message", "last_event_id must be an event id such as '0-0'.", job_id=job_id
             )
@@ -95,7 +95,9 @@ class Connection:
             return self.error(
                 "forbidden", "The token does not grant access to this job.", job_id=job_id
             )
-        if job_id not in self.jobs and len(self.jobs) >= MAX_SUBSCRIPTIONS:
+        if not self.notifier.hub.subscribed(self, job_id) and (
+            self.notifier.hub.count(self) >= MAX_SUBSCRIPTIONS
+        ):
             return self.error(
                 "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} jobs per connection."
             )
@@ -109,7 +111,6 @@ class Connection:
         after = after or last_id
         if job.status.terminal and after == last_id:
             return None  # finished, and the client has seen everything: nothing will follow
-        self.jobs.add(job_id)
         await self.notifier.hub.subscribe(self, job_id, after)
         return None
 
@@ -159,6 +160,9 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hub.close()
 
     async def __aenter__(self) -> Self:

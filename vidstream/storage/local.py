@@ -7,6 +7,7 @@ upload and download the same way they would with presigned S3 URLs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -20,6 +21,9 @@ from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_type_for
 
 _BATCH = 1024 * 1024  # write to disk in batches this size, off the event loop
+# Partial files of uploads that died with their process. Younger ones may belong to another
+# process sharing the data dir, still writing.
+PARTIAL_MAX_AGE_S = 24 * 3600
 
 
 class LocalStore(ObjectStore):
@@ -35,6 +39,7 @@ class LocalStore(ObjectStore):
 
     async def start(self) -> None:
         self._partial.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_sweep, self._partial, PARTIAL_MAX_AGE_S)
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -66,9 +71,11 @@ class LocalStore(ObjectStore):
         try:
             await asyncio.to_thread(_link_or_copy, path, tmp)
             await asyncio.to_thread(_publish, tmp, dest)
-        except OSError as exc:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            raise StorageError(f"could not store {key}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"could not store {key}: {exc}") from exc
+            raise
         return ObjectInfo(key, dest.stat().st_size, content_type)
 
     async def put_stream(
@@ -77,7 +84,10 @@ class LocalStore(ObjectStore):
         dest = self._path(key)
         tmp = self._partial_path()
         size = 0
-        f = await asyncio.to_thread(open, tmp, "wb")
+        try:
+            f = await asyncio.to_thread(open, tmp, "wb")
+        except OSError as exc:
+            raise StorageError(f"could not store {key}: {exc}") from exc
         try:
             batch = bytearray()
             async for chunk in chunks:
@@ -93,9 +103,11 @@ class LocalStore(ObjectStore):
             await asyncio.to_thread(f.write, batch)
             await asyncio.to_thread(f.close)
             await asyncio.to_thread(_publish, tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             f.close()
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # disk full, permissions: the store, not the client
+                raise StorageError(f"could not store {key}: {exc}") from exc
             raise
         return ObjectInfo(key, size, content_type)
 
@@ -146,3 +158,11 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+
+
+def _sweep(directory: Path, max_age_s: float) -> None:
+    cutoff = time.time() - max_age_s
+    for path in directory.iterdir():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
