@@ -138,7 +138,6 @@ def s3_settings(moto_endpoint: str) -> Iterator[dict[str, Any]]:
         "s3_region": "us-east-1",
         "s3_access_key_id": "test",
         "s3_secret_access_key": "test",
-        "s3_multipart_threshold": 5 * 1024 * 1024,
     }
     # Free moto's memory: it keeps objects in RAM.
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):

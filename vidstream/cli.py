@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from vidstream import logs
+from vidstream import logs, malloc
 from vidstream.errors import ConfigError
 from vidstream.settings import Settings
 
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    malloc.pin_mmap_threshold()
     try:
         settings = Settings.from_env()
         if getattr(args, "concurrency", None) is not None:

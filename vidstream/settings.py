@@ -44,8 +44,10 @@ class Settings:
     s3_secret_access_key: str = field(default="", repr=False)
     s3_addressing_style: str = ""  # path | virtual | auto; default: path with an endpoint
     s3_public_url: str = ""  # optional base for public output links
+    # An upload holds about (2.5 x concurrency + 1) parts in memory (botocore copies each part
+    # it sends): 8 MiB x 2 is about 50 MB whatever the file's size (tests/test_large_files.py).
     s3_multipart_threshold: int = 8 * 1024 * 1024  # also the part size
-    s3_multipart_concurrency: int = 4
+    s3_multipart_concurrency: int = 2
     s3_timeout_s: float = 30.0
 
     gateway_host: str = "127.0.0.1"

@@ -1,8 +1,9 @@
 """R2, S3 and MinIO through aioboto3: one client per process, SigV4, presigned URLs.
 
 Large objects go up as multipart uploads with at most `concurrency` parts in flight, and come
-down as a stream written to disk chunk by chunk, so memory stays flat whatever the size:
-about (concurrency + 1) x part size for an upload, one chunk for a download.
+down as a stream written to disk chunk by chunk, so memory stays flat whatever the size: about
+(2.5 x concurrency + 1) x part size for an upload (botocore holds a copy of each part it sends),
+one chunk for a download.
 """
 
 from __future__ import annotations
@@ -123,11 +124,18 @@ class S3Store(ObjectStore):
                     raise PermanentError(
                         f"the upload is larger than {max_size} bytes", code="too_large"
                     )
-                buffer += chunk
+                if not buffer and len(chunk) == self.part_size:
+                    part = chunk  # a whole part already (file reads): no copy
+                else:
+                    buffer += chunk
+                    if len(buffer) < self.part_size:
+                        continue
+                    part = bytes(memoryview(buffer)[: self.part_size])
+                    del buffer[: self.part_size]
+                upload = upload or await _Multipart.begin(self, key, content_type)
+                await upload.add(part)
                 while len(buffer) >= self.part_size:
-                    if upload is None:
-                        upload = await _Multipart.begin(self, key, content_type)
-                    await upload.add(bytes(buffer[: self.part_size]))
+                    await upload.add(bytes(memoryview(buffer)[: self.part_size]))
                     del buffer[: self.part_size]
             with _errors(key):
                 if upload is None:
