@@ -44,6 +44,9 @@ class Settings:
     s3_secret_access_key: str = field(default="", repr=False)
     s3_addressing_style: str = ""  # path | virtual | auto; default: path with an endpoint
     s3_public_url: str = ""  # optional base for public output links
+    # The endpoint as clients reach it, for presigned URLs, when workers use another one (MinIO
+    # in docker compose is http://minio:9000 inside, http://localhost:9000 outside).
+    s3_presign_endpoint_url: str = ""
     # An upload holds about (2.5 x concurrency + 1) parts in memory (botocore copies each part
     # it sends): 8 MiB x 2 is about 50 MB whatever the file's size (tests/test_large_files.py).
     s3_multipart_threshold: int = 8 * 1024 * 1024  # also the part size
@@ -106,6 +109,7 @@ class Settings:
             if r.text("S3_ADDRESSING_STYLE", "")
             else "",
             s3_public_url=r.url("S3_PUBLIC_URL", ("http", "https")),
+            s3_presign_endpoint_url=r.url("S3_PRESIGN_ENDPOINT_URL", ("http", "https")),
             s3_multipart_threshold=r.number(
                 "S3_MULTIPART_THRESHOLD",
                 d.s3_multipart_threshold,

@@ -58,8 +58,10 @@ class S3Store(ObjectStore):
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=max(10, 2 * self.concurrency),
         )
+        self.presign_endpoint = settings.s3_presign_endpoint_url or None
         self._exit = AsyncExitStack()
         self._client: S3Client | None = None
+        self._signer: S3Client | None = None  # presigns for clients; never sends a request
 
     @property
     def where(self) -> str:
@@ -70,9 +72,17 @@ class S3Store(ObjectStore):
             self._client = await self._exit.enter_async_context(
                 self._session.client("s3", endpoint_url=self.endpoint, config=self._config)
             )
+            self._signer = self._client
+            if self.presign_endpoint:
+                # A SigV4 signature covers the host, so URLs for clients are signed for theirs.
+                self._signer = await self._exit.enter_async_context(
+                    self._session.client(
+                        "s3", endpoint_url=self.presign_endpoint, config=self._config
+                    )
+                )
 
     async def close(self) -> None:
-        self._client = None
+        self._client = self._signer = None
         await self._exit.aclose()
 
     @property
@@ -80,6 +90,12 @@ class S3Store(ObjectStore):
         if self._client is None:
             raise RuntimeError("S3Store.start() was not called")
         return self._client
+
+    @property
+    def signer(self) -> S3Client:
+        if self._signer is None:
+            raise RuntimeError("S3Store.start() was not called")
+        return self._signer
 
     async def check(self) -> None:
         """Raise `ConfigError` when the bucket or the credentials are wrong, `StorageError`
@@ -183,7 +199,7 @@ class S3Store(ObjectStore):
     async def presign_put(self, key: str, content_type: str, max_size: int, expires_s: int) -> str:
         # A presigned PUT cannot bound the size; the gateway checks it before it enqueues a job.
         params = {"Bucket": self.bucket, "Key": check_key(key), "ContentType": content_type}
-        return await self.client.generate_presigned_url(
+        return await self.signer.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires_s
         )
 
@@ -197,7 +213,7 @@ class S3Store(ObjectStore):
                 f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
             ),
         }
-        return await self.client.generate_presigned_url(
+        return await self.signer.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires_s
         )
 
