@@ -35,6 +35,10 @@ class Keys:
         """Stream: one entry per job event, naming the job; every notifier tails it."""
         return f"{self.prefix}:events"
 
+    def slot(self, host: str, role: str, index: int | str) -> str:
+        """String with a TTL: which process holds worker slot `index` of `role` on `host`."""
+        return f"{self.prefix}:slot:{host}:{role}:{index}"
+
     @property
     def control(self) -> str:
         """Stream: cancellation notices; every worker tails it."""

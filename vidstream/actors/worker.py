@@ -11,9 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +20,7 @@ from typing import ClassVar, Self
 from redis.exceptions import RedisError, ResponseError
 
 from vidstream import bus, logs, state
+from vidstream.actors.slots import SlotLease
 from vidstream.errors import JobCancelled, JobError, ObjectNotFound
 from vidstream.jobs import ErrorInfo, Job, Stage, is_job_id
 from vidstream.media.progress import Throttle
@@ -29,10 +28,6 @@ from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
 TRIM_INTERVAL_S = 60.0
-
-
-def consumer_name(stage: Stage) -> str:
-    return f"{socket.gethostname()}-{stage.value}-{os.getpid()}"
 
 
 class Worker(abc.ABC):
@@ -46,11 +41,13 @@ class Worker(abc.ABC):
         self.jobs = services.jobs
         self.store: ObjectStore = services.store
         self.concurrency = concurrency
-        self.name = name or consumer_name(self.stage)
         self.stream = services.keys.stage_stream(self.stage)
         self.group = services.keys.stage_group(self.stage)
-        self.tmp_root = Path(self.settings.data_dir).resolve() / "tmp" / self.name
-        self.log = logs.get(role=self.stage.value, consumer=self.name)
+        # The consumer name is a leased slot (host-role-N) unless given: see actors/slots.py.
+        self.lease = None if name else SlotLease(services.redis, services.keys, self.stage.value)
+        self.name = name or ""
+        self.tmp_base = Path(self.settings.data_dir).resolve() / "tmp"
+        self.log = logs.get(role=self.stage.value)
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip the grace period
@@ -67,7 +64,10 @@ class Worker(abc.ABC):
         if self._state != "new":
             return
         self._state = "starting"
-        await asyncio.to_thread(shutil.rmtree, self.tmp_root, True)  # a previous crash's leftovers
+        if self.lease is not None:
+            self.name = await self.lease.acquire()
+        self.log = self.log.bind(consumer=self.name)
+        await self._remove_leftovers()
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         await self._ensure_group()
         await self.setup()
@@ -102,8 +102,10 @@ class Worker(abc.ABC):
         # unacked, so another worker (or this one, restarted) runs it again.
         await _finish(list(self._running.values()), 10.0)
         await _finish(self._loops, 1.0)
-        # Phase 4: release the stage's resources (subprocess pools).
+        # Phase 4: release the stage's resources (subprocess pools), then the slot.
         await self.teardown()
+        if self.lease is not None:
+            await self.lease.release()
         self._state = "closed"
         self.log.info("worker_stopped", took_s=round(time.monotonic() - started, 3))
 
@@ -123,6 +125,21 @@ class Worker(abc.ABC):
             self.log.warning("grace_period_over", jobs=len(self._running))
         finally:
             hurry.cancel()
+
+    @property
+    def tmp_root(self) -> Path:
+        return self.tmp_base / self.name
+
+    async def _remove_leftovers(self) -> None:
+        """Remove the temp files of this slot's previous process, and of any other slot of this
+        host and role that no live process holds (a crash leaves them behind)."""
+        held = await self.lease.held_by_others() if self.lease else set()
+        prefix = self.name.rsplit("-", 1)[0] + "-" if self.lease else self.name
+        if not self.tmp_base.is_dir():
+            return
+        for path in self.tmp_base.iterdir():
+            if path.name.startswith(prefix) and path.name not in held:
+                await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def __aenter__(self) -> Self:
         await self.start()
