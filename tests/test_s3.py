@@ -83,3 +83,12 @@ async def test_submit_cli_uploads_straight_to_the_bucket(
     assert proc.returncode == 0, text
     assert "completed" in text
     assert "rendered/" in text and "X-Amz-Signature" in text
+
+
+async def test_public_bucket_links(make_settings: Callable[..., Settings], redis: Redis) -> None:
+    """With S3_PUBLIC_URL, output links are plain public URLs under that base."""
+    settings = make_settings(s3_public_url="https://videos.example.com/")
+    async with Stack(settings, ("gateway",)) as stack:
+        assert stack.services is not None
+        url = await stack.services.store.presign_get("rendered/j-1.mp4", "clip.mp4", 60)
+    assert url == "https://videos.example.com/rendered/j-1.mp4"
