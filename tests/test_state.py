@@ -21,6 +21,17 @@ TRANSCRIPT = Output("jobs/x/transcript.json", 1200, "application/json")
 SRT = Output("jobs/x/transcript.srt", 300, "application/x-subrip")
 VIDEO = Output("rendered/x-20250101T000000Z.mp4", 4_000_000, "video/mp4")
 MEDIA = MediaInfo(10.0, "mov,mp4", 640, 360, 0, "h264", "aac", 1, 22050)
+OWNER = "host-render-0:run1"
+
+
+def start(
+    options: Options, stage: Stage, owner: str = OWNER, lease_ms: int = 30_000,
+    count_attempt: bool = True,
+) -> state.Transition:  # fmt: skip
+    """A worker's claim of `stage`, as the worker makes it."""
+    return state.start(
+        options, stage, owner=owner, lease_ms=lease_ms, max_attempts=3, count_attempt=count_attempt
+    )
 
 
 # -- overall progress (pure) -------------------------------------------------------------------
@@ -61,15 +72,17 @@ def test_overall_progress_is_monotonic_and_clamped(options: Options) -> None:
 
 def test_transitions_carry_rounded_stage_progress() -> None:
     """Progress events say how far the current stage is, rounded and clamped for display."""
-    t = state.progress(BURN, Stage.RENDER, 1.23456)
+    t = state.progress(BURN, Stage.RENDER, 1.23456, owner=OWNER)
     assert t.data == {"stage_progress": 1.0}
     assert t.progress == 1.0
-    assert state.progress(BURN, Stage.TRANSCRIBE, 0.333333).data == {"stage_progress": 0.3333}
-    assert state.start(BURN, Stage.RENDER).progress == 0.45
-    assert state.complete({}).terminal and not state.start(BURN, Stage.RENDER).terminal
+    assert state.progress(BURN, Stage.TRANSCRIBE, 0.333333, owner=OWNER).data == {
+        "stage_progress": 0.3333
+    }
+    assert start(BURN, Stage.RENDER).progress == 0.45
+    assert state.complete({}, owner=OWNER).terminal and not start(BURN, Stage.RENDER).terminal
     args = json.loads(state.fail(ErrorInfo("x", "y")).to_script_args(1.0, 10, TTL_S))
     assert args["ttl"] == TTL_S
-    assert json.loads(state.start(BURN, Stage.RENDER).to_script_args(1.0, 10, TTL_S))["ttl"] == 0
+    assert json.loads(start(BURN, Stage.RENDER).to_script_args(1.0, 10, TTL_S))["ttl"] == 0
 
 
 # -- the job store against Redis ---------------------------------------------------------------
@@ -94,14 +107,12 @@ async def names(store: JobStore, job_id: str) -> list[str]:
 async def test_create_records_a_queued_event(store: JobStore, redis: Redis, prefix: str) -> None:
     """A new job reads back as queued with one `queued` event and is handed to transcription."""
     new = Job.new("uploads/abc/clip.mp4", SOFT, tenant="acme")
-    event = await store.create(new)
-    assert event.event is EventName.QUEUED and event.status is Status.QUEUED
-    assert event.progress == 0.0
+    await store.create(new)
 
     assert await store.get(new.id) == new
     [stored] = await store.events(new.id)
-    assert stored.id == event.id
     assert (stored.event, stored.status, stored.stage) == (EventName.QUEUED, Status.QUEUED, None)
+    assert stored.progress == 0.0
 
     work = await bus.history(redis, Keys(prefix).stage_stream(Stage.TRANSCRIBE))
     assert [fields for _, fields in work] == [{"job_id": new.id}]
@@ -110,33 +121,25 @@ async def test_create_records_a_queued_event(store: JobStore, redis: Redis, pref
     assert await redis.ttl(Keys(prefix).job(new.id)) == -1  # kept until it ends
 
 
-async def test_creating_an_existing_job_is_refused(store: JobStore, job: Job) -> None:
-    """The same job id cannot be created twice and keeps its state."""
-    with pytest.raises(RuntimeError, match="already exists"):
-        await store.create(job.with_changes(source_key="uploads/other/x.mp4"))
+async def test_a_resent_create_changes_nothing(store: JobStore, job: Job) -> None:
+    """A create resent after a lost reply keeps the job and its history as they were."""
+    await store.create(job.with_changes(source_key="uploads/other/x.mp4"))
     stored = await store.get(job.id)
     assert stored is not None and stored.source_key == job.source_key
     assert await names(store, job.id) == ["queued"]
 
 
-async def test_a_refused_create_does_not_queue_the_job_again(
-    store: JobStore, job: Job, redis: Redis, prefix: str
-) -> None:
-    """Creating an existing job again does not make a worker transcribe it twice."""
-    with pytest.raises(RuntimeError):
-        await store.create(job)
-    assert await redis.xlen(Keys(prefix).stage_stream(Stage.TRANSCRIBE)) == 1
-
-
 async def test_a_job_runs_through_its_events_in_order(store: JobStore, job: Job) -> None:
     """A whole run reads back as queued, started, progress, stage_completed ... completed."""
     steps = [
-        state.start(BURN, Stage.TRANSCRIBE),
-        state.progress(BURN, Stage.TRANSCRIBE, 0.5),
-        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, MEDIA),
-        state.start(BURN, Stage.RENDER),
-        state.progress(BURN, Stage.RENDER, 0.5),
-        state.complete({"video": VIDEO}),
+        start(BURN, Stage.TRANSCRIBE),
+        state.progress(BURN, Stage.TRANSCRIBE, 0.5, owner=OWNER),
+        state.stage_completed(
+            BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, MEDIA, owner=OWNER
+        ),
+        start(BURN, Stage.RENDER),
+        state.progress(BURN, Stage.RENDER, 0.5, owner=OWNER),
+        state.complete({"video": VIDEO}, owner=OWNER),
     ]
     applied = [await store.apply(job.id, t) for t in steps]
     assert all(a.ok for a in applied), applied
@@ -163,11 +166,11 @@ async def test_a_job_runs_through_its_events_in_order(store: JobStore, job: Job)
 
 async def test_progress_never_decreases(store: JobStore, job: Job) -> None:
     """A late, lower progress report is ignored: no event, and the bar stays where it was."""
-    await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
-    assert (await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6))).ok
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    assert (await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6, owner=OWNER))).ok
 
-    lower = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.3))
-    same = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6))
+    lower = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.3, owner=OWNER))
+    same = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6, owner=OWNER))
     assert (lower.outcome, lower.status, lower.event_id) == ("unchanged", Status.RUNNING, None)
     assert same.outcome == "unchanged"
 
@@ -176,15 +179,15 @@ async def test_progress_never_decreases(store: JobStore, job: Job) -> None:
     assert await names(store, job.id) == ["queued", "started", "progress"]
 
     # A restarted stage does not move the job's progress back either.
-    again = await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    again = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     assert again.ok
     assert (await store.events(job.id))[-1].progress == pytest.approx(0.27)
 
 
 async def test_a_completed_job_cannot_be_cancelled(store: JobStore, job: Job) -> None:
     """Cancelling after completion changes nothing: the job stays completed."""
-    await store.apply(job.id, state.start(BURN, Stage.RENDER))
-    assert (await store.apply(job.id, state.complete({"video": VIDEO}))).ok
+    await store.apply(job.id, start(BURN, Stage.RENDER))
+    assert (await store.apply(job.id, state.complete({"video": VIDEO}, owner=OWNER))).ok
     refused = await store.apply(job.id, state.cancel())
     assert (refused.outcome, refused.status, refused.ok) == ("rejected", Status.COMPLETED, False)
     failed = await store.apply(job.id, state.fail(ErrorInfo("late", "too late")))
@@ -196,12 +199,12 @@ async def test_a_completed_job_cannot_be_cancelled(store: JobStore, job: Job) ->
 
 async def test_a_cancelled_job_cannot_complete(store: JobStore, job: Job) -> None:
     """A worker finishing after the user cancelled cannot turn the job into completed."""
-    await store.apply(job.id, state.start(BURN, Stage.RENDER))
+    await store.apply(job.id, start(BURN, Stage.RENDER))
     assert (await store.apply(job.id, state.cancel())).ok
     for late in (
-        state.complete({"video": VIDEO}),
-        state.progress(BURN, Stage.RENDER, 0.9),
-        state.start(BURN, Stage.RENDER),
+        state.complete({"video": VIDEO}, owner=OWNER),
+        state.progress(BURN, Stage.RENDER, 0.9, owner=OWNER),
+        start(BURN, Stage.RENDER),
         state.cancel(),
     ):
         refused = await store.apply(job.id, late)
@@ -215,13 +218,13 @@ async def test_a_cancelled_job_cannot_complete(store: JobStore, job: Job) -> Non
 async def test_a_queued_job_can_be_cancelled(store: JobStore, job: Job) -> None:
     """A job nobody has started yet can be cancelled, and then never starts."""
     assert (await store.apply(job.id, state.cancel())).ok
-    assert not (await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))).ok
+    assert not (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))).ok
     assert await names(store, job.id) == ["queued", "cancelled"]
 
 
 async def test_fail_records_the_error(store: JobStore, job: Job) -> None:
     """A failed job tells the user what went wrong, on the job and on its last event."""
-    await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     error = ErrorInfo("invalid_media", "The file has no audio track.")
     applied = await store.apply(job.id, state.fail(error))
     assert applied.ok and applied.status is Status.FAILED
@@ -230,18 +233,20 @@ async def test_fail_records_the_error(store: JobStore, job: Job) -> None:
     assert stored.status is Status.FAILED and stored.error == error
     last = (await store.events(job.id))[-1]
     assert last.event is EventName.FAILED and last.data == {"error": error.to_dict()}
-    assert not (await store.apply(job.id, state.complete({}))).ok
+    assert not (await store.apply(job.id, state.complete({}, owner=OWNER))).ok
 
 
 async def test_outputs_merge_across_transitions(store: JobStore, job: Job) -> None:
     """Outputs stored by each stage add up; a later stage never drops an earlier one's."""
-    await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     await store.apply(
         job.id,
-        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT, "srt": SRT}),
+        state.stage_completed(
+            BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT, "srt": SRT}, owner=OWNER
+        ),
     )
-    await store.apply(job.id, state.start(BURN, Stage.RENDER))
-    await store.apply(job.id, state.complete({"video": VIDEO}))
+    await store.apply(job.id, start(BURN, Stage.RENDER))
+    await store.apply(job.id, state.complete({"video": VIDEO}, owner=OWNER))
     stored = await store.get(job.id)
     assert stored is not None
     assert stored.outputs == {"transcript": TRANSCRIPT, "srt": SRT, "video": VIDEO}
@@ -253,11 +258,11 @@ async def test_terminal_transitions_expire_both_keys(
 ) -> None:
     """A finished job is kept for JOB_TTL_S and then removed, history and all."""
     keys = Keys(prefix)
-    await store.apply(job.id, state.start(BURN, Stage.RENDER))
+    await store.apply(job.id, start(BURN, Stage.RENDER))
     assert await redis.ttl(keys.job(job.id)) == -1
     assert await redis.ttl(keys.job_events(job.id)) == -1
     terminal = {
-        "complete": state.complete({"video": VIDEO}),
+        "complete": state.complete({"video": VIDEO}, owner=OWNER),
         "fail": state.fail(ErrorInfo("x", "y")),
         "cancel": state.cancel(),
     }[end]
@@ -268,7 +273,7 @@ async def test_terminal_transitions_expire_both_keys(
 
 async def test_snapshot_returns_the_job_and_its_last_event_id(store: JobStore, job: Job) -> None:
     """A client that reads the job can resume its events exactly after what it has seen."""
-    applied = await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    applied = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     snap, last_id = await store.snapshot(job.id)
     assert snap is not None and snap.status is Status.RUNNING
     assert last_id == applied.event_id
@@ -280,9 +285,9 @@ async def test_snapshot_returns_the_job_and_its_last_event_id(store: JobStore, j
 
 async def test_events_pagination(store: JobStore, job: Job) -> None:
     """Events can be read in pages after any event id, without gaps or repeats."""
-    await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     for fraction in (0.2, 0.4, 0.6, 0.8):
-        await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, fraction))
+        await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, fraction, owner=OWNER))
     everything = await store.events(job.id)
     assert len(everything) == 6
 
@@ -298,10 +303,10 @@ async def test_events_pagination(store: JobStore, job: Job) -> None:
 
 async def test_a_report_for_another_stage_is_rejected(store: JobStore, job: Job) -> None:
     """Progress or completion from a stage the job is not in leaves the job untouched."""
-    await store.apply(job.id, state.start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
     for stray in (
-        state.progress(BURN, Stage.RENDER, 0.5),
-        state.stage_completed(BURN, Stage.RENDER, {"video": VIDEO}),
+        state.progress(BURN, Stage.RENDER, 0.5, owner=OWNER),
+        state.stage_completed(BURN, Stage.RENDER, {"video": VIDEO}, owner=OWNER),
     ):
         refused = await store.apply(job.id, stray)
         assert (refused.outcome, refused.status) == ("rejected", Status.RUNNING)
@@ -313,7 +318,7 @@ async def test_a_report_for_another_stage_is_rejected(store: JobStore, job: Job)
 
 async def test_progress_before_start_is_rejected(store: JobStore, job: Job) -> None:
     """A queued job does not show progress until a worker has started it."""
-    refused = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.5))
+    refused = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.5, owner=OWNER))
     assert (refused.outcome, refused.status) == ("rejected", Status.QUEUED)
 
 
@@ -321,7 +326,7 @@ async def test_a_missing_job_is_reported_missing(
     store: JobStore, redis: Redis, prefix: str
 ) -> None:
     """Transitions on a job that does not exist (or expired) create nothing."""
-    applied = await store.apply("0" * 26, state.start(BURN, Stage.TRANSCRIBE))
+    applied = await store.apply("0" * 26, start(BURN, Stage.TRANSCRIBE))
     assert (applied.outcome, applied.status, applied.ok) == ("missing", None, False)
     assert not await redis.exists(Keys(prefix).job("0" * 26), Keys(prefix).job_events("0" * 26))
 
@@ -335,3 +340,131 @@ async def test_each_jobs_keys_share_one_hash_tag(store: JobStore, job: Job, redi
         assert await redis.exists(key)
     assert keys.job(job.id) != keys.job_events(job.id)
     assert keys.job("a") != keys.job("b")
+
+
+# -- leases, attempts, retries and replays ------------------------------------------------------
+
+
+async def test_a_live_run_holds_its_stage(store: JobStore, job: Job) -> None:
+    """While one run holds the stage, another cannot claim it; once its lease runs out, it can."""
+    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1"))).ok
+    busy = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    assert (busy.outcome, busy.status) == ("busy", Status.RUNNING)
+    # The first run's worker died: nobody renews, the lease (here 0 ms) has run out.
+    assert (await store.renew([(job.id, "a:1")], 0)) == [True]
+    taken = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    assert taken.ok
+    assert taken.attempts == 2
+    assert await names(store, job.id) == ["queued", "started", "started"]
+
+
+async def test_a_run_that_lost_its_stage_cannot_finish_it(store: JobStore, job: Job) -> None:
+    """A zombie run (taken over after its lease ran out) can neither report nor complete."""
+    await store.apply(job.id, start(BURN, Stage.RENDER, "a:1", lease_ms=0))
+    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "b:1"))).ok
+    for late in (
+        state.progress(BURN, Stage.RENDER, 0.9, owner="a:1"),
+        state.complete({"video": VIDEO}, owner="a:1"),
+        state.fail(ErrorInfo("x", "y"), owner="a:1"),
+    ):
+        assert (await store.apply(job.id, late)).outcome == "lost"
+    assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [False, True]
+    assert (await store.apply(job.id, state.complete({"video": VIDEO}, owner="b:1"))).ok
+    assert await names(store, job.id) == ["queued", "started", "started", "completed"]
+
+
+async def test_attempts_count_tries_of_the_stage(store: JobStore, job: Job) -> None:
+    """Each try of a stage counts; a new stage starts at 1; past the limit a try is refused."""
+    tries = [await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, f"r:{i}", lease_ms=0))
+             for i in range(3)]  # fmt: skip
+    assert [t.attempts for t in tries] == [1, 2, 3]
+    exhausted = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "r:4", lease_ms=0))
+    assert (exhausted.outcome, exhausted.attempts) == ("exhausted", 3)
+    handed_back = await store.apply(
+        job.id, start(BURN, Stage.TRANSCRIBE, "r:5", lease_ms=0, count_attempt=False)
+    )
+    assert (handed_back.outcome, handed_back.attempts) == ("ok", 3)  # a handoff is not a try
+    await store.apply(
+        job.id,
+        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner="r:5"),
+    )
+    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "r:6"))).attempts == 1
+    stored = await store.get(job.id)
+    assert stored is not None and stored.attempts == 1
+
+
+async def test_a_resent_transition_is_applied_once(store: JobStore, job: Job) -> None:
+    """A transition resent after a lost reply changes nothing the second time."""
+    claim = start(BURN, Stage.TRANSCRIBE)
+    first, again = await store.apply(job.id, claim), await store.apply(job.id, claim)
+    assert first.ok and again.ok
+    assert first.event_id == again.event_id
+    assert again.attempts == 1
+    done = state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER)
+    assert (await store.apply(job.id, done)).ok
+    assert (await store.apply(job.id, done)).ok
+    assert await names(store, job.id) == ["queued", "started", "stage_completed"]
+
+
+async def test_a_stage_finishes_once(store: JobStore, job: Job) -> None:
+    """A second run of a finished stage cannot finish it again (no second hand-off)."""
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1"))
+    outputs = {"transcript": TRANSCRIPT}
+    assert (
+        await store.apply(
+            job.id, state.stage_completed(BURN, Stage.TRANSCRIBE, outputs, owner="a:1")
+        )
+    ).ok
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    again = await store.apply(
+        job.id, state.stage_completed(BURN, Stage.TRANSCRIBE, outputs, owner="b:1")
+    )
+    assert again.outcome == "done"
+    stored = await store.get(job.id)
+    assert stored is not None and stored.done == {Stage.TRANSCRIBE}
+
+
+async def test_retrying_then_replaying_a_failed_job(
+    store: JobStore, job: Job, redis: Redis, prefix: str
+) -> None:
+    """A retry lets the stage go; a failed job replayed is queued again, keeping its outputs."""
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(
+        job.id,
+        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER),
+    )
+    await store.apply(job.id, start(BURN, Stage.RENDER))
+    error = ErrorInfo("ffmpeg_failed", "boom")
+    assert (await store.apply(job.id, state.retrying(error, 1, 123.0, owner=OWNER))).ok
+    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "other:1"))).attempts == 2
+    assert (await store.apply(job.id, state.fail(error, owner="other:1", dead_letter=True))).ok
+    assert await redis.ttl(Keys(prefix).job(job.id)) > 0
+
+    assert not (await store.apply(job.id, state.cancel())).ok
+    replayed = await store.apply(job.id, state.replay())
+    assert replayed.ok and replayed.status is Status.QUEUED
+    stored = await store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.error, stored.attempts) == (Status.QUEUED, None, 0)
+    assert stored.outputs == {"transcript": TRANSCRIPT} and stored.done == {Stage.TRANSCRIBE}
+    assert await redis.ttl(Keys(prefix).job(job.id)) == -1  # running again: kept
+    events = await store.events(job.id)
+    assert [e.event.value for e in events][-3:] == ["started", "failed", "queued"]
+    retry = next(e for e in events if e.event is EventName.RETRYING)
+    assert retry.data == {"error": error.to_dict(), "attempt": 1, "retry_at": 123.0}
+    assert events[-1].data == {"replay": True}
+    assert (await store.apply(job.id, state.replay())).outcome == "rejected"  # not failed now
+
+
+async def test_due_retries_move_onto_their_stream(
+    store: JobStore, redis: Redis, prefix: str
+) -> None:
+    """A scheduled retry waits in Redis and reaches its stage's stream once due."""
+    keys = Keys(prefix)
+    await store.schedule("jobnow", Stage.RENDER, 0.0)
+    await store.schedule("joblater", Stage.TRANSCRIBE, 4_000_000_000.0)
+    assert await store.promote_due() == 1
+    render = await bus.history(redis, keys.stage_stream(Stage.RENDER))
+    assert [fields for _, fields in render] == [{"job_id": "jobnow"}]
+    assert await redis.zrange(keys.delayed, 0, -1) == ["transcribe|joblater"]
+    assert await store.promote_due() == 0

@@ -78,3 +78,19 @@ async def trim_point(redis: Redis, stream: str, group: str) -> str | None:
         ms, seq = stream_id(oldest)
         return f"{ms}-{seq + 1}"
     return oldest
+
+
+async def autoclaim(
+    redis: Redis, stream: str, group: str, consumer: str, min_idle_ms: int, cursor: str
+) -> tuple[str, list[Entry]]:
+    """XAUTOCLAIM one entry idle for at least `min_idle_ms`; returns (next cursor, entries)."""
+    raw = cast(Any, await redis.xautoclaim(stream, group, consumer, min_idle_ms, cursor, count=1))
+    return str(raw[0]), _entries(raw[1])
+
+
+async def pending_ids(redis: Redis, stream: str, group: str, consumer: str) -> set[str]:
+    """The ids of the entries pending for `consumer` (up to 1000)."""
+    raw = cast(
+        Any, await redis.xpending_range(stream, group, "-", "+", 1000, consumername=consumer)
+    )
+    return {str(entry["message_id"]) for entry in raw}

@@ -48,6 +48,7 @@ class EventName(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
     STAGE_COMPLETED = "stage_completed"
+    RETRYING = "retrying"  # a stage failed for a transient reason and will run again
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -143,6 +144,7 @@ class Job:
     error: ErrorInfo | None = None
     attempts: int = 0
     media: MediaInfo | None = None
+    done: frozenset[Stage] = frozenset()  # stages finished: their outputs are stored
 
     @classmethod
     def new(cls, source_key: str, options: Options, tenant: str = "default") -> Job:
@@ -192,6 +194,7 @@ class Job:
             error=ErrorInfo(**error) if error else None,
             attempts=int(raw.get("attempts", 0)),
             media=MediaInfo.from_dict(json.loads(raw["media"])) if raw.get("media") else None,
+            done=frozenset(Stage(s) for s in (raw.get("done") or "").split(",") if s),
         )
 
     def with_changes(self, **changes: Any) -> Job:
@@ -208,6 +211,7 @@ class Event:
     progress: float
     at: float
     data: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # the try of the stage this event belongs to (1 for the first)
 
     @classmethod
     def from_stream(cls, job_id: str, entry_id: str, fields: dict[str, str]) -> Event:
@@ -220,6 +224,7 @@ class Event:
             progress=float(fields["progress"]),
             at=float(fields["at"]),
             data=json.loads(fields["data"]) if fields.get("data") else {},
+            attempts=int(fields.get("attempts") or 0),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -233,6 +238,7 @@ class Event:
             "status": self.status.value,
             "stage": self.stage.value if self.stage else None,
             "progress": round(self.progress, 4),
+            "attempts": self.attempts,
             "at": isoformat(self.at),
         }
 

@@ -40,6 +40,20 @@ class Keys:
         return f"{self.prefix}:slot:{host}:{role}:{index}"
 
     @property
+    def delayed(self) -> str:
+        """Sorted set: retries waiting to run, `stage|job id` scored by due time (ms)."""
+        return f"{self.prefix}:delayed"
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream: jobs that ran out of attempts, with their last error."""
+        return f"{self.prefix}:dead"
+
+    def idempotency(self, tenant: str, digest: str) -> str:
+        """String with a TTL: the job created for an Idempotency-Key (hashed)."""
+        return f"{self.prefix}:idem:{tenant}:{digest}"
+
+    @property
     def control(self) -> str:
         """Stream: cancellation notices; every worker tails it."""
         return f"{self.prefix}:control"

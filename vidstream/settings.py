@@ -82,6 +82,13 @@ class Settings:
     probe_timeout_s: float = 30.0
     shutdown_grace_s: float = 30.0
 
+    # Recovery. A worker holds each job it runs on a lease it renews every third of this; a
+    # job whose worker died is taken up by another once this has passed.
+    visibility_timeout_s: float = 30.0
+    job_max_attempts: int = 3  # tries per stage, crashes included
+    retry_base_delay_s: float = 5.0  # then x2 per attempt, with jitter
+    retry_max_delay_s: float = 300.0
+
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
 
@@ -146,6 +153,12 @@ class Settings:
             whisper_range_s=r.number("WHISPER_RANGE_S", d.whisper_range_s, float, low=60),
             probe_timeout_s=r.number("PROBE_TIMEOUT_S", d.probe_timeout_s, float, low=1),
             shutdown_grace_s=r.number("SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, low=0),
+            visibility_timeout_s=r.number(
+                "VISIBILITY_TIMEOUT_S", d.visibility_timeout_s, float, low=1, high=3600
+            ),
+            job_max_attempts=r.number("JOB_MAX_ATTEMPTS", d.job_max_attempts, int, low=1, high=100),
+            retry_base_delay_s=r.number("RETRY_BASE_DELAY_S", d.retry_base_delay_s, float, low=0),
+            retry_max_delay_s=r.number("RETRY_MAX_DELAY_S", d.retry_max_delay_s, float, low=0),
             log_level=r.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", d.log_format, ("auto", "json", "console")),
         )

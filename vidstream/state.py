@@ -1,19 +1,22 @@
 """The job state machine, as pure functions that describe each transition.
 
 A `Transition` names the event, the statuses it may start from and what it writes. The job store
-applies it in one atomic Redis step (a Lua script) that re-checks the current status, so two
-workers can never both move a job, a terminal status never changes, and progress never goes back.
+applies it in one atomic Redis step (a Lua script) that re-checks the current state, so a terminal
+status never changes, progress never goes back, and two workers never run or finish the same
+stage: a worker *claims* a stage with an owner token and a lease (in Redis time), renews it while
+it works, and every later transition of that run must still hold it.
 
-    queued ──started──▶ running ──progress / stage_completed / started (next stage)──▶ running
+    queued ──started──▶ running ──progress / stage_completed / retrying / started (next stage)
       │                    │
       │                    ├──completed──▶ completed
-      ├────────────────────┼──failed─────▶ failed
+      ├────────────────────┼──failed─────▶ failed ──replay (POST /v1/jobs/{id}/retry)──▶ queued
       └────────────────────┴──cancelled──▶ cancelled
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,11 @@ def overall_progress(options: Options, stage: Stage, fraction: float) -> float:
     return round(min(done_before + weights[stage] * fraction, 1.0), 4)
 
 
+def retry_delay(attempt: int, base_s: float, cap_s: float, jitter: float) -> float:
+    """Exponential backoff with jitter: base x 2^(attempt-1), capped, times `jitter` (0.5..1.5)."""
+    return float(min(base_s * 2.0 ** max(attempt - 1, 0), cap_s) * jitter)
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     event: EventName
@@ -47,6 +55,15 @@ class Transition:
     outputs: dict[str, Output] = field(default_factory=dict)  # merged into the job's outputs
     fields: dict[str, str] = field(default_factory=dict)  # other job fields to set
     data: dict[str, Any] = field(default_factory=dict)  # extra payload on the event
+    owner: str | None = None  # the run that must hold the stage's lease
+    claim: str | None = None  # take the lease for this run (refused while another holds it)
+    lease_ms: int = 0
+    count_attempt: bool = False  # a new try of the stage: attempts + 1, or 1 for a new stage
+    max_attempts: int = 0  # refuse to start a try beyond this ("exhausted")
+    release: bool = False  # give up the lease
+    finish_stage: Stage | None = None  # refuse if this stage was finished already ("done")
+    reset: bool = False  # a replay: attempts, error and the finished stage's lease cleared
+    tx: str = field(default_factory=lambda: secrets.token_hex(8))  # makes a resend harmless
 
     @property
     def terminal(self) -> bool:
@@ -55,19 +72,31 @@ class Transition:
     def to_script_args(self, now: float, maxlen: int, ttl: int) -> str:
         """The single JSON argument the transition Lua script reads."""
         args: dict[str, Any] = {
+            "tx": self.tx,
             "event": self.event.value,
             "from": {s.value: True for s in self.allowed_from},
             "status": self.status.value,
             "now": repr(now),
             "maxlen": maxlen,
             "ttl": ttl if self.terminal else 0,
+            "persist": not self.terminal,
             "fields": self.fields,
             "data": json.dumps(self.data) if self.data else "",
+            "release": self.release or self.terminal,
+            "reset": self.reset,
         }
-        if self.set_stage:
-            args["stage"] = self.stage.value if self.stage else ""
-        if self.expect_stage is not None:
-            args["expect_stage"] = self.expect_stage.value
+        optional: dict[str, Any] = {
+            "stage": (self.stage.value if self.stage else "") if self.set_stage else None,
+            "expect_stage": self.expect_stage.value if self.expect_stage else None,
+            "owner": self.owner,
+            "claim": self.claim,
+            "finish": self.finish_stage.value if self.finish_stage else None,
+        }
+        args.update({k: v for k, v in optional.items() if v is not None})
+        if self.claim:
+            args["lease_ms"] = self.lease_ms
+            args["count_attempt"] = self.count_attempt
+            args["max_attempts"] = self.max_attempts
         if self.progress is not None:
             args["progress"] = self.progress
             args["skip_if_no_progress"] = self.skip_if_no_progress
@@ -76,68 +105,76 @@ class Transition:
         return json.dumps(args)
 
 
-def start(options: Options, stage: Stage) -> Transition:
-    """A worker begins `stage` (again, after a crash or a retry, is fine)."""
+def start(
+    options: Options, stage: Stage, *, owner: str, lease_ms: int, max_attempts: int,
+    count_attempt: bool = True,
+) -> Transition:  # fmt: skip
+    """A worker claims `stage` for the run `owner` and begins it (again, after a crash or a
+    retry, is fine). `count_attempt=False` for a message another worker handed back at
+    shutdown: that run was interrupted, not failed."""
     return Transition(
-        EventName.STARTED,
-        ACTIVE,
-        Status.RUNNING,
-        stage=stage,
-        set_stage=True,
-        progress=overall_progress(options, stage, 0.0),
-    )
+        EventName.STARTED, ACTIVE, Status.RUNNING, stage=stage, set_stage=True,
+        progress=overall_progress(options, stage, 0.0), claim=owner, lease_ms=lease_ms,
+        count_attempt=count_attempt, max_attempts=max_attempts,
+    )  # fmt: skip
 
 
-def progress(options: Options, stage: Stage, fraction: float) -> Transition:
+def progress(options: Options, stage: Stage, fraction: float, *, owner: str) -> Transition:
     return Transition(
-        EventName.PROGRESS,
-        frozenset({Status.RUNNING}),
-        Status.RUNNING,
-        expect_stage=stage,
-        progress=overall_progress(options, stage, fraction),
-        skip_if_no_progress=True,
-        data={"stage_progress": round(min(max(fraction, 0.0), 1.0), 4)},
-    )
+        EventName.PROGRESS, frozenset({Status.RUNNING}), Status.RUNNING, expect_stage=stage,
+        progress=overall_progress(options, stage, fraction), skip_if_no_progress=True,
+        data={"stage_progress": round(min(max(fraction, 0.0), 1.0), 4)}, owner=owner,
+    )  # fmt: skip
 
 
 def stage_completed(
-    options: Options, stage: Stage, outputs: dict[str, Output], media: MediaInfo | None = None
-) -> Transition:
+    options: Options, stage: Stage, outputs: dict[str, Output], media: MediaInfo | None = None,
+    *, owner: str,
+) -> Transition:  # fmt: skip
     fields = {"media": json.dumps(media.to_dict())} if media else {}
     return Transition(
-        EventName.STAGE_COMPLETED,
-        frozenset({Status.RUNNING}),
-        Status.RUNNING,
-        expect_stage=stage,
-        progress=overall_progress(options, stage, 1.0),
-        outputs=outputs,
-        fields=fields,
-        data={"outputs": sorted(outputs)},
-    )
+        EventName.STAGE_COMPLETED, frozenset({Status.RUNNING}), Status.RUNNING,
+        expect_stage=stage, progress=overall_progress(options, stage, 1.0), outputs=outputs,
+        fields=fields, data={"outputs": sorted(outputs)}, owner=owner, release=True,
+        finish_stage=stage,
+    )  # fmt: skip
 
 
-def complete(outputs: dict[str, Output]) -> Transition:
+def complete(outputs: dict[str, Output], *, owner: str) -> Transition:
     return Transition(
-        EventName.COMPLETED,
-        frozenset({Status.RUNNING}),
-        Status.COMPLETED,
-        stage=None,
-        set_stage=True,
-        progress=1.0,
-        outputs=outputs,
-        data={"outputs": sorted(outputs)},
-    )
+        EventName.COMPLETED, frozenset({Status.RUNNING}), Status.COMPLETED, stage=None,
+        set_stage=True, progress=1.0, outputs=outputs, data={"outputs": sorted(outputs)},
+        owner=owner,
+    )  # fmt: skip
 
 
-def fail(error: ErrorInfo) -> Transition:
+def retrying(error: ErrorInfo, attempt: int, retry_at: float, *, owner: str) -> Transition:
+    """The run failed for a transient reason; the stage runs again at `retry_at`."""
     return Transition(
-        EventName.FAILED,
-        ACTIVE,
-        Status.FAILED,
-        fields={"error": json.dumps(error.to_dict())},
-        data={"error": error.to_dict()},
-    )
+        EventName.RETRYING, frozenset({Status.RUNNING}), Status.RUNNING, owner=owner,
+        release=True, fields={"error": json.dumps(error.to_dict())},
+        data={"error": error.to_dict(), "attempt": attempt, "retry_at": round(retry_at, 3)},
+    )  # fmt: skip
+
+
+def fail(error: ErrorInfo, *, owner: str | None = None, dead_letter: bool = False) -> Transition:
+    data: dict[str, Any] = {"error": error.to_dict()}
+    if dead_letter:
+        data["dead_letter"] = True
+    return Transition(
+        EventName.FAILED, ACTIVE, Status.FAILED, owner=owner,
+        fields={"error": json.dumps(error.to_dict())}, data=data,
+    )  # fmt: skip
 
 
 def cancel() -> Transition:
     return Transition(EventName.CANCELLED, ACTIVE, Status.CANCELLED)
+
+
+def replay() -> Transition:
+    """A failed job runs again (`POST /v1/jobs/{id}/retry`): a new run starts at `queued`, keeping
+    what finished stages stored, so only the unfinished work is redone."""
+    return Transition(
+        EventName.QUEUED, frozenset({Status.FAILED}), Status.QUEUED, stage=None, set_stage=True,
+        fields={"error": ""}, data={"replay": True}, reset=True,
+    )  # fmt: skip

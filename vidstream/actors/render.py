@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 from vidstream import state
-from vidstream.actors.worker import Worker
+from vidstream.actors.worker import Run, Worker
 from vidstream.errors import JobCancelled, TransientError
-from vidstream.jobs import Job, Output, Stage
+from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.media import ffmpeg, process
 from vidstream.media.info import MediaInfo
 from vidstream.media.probe import probe
@@ -32,18 +32,20 @@ class RenderWorker(Worker):
         self.ffmpeg = ffmpeg.resolve_binary(self.settings.ffmpeg)
         self.encoder = ffmpeg.Encoder(preset=self.settings.x264_preset, crf=self.settings.x264_crf)
 
-    async def process(self, job: Job, workdir: Path) -> None:
+    async def process(self, job: Job, workdir: Path, run: Run) -> None:
         if "transcript" not in job.outputs:
             raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
-        await self.begin(job)
         source = await self.source_path(job, workdir)
         media = job.media or await probe(source, self.settings.probe_timeout_s)
         raw = await self.store.get_bytes(job.outputs["transcript"].key)
         cues = build_cues(Transcript.from_json(raw))
         argv = await self._command(job, source, media, cues, workdir)
-        await self._run(job, argv, workdir, media)
-        info = await self.store.put_file(rendered_key(job.id), workdir / OUTPUT, "video/mp4")
-        await self._complete(job, {"video": Output(info.key, info.size, info.content_type)})
+        await self._run(job, run, argv, workdir, media)
+        # The key depends on the job only: a run redone after a crash overwrites the same object,
+        # so each job has one video however often it was rendered.
+        key = rendered_key(job.id, job.created_at)
+        info = await self.store.put_file(key, workdir / OUTPUT, "video/mp4")
+        await self._complete(job, run, {"video": Output(info.key, info.size, info.content_type)})
 
     async def _command(
         self, job: Job, source: Path, media: MediaInfo, cues: list[Cue], workdir: Path
@@ -62,8 +64,10 @@ class RenderWorker(Worker):
             self.ffmpeg, str(source), srt, OUTPUT, media, self.encoder, job.options.language
         )
 
-    async def _run(self, job: Job, argv: list[str], workdir: Path, media: MediaInfo) -> None:
-        reporter = self.reporter(job)
+    async def _run(
+        self, job: Job, run: Run, argv: list[str], workdir: Path, media: MediaInfo
+    ) -> None:
+        reporter = self.reporter(job, run)
         progress = FfmpegProgress(media.duration)
         proc = await process.spawn(argv, cwd=workdir)
         stderr = process.Tail(proc.stderr)
@@ -89,8 +93,10 @@ class RenderWorker(Worker):
                 f"FFmpeg could not render the video: {detail}", code="ffmpeg_failed"
             )
 
-    async def _complete(self, job: Job, outputs: dict[str, Output]) -> None:
-        applied = await self.jobs.apply(job.id, state.complete(outputs))
-        if not applied.ok:
+    async def _complete(self, job: Job, run: Run, outputs: dict[str, Output]) -> None:
+        applied = await self._record(state.complete(outputs, owner=run.owner), job.id)
+        if applied.ok:
+            return
+        if applied.status is Status.CANCELLED:
             await self.store.delete(outputs["video"].key)  # cancelled meanwhile: keep nothing
-            raise JobCancelled(job.id)
+        raise JobCancelled(job.id)  # or another run took the stage over: it owns the video

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vidstream import state
-from vidstream.actors.worker import Worker
+from vidstream.actors.worker import Run, Worker
 from vidstream.errors import JobCancelled, TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
@@ -53,12 +53,15 @@ class TranscribeWorker(Worker):
     async def teardown(self) -> None:
         await self.pool.close()
 
-    async def process(self, job: Job, workdir: Path) -> None:
-        if "transcript" in job.outputs:
-            # Stored on an earlier delivery that did not get as far as the ack: hand on again.
+    async def skip(self, job: Job) -> bool:
+        if Stage.TRANSCRIBE not in job.done:
+            return False
+        if job.stage is Stage.TRANSCRIBE:
+            # Finished by a run that stopped before handing the job on: hand it on now.
             await self.jobs.enqueue(job.id, Stage.RENDER)
-            return
-        await self.begin(job)
+        return True
+
+    async def process(self, job: Job, workdir: Path, run: Run) -> None:
         source = await self.source_path(job, workdir)
         media = await probe(source, self.settings.probe_timeout_s)
         if media.duration > self.settings.max_duration_s:
@@ -66,19 +69,18 @@ class TranscribeWorker(Worker):
                 f"The video is {media.duration / 60:.1f} minutes long; the limit is "
                 f"{self.settings.max_duration_s / 60:.1f} minutes."
             )
-        reporter = self.reporter(job)
+        reporter = self.reporter(job, run)
 
         async def on_segment(segment: Segment) -> None:
             await reporter.report(segment_fraction(segment.end, 0.0, media.duration))
 
         transcript = await self._transcribe(job, source, media.duration, on_segment)
         outputs = await self._store(job, transcript, workdir)
-        applied = await self.jobs.apply(
-            job.id, state.stage_completed(job.options, self.stage, outputs, media)
-        )
-        if not applied.ok:
-            raise JobCancelled(job.id)
-        await self.jobs.enqueue(job.id, Stage.RENDER)
+        transition = state.stage_completed(job.options, self.stage, outputs, media, owner=run.owner)
+        applied = await self._record(transition, job.id)
+        if not applied.ok and applied.outcome != "done":
+            raise JobCancelled(job.id)  # cancelled, or another run took the stage over
+        await self._persist(lambda: self.jobs.enqueue(job.id, Stage.RENDER))
 
     async def _transcribe(
         self,

@@ -1,9 +1,10 @@
-"""The worker lifecycle shared by every stage actor: consume, run, ack, cancel, shut down.
+"""The worker lifecycle shared by every stage actor: consume, claim, run, retry, ack, shut down.
 
-A worker reads its stage's stream through a consumer group, runs at most `concurrency` jobs at
-once, and acks a message only after the stage's outputs are stored and the job moved on. A
-message that was not acked (the worker died or shut down mid-job) stays pending for its consumer
-and is taken up again; every stage checks what is already done before doing it again.
+A worker runs at most `concurrency` jobs at once. For each it claims the job's stage (a lease in
+Redis, renewed by a heartbeat), runs it, and acks the stream entry only once the outcome is
+recorded: the stage's outputs stored and the job moved on, a retry scheduled, or the job failed.
+An entry whose worker died stays pending and is reclaimed after VISIBILITY_TIMEOUT_S; stages
+check what is already done before doing it again.
 """
 
 from __future__ import annotations
@@ -11,23 +12,48 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import random
+import secrets
 import shutil
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
-from redis.exceptions import RedisError, ResponseError
+import structlog
+from redis.exceptions import RedisError
 
 from vidstream import bus, logs, state
+from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.slots import SlotLease
-from vidstream.errors import JobCancelled, JobError, ObjectNotFound
+from vidstream.errors import JobCancelled, ObjectNotFound, PermanentError, TransientError
 from vidstream.jobs import ErrorInfo, Job, Stage, is_job_id
+from vidstream.jobstore import Applied
 from vidstream.media.progress import Throttle
 from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
+T = TypeVar("T")
 TRIM_INTERVAL_S = 60.0
+SCHEDULE_INTERVAL_S = 1.0
+WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
+
+
+@dataclass
+class Run:
+    """One execution of a stage for one job, from one stream entry."""
+
+    job_id: str
+    entry_id: str
+    owner: str  # the lease token: this worker's name and a nonce
+    handoff: bool = False  # the entry was handed back by a worker that stopped
+    attempts: int = 0
+    started: bool = False
+    cancelled_by_user: bool = False
+    lost: bool = False  # another run took the stage over
+    task: asyncio.Task[None] | None = None
 
 
 class Worker(abc.ABC):
@@ -37,50 +63,60 @@ class Worker(abc.ABC):
         self, services: Services, *, concurrency: int = 1, name: str | None = None
     ) -> None:
         self.services = services
-        self.settings = services.settings
+        self.settings = s = services.settings
         self.jobs = services.jobs
         self.store: ObjectStore = services.store
         self.concurrency = concurrency
         self.stream = services.keys.stage_stream(self.stage)
         self.group = services.keys.stage_group(self.stage)
+        self.lease_ms = int(s.visibility_timeout_s * 1000)
         # The consumer name is a leased slot (host-role-N) unless given: see actors/slots.py.
-        self.lease = None if name else SlotLease(services.redis, services.keys, self.stage.value)
+        ttl_s = int(max(s.visibility_timeout_s, 5))
+        self.slot = (
+            None if name else SlotLease(services.redis, services.keys, self.stage.value, ttl_s)
+        )
         self.name = name or ""
-        self.tmp_base = Path(self.settings.data_dir).resolve() / "tmp"
+        self.consumer: StageConsumer | None = None
+        self.tmp_base = Path(s.data_dir).resolve() / "tmp"
         self.log = logs.get(role=self.stage.value)
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip the grace period
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancel_requested: set[str] = set()
+        self._runs: dict[str, Run] = {}  # by job id
         self._loops: list[asyncio.Task[None]] = []
-        self._reading = False  # inside XREADGROUP: let it return rather than cancel it
+        self._reading = False  # inside a blocking read: let it return rather than cancel it
         self._state = "new"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Join the consumer group and start consuming; safe to call twice."""
+        """Take a slot, join the consumer group and start consuming; safe to call twice."""
         if self._state != "new":
             return
         self._state = "starting"
-        if self.lease is not None:
-            self.name = await self.lease.acquire()
+        if self.slot is not None:
+            self.name = await self.slot.acquire()
         self.log = self.log.bind(consumer=self.name)
+        self.consumer = StageConsumer(
+            self.services.redis, self.stream, self.group, self.name, self.lease_ms
+        )
         await self._remove_leftovers()
         self.tmp_root.mkdir(parents=True, exist_ok=True)
-        await self._ensure_group()
+        await self.consumer.ensure_group()
         await self.setup()
-        self._loops = [
-            asyncio.create_task(self._consume(), name=f"{self.name}-consume"),
-            asyncio.create_task(self._watch_cancellations(), name=f"{self.name}-control"),
-            asyncio.create_task(self._trim_stream(), name=f"{self.name}-trim"),
-        ]
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "consume": self._consume(),
+            "control": self._every(self._watch_cancellations, 0),
+            "heartbeat": self._every(self._heartbeat, self.lease_ms / 3000),
+            "trim": self._every(self._trim, TRIM_INTERVAL_S),
+            "retries": self._every(self.jobs.promote_due, SCHEDULE_INTERVAL_S),
+        }
+        self._loops = [asyncio.create_task(c, name=f"{self.name}-{n}") for n, c in loops.items()]
         self._state = "running"
         self.log.info("worker_started", concurrency=self.concurrency)
 
     async def close(self) -> None:
-        """Stop in phases; safe to call twice. Unfinished jobs stay pending for another worker."""
+        """Stop in phases; safe to call twice. Unfinished jobs are handed back to the stream."""
         if self._state in ("closing", "closed", "new"):
             self._state = "closed"
             return
@@ -93,19 +129,17 @@ class Worker(abc.ABC):
             await asyncio.wait(self._loops[:1], timeout=BLOCK_MS / 1000 + 1)
         await _finish(self._loops[:1], 1.0)
         # Phase 2: let running jobs finish within the grace period (unless told to hurry).
-        if self._running:
-            self.log.info(
-                "draining", jobs=len(self._running), grace_s=self.settings.shutdown_grace_s
-            )
+        if self._runs:
+            self.log.info("draining", jobs=len(self._runs), grace_s=self.settings.shutdown_grace_s)
             await self._drain(self.settings.shutdown_grace_s)
-        # Phase 3: cancel what is left; each job stops its subprocesses and leaves its message
-        # unacked, so another worker (or this one, restarted) runs it again.
-        await _finish(list(self._running.values()), 10.0)
-        await _finish(self._loops, 1.0)
+        # Phase 3: cancel what is left; each job stops its subprocesses, removes its temp files
+        # and hands its stream entry back, so another worker takes it up at once.
+        await _finish([r.task for r in self._runs.values() if r.task], 15.0)
+        await _finish(self._loops, 2.0)
         # Phase 4: release the stage's resources (subprocess pools), then the slot.
         await self.teardown()
-        if self.lease is not None:
-            await self.lease.release()
+        if self.slot is not None:
+            await self.slot.release()
         self._state = "closed"
         self.log.info("worker_stopped", took_s=round(time.monotonic() - started, 3))
 
@@ -117,29 +151,13 @@ class Worker(abc.ABC):
         hurry = asyncio.create_task(self._hurry.wait())
         try:
             async with asyncio.timeout(grace_s):
-                while self._running and not self._hurry.is_set():
-                    await asyncio.wait(
-                        [*self._running.values(), hurry], return_when=asyncio.FIRST_COMPLETED
-                    )
+                while self._runs and not self._hurry.is_set():
+                    tasks = [r.task for r in self._runs.values() if r.task]
+                    await asyncio.wait([*tasks, hurry], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            self.log.warning("grace_period_over", jobs=len(self._running))
+            self.log.warning("grace_period_over", jobs=len(self._runs))
         finally:
             hurry.cancel()
-
-    @property
-    def tmp_root(self) -> Path:
-        return self.tmp_base / self.name
-
-    async def _remove_leftovers(self) -> None:
-        """Remove the temp files of this slot's previous process, and of any other slot of this
-        host and role that no live process holds (a crash leaves them behind)."""
-        held = await self.lease.held_by_others() if self.lease else set()
-        prefix = self.name.rsplit("-", 1)[0] + "-" if self.lease else self.name
-        if not self.tmp_base.is_dir():
-            return
-        for path in self.tmp_base.iterdir():
-            if path.name.startswith(prefix) and path.name not in held:
-                await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -153,112 +171,241 @@ class Worker(abc.ABC):
     ) -> None:
         await self.close()
 
+    @property
+    def tmp_root(self) -> Path:
+        return self.tmp_base / self.name
+
+    async def _remove_leftovers(self) -> None:
+        """Remove the temp files of this slot's previous process, and of any other slot of this
+        host and role that no live process holds (a crash leaves them behind)."""
+        held = await self.slot.held_by_others() if self.slot else set()
+        prefix = self.name.rsplit("-", 1)[0] + "-" if self.slot else self.name
+        if not self.tmp_base.is_dir():
+            return
+        for path in self.tmp_base.iterdir():
+            if path.name.startswith(prefix) and path.name not in held:
+                await asyncio.to_thread(shutil.rmtree, path, True)
+
     async def setup(self) -> None:  # noqa: B027 - optional hook
         """Start the stage's own resources (before any job is taken)."""
 
     async def teardown(self) -> None:  # noqa: B027 - optional hook
         """Stop the stage's own resources (after every job has stopped)."""
 
+    async def skip(self, job: Job) -> bool:
+        """True when an earlier run already finished this stage (a redelivered entry); the
+        stage may hand the job on again before returning."""
+        return False
+
     @abc.abstractmethod
-    async def process(self, job: Job, workdir: Path) -> None:
+    async def process(self, job: Job, workdir: Path, run: Run) -> None:
         """Run this stage for `job`, writing scratch files under `workdir` only."""
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self.services.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _consume(self) -> None:
-        # First the entries this consumer name already holds (a restart after a crash), then new.
-        cursor: str | None = "0"
+        assert self.consumer is not None
         delay = 0.5
         while not self._stopping.is_set():
             await self._slots.acquire()
             self._reading = True
             try:
-                batch = await bus.read_group(
-                    self.services.redis,
-                    self.group,
-                    self.name,
-                    self.stream,
-                    cursor or ">",
-                    count=1,
-                    block_ms=None if cursor else BLOCK_MS,
-                )
+                found = await self.consumer.next()
                 delay = 0.5
             except RedisError as exc:
-                self._reading = False
                 self._slots.release()
                 self.log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stopping.wait()
+                await self._pause(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self._reading = False
-            if not batch:
+            finally:
+                self._reading = False
+            if found is None:
                 self._slots.release()
-                cursor = None
                 continue
-            msg_id, fields = batch[0]
-            if cursor:
-                cursor = msg_id
-            self._spawn(msg_id, fields.get("job_id", ""))
+            (entry_id, fields), reclaimed = found
+            if reclaimed:
+                self.log.info("entry_reclaimed", entry_id=entry_id, job_id=fields.get("job_id"))
+            self._spawn(entry_id, fields)
 
-    def _spawn(self, msg_id: str, job_id: str) -> None:
-        task = asyncio.create_task(self._handle(msg_id, job_id), name=f"{self.name}-{job_id}")
-        self._running[job_id] = task
-
-        def done(t: asyncio.Task[None]) -> None:
+    def _spawn(self, entry_id: str, fields: dict[str, str]) -> None:
+        job_id = fields.get("job_id", "")
+        if job_id in self._runs:  # a duplicate entry for a job this worker is running
             self._slots.release()
-            if self._running.get(job_id) is t:
-                del self._running[job_id]
-            self._cancel_requested.discard(job_id)
-            if not t.cancelled() and t.exception() is not None:
-                self.log.error("job_handler_crashed", job_id=job_id, exc_info=t.exception())
+            return
+        run = Run(
+            job_id, entry_id, f"{self.name}:{secrets.token_hex(4)}", fields.get("handoff") == "1"
+        )
+        run.task = asyncio.create_task(self._handle(run), name=f"{self.name}-{job_id}")
+        self._runs[job_id] = run
 
-        task.add_done_callback(done)
+        def done(task: asyncio.Task[None]) -> None:
+            self._slots.release()
+            self._runs.pop(job_id, None)
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error("job_handler_crashed", job_id=job_id, exc_info=task.exception())
 
-    async def _handle(self, msg_id: str, job_id: str) -> None:
-        log = self.log.bind(job_id=job_id, stage=self.stage.value)
+        run.task.add_done_callback(done)
+
+    async def _handle(self, run: Run) -> None:
+        log = self.log.bind(job_id=run.job_id, stage=self.stage.value)
         started = time.monotonic()
         try:
-            job = await self.jobs.get(job_id) if is_job_id(job_id) else None
-            if job is None or job.status.terminal:
-                log.info(
-                    "message_skipped", reason="no such job" if job is None else job.status.value
-                )
-            else:
-                workdir = self.tmp_root / job_id
-                workdir.mkdir(parents=True, exist_ok=True)
-                try:
-                    await self.process(job, workdir)
-                finally:
-                    await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
-                log.info("stage_finished", took_s=round(time.monotonic() - started, 3))
-        except JobCancelled:
-            log.info("job_cancelled", took_s=round(time.monotonic() - started, 3))
+            ack = await self._execute(run, log)
         except asyncio.CancelledError:
-            if job_id not in self._cancel_requested:
+            if run.cancelled_by_user or run.lost:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                log.info("job_cancelled" if run.cancelled_by_user else "run_lost")
+                ack = run.cancelled_by_user
+            else:
                 log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
-                raise  # shutting down: leave the message pending for another worker
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            log.info("job_cancelled", took_s=round(time.monotonic() - started, 3))
-        except JobError as exc:
+                await asyncio.shield(self._hand_back(run))
+                raise
+        except RedisError as exc:
+            # The outcome could not be recorded: leave the entry pending; it is reclaimed.
+            log.warning("job_interrupted", reason="redis", error=str(exc))
+            return
+        if ack:
+            # Shielded: once the outcome is recorded, the ack must land even if we stop now.
+            assert self.consumer is not None
+            await asyncio.shield(self.consumer.ack(run.entry_id))
+        log.info("run_finished", took_s=round(time.monotonic() - started, 3), acked=ack)
+
+    async def _execute(self, run: Run, log: structlog.stdlib.BoundLogger) -> bool:
+        """Run the stage; return whether the entry is done with (to be acked)."""
+        job = await self.jobs.get(run.job_id) if is_job_id(run.job_id) else None
+        if job is None or job.status.terminal:
+            log.info("entry_skipped", reason="no such job" if job is None else job.status.value)
+            return True
+        if await self.skip(job):
+            log.info("entry_skipped", reason="stage already finished")
+            return True
+        claim = state.start(
+            job.options, self.stage, owner=run.owner, lease_ms=self.lease_ms,
+            max_attempts=self.settings.job_max_attempts, count_attempt=not run.handoff,
+        )  # fmt: skip
+        applied = await self.jobs.apply(job.id, claim)
+        if applied.outcome == "busy":
+            log.info("job_busy")  # a live run holds the stage; keep the entry until it is done
+            return False
+        if applied.outcome == "exhausted":
+            stage = self.stage.value
+            error = ErrorInfo(
+                "too_many_attempts", f"The {stage} stage was interrupted {applied.attempts} times."
+            )
+            await self._dead_letter(job, run, error, applied.attempts)
+            return True
+        if not applied.ok:
+            log.info("entry_skipped", reason=applied.outcome)
+            return True
+        run.started, run.attempts = True, applied.attempts
+        workdir = self.tmp_root / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self.process(job, workdir, run)
+        except JobCancelled:
+            log.info("job_cancelled")
+        except PermanentError as exc:
             log.warning("job_failed", code=exc.code, error=exc.message)
-            await self.jobs.apply(job_id, state.fail(ErrorInfo(exc.code, exc.message)))
+            error = ErrorInfo(exc.code, exc.message)
+            await self._record(state.fail(error, owner=run.owner), job.id)
+        except RedisError:
+            raise  # the stage could not talk to Redis: its entry stays pending, for a reclaim
+        except TransientError as exc:
+            await self._retry_or_dead_letter(job, run, ErrorInfo(exc.code, exc.message), log)
         except Exception as exc:
-            log.exception("job_crashed")
+            log.exception("stage_crashed")
             message = (
                 f"An internal error stopped the {self.stage.value} stage ({type(exc).__name__})."
             )
-            await self.jobs.apply(job_id, state.fail(ErrorInfo("internal_error", message)))
-        # Shielded: once the outcome is recorded, the ack must land even if we are cancelled now.
-        await asyncio.shield(self.services.redis.xack(self.stream, self.group, msg_id))
+            await self._retry_or_dead_letter(job, run, ErrorInfo("internal_error", message), log)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
+        return True
+
+    async def _retry_or_dead_letter(
+        self, job: Job, run: Run, error: ErrorInfo, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        s = self.settings
+        if run.attempts >= s.job_max_attempts:
+            log.warning("job_dead_lettered", code=error.code, attempts=run.attempts)
+            await self._dead_letter(job, run, error, run.attempts)
+            return
+        delay = state.retry_delay(run.attempts, s.retry_base_delay_s, s.retry_max_delay_s,
+                                  random.uniform(0.5, 1.5))  # fmt: skip
+        due = time.time() + delay
+        log.warning("job_retrying", code=error.code, attempt=run.attempts, delay_s=round(delay, 2))
+        # Scheduled first: a crash right after leaves a retry that finds the job as it was.
+        await self._persist(lambda: self.jobs.schedule(job.id, self.stage, due))
+        await self._record(state.retrying(error, run.attempts, due, owner=run.owner), job.id)
+
+    async def _dead_letter(self, job: Job, run: Run, error: ErrorInfo, attempts: int) -> None:
+        await self._persist(lambda: self.jobs.dead_letter(job, self.stage, error, attempts))
+        owner = run.owner if run.started else None
+        await self._record(state.fail(error, owner=owner, dead_letter=True), job.id)
+
+    async def _record(self, transition: state.Transition, job_id: str) -> Applied:
+        return await self._persist(lambda: self.jobs.apply(job_id, transition))
+
+    async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A write that records a finished run's outcome, retried through a short Redis outage
+        (each transition carries an id, so a resend after a lost reply changes nothing)."""
+        delay, deadline = 0.25, time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                return await write()
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)  # backoff while Redis is away
+                delay = min(delay * 2, 5.0)
+
+    async def _hand_back(self, run: Run) -> None:
+        """At shutdown: let go of the stage and put the job back on the stream for another
+        worker; if Redis is away the entry stays pending and is reclaimed instead."""
+        if not run.started:
+            return
+        with contextlib.suppress(RedisError, TimeoutError):
+            async with asyncio.timeout(3.0):
+                await self.jobs.renew([(run.job_id, run.owner)], 0)
+                await self.jobs.enqueue(run.job_id, self.stage, handoff=True)
+                assert self.consumer is not None
+                await self.consumer.ack(run.entry_id)
+
+    # -- background loops --------------------------------------------------------------------
+
+    async def _every(self, step: Callable[[], Awaitable[object]], interval_s: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                await step()
+            except RedisError as exc:
+                self.log.debug("background_step_failed", step=step.__name__, error=str(exc))
+                await self._pause(1.0)
+            except Exception:
+                self.log.exception("background_step_crashed", step=step.__name__)
+                await self._pause(1.0)
+            await self._pause(interval_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the worker starts stopping."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease of every running job and keep its stream entry from going idle."""
+        runs = [r for r in self._runs.values() if r.started]
+        if not runs:
+            return
+        held = await self.jobs.renew([(r.job_id, r.owner) for r in runs], self.lease_ms)
+        for run, ok in zip(runs, held, strict=True):
+            if not ok and run.task and not run.task.done() and not run.cancelled_by_user:
+                self.log.warning("run_lost", job_id=run.job_id)  # cancelled, or taken over
+                run.lost = True
+                run.task.cancel()
+        assert self.consumer is not None
+        await self.consumer.refresh([r.entry_id for r in runs if not r.lost])
 
     async def _watch_cancellations(self) -> None:
         """Tail the control stream; cancel the task of any job of ours a user cancelled."""
@@ -266,51 +413,28 @@ class Worker(abc.ABC):
         # A concrete id, not "$": "$" on every call would skip notices sent between two reads.
         last = await bus.last_id(redis, stream) or "0-0"
         while not self._stopping.is_set():
-            try:
-                entries = await bus.read(redis, {stream: last}, count=100, block_ms=BLOCK_MS)
-            except RedisError:
-                await asyncio.sleep(1.0)  # the consume loop logs Redis outages; retry calmly
-                continue
-            for _, messages in entries:
+            for _, messages in await bus.read(redis, {stream: last}, count=100, block_ms=BLOCK_MS):
                 for entry_id, fields in messages:
                     last = entry_id
-                    job_id = fields.get("job_id", "")
-                    task = self._running.get(job_id)
-                    if fields.get("action") == "cancel" and task is not None:
-                        self.log.info("cancelling_job", job_id=job_id)
-                        self._cancel_requested.add(job_id)
-                        task.cancel()
+                    run = self._runs.get(fields.get("job_id", ""))
+                    if fields.get("action") == "cancel" and run is not None and run.task:
+                        self.log.info("cancelling_job", job_id=run.job_id)
+                        run.cancelled_by_user = True
+                        run.task.cancel()
 
-    async def _trim_stream(self) -> None:
-        """Drop entries every consumer is done with, so the stage stream does not grow forever.
-
-        Only entries older than both the group's last delivered id and its oldest pending entry
-        go: those were delivered and acked, and job state lives in the job hash, not here.
-        """
-        while not self._stopping.is_set():
-            try:
-                safe = await bus.trim_point(self.services.redis, self.stream, self.group)
-                if safe:
-                    await self.services.redis.xtrim(self.stream, minid=safe, approximate=True)
-            except RedisError as exc:
-                self.log.debug("trim_skipped", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TRIM_INTERVAL_S):
-                    await self._stopping.wait()
+    async def _trim(self) -> None:
+        """Drop entries every consumer is done with, so the stage stream does not grow."""
+        safe = await bus.trim_point(self.services.redis, self.stream, self.group)
+        if safe:
+            await self.services.redis.xtrim(self.stream, minid=safe, approximate=True)
 
     # -- helpers for stages ------------------------------------------------------------------
-
-    async def begin(self, job: Job) -> None:
-        """Record that this stage started; raise `JobCancelled` if the job moved on meanwhile."""
-        applied = await self.jobs.apply(job.id, state.start(job.options, self.stage))
-        if not applied.ok:
-            raise JobCancelled(job.id)
 
     async def source_path(self, job: Job, workdir: Path) -> Path:
         """The source as a local file: in place for local storage, else downloaded to `workdir`."""
         local = self.store.local_path(job.source_key)
         if local is not None:
-            if not local.is_file():
+            if not await asyncio.to_thread(local.is_file):
                 raise ObjectNotFound(
                     f"The source {job.source_key} no longer exists.", code="source_not_found"
                 )
@@ -319,26 +443,30 @@ class Worker(abc.ABC):
         await self.store.get_file(job.source_key, dest)
         return dest
 
-    def reporter(self, job: Job) -> ProgressReporter:
-        return ProgressReporter(self, job)
+    def reporter(self, job: Job, run: Run) -> ProgressReporter:
+        return ProgressReporter(self, job, run)
 
 
 class ProgressReporter:
     """Turns a stage's fraction done into throttled `progress` events."""
 
-    def __init__(self, worker: Worker, job: Job) -> None:
-        self.worker = worker
-        self.job = job
+    def __init__(self, worker: Worker, job: Job, run: Run) -> None:
+        self.worker, self.job, self.run = worker, job, run
         self.throttle = Throttle()
 
     async def report(self, fraction: float) -> None:
         if not self.throttle.should_emit(round(fraction, 3)):
             return
-        applied = await self.worker.jobs.apply(
-            self.job.id, state.progress(self.job.options, self.worker.stage, fraction)
+        transition = state.progress(
+            self.job.options, self.worker.stage, fraction, owner=self.run.owner
         )
-        if applied.outcome == "rejected":
-            raise JobCancelled(self.job.id)
+        try:
+            applied = await self.worker.jobs.apply(self.job.id, transition)
+        except RedisError as exc:  # progress is best effort: a blip must not stop an hour's work
+            self.worker.log.warning("progress_not_recorded", job_id=self.job.id, error=str(exc))
+            return
+        if applied.outcome in ("rejected", "lost", "missing"):
+            raise JobCancelled(self.job.id)  # cancelled, or another run took the stage over
 
 
 async def _finish(tasks: list[asyncio.Task[None]], timeout_s: float) -> None:
