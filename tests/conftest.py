@@ -207,6 +207,14 @@ async def watch(
     job: dict[str, Any], timeout_s: float = 90.0, since: str = "0-0"
 ) -> list[dict[str, Any]]:
     """Subscribe to the job over the WebSocket and collect its events until the terminal one."""
+    return await watch_until(job, lambda _: False, timeout_s, since)
+
+
+async def watch_until(
+    job: dict[str, Any], done: Callable[[dict[str, Any]], bool], timeout_s: float = 90.0,
+    since: str = "0-0",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The job's events up to the first one for which `done` is true (or a terminal one)."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout_s), connect(job["links"]["ws"]) as ws:
         await ws.send(json.dumps({"type": "subscribe", "job_id": job["id"],
@@ -216,9 +224,9 @@ async def watch(
             assert msg["type"] != "error", msg
             if msg["type"] == "event":
                 events.append(msg)
-                if msg["status"] in TERMINAL:
+                if done(msg) or msg["status"] in TERMINAL:
                     return events
-    raise AssertionError(f"the connection closed before the job ended: {events}")
+    raise AssertionError(f"the connection closed first: {events}")
 
 
 async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:

@@ -1,4 +1,5 @@
-"""`vidstream status`: what the streams hold and who consumes them, or where one job stands."""
+"""`vidstream status` and `vidstream dlq`: what the streams hold and who consumes them, where
+one job stands, which jobs ran out of attempts, and replaying them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TextIO
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from vidstream.deadletters import ReplayRefused, list_dead, replay
 from vidstream.jobs import STAGES, isoformat
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
@@ -81,4 +83,29 @@ async def print_status(redis: Redis, keys: Keys, job_id: str | None, out: TextIO
         )
         counts = f"{row['lag']:>7} {row['pending']:>8} {row['length']:>7}"
         out.write(f"{row['stage']:<11} {counts}  {consumers}\n")
+    return 0
+
+
+async def print_dead_letters(jobs: JobStore, limit: int, out: TextIO) -> int:
+    letters = await list_dead(jobs, limit)
+    if not letters:
+        out.write("no dead letters\n")
+        return 0
+    out.write(f"{'job':<27} {'stage':<11} {'tries':>5}  {'now':<10} error\n")
+    for letter, job in letters:
+        status = job.status.value if job else "expired"
+        out.write(f"{letter.job_id:<27} {letter.stage:<11} {letter.attempts:>5}  {status:<10} "
+                  f"{letter.code}: {letter.message}\n")  # fmt: skip
+    return 0
+
+
+async def replay_job(jobs: JobStore, job_id: str, out: TextIO) -> int:
+    try:
+        job = await replay(jobs, job_id)
+    except ReplayRefused as exc:
+        reason = "no such job" if exc.status is None else f"the job is {exc.status}, not failed"
+        out.write(f"cannot replay {job_id}: {reason}\n")
+        return 1
+    first = "render" if STAGES[0] in job.done else "transcribe"
+    out.write(f"job {job_id} queued again from its {first} stage\n")
     return 0

@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
     status.add_argument("job_id", nargs="?")
+    dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="list dead-lettered jobs, newest first")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_replay = dlq_sub.add_parser("replay", help="run a failed job again")
+    dlq_replay.add_argument("job_id")
     return parser
 
 
@@ -72,7 +78,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
         return runtime.serve(settings, (args.command,))
     if args.command == "submit":
         return _submit(args, settings)
-    return _status(args, settings)
+    return _admin(args, settings)
 
 
 async def _submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,14 +102,21 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
-async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from vidstream.admin import print_status
+async def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream import admin
+    from vidstream.jobstore import JobStore
     from vidstream.keys import Keys
     from vidstream.services import connect_redis
 
     redis = connect_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
     try:
-        return await print_status(redis, Keys(settings.redis_prefix), args.job_id, sys.stdout)
+        if args.command == "status":
+            return await admin.print_status(redis, keys, args.job_id, sys.stdout)
+        if args.dlq_command == "list":
+            return await admin.print_dead_letters(jobs, args.limit, sys.stdout)
+        return await admin.replay_job(jobs, args.job_id, sys.stdout)
     finally:
         await redis.aclose()
 

@@ -8,7 +8,7 @@ from typing import Self
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import health, jobs, uploads
+from vidstream.http import health, jobs, recovery, uploads
 from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.state import SERVICES, URLS, PublicUrls
 from vidstream.services import Services
@@ -24,6 +24,7 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
     app.add_routes(uploads.routes)
+    app.add_routes(recovery.routes)
     return app
 
 

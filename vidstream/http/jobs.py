@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -10,6 +12,7 @@ from vidstream import state
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
 from vidstream.http.errors import ApiError
+from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.state import SERVICES, URLS, base_url, read_json
 from vidstream.jobs import Job, Options, Status, is_job_id
 from vidstream.present import present_job
@@ -24,21 +27,35 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    if request.content_type == "multipart/form-data":
-        source_key, options = await _receive_upload(request)
-    elif request.content_type in ("application/json", "application/octet-stream", ""):
-        source_key, options = await _json_job(request)
-    else:
+    multipart = request.content_type == "multipart/form-data"
+    if not multipart and request.content_type not in ("application/json", ""):
         raise ApiError(
             415,
             "unsupported_media_type",
             "Send application/json, or multipart/form-data with a 'file' field.",
         )
-    job = Job.new(source_key, options)
-    await services.jobs.create(job)
+    idem = None
+    if header := request.headers.get("Idempotency-Key"):
+        # An upload's bytes are unknown before they are read, so a multipart request is
+        # recognised by its key alone; a JSON request also by its body.
+        fingerprint = "multipart" if multipart else hashlib.sha256(await request.read()).hexdigest()
+        idem = IdempotencyKey(services.redis, services.keys, "default", header, fingerprint)
+        if existing := await idem.reserve():
+            job = await services.jobs.get(existing)
+            if job is not None:
+                return web.json_response(await job_body(request, job), status=200)
+    try:
+        source_key, options = await (_receive_upload(request) if multipart else _json_job(request))
+        job = Job.new(source_key, options)
+        await services.jobs.create(job)
+    except BaseException:
+        if idem is not None:
+            await asyncio.shield(idem.release())
+        raise
+    if idem is not None:
+        await idem.bind(job.id)
     body = await job_body(request, job)
-    self_url = body["links"]["self"]
-    return web.json_response(body, status=202, headers={"Location": self_url})
+    return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
 
 
 async def job_body(request: web.Request, job: Job) -> dict[str, Any]:

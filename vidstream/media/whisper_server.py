@@ -12,8 +12,12 @@ pointed at stderr before any library loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +26,7 @@ from typing import IO, Any
 
 from vidstream.media.ffmpeg import audio_pcm
 
+_PR_SET_PDEATHSIG = 1
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024  # even, so a chunk never splits a 16-bit sample
 
@@ -31,6 +36,16 @@ def _protocol_stream() -> IO[str]:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return proto
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this server when the worker that started it dies, even by SIGKILL:
+    the server runs in a session of its own, so nothing else would stop it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 def _send(out: IO[str], **message: Any) -> None:
@@ -124,6 +139,7 @@ def main() -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--vad", action="store_true")
     args = parser.parse_args()
+    _die_with_parent()
     out = _protocol_stream()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
 

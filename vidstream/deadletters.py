@@ -1,0 +1,76 @@
+"""Jobs that ran out of attempts: listed from the dead-letter stream, and replayed.
+
+A replay starts a new run of the failed job under the same id, from the first stage that did not
+finish: a job whose transcript is stored only renders again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from vidstream import bus, state
+from vidstream.jobs import Job, Stage, isoformat
+from vidstream.jobstore import JobStore
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    job_id: str
+    stage: str
+    code: str
+    message: str
+    attempts: int
+    at: float
+
+    def to_public(self, status: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "stage": self.stage,
+            "error": {"code": self.code, "message": self.message},
+            "attempts": self.attempts,
+            "at": isoformat(self.at),
+            "job_status": status,
+        }
+
+
+async def list_dead(jobs: JobStore, limit: int = 100) -> list[tuple[DeadLetter, Job | None]]:
+    """The newest dead letters first, each with its job as it is now (None once expired)."""
+    raw = cast(Any, await jobs.redis.xrevrange(jobs.keys.dead_letters, count=limit))
+    letters = []
+    for entry_id, fields in raw:
+        letter = DeadLetter(
+            id=str(entry_id), job_id=fields["job_id"], stage=fields["stage"],
+            code=fields["code"], message=fields["message"], attempts=int(fields["attempts"]),
+            at=float(fields["at"]),
+        )  # fmt: skip
+        letters.append((letter, await jobs.get(letter.job_id)))
+    return letters
+
+
+class ReplayRefused(Exception):
+    """The job does not exist (status None) or is not failed (its status)."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def replay(jobs: JobStore, job_id: str) -> Job:
+    """Queue a failed job again from its first unfinished stage; drop its dead letters."""
+    applied = await jobs.apply(job_id, state.replay())
+    if not applied.ok:
+        raise ReplayRefused(applied.status.value if applied.status else None)
+    job = await jobs.get(job_id)
+    assert job is not None
+    await jobs.enqueue(job_id, Stage.RENDER if Stage.TRANSCRIBE in job.done else Stage.TRANSCRIBE)
+    stale = [
+        i
+        for i, f in await bus.history(jobs.redis, jobs.keys.dead_letters)
+        if f.get("job_id") == job_id
+    ]
+    if stale:
+        await jobs.redis.xdel(jobs.keys.dead_letters, *stale)
+    return job

@@ -1,0 +1,45 @@
+"""`GET /v1/dead-letters` and `POST /v1/jobs/{id}/retry`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from vidstream.deadletters import ReplayRefused, list_dead, replay
+from vidstream.http.errors import ApiError
+from vidstream.http.state import SERVICES
+from vidstream.jobs import is_job_id
+from vidstream.present import present_job
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/dead-letters")
+async def dead_letters(request: web.Request) -> web.Response:
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_request", "limit must be a number from 1 to 1000")
+    letters = await list_dead(request.app[SERVICES].jobs, limit)
+    return web.json_response(
+        {"dead_letters": [d.to_public(job.status.value if job else None) for d, job in letters]}
+    )
+
+
+@routes.post("/v1/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    job_id = request.match_info["job_id"]
+    if not is_job_id(job_id):
+        raise ApiError(404, "not_found", f"No job with id {job_id!r}.")
+    try:
+        job = await replay(services.jobs, job_id)
+    except ReplayRefused as exc:
+        if exc.status is None:
+            raise ApiError(404, "not_found", f"No job with id {job_id!r}.") from None
+        raise ApiError(
+            409, "conflict", f"The job is {exc.status}; only failed jobs can be retried."
+        ) from None
+    body = await present_job(job, services.store, services.settings.download_url_ttl_s)
+    return web.json_response(body, status=202)
