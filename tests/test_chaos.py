@@ -1,0 +1,219 @@
+"""Workers killed and stopped under load, as separate OS processes: every job still ends once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+
+from tests.conftest import REDIS_URL, TERMINAL, watch
+from tests.faults import FAKE_FFMPEG, Faults
+from tests.media import Clip
+from tests.test_processes import ROOT, Role, free_port
+from vidstream.jobs import STAGES
+
+
+class Cluster:
+    """Role processes sharing one Redis prefix, data dir and fault switches."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.roles: list[Role] = []
+        self.gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+
+    async def start(self, role: str, **env: str) -> Role:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vidstream", role, env={**self.env, **env}, cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        started = Role(role, proc)
+        self.roles.append(started)
+        await started.wait_for("vidstream_ready")
+        return started
+
+    def holding(self, consumer: str) -> Role:
+        """The live process whose worker is called `consumer`."""
+        needle = f'"consumer": "{consumer}"'
+        return next(
+            r for r in self.roles if r.proc.returncode is None and any(needle in x for x in r.lines)
+        )
+
+    async def close(self) -> None:
+        for role in self.roles:
+            if role.proc.returncode is None:
+                role.proc.kill()
+                await role.proc.wait()
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, prefix: str, redis: Redis, faults: Faults
+) -> AsyncIterator[Cluster]:
+    env = {
+        **os.environ,
+        **faults.env,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "chaos",
+        "GATEWAY_PORT": str(free_port()),
+        "NOTIFIER_PORT": str(free_port()),
+        "FFMPEG_BINARY": str(FAKE_FFMPEG),
+        "VISIBILITY_TIMEOUT_S": "2",
+        "RETRY_BASE_DELAY_S": "0.2",
+        "LOG_FORMAT": "json",
+    }
+    running = Cluster(env)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest.fixture
+def faults(tmp_path: Path) -> Faults:
+    return Faults(tmp_path / "faults")
+
+
+async def submit(http: aiohttp.ClientSession, cluster: Cluster, clip: Clip) -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("burn_subtitles", "false")
+    form.add_field("file", io.BytesIO(clip.path.read_bytes()), filename="clip.mp4")
+    async with http.post(f"{cluster.gateway}/v1/jobs", data=form) as r:
+        assert r.status == 202
+        job: dict[str, Any] = await r.json()
+        return job
+
+
+async def drained(redis: Redis, prefix: str, timeout_s: float = 30.0) -> None:
+    """Wait until no stage stream has a pending entry (duplicates are acked once the job ended,
+    when a worker next reclaims them)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            pending = [
+                (await redis.xpending(f"{prefix}:stream:{s.value}", f"{prefix}:{s.value}"))[
+                    "pending"
+                ]
+                for s in STAGES
+            ]
+            if pending == [0, 0]:
+                return
+            await asyncio.sleep(0.2)  # no event tells of an ack: look again shortly
+
+
+async def test_sigkill_under_load_loses_nothing(
+    cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, redis: Redis,
+    prefix: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """12 jobs, two workers per stage; workers holding a job are killed with SIGKILL and
+    replaced. Every job completes once, with one video, and nothing stays pending."""
+    faults.delay("render", 1.0)
+    faults.delay("transcribe", 0.5)
+    for role in ("gateway", "notifier", "transcribe", "transcribe", "render", "render"):
+        await cluster.start(role, JOB_MAX_ATTEMPTS="5")
+    jobs = [await submit(http, cluster, clip) for _ in range(12)]
+    by_id = {job["id"]: job for job in jobs}
+    rng = random.Random(7)
+    kills = 0
+    terminal_events: dict[str, list[str]] = {job_id: [] for job_id in by_id}
+    async with asyncio.timeout(240), connect(jobs[0]["links"]["ws"]) as ws:
+        for job in jobs:
+            subscribe = {"type": "subscribe", "job_id": job["id"], "token": job["ws_token"]}
+            await ws.send(json.dumps({**subscribe, "last_event_id": "0-0"}))
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg["type"] != "event":
+                continue
+            if msg["status"] in TERMINAL:
+                terminal_events[msg["job_id"]].append(msg["event"])
+                if all(terminal_events.values()):
+                    break
+            # Kill the worker that just started a stage, now and then, and start another.
+            if msg["event"] == "started" and kills < 5 and rng.random() < 0.4:
+                owner = await redis.hget(f"{prefix}:job:{{{msg['job_id']}}}", "owner")
+                if owner:
+                    victim = cluster.holding(owner.split(":")[0])
+                    victim.proc.send_signal(signal.SIGKILL)
+                    await victim.proc.wait()
+                    kills += 1
+                    await cluster.start(victim.name, JOB_MAX_ATTEMPTS="5")
+    assert kills >= 3
+    assert terminal_events == {job_id: ["completed"] for job_id in by_id}
+    for job_id in by_id:
+        async with http.get(f"{cluster.gateway}/v1/jobs/{job_id}/events") as r:
+            events = [e["event"] for e in (await r.json())["events"]]
+        assert [e for e in events if e in TERMINAL] == ["completed"], (job_id, events)
+        assert events[-1] == "completed"
+    storage = tmp_path / "data" / "storage"
+    videos = sorted(p.name.split("-")[0] for p in (storage / "rendered").iterdir())
+    assert videos == sorted(by_id)  # each job's video exists exactly once
+    for job_id in by_id:
+        assert sorted(p.name for p in (storage / "jobs" / job_id).iterdir()) == [
+            "transcript.json", "transcript.srt", "transcript.vtt",
+        ]  # fmt: skip
+    await drained(redis, prefix)
+    assert await redis.zcard(f"{prefix}:delayed") == 0
+
+
+@pytest.mark.parametrize("stage", ["transcribe", "render"])
+async def test_sigterm_hands_the_running_job_to_another_worker(
+    cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, stage: str
+) -> None:
+    """SIGTERM past the grace period stops the subprocess, exits 0, and the job is taken up
+    by the next worker at once, without counting as a failed try."""
+    other = "render" if stage == "transcribe" else "transcribe"
+    for role in ("gateway", "notifier", other):
+        await cluster.start(role)
+    worker = await cluster.start(stage, SHUTDOWN_GRACE_S="1")
+    faults.delay(stage, 60)
+    running = faults.announce(stage)
+    job = await submit(http, cluster, clip)
+    await running.pid()
+    assert await worker.stop(timeout_s=20) == 0
+    assert any('"job_interrupted"' in line for line in worker.lines)
+    faults.clear(stage)
+    await cluster.start(stage)
+    events = await watch(job)
+    assert events[-1]["event"] == "completed"
+    starts = [e for e in events if e["event"] == "started" and e["stage"] == stage]
+    assert [e["attempts"] for e in starts] == [1, 1]  # handed back: not a failed try
+
+
+async def test_sigterm_lets_a_short_job_finish_and_a_second_signal_hurries(
+    cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip
+) -> None:
+    """Within the grace period a running job finishes before the worker exits; a second
+    SIGTERM cuts a long grace period short."""
+    for role in ("gateway", "notifier", "transcribe"):
+        await cluster.start(role)
+    worker = await cluster.start("render", SHUTDOWN_GRACE_S="60")
+    faults.delay("render", 2)
+    running = faults.announce("render")
+    job = await submit(http, cluster, clip)
+    await running.pid()
+    assert await worker.stop(timeout_s=30) == 0
+    assert (await watch(job))[-1]["event"] == "completed"  # finished by the stopping worker
+
+    hurried = await cluster.start("render", SHUTDOWN_GRACE_S="60")
+    faults.delay("render", 60)
+    running = faults.announce("render")
+    slow = await submit(http, cluster, clip)
+    await running.pid()
+    hurried.proc.send_signal(signal.SIGTERM)
+    await hurried.wait_for('"draining"')
+    assert await hurried.stop(timeout_s=10) == 0  # the second SIGTERM
+    faults.clear("render")
+    await cluster.start("render")
+    assert (await watch(slow))[-1]["event"] == "completed"
