@@ -38,6 +38,7 @@ class PrivateRedis:
         self.url = url
         self.dir = Path(data_dir) / "redis"
         self.proc: asyncio.subprocess.Process | None = None
+        self._log: process.Tail | None = None
         self.log = logs.get(role="dev")
 
     async def start(self) -> None:
@@ -56,6 +57,8 @@ class PrivateRedis:
         self.proc = await process.spawn(
             [
                 binary,
+                "--loglevel",
+                "notice",
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -71,21 +74,31 @@ class PrivateRedis:
                 "--daemonize",
                 "no",
             ],
-            stdout=process.DEVNULL,
-            stderr=process.PIPE,
+            stdout=process.PIPE,
+            stderr=process.STDOUT,
         )
-        async with asyncio.timeout(15):
-            while not await answers(self.url, 0.5):
-                if self.proc.returncode is not None:
-                    err = (await self.proc.stderr.read()).decode() if self.proc.stderr else ""
-                    raise ConfigError(f"redis-server failed to start: {err.strip()[-300:]}")
-                await asyncio.sleep(0.1)  # polling a port that is not open yet
+        await self._ready()
         self.log.info("private_redis_started", url=self.url, dir=str(self.dir))
+
+    async def _ready(self) -> None:
+        """Wait for redis-server to say it accepts connections; keep draining its log after."""
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        said: list[str] = []
+        async with asyncio.timeout(15):
+            while line := (await self.proc.stdout.readline()).decode(errors="replace"):
+                said.append(line.strip())
+                if "Ready to accept connections" in line:
+                    self._log = process.Tail(self.proc.stdout)
+                    return
+        raise ConfigError(f"redis-server failed to start: {' '.join(said[-3:])[-300:]}")
 
     async def close(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
             await process.terminate(proc, grace_s=10.0)  # SIGTERM: redis flushes its AOF
+        if self._log is not None:
+            self._log.cancel()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -19,6 +19,7 @@ from vidstream import logs
 log = logs.get()
 
 PIPE = asyncio.subprocess.PIPE
+STDOUT = asyncio.subprocess.STDOUT
 DEVNULL = asyncio.subprocess.DEVNULL
 
 

@@ -1,0 +1,96 @@
+"""Redis restarted under a running stack: roles wait and carry on; the API answers 503 meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.conftest import upload_job, watch
+from tests.faults import FAKE_FFMPEG, Faults
+from tests.media import Clip
+from tests.test_processes import free_port
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
+
+
+class OwnRedis:
+    """A redis-server of this test's own, with AOF, that the test stops and starts."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.dir = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed (make test installs it)"
+        self.proc = await asyncio.create_subprocess_exec(
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(10):
+            while b"Ready to accept connections" not in await self.proc.stdout.readline():
+                pass
+        self._drain = asyncio.create_task(self.proc.stdout.read())  # keep its log flowing
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()  # SIGTERM: Redis writes its AOF and exits
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+                await self._drain
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_redis_restart_under_a_running_job(
+    make_settings: Callable[..., Settings], own_redis: OwnRedis, http: aiohttp.ClientSession,
+    clip: Clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis: Redis,
+) -> None:  # fmt: skip
+    """Redis restarts while a job renders: the gateway answers 503, no role stops, and the job
+    completes once Redis is back."""
+    faults = Faults(tmp_path / "faults")
+    for name, value in faults.env.items():
+        monkeypatch.setenv(name, value)
+    settings = make_settings(
+        redis_url=own_redis.url, ffmpeg=str(FAKE_FFMPEG), redis_timeout_s=1.0,
+        visibility_timeout_s=10.0,
+    )  # fmt: skip
+    async with Stack(settings) as stack:
+        assert stack.gateway is not None
+        faults.delay("render", 3)
+        rendering = faults.announce("render")
+        job = await upload_job(http, stack.gateway.url, clip.path, burn_subtitles="false")
+        await rendering.pid()
+
+        await own_redis.stop()
+        async with http.get(job["links"]["self"]) as r:
+            assert r.status == 503
+            assert (await r.json())["error"]["code"] == "unavailable"
+        async with http.get(f"{stack.gateway.url}/readyz") as r:
+            assert r.status == 503
+        await own_redis.start()
+
+        events = await watch(job, timeout_s=60)
+        assert events[-1]["event"] == "completed"
+        assert [e["event"] for e in events].count("completed") == 1
+        async with http.get(job["links"]["self"]) as r:
+            assert (await r.json())["status"] == "completed"
+        assert all(not task.done() for w in stack.workers for task in w._loops)
