@@ -31,6 +31,7 @@ class Cluster:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.roles: list[Role] = []
+        self.kills = 0
         self.gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
 
     async def start(self, role: str, **env: str) -> Role:
@@ -42,6 +43,25 @@ class Cluster:
         self.roles.append(started)
         await started.wait_for("vidstream_ready")
         return started
+
+    async def kill(self, victim: Role) -> None:
+        """SIGKILL a role's process and start another of the same role."""
+        victim.proc.send_signal(signal.SIGKILL)
+        await victim.proc.wait()
+        self.kills += 1
+        await self.start(victim.name, JOB_MAX_ATTEMPTS="5")
+
+    async def report(self, http: aiohttp.ClientSession, job_ids: list[str]) -> str:
+        """Where each job stands, and the end of each process's log: for a failed test."""
+        lines = []
+        for job_id in job_ids:
+            async with http.get(f"{self.gateway}/v1/jobs/{job_id}/events") as r:
+                events = (await r.json())["events"]
+            lines.append(f"{job_id}: " + " ".join(f"{e['event']}:{e['stage']}" for e in events))
+        for role in self.roles:
+            lines.append(f"--- {role.name} pid {role.proc.pid} rc {role.proc.returncode}")
+            lines.extend(line.strip()[:300] for line in role.lines[-15:])
+        return "\n".join(lines)
 
     def holding(self, consumer: str) -> Role:
         """The live process whose worker is called `consumer`."""
@@ -113,6 +133,32 @@ async def drained(redis: Redis, prefix: str, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.2)  # no event tells of an ack: look again shortly
 
 
+async def chaos(
+    cluster: Cluster, redis: Redis, prefix: str, jobs: list[dict[str, Any]], kills: int
+) -> dict[str, list[str]]:
+    """Follow every job; when a stage starts, now and then SIGKILL the worker holding it and
+    start a replacement. Return each job's terminal events."""
+    terminal: dict[str, list[str]] = {job["id"]: [] for job in jobs}
+    rng = random.Random(7)
+    async with connect(jobs[0]["links"]["ws"]) as ws:
+        for job in jobs:
+            subscribe = {"type": "subscribe", "job_id": job["id"], "token": job["ws_token"]}
+            await ws.send(json.dumps({**subscribe, "last_event_id": "0-0"}))
+        async for raw in ws:
+            msg = json.loads(raw)
+            if msg["type"] != "event":
+                continue
+            if msg["status"] in TERMINAL:
+                terminal[msg["job_id"]].append(msg["event"])
+                if all(terminal.values()):
+                    return terminal
+            if msg["event"] == "started" and cluster.kills < kills and rng.random() < 0.4:
+                owner = await redis.hget(f"{prefix}:job:{{{msg['job_id']}}}", "owner")
+                if owner:
+                    await cluster.kill(cluster.holding(owner.split(":")[0]))
+    raise AssertionError("the notifier closed the connection")
+
+
 async def test_sigkill_under_load_loses_nothing(
     cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, redis: Redis,
     prefix: str, tmp_path: Path,
@@ -125,31 +171,12 @@ async def test_sigkill_under_load_loses_nothing(
         await cluster.start(role, JOB_MAX_ATTEMPTS="5")
     jobs = [await submit(http, cluster, clip) for _ in range(12)]
     by_id = {job["id"]: job for job in jobs}
-    rng = random.Random(7)
-    kills = 0
-    terminal_events: dict[str, list[str]] = {job_id: [] for job_id in by_id}
-    async with asyncio.timeout(240), connect(jobs[0]["links"]["ws"]) as ws:
-        for job in jobs:
-            subscribe = {"type": "subscribe", "job_id": job["id"], "token": job["ws_token"]}
-            await ws.send(json.dumps({**subscribe, "last_event_id": "0-0"}))
-        async for raw in ws:
-            msg = json.loads(raw)
-            if msg["type"] != "event":
-                continue
-            if msg["status"] in TERMINAL:
-                terminal_events[msg["job_id"]].append(msg["event"])
-                if all(terminal_events.values()):
-                    break
-            # Kill the worker that just started a stage, now and then, and start another.
-            if msg["event"] == "started" and kills < 5 and rng.random() < 0.4:
-                owner = await redis.hget(f"{prefix}:job:{{{msg['job_id']}}}", "owner")
-                if owner:
-                    victim = cluster.holding(owner.split(":")[0])
-                    victim.proc.send_signal(signal.SIGKILL)
-                    await victim.proc.wait()
-                    kills += 1
-                    await cluster.start(victim.name, JOB_MAX_ATTEMPTS="5")
-    assert kills >= 3
+    try:
+        async with asyncio.timeout(100):
+            terminal_events = await chaos(cluster, redis, prefix, jobs, kills=5)
+    except TimeoutError:
+        raise AssertionError(await cluster.report(http, list(by_id))) from None
+    assert cluster.kills >= 3
     assert terminal_events == {job_id: ["completed"] for job_id in by_id}
     for job_id in by_id:
         async with http.get(f"{cluster.gateway}/v1/jobs/{job_id}/events") as r:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -206,3 +208,38 @@ async def test_idempotency_key_returns_the_same_job(
     ) as r:
         assert (await r.json())["id"] != first["id"]
     assert (await watch(first))[-1]["event"] == "completed"
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidstream", *args, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_dlq_cli_lists_and_replays(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
+    clip: Clip, faults: Faults, prefix: str,
+) -> None:  # fmt: skip
+    """`vidstream dlq list` shows a dead-lettered job; `vidstream dlq replay` completes it."""
+    settings = make_settings(ffmpeg=str(FAKE_FFMPEG), job_max_attempts=1)
+    env = {"REDIS_URL": settings.redis_url, "REDIS_PREFIX": prefix, "LOG_FORMAT": "json"}
+    async with Stack(settings) as stack:
+        faults.fail("render", "always")
+        job = await upload_job(http, gateway(stack), clip.path, burn_subtitles="false")
+        failed = await watch(job)
+        assert failed[-1]["event"] == "failed"
+        code, out = await run_cli("dlq", "list", env=env)
+        assert code == 0
+        assert job["id"] in out and "ffmpeg_failed" in out and "failed" in out
+        faults.clear("render")
+        code, out = await run_cli("dlq", "replay", job["id"], env=env)
+        assert (code, "queued again from its render stage" in out) == (0, True), out
+        assert (await watch(job, since=failed[-1]["id"]))[-1]["event"] == "completed"
+        code, out = await run_cli("dlq", "replay", job["id"], env=env)
+        assert code == 1 and "completed, not failed" in out
+        code, out = await run_cli("dlq", "list", env=env)
+        assert "no dead letters" in out

@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 
 from vidstream import state
-from vidstream.actors.worker import Run, Worker
+from vidstream.actors.run import Run
+from vidstream.actors.worker import Worker
 from vidstream.errors import JobCancelled, TransientError
 from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.media import ffmpeg, process
@@ -94,7 +95,7 @@ class RenderWorker(Worker):
             )
 
     async def _complete(self, job: Job, run: Run, outputs: dict[str, Output]) -> None:
-        applied = await self._record(state.complete(outputs, owner=run.owner), job.id)
+        applied = await self._record(run, state.complete(outputs, owner=run.owner))
         if applied.ok:
             return
         if applied.status is Status.CANCELLED:

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vidstream import state
-from vidstream.actors.worker import Run, Worker
+from vidstream.actors.run import Run
+from vidstream.actors.worker import Worker
 from vidstream.errors import JobCancelled, TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
@@ -77,7 +78,7 @@ class TranscribeWorker(Worker):
         transcript = await self._transcribe(job, source, media.duration, on_segment)
         outputs = await self._store(job, transcript, workdir)
         transition = state.stage_completed(job.options, self.stage, outputs, media, owner=run.owner)
-        applied = await self._record(transition, job.id)
+        applied = await self._record(run, transition)
         if not applied.ok and applied.outcome != "done":
             raise JobCancelled(job.id)  # cancelled, or another run took the stage over
         await self._persist(lambda: self.jobs.enqueue(job.id, Stage.RENDER))

@@ -17,7 +17,6 @@ import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
@@ -27,11 +26,11 @@ from redis.exceptions import RedisError
 
 from vidstream import bus, logs, state
 from vidstream.actors.consumer import StageConsumer
+from vidstream.actors.run import ProgressReporter, Run
 from vidstream.actors.slots import SlotLease
 from vidstream.errors import JobCancelled, ObjectNotFound, PermanentError, TransientError
 from vidstream.jobs import ErrorInfo, Job, Stage, is_job_id
 from vidstream.jobstore import Applied
-from vidstream.media.progress import Throttle
 from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
@@ -39,21 +38,6 @@ T = TypeVar("T")
 TRIM_INTERVAL_S = 60.0
 SCHEDULE_INTERVAL_S = 1.0
 WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
-
-
-@dataclass
-class Run:
-    """One execution of a stage for one job, from one stream entry."""
-
-    job_id: str
-    entry_id: str
-    owner: str  # the lease token: this worker's name and a nonce
-    handoff: bool = False  # the entry was handed back by a worker that stopped
-    attempts: int = 0
-    started: bool = False
-    cancelled_by_user: bool = False
-    lost: bool = False  # another run took the stage over
-    task: asyncio.Task[None] | None = None
 
 
 class Worker(abc.ABC):
@@ -308,7 +292,7 @@ class Worker(abc.ABC):
         except PermanentError as exc:
             log.warning("job_failed", code=exc.code, error=exc.message)
             error = ErrorInfo(exc.code, exc.message)
-            await self._record(state.fail(error, owner=run.owner), job.id)
+            await self._record(run, state.fail(error, owner=run.owner))
         except RedisError:
             raise  # the stage could not talk to Redis: its entry stays pending, for a reclaim
         except TransientError as exc:
@@ -337,15 +321,19 @@ class Worker(abc.ABC):
         log.warning("job_retrying", code=error.code, attempt=run.attempts, delay_s=round(delay, 2))
         # Scheduled first: a crash right after leaves a retry that finds the job as it was.
         await self._persist(lambda: self.jobs.schedule(job.id, self.stage, due))
-        await self._record(state.retrying(error, run.attempts, due, owner=run.owner), job.id)
+        await self._record(run, state.retrying(error, run.attempts, due, owner=run.owner))
 
     async def _dead_letter(self, job: Job, run: Run, error: ErrorInfo, attempts: int) -> None:
         await self._persist(lambda: self.jobs.dead_letter(job, self.stage, error, attempts))
         owner = run.owner if run.started else None
-        await self._record(state.fail(error, owner=owner, dead_letter=True), job.id)
+        await self._record(run, state.fail(error, owner=owner, dead_letter=True))
 
-    async def _record(self, transition: state.Transition, job_id: str) -> Applied:
-        return await self._persist(lambda: self.jobs.apply(job_id, transition))
+    async def _record(self, run: Run, transition: state.Transition) -> Applied:
+        """Apply a transition of `run`, retried through a short Redis outage."""
+        applied = await self._persist(lambda: self.jobs.apply(run.job_id, transition))
+        if applied.ok and (transition.release or transition.terminal):
+            run.released = True  # from here on the heartbeat has nothing to renew
+        return applied
 
     async def _persist(self, write: Callable[[], Awaitable[T]]) -> T:
         """A write that records a finished run's outcome, retried through a short Redis outage
@@ -395,7 +383,7 @@ class Worker(abc.ABC):
 
     async def _heartbeat(self) -> None:
         """Renew the lease of every running job and keep its stream entry from going idle."""
-        runs = [r for r in self._runs.values() if r.started]
+        runs = [r for r in self._runs.values() if r.started and not r.released]
         if not runs:
             return
         held = await self.jobs.renew([(r.job_id, r.owner) for r in runs], self.lease_ms)
@@ -444,29 +432,7 @@ class Worker(abc.ABC):
         return dest
 
     def reporter(self, job: Job, run: Run) -> ProgressReporter:
-        return ProgressReporter(self, job, run)
-
-
-class ProgressReporter:
-    """Turns a stage's fraction done into throttled `progress` events."""
-
-    def __init__(self, worker: Worker, job: Job, run: Run) -> None:
-        self.worker, self.job, self.run = worker, job, run
-        self.throttle = Throttle()
-
-    async def report(self, fraction: float) -> None:
-        if not self.throttle.should_emit(round(fraction, 3)):
-            return
-        transition = state.progress(
-            self.job.options, self.worker.stage, fraction, owner=self.run.owner
-        )
-        try:
-            applied = await self.worker.jobs.apply(self.job.id, transition)
-        except RedisError as exc:  # progress is best effort: a blip must not stop an hour's work
-            self.worker.log.warning("progress_not_recorded", job_id=self.job.id, error=str(exc))
-            return
-        if applied.outcome in ("rejected", "lost", "missing"):
-            raise JobCancelled(self.job.id)  # cancelled, or another run took the stage over
+        return ProgressReporter(self.jobs, self.stage, job, run, self.log)
 
 
 async def _finish(tasks: list[asyncio.Task[None]], timeout_s: float) -> None:
