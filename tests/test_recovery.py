@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -243,3 +244,24 @@ async def test_dlq_cli_lists_and_replays(
         assert code == 1 and "completed, not failed" in out
         code, out = await run_cli("dlq", "list", env=env)
         assert "no dead letters" in out
+
+
+async def test_a_restarted_worker_first_takes_up_its_own_entries(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
+    clip: Clip, prefix: str,
+) -> None:  # fmt: skip
+    """The entry a dead worker had read comes back to the worker restarted in its slot at
+    once, long before the visibility timeout would let another worker reclaim it."""
+    settings = make_settings(visibility_timeout_s=600.0)
+    async with Stack(settings, ("gateway", "notifier", "render")) as stack:
+        job = await upload_job(http, gateway(stack), clip.path, burn_subtitles="false")
+        dead = f"{socket.gethostname()}-transcribe-0"
+        stream, group = f"{prefix}:stream:transcribe", f"{prefix}:transcribe"
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        read = await redis.xreadgroup(group, dead, {stream: ">"}, count=1)
+        assert read[0][1][0][1] == {"job_id": job["id"]}  # the dead worker had taken it
+        assert stack.services is not None
+        async with TranscribeWorker(stack.services) as restarted:
+            assert restarted.name == dead
+            events = await watch(job, timeout_s=60)
+    assert events[-1]["event"] == "completed"
