@@ -164,6 +164,10 @@ def _show(msg: dict[str, Any], bars: dict[str, Bar], err: TextIO) -> str | None:
         bars[stage].set(float(msg.get("stage_progress", 0.0)))
     elif msg["event"] == "stage_completed" and stage:
         bars[stage].set(1.0)
+    elif msg["event"] == "retrying":
+        error = msg.get("error") or {}
+        err.write(f"\n{stage}: {error.get('code')}: {error.get('message')}; "
+                  f"trying again (attempt {int(msg.get('attempt', 0)) + 1})\n")  # fmt: skip
     if msg["status"] not in ("completed", "failed", "cancelled"):
         return None
     if msg["status"] == "completed":
