@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from vidstream import bus, state
 from vidstream.jobs import ErrorInfo, EventName, Job, Options, Output, Stage, Status
-from vidstream.jobstore import JobStore
+from vidstream.jobstore import HELD, TAKEN, JobStore
 from vidstream.keys import Keys
 from vidstream.media.info import MediaInfo
 
@@ -26,12 +26,10 @@ OWNER = "host-render-0:run1"
 
 def start(
     options: Options, stage: Stage, owner: str = OWNER, lease_ms: int = 30_000,
-    count_attempt: bool = True,
+    gen: int | None = None,
 ) -> state.Transition:  # fmt: skip
     """A worker's claim of `stage`, as the worker makes it."""
-    return state.start(
-        options, stage, owner=owner, lease_ms=lease_ms, max_attempts=3, count_attempt=count_attempt
-    )
+    return state.start(options, stage, owner=owner, lease_ms=lease_ms, max_attempts=3, gen=gen)
 
 
 # -- overall progress (pure) -------------------------------------------------------------------
@@ -115,7 +113,7 @@ async def test_create_records_a_queued_event(store: JobStore, redis: Redis, pref
     assert stored.progress == 0.0
 
     work = await bus.history(redis, Keys(prefix).stage_stream(Stage.TRANSCRIBE))
-    assert [fields for _, fields in work] == [{"job_id": new.id}]
+    assert [fields for _, fields in work] == [{"job_id": new.id, "gen": "1"}]
     feed = await bus.history(redis, Keys(prefix).events)
     assert [fields for _, fields in feed] == [{"job_id": new.id, "event": "queued"}]
     assert await redis.ttl(Keys(prefix).job(new.id)) == -1  # kept until it ends
@@ -351,7 +349,7 @@ async def test_a_live_run_holds_its_stage(store: JobStore, job: Job) -> None:
     busy = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
     assert (busy.outcome, busy.status) == ("busy", Status.RUNNING)
     # The first run's worker died: nobody renews, the lease (here 0 ms) has run out.
-    assert (await store.renew([(job.id, "a:1")], 0)) == [True]
+    assert (await store.renew([(job.id, "a:1")], 0)) == [HELD]
     taken = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
     assert taken.ok
     assert taken.attempts == 2
@@ -368,7 +366,7 @@ async def test_a_run_that_lost_its_stage_cannot_finish_it(store: JobStore, job: 
         state.fail(ErrorInfo("x", "y"), owner="a:1"),
     ):
         assert (await store.apply(job.id, late)).outcome == "lost"
-    assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [False, True]
+    assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [TAKEN, HELD]
     assert (await store.apply(job.id, state.complete({"video": VIDEO}, owner="b:1"))).ok
     assert await names(store, job.id) == ["queued", "started", "started", "completed"]
 
@@ -380,10 +378,10 @@ async def test_attempts_count_tries_of_the_stage(store: JobStore, job: Job) -> N
     assert [t.attempts for t in tries] == [1, 2, 3]
     exhausted = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "r:4", lease_ms=0))
     assert (exhausted.outcome, exhausted.attempts) == ("exhausted", 3)
-    handed_back = await store.apply(
-        job.id, start(BURN, Stage.TRANSCRIBE, "r:5", lease_ms=0, count_attempt=False)
-    )
-    assert (handed_back.outcome, handed_back.attempts) == ("ok", 3)  # a handoff is not a try
+    # r:2 (still the owner) stops at a shutdown and hands the job back: not a new try.
+    assert await store.hand_back(job.id, "r:2", Stage.TRANSCRIBE)
+    handed_back = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "r:5", lease_ms=0))
+    assert (handed_back.outcome, handed_back.attempts) == ("ok", 3)
     await store.apply(
         job.id,
         state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner="r:5"),
@@ -415,11 +413,8 @@ async def test_a_stage_finishes_once(store: JobStore, job: Job) -> None:
             job.id, state.stage_completed(BURN, Stage.TRANSCRIBE, outputs, owner="a:1")
         )
     ).ok
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
-    again = await store.apply(
-        job.id, state.stage_completed(BURN, Stage.TRANSCRIBE, outputs, owner="b:1")
-    )
-    assert again.outcome == "done"
+    again = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    assert again.outcome == "done"  # a second run of a finished stage does not even start
     stored = await store.get(job.id)
     assert stored is not None and stored.done == {Stage.TRANSCRIBE}
 
@@ -435,13 +430,15 @@ async def test_retrying_then_replaying_a_failed_job(
     )
     await store.apply(job.id, start(BURN, Stage.RENDER))
     error = ErrorInfo("ffmpeg_failed", "boom")
-    assert (await store.apply(job.id, state.retrying(error, 1, 123.0, owner=OWNER))).ok
+    assert (await store.apply(job.id, state.retrying(error, Stage.RENDER, 1, 12.5, owner=OWNER))).ok
     assert (await store.apply(job.id, start(BURN, Stage.RENDER, "other:1"))).attempts == 2
-    assert (await store.apply(job.id, state.fail(error, owner="other:1", dead_letter=True))).ok
+    assert (
+        await store.apply(job.id, state.fail(error, owner="other:1", dead_letter=Stage.RENDER))
+    ).ok
     assert await redis.ttl(Keys(prefix).job(job.id)) > 0
 
     assert not (await store.apply(job.id, state.cancel())).ok
-    replayed = await store.apply(job.id, state.replay())
+    replayed = await store.apply(job.id, state.replay(Stage.RENDER))
     assert replayed.ok and replayed.status is Status.QUEUED
     stored = await store.get(job.id)
     assert stored is not None
@@ -451,20 +448,94 @@ async def test_retrying_then_replaying_a_failed_job(
     events = await store.events(job.id)
     assert [e.event.value for e in events][-3:] == ["started", "failed", "queued"]
     retry = next(e for e in events if e.event is EventName.RETRYING)
-    assert retry.data == {"error": error.to_dict(), "attempt": 1, "retry_at": 123.0}
+    assert retry.data == {"error": error.to_dict(), "attempt": 1, "retry_in_s": 12.5}
     assert events[-1].data == {"replay": True}
-    assert (await store.apply(job.id, state.replay())).outcome == "rejected"  # not failed now
+    assert (await store.apply(job.id, state.replay(Stage.RENDER))).outcome == "rejected"
 
 
 async def test_due_retries_move_onto_their_stream(
-    store: JobStore, redis: Redis, prefix: str
+    store: JobStore, job: Job, redis: Redis, prefix: str
 ) -> None:
-    """A scheduled retry waits in Redis and reaches its stage's stream once due."""
+    """A retry waits in Redis, timed by Redis, and reaches its stage's stream once due."""
     keys = Keys(prefix)
-    await store.schedule("jobnow", Stage.RENDER, 0.0)
-    await store.schedule("joblater", Stage.TRANSCRIBE, 4_000_000_000.0)
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    error = ErrorInfo("storage_error", "blip")
+    retry = await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 0.0, owner=OWNER))
+    assert retry.gen == 2  # a hand-off: the job's next generation
     assert await store.promote_due() == 1
-    render = await bus.history(redis, keys.stage_stream(Stage.RENDER))
-    assert [fields for _, fields in render] == [{"job_id": "jobnow"}]
-    assert await redis.zrange(keys.delayed, 0, -1) == ["transcribe|joblater"]
+    entries = await bus.history(redis, keys.stage_stream(Stage.TRANSCRIBE))
+    assert [f for _, f in entries] == [
+        {"job_id": job.id, "gen": "1"},
+        {"job_id": job.id, "gen": "2"},
+    ]
+    assert await redis.zcard(keys.delayed) == 0
     assert await store.promote_due() == 0
+
+
+async def test_a_later_retry_waits(store: JobStore, job: Job, redis: Redis, prefix: str) -> None:
+    """A retry that is not due yet stays in the delayed set."""
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    error = ErrorInfo("storage_error", "blip")
+    await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 3600.0, owner=OWNER))
+    assert await store.promote_due() == 0
+    assert await redis.zcard(Keys(prefix).delayed) == 1
+
+
+async def test_an_entry_older_than_the_last_hand_off_is_stale(store: JobStore, job: Job) -> None:
+    """Once a job was handed on again (a retry, a replay), an older entry for it starts
+    nothing: duplicates are harmless."""
+    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1", gen=1))).ok
+    error = ErrorInfo("storage_error", "blip")
+    await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 60.0, owner="a:1"))
+    stale = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1", gen=1))
+    assert (stale.outcome, stale.gen) == ("stale", 2)
+    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "c:1", gen=2))).ok
+
+
+async def test_a_claim_respects_finished_stages_and_any_live_run(store: JobStore, job: Job) -> None:
+    """A late claim of a finished stage is `done`; a claim of another stage while a live run
+    holds the job is `busy`, so the job never moves back."""
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "t:1"))
+    outputs = {"transcript": TRANSCRIPT}
+    finish = state.stage_completed(
+        BURN, Stage.TRANSCRIBE, outputs, owner="t:1", next_stage=Stage.RENDER
+    )
+    assert (await store.apply(job.id, finish)).ok
+    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "r:1"))).ok
+    late = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "t:2"))
+    assert late.outcome == "done"
+    stored = await store.get(job.id)
+    assert stored is not None and stored.stage is Stage.RENDER
+    other = await store.apply(job.id, start(BURN, Stage.RENDER, "r:2"))
+    assert other.outcome == "busy"
+
+
+async def test_finishing_a_stage_hands_the_job_on_in_one_step(
+    store: JobStore, job: Job, redis: Redis, prefix: str
+) -> None:
+    """stage_completed writes the next stage's entry itself; a resend writes it once."""
+    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    finish = state.stage_completed(
+        BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER, next_stage=Stage.RENDER
+    )
+    assert (await store.apply(job.id, finish)).ok
+    assert (await store.apply(job.id, finish)).ok  # resent after a lost reply
+    render = await bus.history(redis, Keys(prefix).stage_stream(Stage.RENDER))
+    assert [f for _, f in render] == [{"job_id": job.id, "gen": "2"}]
+
+
+async def test_a_dead_letter_is_written_with_the_failure(
+    store: JobStore, job: Job, redis: Redis, prefix: str
+) -> None:
+    """Failing out of attempts records the dead letter in the same step, and only then."""
+    await store.apply(job.id, start(BURN, Stage.RENDER, "a:1"))
+    error = ErrorInfo("ffmpeg_failed", "boom")
+    assert (
+        await store.apply(job.id, state.fail(error, owner="zombie:1", dead_letter=Stage.RENDER))
+    ).outcome == "lost"
+    assert await redis.xlen(Keys(prefix).dead_letters) == 0
+    assert (await store.apply(job.id, state.fail(error, owner="a:1", dead_letter=Stage.RENDER))).ok
+    [(_, letter)] = await bus.history(redis, Keys(prefix).dead_letters)
+    assert (letter["job_id"], letter["stage"], letter["code"], letter["attempts"]) == (
+        job.id, "render", "ffmpeg_failed", "1",
+    )  # fmt: skip

@@ -27,3 +27,22 @@ async def test_trim_keeps_what_a_consumer_may_still_need(redis: Redis, prefix: s
     assert safe is not None
     await redis.xtrim(stream, minid=safe, approximate=False)
     assert [e[0] for e in await redis.xrange(stream)] == ids[3:]  # never delivered: kept
+
+
+async def test_trim_never_removes_the_entry_in_flight(redis: Redis, prefix: str) -> None:
+    """The one entry a worker is running (the last delivered) survives a trim, so a worker
+    that dies while running it can still be relieved of it."""
+    stream, group = f"{prefix}:stream:test", f"{prefix}:group"
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    first = await redis.xadd(stream, {"n": "1"})
+    await bus.read_group(redis, group, "c1", stream, ">", count=1, block_ms=None)
+    await redis.xack(stream, group, first)
+    running = await redis.xadd(stream, {"n": "2"})
+    await bus.read_group(redis, group, "c1", stream, ">", count=1, block_ms=None)
+
+    safe = await bus.trim_point(redis, stream, group)
+    assert safe == running
+    await redis.xtrim(stream, minid=safe, approximate=False)
+    assert [e[0] for e in await redis.xrange(stream)] == [running]
+    _, claimed = await bus.autoclaim(redis, stream, group, "c2", 0, "0-0")
+    assert [entry_id for entry_id, _ in claimed] == [running]

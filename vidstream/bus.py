@@ -63,21 +63,18 @@ def stream_id(value: str) -> tuple[int, int]:
 
 
 async def trim_point(redis: Redis, stream: str, group: str) -> str | None:
-    """The oldest id a consumer group may still need: its oldest pending entry, else the first
-    entry after the last one delivered. Everything before it can be trimmed."""
+    """The oldest id the consumer group may still need; everything before it can be trimmed:
+    its oldest pending entry if any (XTRIM MINID keeps that id), else the first id after the
+    last one delivered."""
     groups = cast(Any, await redis.xinfo_groups(stream))
     info = next((g for g in groups if g["name"] == group), None)
     if info is None or info["last-delivered-id"] in ("0-0", None):
         return None
     pending = cast(Any, await redis.xpending(stream, group))
-    candidates = [str(info["last-delivered-id"])]
     if pending and pending.get("pending"):
-        candidates.append(str(pending["min"]))
-    oldest = min(candidates, key=stream_id)
-    if oldest == candidates[0]:  # nothing pending: keep the last delivered entry itself out
-        ms, seq = stream_id(oldest)
-        return f"{ms}-{seq + 1}"
-    return oldest
+        return str(pending["min"])
+    ms, seq = stream_id(str(info["last-delivered-id"]))
+    return f"{ms}-{seq + 1}"
 
 
 async def autoclaim(

@@ -60,12 +60,15 @@ class ReplayRefused(Exception):
 
 async def replay(jobs: JobStore, job_id: str) -> Job:
     """Queue a failed job again from its first unfinished stage; drop its dead letters."""
-    applied = await jobs.apply(job_id, state.replay())
+    job = await jobs.get(job_id)
+    if job is None:
+        raise ReplayRefused(None)
+    first = Stage.RENDER if Stage.TRANSCRIBE in job.done else Stage.TRANSCRIBE
+    applied = await jobs.apply(job_id, state.replay(first))  # queued and handed on, in one step
     if not applied.ok:
         raise ReplayRefused(applied.status.value if applied.status else None)
     job = await jobs.get(job_id)
     assert job is not None
-    await jobs.enqueue(job_id, Stage.RENDER if Stage.TRANSCRIBE in job.done else Stage.TRANSCRIBE)
     stale = [
         i
         for i, f in await bus.history(jobs.redis, jobs.keys.dead_letters)

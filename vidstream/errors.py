@@ -3,6 +3,7 @@
     VidstreamError
     ├── ConfigError              a setting is missing or malformed; the process refuses to start
     ├── JobCancelled             a user cancelled the job while a worker held it
+    ├── RunLost                  another run took over the stage (this one was presumed dead)
     └── JobError                 ends or delays one job; `code` and `message` are shown to users
         ├── PermanentError       the input is at fault: the job fails, retrying cannot help
         │   ├── InvalidMedia     not a playable video with an audio track
@@ -67,6 +68,10 @@ class JobCancelled(VidstreamError):
 
 class ObjectNotFound(PermanentError):
     code = "not_found"
+
+
+class RunLost(VidstreamError):
+    """Another run holds the stage now: this one stops without touching the job or its entry."""
 
 
 class StorageError(TransientError):

@@ -14,9 +14,9 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from vidstream import bus, lua
-from vidstream.jobs import STAGES, ErrorInfo, Event, EventName, Job, Stage, Status
+from vidstream.jobs import STAGES, Event, EventName, Job, Stage, Status
 from vidstream.keys import Keys
-from vidstream.state import Transition
+from vidstream.state import Push, Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +27,15 @@ class Applied:
     status: Status | None
     event_id: str | None = None
     attempts: int = 0
+    gen: int = 0
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+# What renew() says of each lease.
+HELD, TAKEN, RELEASED = 1, 0, -1
 
 
 class JobStore:
@@ -49,18 +54,16 @@ class JobStore:
         self._transition = redis.register_script(lua.TRANSITION)
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
+        self._handback = redis.register_script(lua.HANDBACK)
 
     async def create(self, job: Job, first_stage: Stage = Stage.TRANSCRIBE) -> None:
-        """Store a new job, record its `queued` event and hand it to the first stage's stream."""
+        """Store a new job, record its `queued` event and hand it to the first stage, in one
+        step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
-        # An empty answer means the job exists: ids are random, so that is this very request
-        # resent after a lost reply, and it goes on to the enqueue all the same.
+        keys.append(self.keys.stage_stream(first_stage))
         await self._create(keys=keys, args=[json.dumps(job.to_redis()), self.history_max])
-        # The stage stream lives in another hash slot than the job, so it is a second step.
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._feed(pipe, job.id, EventName.QUEUED)
-            pipe.xadd(self.keys.stage_stream(first_stage), {"job_id": job.id})
-            await pipe.execute()
+        await self.redis.xadd(self.keys.events, {"job_id": job.id, "event": "queued"},
+                              maxlen=self.feed_max, approximate=True)  # fmt: skip
 
     async def get(self, job_id: str) -> Job | None:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
@@ -70,43 +73,39 @@ class JobStore:
         """Apply `transition` if the job's state allows it; never raises for that."""
         arg = transition.to_script_args(time.time(), self.history_max, self.ttl_s)
         keys = [self.keys.job(job_id), self.keys.job_events(job_id)]
+        if transition.push is not None:
+            keys.append(self._push_key(transition.push))
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._transition(keys=keys, args=[arg], client=pipe)
             self._feed(pipe, job_id, transition.event)
-            (outcome, value, attempts), *_ = await pipe.execute()
+            (outcome, value, attempts, gen), *_ = await pipe.execute()
         if outcome == "ok":
-            return Applied("ok", transition.status, value, int(attempts))
-        return Applied(outcome, Status(value) if value else None, None, int(attempts))
+            return Applied("ok", transition.status, value, int(attempts), int(gen))
+        return Applied(outcome, Status(value) if value else None, None, int(attempts), int(gen))
 
-    async def enqueue(self, job_id: str, stage: Stage, *, handoff: bool = False) -> None:
-        """Put the job on `stage`'s stream. `handoff`: a worker stopping hands back its run."""
-        fields: dict[Any, Any] = {"job_id": job_id, **({"handoff": "1"} if handoff else {})}
-        await self.redis.xadd(self.keys.stage_stream(stage), fields)
+    def _push_key(self, push: Push) -> str:
+        if push.kind == "stage":
+            return self.keys.stage_stream(push.stage)
+        if push.kind == "retry":
+            return self.keys.delayed
+        return self.keys.dead_letters
 
-    async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[bool]:
-        """Extend the lease of each (job id, owner); False where the run no longer holds it."""
+    async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
+        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run) or RELEASED."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner in leases:
                 await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)
-            return [bool(held) for held in await pipe.execute()]
+            return [int(state) for state in await pipe.execute()]
 
-    async def schedule(self, job_id: str, stage: Stage, due: float) -> None:
-        """Run `stage` of the job again at the Unix time `due` (see `promote_due`)."""
-        await self.redis.zadd(self.keys.delayed, {f"{stage.value}|{job_id}": int(due * 1000)})
+    async def hand_back(self, job_id: str, owner: str, stage: Stage) -> bool:
+        """Give a run's stage up and put the job back on the stage's stream, in one step."""
+        keys = [self.keys.job(job_id), self.keys.stage_stream(stage)]
+        return bool(await self._handback(keys=keys, args=[owner]))
 
     async def promote_due(self) -> int:
         """Move every retry that is due onto its stage's stream; return how many."""
         keys = [self.keys.delayed, *(self.keys.stage_stream(s) for s in STAGES)]
         return int(await self._promote(keys=keys, args=[s.value for s in STAGES]))
-
-    async def dead_letter(self, job: Job, stage: Stage, error: ErrorInfo, attempts: int) -> None:
-        """Record a job that ran out of attempts, for `vidstream dlq list` and replay."""
-        await self.redis.xadd(
-            self.keys.dead_letters,
-            {"job_id": job.id, "stage": stage.value, "code": error.code,
-             "message": error.message, "attempts": str(attempts), "at": repr(time.time())},
-            maxlen=10000, approximate=True,
-        )  # fmt: skip
 
     async def events(
         self, job_id: str, after: str = "0-0", count: int | None = None

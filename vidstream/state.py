@@ -43,6 +43,23 @@ def retry_delay(attempt: int, base_s: float, cap_s: float, jitter: float) -> flo
 
 
 @dataclass(frozen=True, slots=True)
+class Push:
+    """The hand-off a transition makes in the same atomic step (see lua.TRANSITION)."""
+
+    kind: str  # stage: an entry on `stage`'s stream | retry: a delayed entry | dead: a dead letter
+    stage: Stage
+    delay_ms: int = 0
+    code: str = ""
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "stage": self.stage.value, "delay_ms": self.delay_ms,
+            "code": self.code, "message": self.message,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
     event: EventName
     allowed_from: frozenset[Status]
@@ -58,8 +75,9 @@ class Transition:
     owner: str | None = None  # the run that must hold the stage's lease
     claim: str | None = None  # take the lease for this run (refused while another holds it)
     lease_ms: int = 0
-    count_attempt: bool = False  # a new try of the stage: attempts + 1, or 1 for a new stage
+    gen: int | None = None  # with claim: the generation on the entry (older ones are stale)
     max_attempts: int = 0  # refuse to start a try beyond this ("exhausted")
+    push: Push | None = None  # the hand-off made in the same step
     release: bool = False  # give up the lease
     finish_stage: Stage | None = None  # refuse if this stage was finished already ("done")
     reset: bool = False  # a replay: attempts, error and the finished stage's lease cleared
@@ -91,11 +109,12 @@ class Transition:
             "owner": self.owner,
             "claim": self.claim,
             "finish": self.finish_stage.value if self.finish_stage else None,
+            "gen": self.gen,
+            "push": self.push.to_dict() if self.push else None,
         }
         args.update({k: v for k, v in optional.items() if v is not None})
         if self.claim:
             args["lease_ms"] = self.lease_ms
-            args["count_attempt"] = self.count_attempt
             args["max_attempts"] = self.max_attempts
         if self.progress is not None:
             args["progress"] = self.progress
@@ -107,15 +126,14 @@ class Transition:
 
 def start(
     options: Options, stage: Stage, *, owner: str, lease_ms: int, max_attempts: int,
-    count_attempt: bool = True,
+    gen: int | None = None,
 ) -> Transition:  # fmt: skip
-    """A worker claims `stage` for the run `owner` and begins it (again, after a crash or a
-    retry, is fine). `count_attempt=False` for a message another worker handed back at
-    shutdown: that run was interrupted, not failed."""
+    """A worker claims `stage` for the run `owner` from an entry of generation `gen`, and
+    begins it (again, after a crash or a retry, is fine)."""
     return Transition(
         EventName.STARTED, ACTIVE, Status.RUNNING, stage=stage, set_stage=True,
         progress=overall_progress(options, stage, 0.0), claim=owner, lease_ms=lease_ms,
-        count_attempt=count_attempt, max_attempts=max_attempts,
+        gen=gen, max_attempts=max_attempts,
     )  # fmt: skip
 
 
@@ -129,14 +147,15 @@ def progress(options: Options, stage: Stage, fraction: float, *, owner: str) -> 
 
 def stage_completed(
     options: Options, stage: Stage, outputs: dict[str, Output], media: MediaInfo | None = None,
-    *, owner: str,
+    *, owner: str, next_stage: Stage | None = None,
 ) -> Transition:  # fmt: skip
+    """`stage` stored its outputs; in the same step the job goes on to `next_stage`."""
     fields = {"media": json.dumps(media.to_dict())} if media else {}
     return Transition(
         EventName.STAGE_COMPLETED, frozenset({Status.RUNNING}), Status.RUNNING,
         expect_stage=stage, progress=overall_progress(options, stage, 1.0), outputs=outputs,
         fields=fields, data={"outputs": sorted(outputs)}, owner=owner, release=True,
-        finish_stage=stage,
+        finish_stage=stage, push=Push("stage", next_stage) if next_stage else None,
     )  # fmt: skip
 
 
@@ -148,22 +167,31 @@ def complete(outputs: dict[str, Output], *, owner: str) -> Transition:
     )  # fmt: skip
 
 
-def retrying(error: ErrorInfo, attempt: int, retry_at: float, *, owner: str) -> Transition:
-    """The run failed for a transient reason; the stage runs again at `retry_at`."""
+def retrying(
+    error: ErrorInfo, stage: Stage, attempt: int, delay_s: float, *, owner: str
+) -> Transition:
+    """The run failed for a transient reason; `stage` runs again after `delay_s` (timed by
+    Redis, which holds the delayed entry)."""
     return Transition(
         EventName.RETRYING, frozenset({Status.RUNNING}), Status.RUNNING, owner=owner,
         release=True, fields={"error": json.dumps(error.to_dict())},
-        data={"error": error.to_dict(), "attempt": attempt, "retry_at": round(retry_at, 3)},
+        data={"error": error.to_dict(), "attempt": attempt, "retry_in_s": round(delay_s, 3)},
+        push=Push("retry", stage, delay_ms=int(delay_s * 1000)),
     )  # fmt: skip
 
 
-def fail(error: ErrorInfo, *, owner: str | None = None, dead_letter: bool = False) -> Transition:
+def fail(
+    error: ErrorInfo, *, owner: str | None = None, dead_letter: Stage | None = None
+) -> Transition:
+    """The job fails; with `dead_letter`, it also goes on the dead-letter stream, in one step."""
     data: dict[str, Any] = {"error": error.to_dict()}
-    if dead_letter:
+    push = None
+    if dead_letter is not None:
         data["dead_letter"] = True
+        push = Push("dead", dead_letter, code=error.code, message=error.message)
     return Transition(
         EventName.FAILED, ACTIVE, Status.FAILED, owner=owner,
-        fields={"error": json.dumps(error.to_dict())}, data=data,
+        fields={"error": json.dumps(error.to_dict())}, data=data, push=push,
     )  # fmt: skip
 
 
@@ -171,10 +199,10 @@ def cancel() -> Transition:
     return Transition(EventName.CANCELLED, ACTIVE, Status.CANCELLED)
 
 
-def replay() -> Transition:
-    """A failed job runs again (`POST /v1/jobs/{id}/retry`): a new run starts at `queued`, keeping
-    what finished stages stored, so only the unfinished work is redone."""
+def replay(first_stage: Stage) -> Transition:
+    """A failed job runs again (`POST /v1/jobs/{id}/retry`): a new run starts at `queued` and is
+    handed to `first_stage`, keeping what finished stages stored."""
     return Transition(
         EventName.QUEUED, frozenset({Status.FAILED}), Status.QUEUED, stage=None, set_stage=True,
-        fields={"error": ""}, data={"replay": True}, reset=True,
+        fields={"error": ""}, data={"replay": True}, reset=True, push=Push("stage", first_stage),
     )  # fmt: skip

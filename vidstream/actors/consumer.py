@@ -19,6 +19,8 @@ from vidstream import bus
 from vidstream.bus import Entry
 from vidstream.services import BLOCK_MS
 
+_CLAIM_CALLS = 50
+
 
 class StageConsumer:
     def __init__(
@@ -62,12 +64,17 @@ class StageConsumer:
                 return batch[0], False
             self._own = None
         if time.monotonic() >= self._next_claim:
-            self._claim_cursor, claimed = await bus.autoclaim(
-                self.redis, self.stream, self.group, self.name, self.visibility_ms,
-                self._claim_cursor,
-            )  # fmt: skip
-            if claimed:
-                return claimed[0], True
+            # XAUTOCLAIM looks at a few pending entries per call: go on through the whole list
+            # (bounded) before resting, so a dead worker's entry is found without delay.
+            for _ in range(_CLAIM_CALLS):
+                self._claim_cursor, claimed = await bus.autoclaim(
+                    self.redis, self.stream, self.group, self.name, self.visibility_ms,
+                    self._claim_cursor,
+                )  # fmt: skip
+                if claimed:
+                    return claimed[0], True
+                if self._claim_cursor == "0-0":
+                    break
             # Nothing idle long enough: look again after a fraction of the timeout.
             self._next_claim = time.monotonic() + min(self.visibility_ms / 4000, 5.0)
         batch = await bus.read_group(

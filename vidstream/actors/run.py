@@ -9,7 +9,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from vidstream import state
-from vidstream.errors import JobCancelled
+from vidstream.errors import JobCancelled, RunLost
 from vidstream.jobs import Job, Stage
 from vidstream.jobstore import JobStore
 from vidstream.media.progress import Throttle
@@ -22,7 +22,7 @@ class Run:
     job_id: str
     entry_id: str
     owner: str  # the lease token: this worker's name and a nonce
-    handoff: bool = False  # the entry was handed back by a worker that stopped
+    gen: int | None = None  # the job generation stamped on the entry (None on old entries)
     attempts: int = 0
     started: bool = False
     released: bool = False  # the run's own last transition let the stage go
@@ -49,5 +49,7 @@ class ProgressReporter:
         except RedisError as exc:  # progress is best effort: a blip must not stop an hour's work
             self.log.warning("progress_not_recorded", job_id=self.job.id, error=str(exc))
             return
-        if applied.outcome in ("rejected", "lost", "missing"):
-            raise JobCancelled(self.job.id)  # cancelled, or another run took the stage over
+        if applied.outcome == "lost":
+            raise RunLost(self.job.id)
+        if applied.outcome in ("rejected", "missing"):
+            raise JobCancelled(self.job.id)

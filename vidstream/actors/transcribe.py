@@ -10,7 +10,7 @@ from pathlib import Path
 from vidstream import state
 from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
-from vidstream.errors import JobCancelled, TooLong
+from vidstream.errors import JobCancelled, RunLost, TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
 from vidstream.media.probe import probe
@@ -54,14 +54,6 @@ class TranscribeWorker(Worker):
     async def teardown(self) -> None:
         await self.pool.close()
 
-    async def skip(self, job: Job) -> bool:
-        if Stage.TRANSCRIBE not in job.done:
-            return False
-        if job.stage is Stage.TRANSCRIBE:
-            # Finished by a run that stopped before handing the job on: hand it on now.
-            await self.jobs.enqueue(job.id, Stage.RENDER)
-        return True
-
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         source = await self.source_path(job, workdir)
         media = await probe(source, self.settings.probe_timeout_s)
@@ -77,11 +69,15 @@ class TranscribeWorker(Worker):
 
         transcript = await self._transcribe(job, source, media.duration, on_segment)
         outputs = await self._store(job, transcript, workdir)
-        transition = state.stage_completed(job.options, self.stage, outputs, media, owner=run.owner)
+        # Finished, and handed to the render stage in the same step.
+        transition = state.stage_completed(
+            job.options, self.stage, outputs, media, owner=run.owner, next_stage=Stage.RENDER
+        )
         applied = await self._record(run, transition)
+        if applied.outcome == "lost":
+            raise RunLost(job.id)
         if not applied.ok and applied.outcome != "done":
-            raise JobCancelled(job.id)  # cancelled, or another run took the stage over
-        await self._persist(lambda: self.jobs.enqueue(job.id, Stage.RENDER))
+            raise JobCancelled(job.id)
 
     async def _transcribe(
         self,

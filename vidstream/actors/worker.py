@@ -28,9 +28,15 @@ from vidstream import bus, logs, state
 from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.run import ProgressReporter, Run
 from vidstream.actors.slots import SlotLease
-from vidstream.errors import JobCancelled, ObjectNotFound, PermanentError, TransientError
+from vidstream.errors import (
+    JobCancelled,
+    ObjectNotFound,
+    PermanentError,
+    RunLost,
+    TransientError,
+)
 from vidstream.jobs import ErrorInfo, Job, Stage, is_job_id
-from vidstream.jobstore import Applied
+from vidstream.jobstore import HELD, TAKEN, Applied
 from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
@@ -69,6 +75,7 @@ class Worker(abc.ABC):
         self._runs: dict[str, Run] = {}  # by job id
         self._loops: list[asyncio.Task[None]] = []
         self._reading = False  # inside a blocking read: let it return rather than cancel it
+        self._control_cursor: str | None = None
         self._state = "new"
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -176,11 +183,6 @@ class Worker(abc.ABC):
     async def teardown(self) -> None:  # noqa: B027 - optional hook
         """Stop the stage's own resources (after every job has stopped)."""
 
-    async def skip(self, job: Job) -> bool:
-        """True when an earlier run already finished this stage (a redelivered entry); the
-        stage may hand the job on again before returning."""
-        return False
-
     @abc.abstractmethod
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         """Run this stage for `job`, writing scratch files under `workdir` only."""
@@ -217,9 +219,9 @@ class Worker(abc.ABC):
         if job_id in self._runs:  # a duplicate entry for a job this worker is running
             self._slots.release()
             return
-        run = Run(
-            job_id, entry_id, f"{self.name}:{secrets.token_hex(4)}", fields.get("handoff") == "1"
-        )
+        gen = fields.get("gen", "")
+        owner = f"{self.name}:{secrets.token_hex(4)}"
+        run = Run(job_id, entry_id, owner, int(gen) if gen.isdigit() else None)
         run.task = asyncio.create_task(self._handle(run), name=f"{self.name}-{job_id}")
         self._runs[job_id] = run
 
@@ -261,23 +263,24 @@ class Worker(abc.ABC):
         if job is None or job.status.terminal:
             log.info("entry_skipped", reason="no such job" if job is None else job.status.value)
             return True
-        if await self.skip(job):
-            log.info("entry_skipped", reason="stage already finished")
-            return True
         claim = state.start(
             job.options, self.stage, owner=run.owner, lease_ms=self.lease_ms,
-            max_attempts=self.settings.job_max_attempts, count_attempt=not run.handoff,
+            max_attempts=self.settings.job_max_attempts, gen=run.gen,
         )  # fmt: skip
         applied = await self.jobs.apply(job.id, claim)
         if applied.outcome == "busy":
-            log.info("job_busy")  # a live run holds the stage; keep the entry until it is done
+            log.info("job_busy")  # a live run holds the job; keep the entry until it is done
             return False
+        if applied.outcome == "stale":
+            log.info("entry_skipped", reason="superseded by a later hand-off")
+            return True
         if applied.outcome == "exhausted":
             stage = self.stage.value
             error = ErrorInfo(
                 "too_many_attempts", f"The {stage} stage was interrupted {applied.attempts} times."
             )
-            await self._dead_letter(job, run, error, applied.attempts)
+            log.warning("job_dead_lettered", code=error.code, attempts=applied.attempts)
+            await self._record(run, state.fail(error, dead_letter=self.stage))
             return True
         if not applied.ok:
             log.info("entry_skipped", reason=applied.outcome)
@@ -289,6 +292,9 @@ class Worker(abc.ABC):
             await self.process(job, workdir, run)
         except JobCancelled:
             log.info("job_cancelled")
+        except RunLost:
+            log.warning("run_lost")  # another run holds the stage and its entry: leave both
+            return False
         except PermanentError as exc:
             log.warning("job_failed", code=exc.code, error=exc.message)
             error = ErrorInfo(exc.code, exc.message)
@@ -313,20 +319,14 @@ class Worker(abc.ABC):
         s = self.settings
         if run.attempts >= s.job_max_attempts:
             log.warning("job_dead_lettered", code=error.code, attempts=run.attempts)
-            await self._dead_letter(job, run, error, run.attempts)
+            await self._record(run, state.fail(error, owner=run.owner, dead_letter=self.stage))
             return
-        delay = state.retry_delay(run.attempts, s.retry_base_delay_s, s.retry_max_delay_s,
-                                  random.uniform(0.5, 1.5))  # fmt: skip
-        due = time.time() + delay
+        jitter = random.uniform(0.5, 1.5)
+        delay = state.retry_delay(run.attempts, s.retry_base_delay_s, s.retry_max_delay_s, jitter)
         log.warning("job_retrying", code=error.code, attempt=run.attempts, delay_s=round(delay, 2))
-        # Scheduled first: a crash right after leaves a retry that finds the job as it was.
-        await self._persist(lambda: self.jobs.schedule(job.id, self.stage, due))
-        await self._record(run, state.retrying(error, run.attempts, due, owner=run.owner))
-
-    async def _dead_letter(self, job: Job, run: Run, error: ErrorInfo, attempts: int) -> None:
-        await self._persist(lambda: self.jobs.dead_letter(job, self.stage, error, attempts))
-        owner = run.owner if run.started else None
-        await self._record(run, state.fail(error, owner=owner, dead_letter=True))
+        await self._record(
+            run, state.retrying(error, self.stage, run.attempts, delay, owner=run.owner)
+        )
 
     async def _record(self, run: Run, transition: state.Transition) -> Applied:
         """Apply a transition of `run`, retried through a short Redis outage."""
@@ -350,15 +350,14 @@ class Worker(abc.ABC):
 
     async def _hand_back(self, run: Run) -> None:
         """At shutdown: let go of the stage and put the job back on the stream for another
-        worker; if Redis is away the entry stays pending and is reclaimed instead."""
-        if not run.started:
+        worker, in one step; if Redis is away the entry stays pending and is reclaimed."""
+        if not run.started or run.released or run.lost:
             return
+        assert self.consumer is not None
         with contextlib.suppress(RedisError, TimeoutError):
             async with asyncio.timeout(3.0):
-                await self.jobs.renew([(run.job_id, run.owner)], 0)
-                await self.jobs.enqueue(run.job_id, self.stage, handoff=True)
-                assert self.consumer is not None
-                await self.consumer.ack(run.entry_id)
+                if await self.jobs.hand_back(run.job_id, run.owner, self.stage):
+                    await self.consumer.ack(run.entry_id)
 
     # -- background loops --------------------------------------------------------------------
 
@@ -387,11 +386,15 @@ class Worker(abc.ABC):
         if not runs:
             return
         held = await self.jobs.renew([(r.job_id, r.owner) for r in runs], self.lease_ms)
-        for run, ok in zip(runs, held, strict=True):
-            if not ok and run.task and not run.task.done() and not run.cancelled_by_user:
-                self.log.warning("run_lost", job_id=run.job_id)  # cancelled, or taken over
+        for run, lease in zip(runs, held, strict=True):
+            if lease == HELD or run.released or not run.task or run.task.done():
+                continue  # (released meanwhile by the run's own last transition: all is well)
+            if lease == TAKEN:
+                self.log.warning("run_lost", job_id=run.job_id)
                 run.lost = True
-                run.task.cancel()
+            else:  # released by someone else: cancelled (a notice we may have missed)
+                run.cancelled_by_user = True
+            run.task.cancel()
         assert self.consumer is not None
         await self.consumer.refresh([r.entry_id for r in runs if not r.lost])
 
@@ -399,11 +402,14 @@ class Worker(abc.ABC):
         """Tail the control stream; cancel the task of any job of ours a user cancelled."""
         redis, stream = self.services.redis, self.services.keys.control
         # A concrete id, not "$": "$" on every call would skip notices sent between two reads.
-        last = await bus.last_id(redis, stream) or "0-0"
+        # Kept across Redis errors, so notices sent during an outage are read after it.
+        if self._control_cursor is None:
+            self._control_cursor = await bus.last_id(redis, stream) or "0-0"
         while not self._stopping.is_set():
-            for _, messages in await bus.read(redis, {stream: last}, count=100, block_ms=BLOCK_MS):
+            cursor = {stream: self._control_cursor}
+            for _, messages in await bus.read(redis, cursor, count=100, block_ms=BLOCK_MS):
                 for entry_id, fields in messages:
-                    last = entry_id
+                    self._control_cursor = entry_id
                     run = self._runs.get(fields.get("job_id", ""))
                     if fields.get("action") == "cancel" and run is not None and run.task:
                         self.log.info("cancelling_job", job_id=run.job_id)

@@ -16,6 +16,7 @@ from vidstream.http.errors import ApiError
 from vidstream.keys import Keys
 
 TTL_S = 24 * 3600
+PENDING_S = 60
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 _PENDING = "pending"
 
@@ -38,7 +39,8 @@ class IdempotencyKey:
 
     async def reserve(self) -> str | None:
         """Reserve the key; return the id of the job an earlier request made with it, if any."""
-        if await self.redis.set(self.key, f"{_PENDING} {self.fingerprint}", nx=True, ex=TTL_S):
+        # A short reservation: if this gateway dies before binding, the key frees itself soon.
+        if await self.redis.set(self.key, f"{_PENDING} {self.fingerprint}", nx=True, ex=PENDING_S):
             self._reserved = True
             return None
         held = str(await self.redis.get(self.key) or "")
@@ -51,7 +53,7 @@ class IdempotencyKey:
         return job_id
 
     async def bind(self, job_id: str) -> None:
-        await self.redis.set(self.key, f"{job_id} {self.fingerprint}", xx=True, keepttl=True)
+        await self.redis.set(self.key, f"{job_id} {self.fingerprint}", ex=TTL_S)
         self._reserved = False
 
     async def release(self) -> None:
