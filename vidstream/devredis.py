@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -18,6 +16,7 @@ from redis.exceptions import RedisError
 
 from vidstream import logs
 from vidstream.errors import ConfigError
+from vidstream.lifecycle import Component
 from vidstream.media import process
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
@@ -33,7 +32,7 @@ async def answers(url: str, timeout_s: float = 1.0) -> bool:
         await client.aclose()
 
 
-class PrivateRedis:
+class PrivateRedis(Component):
     def __init__(self, url: str, data_dir: Path) -> None:
         self.url = url
         self.dir = Path(data_dir) / "redis"
@@ -99,15 +98,3 @@ class PrivateRedis:
             await process.terminate(proc, grace_s=10.0)  # SIGTERM: redis flushes its AOF
         if self._log is not None:
             self._log.cancel()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -10,8 +10,6 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,6 +21,7 @@ from vidstream.actors.worker import Worker
 from vidstream.devredis import PrivateRedis
 from vidstream.errors import StorageError
 from vidstream.http.app import Gateway
+from vidstream.lifecycle import Component
 from vidstream.notifier.server import Notifier
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
@@ -58,7 +57,7 @@ async def check_storage(store: ObjectStore) -> None:
         log.warning("storage_unavailable", storage=store.name, error=str(exc) or "timed out")
 
 
-class Stack:
+class Stack(Component):
     """The roles of one process and the clients they share, started and closed as one."""
 
     def __init__(
@@ -103,22 +102,6 @@ class Stack:
     def hurry(self) -> None:
         for worker in self.workers:
             worker.hurry()
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 async def serve(settings: Settings, roles: tuple[str, ...], *, private_redis: bool = False) -> int:

@@ -18,8 +18,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from redis.exceptions import RedisError
@@ -37,6 +36,7 @@ from vidstream.errors import (
 )
 from vidstream.jobs import ErrorInfo, Job, Stage, is_job_id
 from vidstream.jobstore import HELD, TAKEN, Applied
+from vidstream.lifecycle import Component
 from vidstream.services import BLOCK_MS, Services
 from vidstream.storage.base import ObjectStore
 
@@ -46,7 +46,7 @@ SCHEDULE_INTERVAL_S = 1.0
 WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
 
 
-class Worker(abc.ABC):
+class Worker(Component, abc.ABC):
     stage: ClassVar[Stage]
 
     def __init__(
@@ -150,18 +150,6 @@ class Worker(abc.ABC):
         finally:
             hurry.cancel()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @property
     def tmp_root(self) -> Path:
         return self.tmp_base / self.name
@@ -177,10 +165,10 @@ class Worker(abc.ABC):
             if path.name.startswith(prefix) and path.name not in held:
                 await asyncio.to_thread(shutil.rmtree, path, True)
 
-    async def setup(self) -> None:  # noqa: B027 - optional hook
+    async def setup(self) -> None:
         """Start the stage's own resources (before any job is taken)."""
 
-    async def teardown(self) -> None:  # noqa: B027 - optional hook
+    async def teardown(self) -> None:
         """Stop the stage's own resources (after every job has stopped)."""
 
     @abc.abstractmethod

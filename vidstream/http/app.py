@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from aiohttp import web
 
 from vidstream import logs
 from vidstream.http import health, jobs, recovery, uploads
 from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.state import SERVICES, URLS, PublicUrls
+from vidstream.lifecycle import Component
 from vidstream.services import Services
 
 
@@ -28,7 +26,7 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     return app
 
 
-class Gateway:
+class Gateway(Component):
     """Serves the REST API on `host:port` (0 picks a free port; see `url`)."""
 
     def __init__(self, services: Services, *, ws_url: str | None = None) -> None:
@@ -63,15 +61,3 @@ class Gateway:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

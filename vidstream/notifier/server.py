@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import json
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -24,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from vidstream import logs
 from vidstream.bus import is_stream_id
+from vidstream.lifecycle import Component
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
@@ -115,7 +115,7 @@ class Connection:
         return None
 
 
-class Notifier:
+class Notifier(Component):
     """Serves `/v1/ws` on `host:port` (0 picks a free port; see `url`)."""
 
     def __init__(self, services: Services) -> None:
@@ -164,18 +164,6 @@ class Notifier:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.hub.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = Connection(ws, self)

@@ -6,8 +6,8 @@ import abc
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from vidstream.lifecycle import Component
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,28 +17,10 @@ class ObjectInfo:
     content_type: str
 
 
-class ObjectStore(abc.ABC):
+class ObjectStore(Component, abc.ABC):
     """Async object storage. Keys are checked with `names.check_key` before any I/O."""
 
     name: str
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open connections; safe to call twice."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; safe to call twice."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abc.abstractmethod
     async def check(self) -> None:
