@@ -9,6 +9,7 @@ from vidstream.jobs import Job, isoformat
 from vidstream.storage.base import ObjectStore
 
 _SUFFIX = {"transcript": ".json", "srt": ".srt", "vtt": ".vtt", "video": ".subtitled.mp4"}
+_ORDER = {name: i for i, name in enumerate(_SUFFIX)}
 
 
 def download_name(job: Job, output: str) -> str:
@@ -19,7 +20,7 @@ def download_name(job: Job, output: str) -> str:
 
 async def present_job(job: Job, store: ObjectStore, url_ttl_s: int) -> dict[str, Any]:
     outputs = {}
-    for name, out in sorted(job.outputs.items()):
+    for name, out in sorted(job.outputs.items(), key=lambda item: _ORDER.get(item[0], 9)):
         url = await store.presign_get(out.key, download_name(job, name), url_ttl_s)
         outputs[name] = {
             "key": out.key,
