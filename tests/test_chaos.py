@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from tests.conftest import REDIS_URL, TERMINAL, watch
+from tests.conftest import REDIS_URL, TERMINAL, watch, watch_until
 from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
 from tests.test_processes import ROOT, Role, free_port
@@ -244,3 +244,36 @@ async def test_sigterm_lets_a_short_job_finish_and_a_second_signal_hurries(
     faults.clear("render")
     await cluster.start("render")
     assert (await watch(slow))[-1]["event"] == "completed"
+
+
+async def test_a_killed_workers_job_moves_within_the_visibility_timeout(
+    cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, redis: Redis,
+    prefix: str,
+) -> None:  # fmt: skip
+    """SIGKILL to the worker rendering a job: the other worker starts it within
+    VISIBILITY_TIMEOUT_S of the kill, and it completes."""
+    timeout = {"VISIBILITY_TIMEOUT_S": "6"}
+    for role in ("gateway", "notifier", "transcribe"):
+        await cluster.start(role, **timeout)
+    first = await cluster.start("render", **timeout)
+    faults.delay("render", 60)
+    rendering = faults.announce("render")
+    job = await submit(http, cluster, clip)
+    await rendering.pid()
+    second = await cluster.start("render", **timeout)  # idle until the first one dies
+    owner = await redis.hget(f"{prefix}:job:{{{job['id']}}}", "owner")
+    assert owner is not None
+    assert cluster.holding(owner.split(":")[0]) is first
+    faults.clear("render")
+    history = await watch_until(job, lambda e: e["event"] == "started" and e["stage"] == "render")
+    first.proc.send_signal(signal.SIGKILL)
+    await first.proc.wait()
+    async with asyncio.timeout(6.0):
+        restarted = await watch_until(
+            job,
+            lambda e: e["event"] == "started" and e["stage"] == "render",
+            since=history[-1]["id"],
+        )
+    assert restarted[-1]["event"] == "started"
+    await second.wait_for('"entry_reclaimed"', timeout_s=1)  # the second worker took it
+    assert (await watch(job))[-1]["event"] == "completed"

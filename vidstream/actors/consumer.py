@@ -24,10 +24,12 @@ _CLAIM_CALLS = 50
 
 class StageConsumer:
     def __init__(
-        self, redis: Redis, stream: str, group: str, name: str, visibility_ms: int
-    ) -> None:
+        self, redis: Redis, stream: str, group: str, name: str, visibility_ms: int,
+        rescan_s: float = 2.0,
+    ) -> None:  # fmt: skip
         self.redis, self.stream, self.group, self.name = redis, stream, group, name
-        self.visibility_ms = visibility_ms
+        self.visibility_ms = visibility_ms  # idle longer than this: its worker is gone
+        self.rescan_s = rescan_s
         self._own: str | None = "0"  # cursor through our own pending entries; None when done
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -76,7 +78,7 @@ class StageConsumer:
                 if self._claim_cursor == "0-0":
                     break
             # Nothing idle long enough: look again after a fraction of the timeout.
-            self._next_claim = time.monotonic() + min(self.visibility_ms / 4000, 5.0)
+            self._next_claim = time.monotonic() + self.rescan_s
         batch = await bus.read_group(
             self.redis, self.group, self.name, self.stream, ">", count=1, block_ms=BLOCK_MS
         )

@@ -59,7 +59,12 @@ class Worker(Component, abc.ABC):
         self.concurrency = concurrency
         self.stream = services.keys.stage_stream(self.stage)
         self.group = services.keys.stage_group(self.stage)
-        self.lease_ms = int(s.visibility_timeout_s * 1000)
+        # A job whose worker died must be taken up within VISIBILITY_TIMEOUT_S. Its lease and
+        # its stream entry lapse 3/4 of the way there; the other workers look for lapsed entries
+        # every tenth of it, so the job moves at 0.85 of the timeout at worst. A live worker
+        # renews every quarter, so it has half the timeout to spare before anything lapses.
+        self.lease_ms = int(s.visibility_timeout_s * 750)
+        self.heartbeat_s = s.visibility_timeout_s / 4
         # The consumer name is a leased slot (host-role-N) unless given: see actors/slots.py.
         ttl_s = int(max(s.visibility_timeout_s, 5))
         self.slot = (
@@ -89,8 +94,9 @@ class Worker(Component, abc.ABC):
             self.name = await self.slot.acquire()
         self.log = self.log.bind(consumer=self.name)
         self.consumer = StageConsumer(
-            self.services.redis, self.stream, self.group, self.name, self.lease_ms
-        )
+            self.services.redis, self.stream, self.group, self.name, self.lease_ms,
+            rescan_s=min(self.settings.visibility_timeout_s / 10, 2.0),
+        )  # fmt: skip
         await self._remove_leftovers()
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         await self.consumer.ensure_group()
@@ -98,7 +104,7 @@ class Worker(Component, abc.ABC):
         loops: dict[str, Coroutine[Any, Any, None]] = {
             "consume": self._consume(),
             "control": self._every(self._watch_cancellations, 0),
-            "heartbeat": self._every(self._heartbeat, self.lease_ms / 3000),
+            "heartbeat": self._every(self._heartbeat, self.heartbeat_s),
             "trim": self._every(self._trim, TRIM_INTERVAL_S),
             "retries": self._every(self.jobs.promote_due, SCHEDULE_INTERVAL_S),
         }
