@@ -8,7 +8,7 @@ from pathlib import Path
 from vidstream import state
 from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
-from vidstream.errors import JobCancelled, RunLost, TransientError
+from vidstream.errors import JobCancelled, TransientError
 from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.media import ffmpeg, process
 from vidstream.media.info import MediaInfo
@@ -98,8 +98,6 @@ class RenderWorker(Worker):
         applied = await self._record(run, state.complete(outputs, owner=run.owner))
         if applied.ok:
             return
-        if applied.outcome == "lost":
-            raise RunLost(job.id)  # another run holds the stage: the video (same key) is its
         if applied.status is Status.CANCELLED:
             await self.store.delete(outputs["video"].key)  # cancelled meanwhile: keep nothing
         raise JobCancelled(job.id)

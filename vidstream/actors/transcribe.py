@@ -10,7 +10,7 @@ from pathlib import Path
 from vidstream import state
 from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
-from vidstream.errors import JobCancelled, RunLost, TooLong
+from vidstream.errors import JobCancelled, TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
 from vidstream.media.probe import probe
@@ -74,8 +74,6 @@ class TranscribeWorker(Worker):
             job.options, self.stage, outputs, media, owner=run.owner, next_stage=Stage.RENDER
         )
         applied = await self._record(run, transition)
-        if applied.outcome == "lost":
-            raise RunLost(job.id)
         if not applied.ok and applied.outcome != "done":
             raise JobCancelled(job.id)
 

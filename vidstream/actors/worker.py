@@ -245,6 +245,9 @@ class Worker(Component, abc.ABC):
             # The outcome could not be recorded: leave the entry pending; it is reclaimed.
             log.warning("job_interrupted", reason="redis", error=str(exc))
             return
+        except RunLost:
+            log.warning("run_lost")  # another run holds the stage and its entry: leave both
+            return
         if ack:
             # Shielded: once the outcome is recorded, the ack must land even if we stop now.
             assert self.consumer is not None
@@ -323,8 +326,11 @@ class Worker(Component, abc.ABC):
         )
 
     async def _record(self, run: Run, transition: state.Transition) -> Applied:
-        """Apply a transition of `run`, retried through a short Redis outage."""
+        """Apply a transition of `run`, retried through a short Redis outage; raise `RunLost`
+        if another run holds the stage now (its entry is not ours to ack)."""
         applied = await self._persist(lambda: self.jobs.apply(run.job_id, transition))
+        if applied.outcome == "lost":
+            raise RunLost(run.job_id)
         if applied.ok and (transition.release or transition.terminal):
             run.released = True  # from here on the heartbeat has nothing to renew
         return applied
