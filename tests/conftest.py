@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -155,6 +156,28 @@ async def stack(settings: Settings, redis: Redis) -> AsyncIterator[Stack]:
     """All four roles in this process, as `vidstream dev` runs them."""
     async with Stack(settings) as running:
         yield running
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def role_env(tmp_path: Path, prefix: str, redis: Redis) -> dict[str, str]:
+    """The environment of role processes sharing this test's Redis prefix and data dir."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": prefix,
+        "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": "test-secret",
+        "GATEWAY_PORT": str(free_port()),
+        "NOTIFIER_PORT": str(free_port()),
+        "LOG_FORMAT": "json",
+    }
 
 
 @pytest.fixture

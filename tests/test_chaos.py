@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import random
 import signal
 import sys
@@ -18,10 +17,10 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from tests.conftest import REDIS_URL, TERMINAL, watch, watch_until
+from tests.conftest import TERMINAL, watch, watch_until
 from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
-from tests.test_processes import ROOT, Role, free_port
+from tests.test_processes import ROOT, Role
 from vidstream.jobs import STAGES
 
 
@@ -78,22 +77,13 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(
-    tmp_path: Path, prefix: str, redis: Redis, faults: Faults
-) -> AsyncIterator[Cluster]:
+async def cluster(role_env: dict[str, str], faults: Faults) -> AsyncIterator[Cluster]:
     env = {
-        **os.environ,
+        **role_env,
         **faults.env,
-        "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": prefix,
-        "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "SECRET_KEY": "chaos",
-        "GATEWAY_PORT": str(free_port()),
-        "NOTIFIER_PORT": str(free_port()),
         "FFMPEG_BINARY": str(FAKE_FFMPEG),
         "VISIBILITY_TIMEOUT_S": "2",
         "RETRY_BASE_DELAY_S": "0.2",
-        "LOG_FORMAT": "json",
     }
     running = Cluster(env)
     try:

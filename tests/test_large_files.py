@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.test_processes import ROOT, Role, free_port
+from tests.conftest import free_port
+from tests.test_processes import ROOT, Role
 from vidstream.settings import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)

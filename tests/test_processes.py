@@ -6,7 +6,6 @@ import asyncio
 import os
 import shlex
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,17 +14,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
 
-from tests.conftest import REDIS_URL
+from tests.conftest import free_port
 from tests.media import Clip, parse_cues, words_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Role:
@@ -72,19 +65,8 @@ def procfile() -> dict[str, str]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, prefix: str, redis: Redis) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": prefix,
-        "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "SECRET_KEY": "processes-secret",
-        "GATEWAY_PORT": str(free_port()),
-        "NOTIFIER_PORT": str(free_port()),
-        "LOG_FORMAT": "json",
-        "SHUTDOWN_GRACE_S": "10",
-    }
+def env(role_env: dict[str, str]) -> dict[str, str]:
+    return {**role_env, "SHUTDOWN_GRACE_S": "10"}
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import upload_job, watch
+from tests.conftest import free_port, upload_job, watch
 from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
-from tests.test_processes import free_port
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 

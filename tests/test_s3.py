@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import free_port
 from tests.media import Clip
-from tests.test_processes import free_port
 from vidstream.errors import ConfigError
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
