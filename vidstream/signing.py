@@ -38,24 +38,26 @@ class Signer:
         self, base_url: str, method: str, key: str, expires: int, **params: str | int
     ) -> str:
         """A URL to the gateway's `/v1/objects/{key}`, valid for `method` until `expires`."""
-        query = {"expires": str(expires), **{k: str(v) for k, v in sorted(params.items())}}
-        query["sig"] = self._mac("object", method, key, *(f"{k}={v}" for k, v in query.items()))
+        query = {"expires": str(expires), **{k: str(v) for k, v in params.items()}}
+        query["sig"] = self._object_mac(method, key, query)
         return f"{base_url}/v1/objects/{quote(key)}?{urlencode(query)}"
 
     def check_object_url(self, method: str, key: str, query: dict[str, str]) -> bool:
         """True if `query` carries a valid, unexpired signature for `method` on `key`."""
-        sig = query.get("sig", "")
         params = {k: v for k, v in query.items() if k != "sig"}
         if "expires" not in params:
             return False
-        ordered = {"expires": params.pop("expires"), **dict(sorted(params.items()))}
-        expected = self._mac("object", method, key, *(f"{k}={v}" for k, v in ordered.items()))
-        if not hmac.compare_digest(expected.encode(), sig.encode()):
+        expected = self._object_mac(method, key, params)
+        if not hmac.compare_digest(expected.encode(), query.get("sig", "").encode()):
             return False
         try:
-            return int(ordered["expires"]) >= time.time()
+            return int(params["expires"]) >= time.time()
         except ValueError:
             return False
+
+    def _object_mac(self, method: str, key: str, params: dict[str, str]) -> str:
+        # Parameters in one canonical order, so the URL's own order never matters.
+        return self._mac("object", method, key, *(f"{k}={v}" for k, v in sorted(params.items())))
 
 
 def load_secret(settings: Settings) -> bytes:

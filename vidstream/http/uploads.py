@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 from aiohttp import web
 
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES, read_json
-from vidstream.storage.names import check_key, new_upload_key, safe_filename
+from vidstream.storage.names import check_key, content_disposition, new_upload_key, safe_filename
 
 routes = web.RouteTableDef()
 
@@ -95,12 +94,7 @@ async def get_object(request: web.Request) -> web.StreamResponse:
         path,
         headers={
             "Content-Type": info.content_type,
-            "Content-Disposition": _disposition(filename),
+            "Content-Disposition": content_disposition(filename),
             "Cache-Control": "private, max-age=300",
         },
     )
-
-
-def _disposition(filename: str) -> str:
-    # `filename` for old clients, RFC 5987 `filename*` for names beyond ASCII.
-    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"

@@ -15,10 +15,10 @@ import time
 from collections.abc import AsyncIterable
 from pathlib import Path
 
-from vidstream.errors import ObjectNotFound, PermanentError, StorageError
+from vidstream.errors import ObjectNotFound, StorageError
 from vidstream.signing import Signer
 from vidstream.storage.base import ObjectInfo, ObjectStore
-from vidstream.storage.names import check_key, content_type_for
+from vidstream.storage.names import check_key, content_type_for, too_large
 
 _BATCH = 1024 * 1024  # write to disk in batches this size, off the event loop
 # Partial files of uploads that died with their process. Younger ones may belong to another
@@ -93,9 +93,7 @@ class LocalStore(ObjectStore):
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_size:
-                    raise PermanentError(
-                        f"the upload is larger than {max_size} bytes", code="too_large"
-                    )
+                    raise too_large(max_size)
                 batch += chunk
                 if len(batch) >= _BATCH:
                     await asyncio.to_thread(f.write, batch)

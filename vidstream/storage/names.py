@@ -12,6 +12,7 @@ import secrets
 import time
 import unicodedata
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 from vidstream.errors import PermanentError
 
@@ -62,6 +63,10 @@ def check_source_key(key: str) -> str:
     return key
 
 
+def too_large(max_size: int) -> PermanentError:
+    return PermanentError(f"the upload is larger than {max_size} bytes", code="too_large")
+
+
 def _bad_key(message: str) -> PermanentError:
     return PermanentError(message, code="invalid_key")
 
@@ -77,6 +82,12 @@ def transcript_key(job_id: str, fmt: str) -> str:
 def rendered_key(job_id: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"rendered/{job_id}-{stamp}.mp4"
+
+
+def content_disposition(filename: str) -> str:
+    """A download header naming the file: `filename` for old clients, RFC 5987 `filename*` for
+    names beyond ASCII."""
+    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def content_type_for(key: str) -> str:

@@ -20,10 +20,10 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from vidstream.errors import ConfigError, ObjectNotFound, PermanentError, StorageError
+from vidstream.errors import ConfigError, ObjectNotFound, StorageError
 from vidstream.settings import Settings
 from vidstream.storage.base import ObjectInfo, ObjectStore
-from vidstream.storage.names import check_key
+from vidstream.storage.names import check_key, content_disposition, too_large
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -137,9 +137,7 @@ class S3Store(ObjectStore):
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_size:
-                    raise PermanentError(
-                        f"the upload is larger than {max_size} bytes", code="too_large"
-                    )
+                    raise too_large(max_size)
                 if not buffer and len(chunk) == self.part_size:
                     part = chunk  # a whole part already (file reads): no copy
                 else:
@@ -209,9 +207,7 @@ class S3Store(ObjectStore):
         params = {
             "Bucket": self.bucket,
             "Key": check_key(key),
-            "ResponseContentDisposition": (
-                f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
-            ),
+            "ResponseContentDisposition": content_disposition(filename),
         }
         return await self.signer.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires_s
