@@ -21,7 +21,9 @@ from tests.conftest import TERMINAL, watch, watch_until
 from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
 from tests.test_processes import ROOT, Role
-from vidstream.jobs import STAGES
+from vidstream.jobs import Stage
+
+pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
 
 
 class Cluster:
@@ -116,7 +118,7 @@ async def drained(redis: Redis, prefix: str, timeout_s: float = 30.0) -> None:
                 (await redis.xpending(f"{prefix}:stream:{s.value}", f"{prefix}:{s.value}"))[
                     "pending"
                 ]
-                for s in STAGES
+                for s in Stage
             ]
             if pending == [0, 0]:
                 return

@@ -19,6 +19,8 @@ from vidstream.actors.transcribe import TranscribeWorker
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 async def test_video_in_subtitled_video_out(
@@ -95,6 +97,30 @@ async def test_soft_subtitles_keep_the_video_stream(
     middle = (clip.spoken[1].start + clip.spoken[1].end) / 2
     diff = np.abs(gray_frame(video, middle) - gray_frame(clip.path, middle)).mean()
     assert diff < 0.5  # the same encoded frames: copied, not re-encoded
+
+
+async def test_a_transcribe_job_stores_the_transcript_only(
+    stack: Stack, http: aiohttp.ClientSession, clip: Clip
+) -> None:
+    """`kind: transcribe` stores JSON, SRT and VTT, renders no video, and its progress reaches
+    100 % when its one stage ends, with one terminal event."""
+    assert stack.gateway is not None
+    job = await upload_job(http, stack.gateway.url, clip.path, kind="transcribe")
+    assert job["kind"] == "transcribe"
+    events = await watch(job)
+    assert [e["event"] for e in events if e["status"] in ("completed", "failed", "cancelled")] == [
+        "completed"
+    ]
+    assert {e["stage"] for e in events} <= {None, "transcribe"}
+    assert all(e["kind"] == "transcribe" for e in events)
+    assert events[-1]["progress"] == 1.0 and events[-1]["outputs"] == ["srt", "transcript", "vtt"]
+    async with http.get(job["links"]["self"]) as r:
+        final = await r.json()
+    assert (final["status"], final["progress"], final["kind"]) == ("completed", 1.0, "transcribe")
+    assert set(final["outputs"]) == {"transcript", "srt", "vtt"}
+    cues = parse_cues((await fetch(http, final["outputs"]["srt"]["url"])).decode())
+    heard = {w for _, _, text in cues for w in words_of(text)}
+    assert sum(w in heard for w in clip.words) / len(clip.words) >= 0.75, cues
 
 
 async def test_text_file_fails_and_the_next_job_completes(

@@ -69,6 +69,8 @@ async def test_health_and_readiness(api: Stack, http: aiohttp.ClientSession) -> 
         ({"source": {"key": "uploads/nothing/here.mp4"}}, "source_not_found", "uploads/nothing"),
         ({"source": {"key": "uploads/x/a.mp4"}, "formats": ["pdf"]}, "invalid_request", "pdf"),
         ({"source": {"key": "uploads/x/a.mp4"}, "language": "english"}, "invalid_request", "ISO"),
+        ({"source": {"key": "uploads/x/a.mp4"}, "kind": "karaoke"}, "invalid_request", "subtitle"),
+        ({"source": {"key": "uploads/x/a.mp4"}, "kind": 3}, "invalid_request", "transcribe"),
         (
             {"source": {"key": "uploads/x/a.mp4"}, "burn_subtitles": "yes"},
             "invalid_request",
@@ -112,6 +114,7 @@ async def test_upload_url_then_job(api: Stack, http: aiohttp.ClientSession) -> N
         assert r.status == 202, job
         assert r.headers["Location"] == job["links"]["self"]
     assert job["status"] == "queued" and job["progress"] == 0.0 and job["stage"] is None
+    assert job["kind"] == "subtitle"  # the default
     assert job["options"] == {
         "language": "en",
         "burn_subtitles": True,

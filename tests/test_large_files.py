@@ -18,7 +18,7 @@ from tests.conftest import free_port
 from tests.test_processes import ROOT, Role
 from vidstream.settings import Settings
 
-pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["local", "s3"], indirect=True), pytest.mark.slow]
 
 MiB = 1024 * 1024
 SIZE_MB = 300

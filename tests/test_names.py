@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
-from vidstream.errors import PermanentError
+from vidstream.errors import InvalidKey
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
 from vidstream.storage.names import (
@@ -99,10 +99,10 @@ def test_empty_names_use_the_default() -> None:
 )
 def test_bad_keys_are_rejected(key: str) -> None:
     """Keys that could leave their prefix or hide characters are refused as invalid_key."""
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(InvalidKey) as err:
         check_key(key)
     assert err.value.code == "invalid_key"
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(InvalidKey) as err:
         check_source_key(key)
     assert err.value.code == "invalid_key"
 
@@ -127,7 +127,7 @@ def test_the_longest_key_passes() -> None:
 def test_sources_come_only_from_uploads(key: str) -> None:
     """A job cannot take another job's outputs (or anything outside uploads/) as its source."""
     check_key(key)
-    with pytest.raises(PermanentError, match="uploads/") as err:
+    with pytest.raises(InvalidKey, match="uploads/") as err:
         check_source_key(key)
     assert err.value.code == "invalid_key"
 

@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError
 from tests.conftest import free_port
 from tests.media import Clip, parse_cues, words_of
 
+pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -24,6 +24,8 @@ from vidstream.keys import Keys
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
+pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
+
 
 @pytest.fixture
 def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:

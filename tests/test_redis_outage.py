@@ -17,6 +17,8 @@ from tests.media import Clip
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
+pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
+
 
 class OwnRedis:
     """A redis-server of this test's own, with AOF, that the test stops and starts."""
@@ -92,4 +94,4 @@ async def test_redis_restart_under_a_running_job(
         assert [e["event"] for e in events].count("completed") == 1
         async with http.get(job["links"]["self"]) as r:
             assert (await r.json())["status"] == "completed"
-        assert all(not task.done() for w in stack.workers for task in w._loops)
+        assert all(w.alive for w in stack.workers)

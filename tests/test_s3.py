@@ -66,6 +66,7 @@ async def test_presigned_urls_carry_the_public_endpoint(
             assert await r.read() == src.read_bytes()
 
 
+@pytest.mark.slow
 async def test_submit_cli_uploads_straight_to_the_bucket(
     make_settings: Callable[..., Settings], redis: Redis, clip: Clip
 ) -> None:

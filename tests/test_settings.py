@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from vidstream.errors import ConfigError
-from vidstream.settings import Settings
+from vidstream.settings import Settings, Spec, settings_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_defaults() -> None:
@@ -250,3 +252,36 @@ def test_wrong_s3_settings_fail_at_start_naming_the_setting(
     with pytest.raises(ConfigError) as err:
         Settings.from_env({**R2, **changes})
     assert needle in str(err.value)
+
+
+def test_readme_table_is_the_declared_one() -> None:
+    """The README's configuration table lists exactly the declared settings and defaults."""
+    start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+    readme = README.read_text()
+    assert start in readme and end in readme, f"README.md needs {start} and {end}"
+    table = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert table == settings_table(), (
+        "README.md is out of date: run `python -m vidstream.settings` and paste its output "
+        "between the settings-table markers"
+    )
+
+
+def test_settings_built_in_code_are_validated() -> None:
+    """Settings built directly, as tests and benches do, are checked like the environment."""
+    with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT_S") as err:
+        Settings(visibility_timeout_s=0)
+    assert "between 1 and 3600" in str(err.value) and "got 0" in str(err.value)
+    assert Settings(log_level="DEBUG").log_level == "debug"
+    with pytest.raises(ConfigError, match="VIDSTREAM_STORAGE=s3 needs S3_BUCKET"):
+        Settings().replace(storage="s3")
+
+
+def test_every_setting_is_declared_once() -> None:
+    """Every setting has its own variable and a line of help, so the README row is complete."""
+    specs = [f.metadata.get("setting") for f in dataclasses.fields(Settings)]
+    assert all(isinstance(spec, Spec) for spec in specs)
+    envs = [spec.env for spec in specs if isinstance(spec, Spec)]
+    assert all(env and env == env.upper() for env in envs)
+    assert len(envs) == len(set(envs)), "two settings read the same variable"
+    for spec in specs:
+        assert isinstance(spec, Spec) and spec.help and "|" not in spec.help, spec

@@ -1,17 +1,27 @@
-"""The job state machine: progress weights, and atomic transitions in the real Redis."""
+"""The job protocol against the real Redis: every operation, applied atomically by Lua."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from redis.asyncio import Redis
 
-from vidstream import bus, state
-from vidstream.jobs import ErrorInfo, EventName, Job, Options, Output, Stage, Status
+from vidstream import bus
+from vidstream.jobs import ErrorInfo, Job, Kind, Options, Output, Stage, Status
 from vidstream.jobstore import HELD, TAKEN, JobStore
 from vidstream.keys import Keys
 from vidstream.media.info import MediaInfo
+from vidstream.pipelines import pipeline
+from vidstream.protocol import (
+    Cancel,
+    Claim,
+    EventName,
+    Fail,
+    FinishStage,
+    HandBack,
+    Progress,
+    Replay,
+    Retry,
+)
 
 BURN = Options(burn_subtitles=True)
 SOFT = Options(burn_subtitles=False)
@@ -25,14 +35,32 @@ OWNER = "host-render-0:run1"
 
 
 def start(
-    options: Options, stage: Stage, owner: str = OWNER, lease_ms: int = 30_000,
-    gen: int | None = None,
-) -> state.Transition:  # fmt: skip
+    job: Job, stage: Stage, owner: str = OWNER, lease_ms: int = 30_000, gen: int | None = None
+) -> Claim:
     """A worker's claim of `stage`, as the worker makes it."""
-    return state.start(options, stage, owner=owner, lease_ms=lease_ms, max_attempts=3, gen=gen)
+    return Claim.of(job, stage, owner=owner, lease_ms=lease_ms, max_attempts=3, gen=gen)
 
 
-# -- overall progress (pure) -------------------------------------------------------------------
+def progress(job: Job, stage: Stage, fraction: float, owner: str = OWNER) -> Progress:
+    return Progress.of(job, stage, fraction, owner=owner)
+
+
+def finish(
+    job: Job, stage: Stage, outputs: dict[str, Output], owner: str = OWNER,
+    media: MediaInfo | None = None,
+) -> FinishStage:  # fmt: skip
+    return FinishStage.of(job, stage, outputs, owner=owner, media=media)
+
+
+def complete(job: Job, owner: str = OWNER) -> FinishStage:
+    return finish(job, Stage.RENDER, {"video": VIDEO}, owner)
+
+
+def retrying(error: ErrorInfo, stage: Stage, delay_s: float, owner: str = OWNER) -> Retry:
+    return Retry(stage=stage, owner=owner, error=error, attempt=1, delay_s=delay_s)
+
+
+# -- pipelines (pure) ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -51,36 +79,49 @@ def start(
         (SOFT, Stage.RENDER, 1.0, 1.0),
     ],
 )
-def test_overall_progress_weights(
+def test_subtitle_progress_weights(
     options: Options, stage: Stage, fraction: float, expected: float
 ) -> None:
     """Burning subtitles weighs rendering 55 %; a soft track makes rendering only the last 10 %."""
-    assert state.overall_progress(options, stage, fraction) == pytest.approx(expected)
+    assert pipeline(Kind.SUBTITLE).progress(options, stage, fraction) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("kind", list(Kind))
 @pytest.mark.parametrize("options", [BURN, SOFT])
-def test_overall_progress_is_monotonic_and_clamped(options: Options) -> None:
-    """The job's bar only moves forward through both stages and stays within 0..100 %."""
+def test_progress_is_monotonic_and_ends_at_one(kind: Kind, options: Options) -> None:
+    """Every kind's bar only moves forward through its stages and ends exactly at 100 %."""
+    flow = pipeline(kind)
     fractions = [-0.5, 0.0, 0.1, 0.25, 0.5, 0.75, 0.99, 1.0, 1.5]
-    values = [state.overall_progress(options, s, f) for s in Stage for f in fractions]
+    values = [flow.progress(options, s, f) for s in flow.stages for f in fractions]
     assert values == sorted(values)
     assert values[0] == 0.0 and values[-1] == 1.0
-    assert all(0.0 <= v <= 1.0 for v in values)
 
 
-def test_transitions_carry_rounded_stage_progress() -> None:
+def test_a_transcribe_job_is_one_stage() -> None:
+    """A transcript-only job ends with its transcribe stage; a subtitle job renders next."""
+    assert pipeline(Kind.TRANSCRIBE).stages == (Stage.TRANSCRIBE,)
+    assert pipeline(Kind.TRANSCRIBE).next_stage(Stage.TRANSCRIBE) is None
+    assert pipeline(Kind.SUBTITLE).next_stage(Stage.TRANSCRIBE) is Stage.RENDER
+    assert pipeline(Kind.SUBTITLE).next_stage(Stage.RENDER) is None
+
+
+def test_a_replay_starts_at_the_first_unfinished_stage() -> None:
+    """A replayed job keeps what finished stages stored and starts where it stopped."""
+    job = Job.new("uploads/a/b.mp4", BURN)
+    assert Replay.of(job).first_stage is Stage.TRANSCRIBE
+    done = job.with_changes(done=frozenset({Stage.TRANSCRIBE}))
+    assert Replay.of(done).first_stage is Stage.RENDER
+
+
+def test_operations_carry_rounded_progress() -> None:
     """Progress events say how far the current stage is, rounded and clamped for display."""
-    t = state.progress(BURN, Stage.RENDER, 1.23456, owner=OWNER)
-    assert t.data == {"stage_progress": 1.0}
-    assert t.progress == 1.0
-    assert state.progress(BURN, Stage.TRANSCRIBE, 0.333333, owner=OWNER).data == {
-        "stage_progress": 0.3333
-    }
-    assert start(BURN, Stage.RENDER).progress == 0.45
-    assert state.complete({}, owner=OWNER).terminal and not start(BURN, Stage.RENDER).terminal
-    args = json.loads(state.fail(ErrorInfo("x", "y")).to_script_args(1.0, 10, TTL_S))
-    assert args["ttl"] == TTL_S
-    assert json.loads(start(BURN, Stage.RENDER).to_script_args(1.0, 10, TTL_S))["ttl"] == 0
+    job = Job.new("uploads/a/b.mp4", BURN)
+    over = progress(job, Stage.RENDER, 1.23456)
+    assert (over.stage_progress, over.progress) == (1.0, 1.0)
+    assert progress(job, Stage.TRANSCRIBE, 0.333333).stage_progress == 0.3333
+    assert start(job, Stage.RENDER).progress == 0.45
+    assert complete(job).event is EventName.COMPLETED
+    assert finish(job, Stage.TRANSCRIBE, {}).event is EventName.STAGE_COMPLETED
 
 
 # -- the job store against Redis ---------------------------------------------------------------
@@ -130,14 +171,12 @@ async def test_a_resent_create_changes_nothing(store: JobStore, job: Job) -> Non
 async def test_a_job_runs_through_its_events_in_order(store: JobStore, job: Job) -> None:
     """A whole run reads back as queued, started, progress, stage_completed ... completed."""
     steps = [
-        start(BURN, Stage.TRANSCRIBE),
-        state.progress(BURN, Stage.TRANSCRIBE, 0.5, owner=OWNER),
-        state.stage_completed(
-            BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, MEDIA, owner=OWNER
-        ),
-        start(BURN, Stage.RENDER),
-        state.progress(BURN, Stage.RENDER, 0.5, owner=OWNER),
-        state.complete({"video": VIDEO}, owner=OWNER),
+        start(job, Stage.TRANSCRIBE),
+        progress(job, Stage.TRANSCRIBE, 0.5, owner=OWNER),
+        finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, media=MEDIA),
+        start(job, Stage.RENDER),
+        progress(job, Stage.RENDER, 0.5, owner=OWNER),
+        complete(job, OWNER),
     ]
     applied = [await store.apply(job.id, t) for t in steps]
     assert all(a.ok for a in applied), applied
@@ -164,11 +203,11 @@ async def test_a_job_runs_through_its_events_in_order(store: JobStore, job: Job)
 
 async def test_progress_never_decreases(store: JobStore, job: Job) -> None:
     """A late, lower progress report is ignored: no event, and the bar stays where it was."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
-    assert (await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6, owner=OWNER))).ok
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
+    assert (await store.apply(job.id, progress(job, Stage.TRANSCRIBE, 0.6, owner=OWNER))).ok
 
-    lower = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.3, owner=OWNER))
-    same = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.6, owner=OWNER))
+    lower = await store.apply(job.id, progress(job, Stage.TRANSCRIBE, 0.3, owner=OWNER))
+    same = await store.apply(job.id, progress(job, Stage.TRANSCRIBE, 0.6, owner=OWNER))
     assert (lower.outcome, lower.status, lower.event_id) == ("unchanged", Status.RUNNING, None)
     assert same.outcome == "unchanged"
 
@@ -177,18 +216,18 @@ async def test_progress_never_decreases(store: JobStore, job: Job) -> None:
     assert await names(store, job.id) == ["queued", "started", "progress"]
 
     # A restarted stage does not move the job's progress back either.
-    again = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    again = await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     assert again.ok
     assert (await store.events(job.id))[-1].progress == pytest.approx(0.27)
 
 
 async def test_a_completed_job_cannot_be_cancelled(store: JobStore, job: Job) -> None:
     """Cancelling after completion changes nothing: the job stays completed."""
-    await store.apply(job.id, start(BURN, Stage.RENDER))
-    assert (await store.apply(job.id, state.complete({"video": VIDEO}, owner=OWNER))).ok
-    refused = await store.apply(job.id, state.cancel())
+    await store.apply(job.id, start(job, Stage.RENDER))
+    assert (await store.apply(job.id, complete(job, OWNER))).ok
+    refused = await store.apply(job.id, Cancel())
     assert (refused.outcome, refused.status, refused.ok) == ("rejected", Status.COMPLETED, False)
-    failed = await store.apply(job.id, state.fail(ErrorInfo("late", "too late")))
+    failed = await store.apply(job.id, Fail(error=ErrorInfo("late", "too late")))
     assert failed.outcome == "rejected"
     stored = await store.get(job.id)
     assert stored is not None and stored.status is Status.COMPLETED and stored.error is None
@@ -197,13 +236,13 @@ async def test_a_completed_job_cannot_be_cancelled(store: JobStore, job: Job) ->
 
 async def test_a_cancelled_job_cannot_complete(store: JobStore, job: Job) -> None:
     """A worker finishing after the user cancelled cannot turn the job into completed."""
-    await store.apply(job.id, start(BURN, Stage.RENDER))
-    assert (await store.apply(job.id, state.cancel())).ok
+    await store.apply(job.id, start(job, Stage.RENDER))
+    assert (await store.apply(job.id, Cancel())).ok
     for late in (
-        state.complete({"video": VIDEO}, owner=OWNER),
-        state.progress(BURN, Stage.RENDER, 0.9, owner=OWNER),
-        start(BURN, Stage.RENDER),
-        state.cancel(),
+        complete(job, OWNER),
+        progress(job, Stage.RENDER, 0.9, owner=OWNER),
+        start(job, Stage.RENDER),
+        Cancel(),
     ):
         refused = await store.apply(job.id, late)
         assert (refused.outcome, refused.status) == ("rejected", Status.CANCELLED), late.event
@@ -215,36 +254,34 @@ async def test_a_cancelled_job_cannot_complete(store: JobStore, job: Job) -> Non
 
 async def test_a_queued_job_can_be_cancelled(store: JobStore, job: Job) -> None:
     """A job nobody has started yet can be cancelled, and then never starts."""
-    assert (await store.apply(job.id, state.cancel())).ok
-    assert not (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))).ok
+    assert (await store.apply(job.id, Cancel())).ok
+    assert not (await store.apply(job.id, start(job, Stage.TRANSCRIBE))).ok
     assert await names(store, job.id) == ["queued", "cancelled"]
 
 
 async def test_fail_records_the_error(store: JobStore, job: Job) -> None:
     """A failed job tells the user what went wrong, on the job and on its last event."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     error = ErrorInfo("invalid_media", "The file has no audio track.")
-    applied = await store.apply(job.id, state.fail(error))
+    applied = await store.apply(job.id, Fail(error=error))
     assert applied.ok and applied.status is Status.FAILED
     stored = await store.get(job.id)
     assert stored is not None
     assert stored.status is Status.FAILED and stored.error == error
     last = (await store.events(job.id))[-1]
     assert last.event is EventName.FAILED and last.data == {"error": error.to_dict()}
-    assert not (await store.apply(job.id, state.complete({}, owner=OWNER))).ok
+    assert not (await store.apply(job.id, complete(job))).ok
 
 
 async def test_outputs_merge_across_transitions(store: JobStore, job: Job) -> None:
     """Outputs stored by each stage add up; a later stage never drops an earlier one's."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     await store.apply(
         job.id,
-        state.stage_completed(
-            BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT, "srt": SRT}, owner=OWNER
-        ),
+        finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT, "srt": SRT}, owner=OWNER),
     )
-    await store.apply(job.id, start(BURN, Stage.RENDER))
-    await store.apply(job.id, state.complete({"video": VIDEO}, owner=OWNER))
+    await store.apply(job.id, start(job, Stage.RENDER))
+    await store.apply(job.id, complete(job, OWNER))
     stored = await store.get(job.id)
     assert stored is not None
     assert stored.outputs == {"transcript": TRANSCRIPT, "srt": SRT, "video": VIDEO}
@@ -256,13 +293,13 @@ async def test_terminal_transitions_expire_both_keys(
 ) -> None:
     """A finished job is kept for JOB_TTL_S and then removed, history and all."""
     keys = Keys(prefix)
-    await store.apply(job.id, start(BURN, Stage.RENDER))
+    await store.apply(job.id, start(job, Stage.RENDER))
     assert await redis.ttl(keys.job(job.id)) == -1
     assert await redis.ttl(keys.job_events(job.id)) == -1
     terminal = {
-        "complete": state.complete({"video": VIDEO}, owner=OWNER),
-        "fail": state.fail(ErrorInfo("x", "y")),
-        "cancel": state.cancel(),
+        "complete": complete(job, OWNER),
+        "fail": Fail(error=ErrorInfo("x", "y")),
+        "cancel": Cancel(),
     }[end]
     assert (await store.apply(job.id, terminal)).ok
     for key in (keys.job(job.id), keys.job_events(job.id)):
@@ -271,7 +308,7 @@ async def test_terminal_transitions_expire_both_keys(
 
 async def test_snapshot_returns_the_job_and_its_last_event_id(store: JobStore, job: Job) -> None:
     """A client that reads the job can resume its events exactly after what it has seen."""
-    applied = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    applied = await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     snap, last_id = await store.snapshot(job.id)
     assert snap is not None and snap.status is Status.RUNNING
     assert last_id == applied.event_id
@@ -283,9 +320,9 @@ async def test_snapshot_returns_the_job_and_its_last_event_id(store: JobStore, j
 
 async def test_events_pagination(store: JobStore, job: Job) -> None:
     """Events can be read in pages after any event id, without gaps or repeats."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     for fraction in (0.2, 0.4, 0.6, 0.8):
-        await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, fraction, owner=OWNER))
+        await store.apply(job.id, progress(job, Stage.TRANSCRIBE, fraction, owner=OWNER))
     everything = await store.events(job.id)
     assert len(everything) == 6
 
@@ -301,10 +338,10 @@ async def test_events_pagination(store: JobStore, job: Job) -> None:
 
 async def test_a_report_for_another_stage_is_rejected(store: JobStore, job: Job) -> None:
     """Progress or completion from a stage the job is not in leaves the job untouched."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     for stray in (
-        state.progress(BURN, Stage.RENDER, 0.5, owner=OWNER),
-        state.stage_completed(BURN, Stage.RENDER, {"video": VIDEO}, owner=OWNER),
+        progress(job, Stage.RENDER, 0.5, owner=OWNER),
+        finish(job, Stage.RENDER, {"video": VIDEO}, owner=OWNER),
     ):
         refused = await store.apply(job.id, stray)
         assert (refused.outcome, refused.status) == ("rejected", Status.RUNNING)
@@ -316,7 +353,7 @@ async def test_a_report_for_another_stage_is_rejected(store: JobStore, job: Job)
 
 async def test_progress_before_start_is_rejected(store: JobStore, job: Job) -> None:
     """A queued job does not show progress until a worker has started it."""
-    refused = await store.apply(job.id, state.progress(BURN, Stage.TRANSCRIBE, 0.5, owner=OWNER))
+    refused = await store.apply(job.id, progress(job, Stage.TRANSCRIBE, 0.5, owner=OWNER))
     assert (refused.outcome, refused.status) == ("rejected", Status.QUEUED)
 
 
@@ -324,7 +361,7 @@ async def test_a_missing_job_is_reported_missing(
     store: JobStore, redis: Redis, prefix: str
 ) -> None:
     """Transitions on a job that does not exist (or expired) create nothing."""
-    applied = await store.apply("0" * 26, start(BURN, Stage.TRANSCRIBE))
+    applied = await store.apply("0" * 26, start(Job.new("uploads/a/b.mp4", BURN), Stage.TRANSCRIBE))
     assert (applied.outcome, applied.status, applied.ok) == ("missing", None, False)
     assert not await redis.exists(Keys(prefix).job("0" * 26), Keys(prefix).job_events("0" * 26))
 
@@ -345,12 +382,12 @@ async def test_each_jobs_keys_share_one_hash_tag(store: JobStore, job: Job, redi
 
 async def test_a_live_run_holds_its_stage(store: JobStore, job: Job) -> None:
     """While one run holds the stage, another cannot claim it; once its lease runs out, it can."""
-    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1"))).ok
-    busy = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    assert (await store.apply(job.id, start(job, Stage.TRANSCRIBE, "a:1"))).ok
+    busy = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1"))
     assert (busy.outcome, busy.status) == ("busy", Status.RUNNING)
     # The first run's worker died: nobody renews, the lease (here 0 ms) has run out.
     assert (await store.renew([(job.id, "a:1")], 0)) == [HELD]
-    taken = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    taken = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1"))
     assert taken.ok
     assert taken.attempts == 2
     assert await names(store, job.id) == ["queued", "started", "started"]
@@ -358,47 +395,47 @@ async def test_a_live_run_holds_its_stage(store: JobStore, job: Job) -> None:
 
 async def test_a_run_that_lost_its_stage_cannot_finish_it(store: JobStore, job: Job) -> None:
     """A zombie run (taken over after its lease ran out) can neither report nor complete."""
-    await store.apply(job.id, start(BURN, Stage.RENDER, "a:1", lease_ms=0))
-    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "b:1"))).ok
+    await store.apply(job.id, start(job, Stage.RENDER, "a:1", lease_ms=0))
+    assert (await store.apply(job.id, start(job, Stage.RENDER, "b:1"))).ok
     for late in (
-        state.progress(BURN, Stage.RENDER, 0.9, owner="a:1"),
-        state.complete({"video": VIDEO}, owner="a:1"),
-        state.fail(ErrorInfo("x", "y"), owner="a:1"),
+        progress(job, Stage.RENDER, 0.9, owner="a:1"),
+        complete(job, "a:1"),
+        Fail(error=ErrorInfo("x", "y"), owner="a:1"),
     ):
         assert (await store.apply(job.id, late)).outcome == "lost"
     assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [TAKEN, HELD]
-    assert (await store.apply(job.id, state.complete({"video": VIDEO}, owner="b:1"))).ok
+    assert (await store.apply(job.id, complete(job, "b:1"))).ok
     assert await names(store, job.id) == ["queued", "started", "started", "completed"]
 
 
 async def test_attempts_count_tries_of_the_stage(store: JobStore, job: Job) -> None:
     """Each try of a stage counts; a new stage starts at 1; past the limit a try is refused."""
-    tries = [await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, f"r:{i}", lease_ms=0))
+    tries = [await store.apply(job.id, start(job, Stage.TRANSCRIBE, f"r:{i}", lease_ms=0))
              for i in range(3)]  # fmt: skip
     assert [t.attempts for t in tries] == [1, 2, 3]
-    exhausted = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "r:4", lease_ms=0))
+    exhausted = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "r:4", lease_ms=0))
     assert (exhausted.outcome, exhausted.attempts) == ("exhausted", 3)
     # r:2 (still the owner) stops at a shutdown and hands the job back: not a new try.
-    assert await store.hand_back(job.id, "r:2", Stage.TRANSCRIBE)
-    handed_back = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "r:5", lease_ms=0))
+    assert (await store.apply(job.id, HandBack(stage=Stage.TRANSCRIBE, owner="r:2"))).ok
+    handed_back = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "r:5", lease_ms=0))
     assert (handed_back.outcome, handed_back.attempts) == ("ok", 3)
     await store.apply(
         job.id,
-        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner="r:5"),
+        finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner="r:5"),
     )
-    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "r:6"))).attempts == 1
+    assert (await store.apply(job.id, start(job, Stage.RENDER, "r:6"))).attempts == 1
     stored = await store.get(job.id)
     assert stored is not None and stored.attempts == 1
 
 
 async def test_a_resent_transition_is_applied_once(store: JobStore, job: Job) -> None:
     """A transition resent after a lost reply changes nothing the second time."""
-    claim = start(BURN, Stage.TRANSCRIBE)
+    claim = start(job, Stage.TRANSCRIBE)
     first, again = await store.apply(job.id, claim), await store.apply(job.id, claim)
     assert first.ok and again.ok
     assert first.event_id == again.event_id
     assert again.attempts == 1
-    done = state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER)
+    done = finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER)
     assert (await store.apply(job.id, done)).ok
     assert (await store.apply(job.id, done)).ok
     assert await names(store, job.id) == ["queued", "started", "stage_completed"]
@@ -406,14 +443,10 @@ async def test_a_resent_transition_is_applied_once(store: JobStore, job: Job) ->
 
 async def test_a_stage_finishes_once(store: JobStore, job: Job) -> None:
     """A second run of a finished stage cannot finish it again (no second hand-off)."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1"))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE, "a:1"))
     outputs = {"transcript": TRANSCRIPT}
-    assert (
-        await store.apply(
-            job.id, state.stage_completed(BURN, Stage.TRANSCRIBE, outputs, owner="a:1")
-        )
-    ).ok
-    again = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1"))
+    assert (await store.apply(job.id, finish(job, Stage.TRANSCRIBE, outputs, owner="a:1"))).ok
+    again = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1"))
     assert again.outcome == "done"  # a second run of a finished stage does not even start
     stored = await store.get(job.id)
     assert stored is not None and stored.done == {Stage.TRANSCRIBE}
@@ -423,22 +456,22 @@ async def test_retrying_then_replaying_a_failed_job(
     store: JobStore, job: Job, redis: Redis, prefix: str
 ) -> None:
     """A retry lets the stage go; a failed job replayed is queued again, keeping its outputs."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     await store.apply(
         job.id,
-        state.stage_completed(BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER),
+        finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER),
     )
-    await store.apply(job.id, start(BURN, Stage.RENDER))
+    await store.apply(job.id, start(job, Stage.RENDER))
     error = ErrorInfo("ffmpeg_failed", "boom")
-    assert (await store.apply(job.id, state.retrying(error, Stage.RENDER, 1, 12.5, owner=OWNER))).ok
-    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "other:1"))).attempts == 2
+    assert (await store.apply(job.id, retrying(error, Stage.RENDER, 12.5, OWNER))).ok
+    assert (await store.apply(job.id, start(job, Stage.RENDER, "other:1"))).attempts == 2
     assert (
-        await store.apply(job.id, state.fail(error, owner="other:1", dead_letter=Stage.RENDER))
+        await store.apply(job.id, Fail(error=error, owner="other:1", dead_letter=Stage.RENDER))
     ).ok
     assert await redis.ttl(Keys(prefix).job(job.id)) > 0
 
-    assert not (await store.apply(job.id, state.cancel())).ok
-    replayed = await store.apply(job.id, state.replay(Stage.RENDER))
+    assert not (await store.apply(job.id, Cancel())).ok
+    replayed = await store.apply(job.id, Replay(first_stage=Stage.RENDER))
     assert replayed.ok and replayed.status is Status.QUEUED
     stored = await store.get(job.id)
     assert stored is not None
@@ -450,7 +483,7 @@ async def test_retrying_then_replaying_a_failed_job(
     retry = next(e for e in events if e.event is EventName.RETRYING)
     assert retry.data == {"error": error.to_dict(), "attempt": 1, "retry_in_s": 12.5}
     assert events[-1].data == {"replay": True}
-    assert (await store.apply(job.id, state.replay(Stage.RENDER))).outcome == "rejected"
+    assert (await store.apply(job.id, Replay(first_stage=Stage.RENDER))).outcome == "rejected"
 
 
 async def test_due_retries_move_onto_their_stream(
@@ -458,9 +491,9 @@ async def test_due_retries_move_onto_their_stream(
 ) -> None:
     """A retry waits in Redis, timed by Redis, and reaches its stage's stream once due."""
     keys = Keys(prefix)
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     error = ErrorInfo("storage_error", "blip")
-    retry = await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 0.0, owner=OWNER))
+    retry = await store.apply(job.id, retrying(error, Stage.TRANSCRIBE, 0.0, OWNER))
     assert retry.gen == 2  # a hand-off: the job's next generation
     assert await store.promote_due() == 1
     entries = await bus.history(redis, keys.stage_stream(Stage.TRANSCRIBE))
@@ -474,9 +507,9 @@ async def test_due_retries_move_onto_their_stream(
 
 async def test_a_later_retry_waits(store: JobStore, job: Job, redis: Redis, prefix: str) -> None:
     """A retry that is not due yet stays in the delayed set."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
     error = ErrorInfo("storage_error", "blip")
-    await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 3600.0, owner=OWNER))
+    await store.apply(job.id, retrying(error, Stage.TRANSCRIBE, 3600.0, OWNER))
     assert await store.promote_due() == 0
     assert await redis.zcard(Keys(prefix).delayed) == 1
 
@@ -484,29 +517,27 @@ async def test_a_later_retry_waits(store: JobStore, job: Job, redis: Redis, pref
 async def test_an_entry_older_than_the_last_hand_off_is_stale(store: JobStore, job: Job) -> None:
     """Once a job was handed on again (a retry, a replay), an older entry for it starts
     nothing: duplicates are harmless."""
-    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "a:1", gen=1))).ok
+    assert (await store.apply(job.id, start(job, Stage.TRANSCRIBE, "a:1", gen=1))).ok
     error = ErrorInfo("storage_error", "blip")
-    await store.apply(job.id, state.retrying(error, Stage.TRANSCRIBE, 1, 60.0, owner="a:1"))
-    stale = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "b:1", gen=1))
+    await store.apply(job.id, retrying(error, Stage.TRANSCRIBE, 60.0, "a:1"))
+    stale = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1", gen=1))
     assert (stale.outcome, stale.gen) == ("stale", 2)
-    assert (await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "c:1", gen=2))).ok
+    assert (await store.apply(job.id, start(job, Stage.TRANSCRIBE, "c:1", gen=2))).ok
 
 
 async def test_a_claim_respects_finished_stages_and_any_live_run(store: JobStore, job: Job) -> None:
     """A late claim of a finished stage is `done`; a claim of another stage while a live run
     holds the job is `busy`, so the job never moves back."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "t:1"))
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE, "t:1"))
     outputs = {"transcript": TRANSCRIPT}
-    finish = state.stage_completed(
-        BURN, Stage.TRANSCRIBE, outputs, owner="t:1", next_stage=Stage.RENDER
-    )
-    assert (await store.apply(job.id, finish)).ok
-    assert (await store.apply(job.id, start(BURN, Stage.RENDER, "r:1"))).ok
-    late = await store.apply(job.id, start(BURN, Stage.TRANSCRIBE, "t:2"))
+    handed_on = finish(job, Stage.TRANSCRIBE, outputs, owner="t:1")
+    assert (await store.apply(job.id, handed_on)).ok
+    assert (await store.apply(job.id, start(job, Stage.RENDER, "r:1"))).ok
+    late = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "t:2"))
     assert late.outcome == "done"
     stored = await store.get(job.id)
     assert stored is not None and stored.stage is Stage.RENDER
-    other = await store.apply(job.id, start(BURN, Stage.RENDER, "r:2"))
+    other = await store.apply(job.id, start(job, Stage.RENDER, "r:2"))
     assert other.outcome == "busy"
 
 
@@ -514,12 +545,10 @@ async def test_finishing_a_stage_hands_the_job_on_in_one_step(
     store: JobStore, job: Job, redis: Redis, prefix: str
 ) -> None:
     """stage_completed writes the next stage's entry itself; a resend writes it once."""
-    await store.apply(job.id, start(BURN, Stage.TRANSCRIBE))
-    finish = state.stage_completed(
-        BURN, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER, next_stage=Stage.RENDER
-    )
-    assert (await store.apply(job.id, finish)).ok
-    assert (await store.apply(job.id, finish)).ok  # resent after a lost reply
+    await store.apply(job.id, start(job, Stage.TRANSCRIBE))
+    handed_on = finish(job, Stage.TRANSCRIBE, {"transcript": TRANSCRIPT}, owner=OWNER)
+    assert (await store.apply(job.id, handed_on)).ok
+    assert (await store.apply(job.id, handed_on)).ok  # resent after a lost reply
     render = await bus.history(redis, Keys(prefix).stage_stream(Stage.RENDER))
     assert [f for _, f in render] == [{"job_id": job.id, "gen": "2"}]
 
@@ -528,14 +557,33 @@ async def test_a_dead_letter_is_written_with_the_failure(
     store: JobStore, job: Job, redis: Redis, prefix: str
 ) -> None:
     """Failing out of attempts records the dead letter in the same step, and only then."""
-    await store.apply(job.id, start(BURN, Stage.RENDER, "a:1"))
+    await store.apply(job.id, start(job, Stage.RENDER, "a:1"))
     error = ErrorInfo("ffmpeg_failed", "boom")
     assert (
-        await store.apply(job.id, state.fail(error, owner="zombie:1", dead_letter=Stage.RENDER))
+        await store.apply(job.id, Fail(error=error, owner="zombie:1", dead_letter=Stage.RENDER))
     ).outcome == "lost"
     assert await redis.xlen(Keys(prefix).dead_letters) == 0
-    assert (await store.apply(job.id, state.fail(error, owner="a:1", dead_letter=Stage.RENDER))).ok
+    assert (await store.apply(job.id, Fail(error=error, owner="a:1", dead_letter=Stage.RENDER))).ok
     [(_, letter)] = await bus.history(redis, Keys(prefix).dead_letters)
     assert (letter["job_id"], letter["stage"], letter["code"], letter["attempts"]) == (
         job.id, "render", "ffmpeg_failed", "1",
     )  # fmt: skip
+
+
+def test_the_scripts_touch_only_fields_of_the_schema() -> None:
+    """Every job-hash field the Lua scripts or `Job` read or write is declared, with its
+    meaning, in `protocol.schema`: there are no fields that exist only in Lua."""
+    import re
+
+    from vidstream import lua
+    from vidstream.protocol.schema import MEANING, Field
+
+    declared = {f.value for f in Field}
+    assert set(MEANING) == set(Field)
+    used: set[str] = set()
+    for script in (lua.CREATE, lua.TRANSITION, lua.RENEW):
+        for args in re.findall(r"redis\.call\('H\w+', KEYS\[1\],([^)]*)\)", script):
+            used |= set(re.findall(r"'(\w+)'", args))
+    assert used, "the pattern found the scripts' hash calls"
+    assert used <= declared, used - declared
+    assert set(Job.new("uploads/a/b.mp4", BURN).to_redis()) <= declared

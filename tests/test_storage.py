@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from vidstream.errors import ObjectNotFound, PermanentError
+from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 from vidstream.storage import ObjectStore
@@ -83,7 +83,7 @@ async def test_large_objects_go_in_parts(store: ObjectStore, tmp_path: Path) -> 
 async def test_streams_beyond_the_limit_store_nothing(store: ObjectStore) -> None:
     """A stream larger than its limit fails `too_large` and leaves no object behind."""
     data = b"x" * (6 * MiB)
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(ObjectTooLarge) as err:
         await store.put_stream("uploads/c/too-big.mp4", chunks(data), "video/mp4", 6 * MiB - 1)
     assert err.value.code == "too_large"
     assert await store.head("uploads/c/too-big.mp4") is None
@@ -141,6 +141,6 @@ async def test_traversal_attempts_are_refused(store: ObjectStore, key: str, tmp_
         store.presign_put(key, "text/plain", 1, 60),
         store.presign_get(key, "x", 60),
     ):
-        with pytest.raises(PermanentError) as err:
+        with pytest.raises(InvalidKey) as err:
             await attempt
         assert err.value.code == "invalid_key"

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from vidstream.deadletters import ReplayRefused, list_dead, replay
-from vidstream.jobs import STAGES, isoformat
+from vidstream.jobs import Stage, isoformat
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
 
@@ -18,7 +18,7 @@ from vidstream.keys import Keys
 async def stream_status(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
     """Per stage stream: length, and per group its pending count, lag and consumers."""
     rows = []
-    for stage in STAGES:
+    for stage in Stage:
         stream, group = keys.stage_stream(stage), keys.stage_group(stage)
         row: dict[str, Any] = {
             "stage": stage.value,
@@ -101,11 +101,10 @@ async def print_dead_letters(jobs: JobStore, limit: int, out: TextIO) -> int:
 
 async def replay_job(jobs: JobStore, job_id: str, out: TextIO) -> int:
     try:
-        job = await replay(jobs, job_id)
+        _, first = await replay(jobs, job_id)
     except ReplayRefused as exc:
         reason = "no such job" if exc.status is None else f"the job is {exc.status}, not failed"
         out.write(f"cannot replay {job_id}: {reason}\n")
         return 1
-    first = "render" if STAGES[0] in job.done else "transcribe"
     out.write(f"job {job_id} queued again from its {first} stage\n")
     return 0

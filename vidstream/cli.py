@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-burn", action="store_true", help="add a subtitle track instead of burning"
     )
     submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
+    submit.add_argument(
+        "--kind", choices=["subtitle", "transcribe"], default="subtitle",
+        help="subtitle: transcript and video (default); transcribe: the transcript only",
+    )  # fmt: skip
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
     status.add_argument("job_id", nargs="?")
@@ -96,6 +100,7 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
             burn=not args.no_burn,
             language=args.language,
             wait=args.wait,
+            kind=args.kind,
         )
     except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)

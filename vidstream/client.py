@@ -14,6 +14,8 @@ import aiohttp
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from vidstream.backoff import Backoff
+
 CHUNK = 1024 * 1024
 
 
@@ -75,6 +77,7 @@ async def submit(
     burn: bool = True,
     language: str | None = None,
     wait: bool = False,
+    kind: str = "subtitle",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -100,7 +103,9 @@ async def submit(
         ) as r:
             if r.status >= 300:
                 raise SubmitError(f"upload failed: {r.status} {(await r.text())[:300]}")
-        options: dict[str, Any] = {"source": {"key": upload["key"]}, "burn_subtitles": burn}
+        options: dict[str, Any] = {
+            "source": {"key": upload["key"]}, "kind": kind, "burn_subtitles": burn,
+        }  # fmt: skip
         if language:
             options["language"] = language
         async with http.post(f"{gateway}/v1/jobs", json=options) as r:
@@ -130,7 +135,7 @@ async def follow(ws_url: str, job_id: str, token: str, err: TextIO, retries: int
     """
     bars: dict[str, Bar] = {}
     last_id = "0-0"  # from the start of the job's history: no early event is missed
-    failures = 0
+    failures, backoff = 0, Backoff(0.5, 5.0)
     while True:
         try:
             async with connect(ws_url, open_timeout=15) as ws:
@@ -138,6 +143,7 @@ async def follow(ws_url: str, job_id: str, token: str, err: TextIO, retries: int
                                           "last_event_id": last_id}))  # fmt: skip
                 async for raw in ws:
                     failures = 0
+                    backoff.reset()
                     msg = json.loads(raw)
                     if msg["type"] == "error":
                         raise SubmitError(f"{msg['code']}: {msg['message']}")
@@ -152,7 +158,7 @@ async def follow(ws_url: str, job_id: str, token: str, err: TextIO, retries: int
             if failures > retries:
                 raise SubmitError(f"lost the connection to the notifier: {exc}") from None
             err.write(f"connection to the notifier lost ({exc}); resuming\n")
-            await asyncio.sleep(min(2**failures * 0.25, 5.0))  # backoff before reconnecting
+            await backoff.sleep()
 
 
 def _show(msg: dict[str, Any], bars: dict[str, Bar], err: TextIO) -> str | None:

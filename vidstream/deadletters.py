@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from vidstream import bus, state
+from vidstream import bus
 from vidstream.jobs import Job, Stage, isoformat
 from vidstream.jobstore import JobStore
+from vidstream.protocol import Replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +59,14 @@ class ReplayRefused(Exception):
         self.status = status
 
 
-async def replay(jobs: JobStore, job_id: str) -> Job:
-    """Queue a failed job again from its first unfinished stage; drop its dead letters."""
+async def replay(jobs: JobStore, job_id: str) -> tuple[Job, Stage]:
+    """Queue a failed job again from its first unfinished stage; drop its dead letters.
+    Return the job, queued, and the stage it starts from."""
     job = await jobs.get(job_id)
     if job is None:
         raise ReplayRefused(None)
-    first = Stage.RENDER if Stage.TRANSCRIBE in job.done else Stage.TRANSCRIBE
-    applied = await jobs.apply(job_id, state.replay(first))  # queued and handed on, in one step
+    op = Replay.of(job)
+    applied = await jobs.apply(job_id, op)  # queued and handed on, in one step
     if not applied.ok:
         raise ReplayRefused(applied.status.value if applied.status else None)
     job = await jobs.get(job_id)
@@ -76,4 +78,4 @@ async def replay(jobs: JobStore, job_id: str) -> Job:
     ]
     if stale:
         await jobs.redis.xdel(jobs.keys.dead_letters, *stale)
-    return job
+    return job, op.first_stage

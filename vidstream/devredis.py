@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vidstream import logs
+from vidstream import logs, process
 from vidstream.errors import ConfigError
 from vidstream.lifecycle import Component
-from vidstream.media import process
 
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
 

@@ -4,16 +4,20 @@
     ├── ConfigError              a setting is missing or malformed; the process refuses to start
     ├── JobCancelled             a user cancelled the job while a worker held it
     ├── RunLost                  another run took over the stage (this one was presumed dead)
-    └── JobError                 ends or delays one job; `code` and `message` are shown to users
-        ├── PermanentError       the input is at fault: the job fails, retrying cannot help
-        │   ├── InvalidMedia     not a playable video with an audio track
-        │   ├── TooLong          longer than MAX_DURATION_S
-        │   └── ObjectNotFound   a storage key does not exist
-        └── TransientError       the system is at fault: the stage may succeed if run again
-            └── StorageError     object storage failed or timed out
+    └── CodedError               carries a `code` and a `message` a user may see
+        ├── StorageError         object storage failed or timed out (worth trying again)
+        │   ├── ObjectNotFound   a key does not exist
+        │   ├── ObjectTooLarge   more bytes than allowed
+        │   └── InvalidKey       a key that breaks the naming rules
+        └── JobError             ends or delays one job
+            ├── PermanentError   the input is at fault: the job fails, retrying cannot help
+            │   ├── InvalidMedia not a playable video with an audio track
+            │   └── TooLong      longer than MAX_DURATION_S
+            └── TransientError   the system is at fault: the stage may succeed if run again
 
-Workers map `PermanentError` to a `failed` job, `TransientError` to a retry (or `failed` when out
-of attempts), and `JobCancelled` to dropping the work without writing anything more.
+Storage raises storage errors only; the gateway maps them to HTTP answers (`http.errors`) and
+workers to what happens to the job (`policy`): a missing, oversized or misnamed object is
+permanent, any other storage failure is retried.
 """
 
 from __future__ import annotations
@@ -27,8 +31,20 @@ class ConfigError(VidstreamError):
     """A setting is missing or malformed."""
 
 
-class JobError(VidstreamError):
-    """An error that ends or delays one job, with a code a user can act on."""
+class JobCancelled(VidstreamError):
+    """The job was cancelled (or otherwise ended) while a worker held it."""
+
+    def __init__(self, job_id: str, *, cancelled: bool = True) -> None:
+        super().__init__(job_id)
+        self.cancelled = cancelled  # False when it ended some other way (failed, expired)
+
+
+class RunLost(VidstreamError):
+    """Another run holds the stage now: this one stops without touching the job or its entry."""
+
+
+class CodedError(VidstreamError):
+    """An error with a code a user can act on and a message for people."""
 
     code = "internal_error"
 
@@ -40,6 +56,26 @@ class JobError(VidstreamError):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class StorageError(CodedError):
+    code = "storage_error"
+
+
+class ObjectNotFound(StorageError):
+    code = "not_found"
+
+
+class ObjectTooLarge(StorageError):
+    code = "too_large"
+
+
+class InvalidKey(StorageError):
+    code = "invalid_key"
+
+
+class JobError(CodedError):
+    """An error that ends or delays one job."""
 
 
 class PermanentError(JobError):
@@ -60,19 +96,3 @@ class TransientError(JobError):
     """The system is at fault; the stage may succeed when run again."""
 
     code = "transient_error"
-
-
-class JobCancelled(VidstreamError):
-    """The job was cancelled while a worker held it."""
-
-
-class ObjectNotFound(PermanentError):
-    code = "not_found"
-
-
-class RunLost(VidstreamError):
-    """Another run holds the stage now: this one stops without touching the job or its entry."""
-
-
-class StorageError(TransientError):
-    code = "storage_error"

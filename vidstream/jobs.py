@@ -1,7 +1,7 @@
-"""The job: its status, stages, options, outputs and events, and how each is (de)serialised.
+"""The job: its kind, status, stages, options and outputs, and how each is (de)serialised.
 
-Pure data. Redis stores a job as a flat hash of strings (`Job.to_redis`) and its history as a
-stream of `Event` entries; the HTTP and WebSocket layers present both as JSON.
+Pure data. Redis stores a job as a flat hash of strings (`Job.to_redis`; every field is listed in
+`protocol.schema`); the HTTP and WebSocket layers present it as JSON.
 """
 
 from __future__ import annotations
@@ -36,22 +36,17 @@ ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
 
 
 class Stage(StrEnum):
+    """A step of a job's pipeline; each has its own stream and is run by the role of its name."""
+
     TRANSCRIBE = "transcribe"
     RENDER = "render"
 
 
-STAGES = (Stage.TRANSCRIBE, Stage.RENDER)
+class Kind(StrEnum):
+    """What a job makes; `pipelines.PIPELINES` declares the stages of each."""
 
-
-class EventName(StrEnum):
-    QUEUED = "queued"
-    STARTED = "started"
-    PROGRESS = "progress"
-    STAGE_COMPLETED = "stage_completed"
-    RETRYING = "retrying"  # a stage failed for a transient reason and will run again
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    SUBTITLE = "subtitle"  # transcript, then the video with subtitles
+    TRANSCRIBE = "transcribe"  # transcript only (JSON, SRT, VTT)
 
 
 FORMATS = ("json", "srt", "vtt")
@@ -100,6 +95,15 @@ class Options:
         }
 
 
+def parse_kind(value: object) -> Kind:
+    """A job kind as a client sent it; raise `PermanentError` naming the choices."""
+    try:
+        return Kind(str(value))
+    except ValueError:
+        choices = ", ".join(k.value for k in Kind)
+        raise _invalid(f"kind must be one of {choices}") from None
+
+
 def _invalid(message: str) -> PermanentError:
     return PermanentError(message, code="invalid_request")
 
@@ -135,6 +139,7 @@ class Job:
     source_key: str
     options: Options = Options()
     tenant: str = "default"
+    kind: Kind = Kind.SUBTITLE
     status: Status = Status.QUEUED
     stage: Stage | None = None
     progress: float = 0.0
@@ -147,13 +152,17 @@ class Job:
     done: frozenset[Stage] = frozenset()  # stages finished: their outputs are stored
 
     @classmethod
-    def new(cls, source_key: str, options: Options, tenant: str = "default") -> Job:
+    def new(
+        cls, source_key: str, options: Options, tenant: str = "default",
+        kind: Kind = Kind.SUBTITLE,
+    ) -> Job:  # fmt: skip
         now = time.time()
         return cls(
             id=new_job_id(now),
             source_key=source_key,
             options=options,
             tenant=tenant,
+            kind=kind,
             created_at=now,
             updated_at=now,
         )
@@ -162,6 +171,7 @@ class Job:
         return {
             "id": self.id,
             "tenant": self.tenant,
+            "kind": self.kind.value,
             "source": self.source_key,
             "options": json.dumps(self.options.to_dict()),
             "status": self.status.value,
@@ -181,6 +191,7 @@ class Job:
         return cls(
             id=raw["id"],
             tenant=raw.get("tenant", "default"),
+            kind=Kind(raw.get("kind") or Kind.SUBTITLE),
             source_key=raw["source"],
             options=Options.parse(json.loads(raw["options"])),
             status=Status(raw["status"]),
@@ -199,48 +210,6 @@ class Job:
 
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: str  # the id of the entry in the job's event stream; orders the job's events
-    job_id: str
-    event: EventName
-    status: Status
-    stage: Stage | None
-    progress: float
-    at: float
-    data: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0  # the try of the stage this event belongs to (1 for the first)
-
-    @classmethod
-    def from_stream(cls, job_id: str, entry_id: str, fields: dict[str, str]) -> Event:
-        return cls(
-            id=entry_id,
-            job_id=job_id,
-            event=EventName(fields["event"]),
-            status=Status(fields["status"]),
-            stage=Stage(fields["stage"]) if fields.get("stage") else None,
-            progress=float(fields["progress"]),
-            at=float(fields["at"]),
-            data=json.loads(fields["data"]) if fields.get("data") else {},
-            attempts=int(fields.get("attempts") or 0),
-        )
-
-    def to_public(self) -> dict[str, Any]:
-        """The event as the REST API and the WebSocket present it."""
-        return {
-            **self.data,
-            "type": "event",
-            "id": self.id,
-            "job_id": self.job_id,
-            "event": self.event.value,
-            "status": self.status.value,
-            "stage": self.stage.value if self.stage else None,
-            "progress": round(self.progress, 4),
-            "attempts": self.attempts,
-            "at": isoformat(self.at),
-        }
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"

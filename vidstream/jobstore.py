@@ -1,7 +1,8 @@
-"""Job state in Redis: create, read, and apply `state.Transition`s atomically (see `lua.py`).
+"""Job state in Redis: create, read, and apply `protocol.ops` operations atomically (`lua.py`).
 
-After each transition a short entry naming the job goes on the shared events stream, which the
-notifiers tail to learn whose history to read. Retries wait in a sorted set until they are due.
+After each operation that records an event, a short entry naming the job goes on the shared
+events stream, which the notifiers tail to learn whose history to read. Retries wait in a sorted
+set until they are due.
 """
 
 from __future__ import annotations
@@ -9,21 +10,26 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 
 from vidstream import bus, lua
-from vidstream.jobs import STAGES, Event, EventName, Job, Stage, Status
+from vidstream.jobs import Job, Stage, Status
 from vidstream.keys import Keys
-from vidstream.state import Push, Transition
+from vidstream.pipelines import pipeline
+from vidstream.protocol import Event, Op, Outcome, Push, PushKind
+from vidstream.protocol.ops import encode, push_of, target_status
+
+# Shared streams (dead letters, cancel notices) keep about this many entries.
+SHARED_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What became of a transition: applied (with its event id), or why not."""
+    """What became of an operation: applied (with its event id), or why not."""
 
-    outcome: str  # see lua.TRANSITION
+    outcome: Outcome
     status: Status | None
     event_id: str | None = None
     attempts: int = 0
@@ -31,7 +37,7 @@ class Applied:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.outcome is Outcome.OK
 
 
 # What renew() says of each lease.
@@ -54,13 +60,12 @@ class JobStore:
         self._transition = redis.register_script(lua.TRANSITION)
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
-        self._handback = redis.register_script(lua.HANDBACK)
 
-    async def create(self, job: Job, first_stage: Stage = Stage.TRANSCRIBE) -> None:
-        """Store a new job, record its `queued` event and hand it to the first stage, in one
-        step. Ids are random, so a job that exists already is this request resent."""
+    async def create(self, job: Job) -> None:
+        """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
+        in one step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
-        keys.append(self.keys.stage_stream(first_stage))
+        keys.append(self.keys.stage_stream(pipeline(job.kind).first))
         await self._create(keys=keys, args=[json.dumps(job.to_redis()), self.history_max])
         await self.redis.xadd(self.keys.events, {"job_id": job.id, "event": "queued"},
                               maxlen=self.feed_max, approximate=True)  # fmt: skip
@@ -69,26 +74,39 @@ class JobStore:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
         return Job.from_redis(raw) if raw else None
 
-    async def apply(self, job_id: str, transition: Transition) -> Applied:
-        """Apply `transition` if the job's state allows it; never raises for that."""
-        arg = transition.to_script_args(time.time(), self.history_max, self.ttl_s)
+    async def apply(self, job_id: str, op: Op) -> Applied:
+        """Apply `op` if the job's state allows it; never raises for that."""
+        args = encode(op, time.time())
+        terminal = target_status(op).terminal
+        args.update(maxlen=self.history_max, ttl=self.ttl_s if terminal else 0,
+                    shared_max=SHARED_MAX)  # fmt: skip
         keys = [self.keys.job(job_id), self.keys.job_events(job_id)]
-        if transition.push is not None:
-            keys.append(self._push_key(transition.push))
+        if (push := push_of(op)) is not None:
+            keys.append(self._push_key(push))
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._transition(keys=keys, args=[arg], client=pipe)
-            self._feed(pipe, job_id, transition.event)
-            (outcome, value, attempts, gen), *_ = await pipe.execute()
-        if outcome == "ok":
-            return Applied("ok", transition.status, value, int(attempts), int(gen))
-        return Applied(outcome, Status(value) if value else None, None, int(attempts), int(gen))
+            await self._transition(keys=keys, args=[json.dumps(args)], client=pipe)
+            if op.event is not None:
+                # Written even when the operation was refused: a spurious entry only makes a
+                # notifier read a history that has nothing new, which is harmless.
+                pipe.xadd(self.keys.events, {"job_id": job_id, "event": op.event.value},
+                          maxlen=self.feed_max, approximate=True)  # fmt: skip
+            (outcome, status, event_id, attempts, gen), *_ = await pipe.execute()
+        return Applied(
+            Outcome(outcome), Status(status) if status else None, event_id or None,
+            int(attempts), int(gen),
+        )  # fmt: skip
 
     def _push_key(self, push: Push) -> str:
-        if push.kind == "stage":
-            return self.keys.stage_stream(push.stage)
-        if push.kind == "retry":
-            return self.keys.delayed
-        return self.keys.dead_letters
+        match push.kind:
+            case PushKind.STAGE:
+                assert push.stage is not None
+                return self.keys.stage_stream(push.stage)
+            case PushKind.RETRY:
+                return self.keys.delayed
+            case PushKind.DEAD:
+                return self.keys.dead_letters
+            case PushKind.NOTICE:
+                return self.keys.control
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
         """Extend the lease of each (job id, owner): HELD, TAKEN (by another run) or RELEASED."""
@@ -97,15 +115,10 @@ class JobStore:
                 await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)
             return [int(state) for state in await pipe.execute()]
 
-    async def hand_back(self, job_id: str, owner: str, stage: Stage) -> bool:
-        """Give a run's stage up and put the job back on the stage's stream, in one step."""
-        keys = [self.keys.job(job_id), self.keys.stage_stream(stage)]
-        return bool(await self._handback(keys=keys, args=[owner]))
-
     async def promote_due(self) -> int:
         """Move every retry that is due onto its stage's stream; return how many."""
-        keys = [self.keys.delayed, *(self.keys.stage_stream(s) for s in STAGES)]
-        return int(await self._promote(keys=keys, args=[s.value for s in STAGES]))
+        keys = [self.keys.delayed, *(self.keys.stage_stream(s) for s in Stage)]
+        return int(await self._promote(keys=keys, args=[s.value for s in Stage]))
 
     async def events(
         self, job_id: str, after: str = "0-0", count: int | None = None
@@ -123,9 +136,3 @@ class JobStore:
         if not raw:
             return None, "0-0"
         return Job.from_redis(raw), (last[0][0] if last else "0-0")
-
-    def _feed(self, pipe: Any, job_id: str, event: EventName) -> None:
-        # Written even when the transition was refused: a spurious entry only makes a notifier
-        # read a history that has nothing new, which is harmless.
-        pipe.xadd(self.keys.events, {"job_id": job_id, "event": event.value},
-                  maxlen=self.feed_max, approximate=True)  # fmt: skip

@@ -16,7 +16,7 @@ class Keys:
     prefix: str = "vs"
 
     def job(self, job_id: str) -> str:
-        """Hash: the job's fields (see `jobs.Job.to_redis`)."""
+        """Hash: the job's fields (every one is listed in `protocol.schema.Field`)."""
         return f"{self.prefix}:job:{{{job_id}}}"
 
     def job_events(self, job_id: str) -> str:
@@ -41,7 +41,8 @@ class Keys:
 
     @property
     def delayed(self) -> str:
-        """Sorted set: retries waiting to run, `stage|job id` scored by due time (ms)."""
+        """Sorted set: retries waiting to run, `stage|job id|generation` scored by due time
+        (ms, Redis time)."""
         return f"{self.prefix}:delayed"
 
     @property
@@ -57,6 +58,10 @@ class Keys:
     def control(self) -> str:
         """Stream: cancellation notices; every worker tails it."""
         return f"{self.prefix}:control"
+
+    def lock(self, name: str) -> str:
+        """String with a short TTL: which process does the periodic step `name` this period."""
+        return f"{self.prefix}:lock:{name}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key under this prefix."""

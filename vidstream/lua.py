@@ -1,16 +1,19 @@
 """The Lua scripts behind every atomic step in Redis.
 
-A job's state change and the hand-off it causes (an entry on a stage stream, a delayed retry, a
-dead letter) happen in one script, so no crash or lost reply can leave a job waiting for an
-entry that was never written, and a resent script (same transaction id) writes nothing twice.
+`TRANSITION` applies one operation of `protocol.ops` to a job: it checks the operation's
+preconditions against the job as it is (status, stage, lease, generation, finished stages), then
+writes the job, appends the event to the job's history and makes the hand-off (the next stage's
+entry, a delayed retry, a dead letter) in the same step, so no crash or lost reply can leave a job
+waiting for an entry that was never written. `protocol.model.apply` is the reference it mirrors,
+branch for branch; `tests/test_protocol_model.py` checks that the two agree.
+
 Each hand-off bumps the job's generation and stamps it on the entry; a claim carrying an older
-generation is stale, which makes duplicate entries harmless.
+generation is stale, which makes duplicate entries harmless. The scripts touch the job's two keys
+(one hash slot) plus at most one shared key. Times come from Redis (`TIME`), never from a
+worker's clock, so leases and retry delays mean the same thing on every machine.
 
-The scripts touch the job's two keys (one hash slot) plus at most one shared key; under Redis
-Cluster that shared key would become a per-slot outbox.
-
-Times come from Redis (`TIME`), never from a worker's clock, so leases and retry delays mean the
-same thing on every machine.
+The other scripts that guard a single key live with their only user (`actors/slots.py`,
+`maintenance.py`).
 """
 
 from __future__ import annotations
@@ -30,75 +33,83 @@ redis.call('HSET', KEYS[1], 'gen', 1)
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued',
   'status', fields.status, 'stage', '', 'progress', fields.progress, 'at', fields.created_at,
-  'attempts', 0, 'data', '')
+  'attempts', 0, 'data', '', 'kind', fields.kind)
 """
 
 # KEYS: job hash, job events, and the key of the hand-off if any (a stage stream, the delayed
-# set or the dead letters). ARGV[1]: a transition (state.Transition.to_script_args).
-# Returns {outcome, status or event id, attempts, generation}; outcome is one of
-#   ok | missing | rejected (status or stage does not allow it) | lost (another run holds the
-#   stage) | busy (a live run holds the job) | stale (the entry is older than the job's last
-#   hand-off) | exhausted (no attempts left) | done (stage finished) | unchanged (progress).
+# set, the dead letters or the control stream). ARGV[1]: an operation (protocol.ops.encode,
+# plus maxlen, ttl and shared_max from the job store).
+# Returns {outcome, status, event id, attempts, generation}.
 TRANSITION = (
     """
 local a = cjson.decode(ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'status', 'stage', 'progress', 'outputs', 'owner',
-  'lease_until', 'attempts', 'done', 'last_tx', 'last_event', 'gen', 'handed_back', 'id')
-local status, stage = f[1], f[2] or ''
-if not status then return {'missing', '', 0, 0} end
-local attempts, gen = tonumber(f[7]) or 0, tonumber(f[11]) or 0
-if a.tx == f[9] then return {'ok', f[10], attempts, gen} end
-if not a['from'][status] then return {'rejected', status, attempts, gen} end
-if a.expect_stage and stage ~= a.expect_stage then return {'rejected', status, attempts, gen} end
-local owner = f[5] or ''
-if a.owner and owner ~= a.owner then return {'lost', status, attempts, gen} end
-local done = f[8] or ''
+  'lease_until', 'attempts', 'done', 'last_tx', 'last_event', 'gen', 'handed_back', 'id', 'kind')
+local status = f[1]
+if not status then return {'missing', '', '', 0, 0} end
+local stage, owner, done = f[2] or '', f[5] or '', f[8] or ''
+local progress, attempts, gen = tonumber(f[3]) or 0, tonumber(f[7]) or 0, tonumber(f[11]) or 0
+if a.tx == f[9] then return {'ok', status, f[10] or '', attempts, gen} end
+local function refuse(outcome, tries) return {outcome, status, '', tries or attempts, gen} end
+if not a['from'][status] then return refuse('rejected') end
 local function finished(name)
   return string.find(',' .. done .. ',', ',' .. name .. ',', 1, true) ~= nil
 end
 """
     + _NOW_MS
     + """
-if a.claim then
-  if a.gen and a.gen ~= gen then return {'stale', status, attempts, gen} end
-  if finished(a.stage) then return {'done', status, attempts, gen} end
-  if owner ~= '' and owner ~= a.claim and (tonumber(f[6]) or 0) > now_ms then
-    return {'busy', status, attempts, gen}
+local op = a.op
+if op == 'claim' then
+  if a.gen >= 0 and a.gen ~= gen then return refuse('stale') end
+  if finished(a.stage) then return refuse('done') end
+  if owner ~= '' and owner ~= a.owner and (tonumber(f[6]) or 0) > now_ms then
+    return refuse('busy')
   end
-  if f[12] == '1' then
-    redis.call('HDEL', KEYS[1], 'handed_back')  -- handed back at a shutdown: not a new try
-    if stage ~= a.stage or attempts == 0 then attempts = 1 end
+  local tries
+  if f[12] == '1' then  -- handed back at a shutdown: not a new try
+    if stage == a.stage and attempts > 0 then tries = attempts else tries = 1 end
   elseif stage == a.stage then
-    attempts = attempts + 1
+    tries = attempts + 1
   else
-    attempts = 1
+    tries = 1
   end
-  if a.max_attempts > 0 and attempts > a.max_attempts then
-    return {'exhausted', status, attempts - 1, gen}
-  end
-end
-if a.finish and finished(a.finish) then return {'done', status, attempts, gen} end
-local old = tonumber(f[3]) or 0
-local progress = old
-if a.progress and a.progress > old then progress = a.progress end
-if a.skip_if_no_progress and progress <= old then return {'unchanged', status, attempts, gen} end
-if a.stage then stage = a.stage end
-if a.reset then attempts = 0 end
-redis.call('HSET', KEYS[1], 'status', a.status, 'stage', stage, 'progress', progress,
-  'updated_at', a.now, 'attempts', attempts)
-for k, v in pairs(a.fields) do redis.call('HSET', KEYS[1], k, v) end
-if a.outputs then
+  if a.max_attempts > 0 and tries > a.max_attempts then return refuse('exhausted', tries - 1) end
+  attempts, stage = tries, a.stage
+  if a.progress > progress then progress = a.progress end
+  redis.call('HSET', KEYS[1], 'owner', a.owner, 'lease_until', now_ms + a.lease_ms)
+  redis.call('HDEL', KEYS[1], 'handed_back')
+elseif op == 'progress' then
+  if stage ~= a.stage then return refuse('rejected') end
+  if owner ~= a.owner then return refuse('lost') end
+  if a.progress <= progress then return refuse('unchanged') end
+  progress = a.progress
+elseif op == 'finish' then
+  if stage ~= a.stage then return refuse('rejected') end
+  if owner ~= a.owner then return refuse('lost') end
+  if finished(a.stage) then return refuse('done') end
   local outputs = cjson.decode(f[4] or '{}')
   for k, v in pairs(a.outputs) do outputs[k] = v end
-  redis.call('HSET', KEYS[1], 'outputs', cjson.encode(outputs))
+  if done == '' then done = stage else done = done .. ',' .. stage end
+  redis.call('HSET', KEYS[1], 'outputs', cjson.encode(outputs), 'done', done)
+  if a.media ~= '' then redis.call('HSET', KEYS[1], 'media', a.media) end
+  if a.progress > progress then progress = a.progress end
+  if a.status == 'completed' then stage = '' end
+elseif op == 'retry' or op == 'handback' then
+  if owner ~= a.owner then return refuse('lost') end
+  if op == 'retry' then
+    redis.call('HSET', KEYS[1], 'error', a.error)
+  else
+    redis.call('HSET', KEYS[1], 'handed_back', 1)
+  end
+elseif op == 'fail' then
+  if a.owner ~= '' and owner ~= a.owner then return refuse('lost') end
+  redis.call('HSET', KEYS[1], 'error', a.error)
+elseif op == 'replay' then
+  stage, attempts = '', 0
+  redis.call('HSET', KEYS[1], 'error', '')
 end
-if a.claim then
-  redis.call('HSET', KEYS[1], 'owner', a.claim, 'lease_until', now_ms + a.lease_ms)
-end
-if a.release or a.reset then redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', 0) end
-if a.finish then
-  if done == '' then done = a.finish else done = done .. ',' .. a.finish end
-  redis.call('HSET', KEYS[1], 'done', done)
+if op ~= 'claim' and op ~= 'progress' then  -- the run lets the stage go
+  redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', 0)
 end
 local p = a.push
 if p then
@@ -110,23 +121,30 @@ if p then
     gen = gen + 1
     redis.call('ZADD', KEYS[3], now_ms + p.delay_ms, p.stage .. '|' .. job .. '|' .. gen)
   elseif p.kind == 'dead' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'job_id', job, 'stage', p.stage,
-      'code', p.code, 'message', p.message, 'attempts', attempts, 'at', a.now)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
+      'code', a.code, 'message', a.message, 'attempts', attempts, 'at', a.now)
+  elseif p.kind == 'notice' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
+      'job_id', job, 'stage', stage)
   end
-  redis.call('HSET', KEYS[1], 'gen', gen)
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'event', a.event,
-  'status', a.status, 'stage', stage, 'progress', progress, 'at', a.now,
-  'attempts', attempts, 'data', a.data)
-redis.call('HSET', KEYS[1], 'last_tx', a.tx, 'last_event', id)
+redis.call('HSET', KEYS[1], 'status', a.status, 'stage', stage, 'progress', progress,
+  'updated_at', a.now, 'attempts', attempts, 'gen', gen, 'last_tx', a.tx)
+local id = ''
+if a.event ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'event', a.event,
+    'status', a.status, 'stage', stage, 'progress', progress, 'at', a.now,
+    'attempts', attempts, 'data', a.data, 'kind', f[14] or 'subtitle')
+end
+redis.call('HSET', KEYS[1], 'last_event', id)
 if a.ttl > 0 then
   redis.call('EXPIRE', KEYS[1], a.ttl)
   redis.call('EXPIRE', KEYS[2], a.ttl)
-elseif a.persist then
+else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-return {'ok', id, attempts, gen}
+return {'ok', a.status, id, attempts, gen}
 """
 )
 
@@ -147,19 +165,8 @@ return 1
 """
 )
 
-# KEYS: job hash, the stage's stream. ARGV: owner. A worker stopping hands its run back: the
-# stage is free at once, and a new entry (new generation) lets another worker take it up;
-# that try is not counted against the job's attempts.
-HANDBACK = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-local gen = (tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0) + 1
-redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', 0, 'handed_back', 1, 'gen', gen)
-redis.call('XADD', KEYS[2], '*', 'job_id', redis.call('HGET', KEYS[1], 'id'), 'gen', gen)
-return 1
-"""
-
 # KEYS: the delayed set, then the stage streams. ARGV: the stage names in the same order.
-# Moves every retry that is due onto its stage's stream.
+# Moves every retry that is due (members `stage|job id|generation`) onto its stage's stream.
 PROMOTE = (
     _NOW_MS
     + """

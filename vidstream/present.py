@@ -32,6 +32,7 @@ async def present_job(job: Job, store: ObjectStore, url_ttl_s: int) -> dict[str,
     return {
         "id": job.id,
         "tenant": job.tenant,
+        "kind": job.kind.value,
         "status": job.status.value,
         "stage": job.stage.value if job.stage else None,
         "progress": round(job.progress, 4),

@@ -18,10 +18,12 @@ from vidstream import logs
 from vidstream.actors.render import RenderWorker
 from vidstream.actors.transcribe import TranscribeWorker
 from vidstream.actors.worker import Worker
+from vidstream.backoff import Backoff
 from vidstream.devredis import PrivateRedis
 from vidstream.errors import StorageError
 from vidstream.http.app import Gateway
 from vidstream.lifecycle import Component
+from vidstream.maintenance import Maintenance
 from vidstream.notifier.server import Notifier
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
@@ -36,15 +38,14 @@ log = logs.get(role="main")
 
 async def wait_for_redis(redis: Redis) -> None:
     """Return once Redis answers, logging and backing off while it does not."""
-    delay = 0.5
+    backoff = Backoff()
     while True:
         try:
             await redis.ping()
             return
         except (RedisError, OSError) as exc:
-            log.warning("waiting_for_redis", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)  # backoff between connection attempts
-            delay = min(delay * 2, 10.0)
+            log.warning("waiting_for_redis", error=str(exc))
+            await backoff.sleep()
 
 
 async def check_storage(store: ObjectStore) -> None:
@@ -83,6 +84,7 @@ class Stack(Component):
         store = await enter(open_store(s, signer))
         await check_storage(store)
         self.services = services = Services.build(s, redis, store, signer)
+        await enter(Maintenance(redis, services.keys, services.jobs))
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.
         if "notifier" in self.roles:

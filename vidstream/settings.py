@@ -1,7 +1,12 @@
 """One frozen `Settings`, read from the environment once in `main()` and passed explicitly.
 
-Every value has a typed default; a malformed value fails loudly at start-up with the name of
-the variable, so a typo never turns into a job that fails an hour later.
+Each setting is declared once, with `setting()`: variable, default, bounds and help. Parsing
+(`from_env`), validation (`__post_init__`, so settings built in code are checked too) and the
+README's table (`python -m vidstream.settings`) all follow from that declaration. A malformed value
+fails loudly at start-up naming the variable, so a typo never becomes a job failing an hour later.
+
+To add a setting, declare a field with `setting()`, then paste `python -m vidstream.settings` into
+README.md (tests/test_settings.py checks that it was).
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -19,157 +25,224 @@ from urllib.parse import urlsplit
 from vidstream.errors import ConfigError
 
 T = TypeVar("T")
+MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_X264_PRESETS: tuple[str, ...] = ("ultrafast", "superfast", "veryfast", "faster", "fast")
+_X264_PRESETS += ("medium", "slow", "slower", "veryslow")
+_HTTP, _WS, _REDIS = ("http", "https"), ("ws", "wss"), ("redis", "rediss", "unix")
+_LEVELS, _FORMATS = ("debug", "info", "warning", "error"), ("auto", "json", "console")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_CSV = tuple[str, ...]
+_KINDS: tuple[Any, ...] = (str, int, float, bool, Path, _CSV)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How one setting is read, checked and documented."""
+
+    env: str
+    help: str
+    low: float = -math.inf
+    high: float = math.inf
+    choices: tuple[str, ...] = ()
+    url: tuple[str, ...] = ()  # accepted schemes
+    shown_default: str | None = None  # markdown, for defaults derived from other settings
+
+
+def setting(
+    env: str,
+    default: T,
+    help: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    choices: tuple[str, ...] = (),
+    url: tuple[str, ...] = (),
+    secret: bool = False,
+    shown_default: str | None = None,
+) -> T:
+    """Declare a `Settings` field read from `env`; a `secret` one stays out of repr (and logs)."""
+    spec = Spec(env, help, low, high, choices, url, shown_default)
+    return dataclasses.field(default=default, repr=not secret, metadata={"setting": spec})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    # Redis: job state and every stream between roles.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "vs"
-    redis_timeout_s: float = 5.0
-
-    # Where the embedded defaults keep their files (local storage, private Redis, temp dirs).
-    data_dir: Path = Path("data")
-    storage: str = "local"  # local | s3
-    secret_key: str = field(default="", repr=False)
+    redis_url: str = setting(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", "job state and streams", url=_REDIS
+    )
+    redis_prefix: str = setting("REDIS_PREFIX", "vs", "prefix of every key vidstream writes")
+    redis_timeout_s: float = setting(
+        "REDIS_TIMEOUT_S", 5.0, "Redis connect and reply timeout", low=0.1
+    )
+    data_dir: Path = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)
+        "VIDSTREAM_DATA_DIR", Path("data"), "local storage, private Redis, worker temp dirs"
+    )
+    storage: str = setting(
+        "VIDSTREAM_STORAGE", "local", "where files are kept", choices=("local", "s3")
+    )
+    secret_key: str = setting(
+        "SECRET_KEY",
+        "",
+        "signs upload/download links and WebSocket tokens; set the same value on every machine",
+        secret=True,
+        shown_default="generated into `VIDSTREAM_DATA_DIR/secret`",
+    )
 
     # Object storage (VIDSTREAM_STORAGE=s3): Cloudflare R2, AWS S3, MinIO.
-    s3_endpoint_url: str = ""  # empty for AWS
-    s3_bucket: str = ""
-    s3_region: str = ""  # default: "auto" with an endpoint (R2), else us-east-1
-    s3_access_key_id: str = ""
-    s3_secret_access_key: str = field(default="", repr=False)
-    s3_addressing_style: str = ""  # path | virtual | auto; default: path with an endpoint
-    s3_public_url: str = ""  # optional base for public output links
-    # The endpoint as clients reach it, for presigned URLs, when workers use another one (MinIO
-    # in docker compose is http://minio:9000 inside, http://localhost:9000 outside).
-    s3_presign_endpoint_url: str = ""
+    s3_endpoint_url: str = setting(
+        "S3_ENDPOINT_URL", "", "R2 or MinIO endpoint", url=_HTTP, shown_default="(AWS)"
+    )
+    s3_bucket: str = setting("S3_BUCKET", "", "bucket (required with `VIDSTREAM_STORAGE=s3`)")
+    s3_region: str = setting(
+        "S3_REGION", "", "bucket region", shown_default="`auto` with an endpoint, else `us-east-1`"
+    )
+    s3_access_key_id: str = setting("AWS_ACCESS_KEY_ID", "", "access key; needed with an endpoint")
+    s3_secret_access_key: str = setting(
+        "AWS_SECRET_ACCESS_KEY", "", "secret key; needed with an endpoint", secret=True
+    )
+    s3_addressing_style: str = setting(
+        "S3_ADDRESSING_STYLE",
+        "",
+        "bucket addressing",
+        choices=("path", "virtual", "auto"),
+        shown_default="`path` with an endpoint, else `auto`",
+    )
+    s3_public_url: str = setting(
+        "S3_PUBLIC_URL", "", "public base URL for output links instead of presigned ones", url=_HTTP
+    )
+    # MinIO in docker compose is http://minio:9000 to workers, http://localhost:9000 to clients.
+    s3_presign_endpoint_url: str = setting(
+        "S3_PRESIGN_ENDPOINT_URL",
+        "",
+        "the endpoint as clients reach it, if workers use another",
+        url=_HTTP,
+        shown_default="`S3_ENDPOINT_URL`",
+    )
     # An upload holds about (2.5 x concurrency + 1) parts in memory (botocore copies each part
     # it sends): 8 MiB x 2 is about 50 MB whatever the file's size (tests/test_large_files.py).
-    s3_multipart_threshold: int = 8 * 1024 * 1024  # also the part size
-    s3_multipart_concurrency: int = 2
-    s3_timeout_s: float = 30.0
+    s3_multipart_threshold: int = setting(
+        "S3_MULTIPART_THRESHOLD", 8 * MiB, "part size", low=5 * MiB, high=5 * GiB
+    )
+    s3_multipart_concurrency: int = setting(
+        "S3_MULTIPART_CONCURRENCY", 2, "parts in flight per upload", low=1, high=64
+    )
+    s3_timeout_s: float = setting(
+        "S3_TIMEOUT_S", 30.0, "object storage connect and read timeout", low=1
+    )
 
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    public_url: str = ""  # the gateway as clients reach it; default derived from host/port
-    cors_origins: tuple[str, ...] = ("*",)
-    notifier_host: str = "127.0.0.1"
-    notifier_port: int = 8765
-    public_ws_url: str = ""  # the notifier as clients reach it; default derived from host/port
+    gateway_host: str = setting("GATEWAY_HOST", "127.0.0.1", "REST API listen address")
+    gateway_port: int = setting("GATEWAY_PORT", 8080, "REST API port", low=0, high=65535)
+    public_url: str = setting(
+        "PUBLIC_URL", "", "the gateway as clients reach it", url=_HTTP, shown_default="derived"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "CORS_ORIGINS", ("*",), "origins allowed to call the API from a browser (comma-separated)"
+    )
+    notifier_host: str = setting("NOTIFIER_HOST", "127.0.0.1", "WebSocket server listen address")
+    notifier_port: int = setting("NOTIFIER_PORT", 8765, "WebSocket server port", low=0, high=65535)
+    public_ws_url: str = setting(
+        "PUBLIC_WS_URL", "", "the notifier as clients reach it", url=_WS, shown_default="derived"
+    )
 
-    max_upload_bytes: int = 4 * 1024**3
-    max_duration_s: float = 4 * 3600.0
-    upload_url_ttl_s: int = 900
-    download_url_ttl_s: int = 3600
-    job_ttl_s: int = 7 * 24 * 3600
+    max_upload_bytes: int = setting("MAX_UPLOAD_BYTES", 4 * GiB, "largest accepted source", low=1)
+    max_duration_s: float = setting(
+        "MAX_DURATION_S", 4 * 3600.0, "longest accepted video (`too_long` beyond)", low=1
+    )
+    upload_url_ttl_s: int = setting("UPLOAD_URL_TTL_S", 900, "upload link lifetime", low=1)
+    download_url_ttl_s: int = setting("DOWNLOAD_URL_TTL_S", 3600, "download link lifetime", low=1)
+    job_ttl_s: int = setting(
+        "JOB_TTL_S", 7 * 24 * 3600, "how long a finished job's record stays in Redis", low=60
+    )
 
-    # Workers.
-    concurrency: int = 1
-    ffmpeg: str = "auto"  # "auto" = the pinned imageio-ffmpeg build, else `ffmpeg` on PATH
-    x264_preset: str = "veryfast"
-    x264_crf: int = 21
-    whisper_model: str = ""  # a CTranslate2 model directory; default: bundled tiny.en
+    concurrency: int = setting(
+        "CONCURRENCY", 1, "jobs per worker process (`--concurrency`)", low=1, high=64
+    )
+    ffmpeg: str = setting(
+        "FFMPEG_BINARY", "auto", "`auto` = the pinned imageio-ffmpeg build (FFmpeg 9); or a path"
+    )
+    x264_preset: str = setting(
+        "X264_PRESET", "veryfast", "burn-in encoder speed", choices=_X264_PRESETS
+    )
+    x264_crf: int = setting("X264_CRF", 21, "burn-in encoder quality", low=0, high=51)
+    whisper_model: str = setting(
+        "WHISPER_MODEL",
+        "",
+        "CTranslate2 Whisper model directory",
+        shown_default="bundled `tiny.en`",
+    )
     # One thread per Whisper server: on 2-core machines two threads were slower than one and
     # used twice the CPU (bench/whisper_threads.py); scale with more servers instead.
-    whisper_threads: int = 1
-    whisper_beam_size: int = 5
-    whisper_load_timeout_s: float = 120.0
-    whisper_range_s: float = 1200.0  # long sources are transcribed this many seconds at a time
-    probe_timeout_s: float = 30.0
-    shutdown_grace_s: float = 30.0
+    whisper_threads: int = setting(
+        "WHISPER_THREADS",
+        1,
+        "CPU threads per Whisper server (one was fastest: `bench/whisper_threads.py`)",
+        low=1,
+        high=256,
+    )
+    whisper_beam_size: int = setting("WHISPER_BEAM_SIZE", 5, "beam search width", low=1)
+    whisper_load_timeout_s: float = setting(
+        "WHISPER_LOAD_TIMEOUT_S", 120.0, "how long a Whisper model may take to load", low=1
+    )
+    whisper_range_s: float = setting(
+        "WHISPER_RANGE_S", 1200.0, "long sources are transcribed in pieces this long", low=1
+    )
+    probe_timeout_s: float = setting(
+        "PROBE_TIMEOUT_S", 30.0, "how long probing a source may take", low=1
+    )
+    shutdown_grace_s: float = setting(
+        "SHUTDOWN_GRACE_S", 30.0, "how long SIGTERM waits for running jobs", low=0
+    )
 
-    # Recovery. A worker holds each job it runs on a lease it renews every third of this; a
-    # job whose worker died is taken up by another once this has passed.
-    visibility_timeout_s: float = 30.0
-    job_max_attempts: int = 3  # tries per stage, crashes included
-    retry_base_delay_s: float = 5.0  # then x2 per attempt, with jitter
-    retry_max_delay_s: float = 300.0
+    # A worker holds each job on a lease it renews every quarter of VISIBILITY_TIMEOUT_S, so a
+    # job whose worker died is taken up by another once the timeout has passed.
+    visibility_timeout_s: float = setting(
+        "VISIBILITY_TIMEOUT_S",
+        30.0,
+        "how long a dead worker's job waits before another takes it",
+        low=1,
+        high=3600,
+    )
+    job_max_attempts: int = setting(
+        "JOB_MAX_ATTEMPTS",
+        3,
+        "tries per stage, crashes included, before a job is dead-lettered",
+        low=1,
+        high=100,
+    )
+    retry_base_delay_s: float = setting(
+        "RETRY_BASE_DELAY_S", 5.0, "first backoff; doubles per try, with jitter", low=0
+    )
+    retry_max_delay_s: float = setting("RETRY_MAX_DELAY_S", 300.0, "longest backoff", low=0)
 
-    log_level: str = "info"
-    log_format: str = "auto"  # auto | json | console
+    log_level: str = setting("LOG_LEVEL", "info", "least severe level logged", choices=_LEVELS)
+    log_format: str = setting(
+        "LOG_FORMAT", "auto", "`auto`: console on a terminal, else JSON", choices=_FORMATS
+    )
+
+    def __post_init__(self) -> None:
+        for f, kind, spec in _FIELDS:
+            value = _checked(spec, kind, f.default, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)  # frozen: normalising bypasses __setattr__
+        if not _PREFIX_RE.match(self.redis_prefix):
+            raise ConfigError(
+                f"REDIS_PREFIX must be 1-32 of letters, digits, _ . -; got {self.redis_prefix!r}"
+            )
+        self.check_storage()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; raise `ConfigError` naming a bad one."""
         env = os.environ if env is None else env
-        r = _Reader(env)
-        d = cls()  # defaults (with slots, class attributes are descriptors, not defaults)
-        settings = cls(
-            redis_url=r.text("REDIS_URL", d.redis_url),
-            redis_prefix=r.text("REDIS_PREFIX", d.redis_prefix),
-            redis_timeout_s=r.number("REDIS_TIMEOUT_S", d.redis_timeout_s, float, low=0.1),
-            data_dir=Path(r.text("VIDSTREAM_DATA_DIR", str(d.data_dir))),
-            storage=r.choice("VIDSTREAM_STORAGE", d.storage, ("local", "s3")),
-            secret_key=r.text("SECRET_KEY", d.secret_key),
-            s3_endpoint_url=r.url("S3_ENDPOINT_URL", ("http", "https")),
-            s3_bucket=r.text("S3_BUCKET", d.s3_bucket),
-            s3_region=r.text("S3_REGION", d.s3_region),
-            s3_access_key_id=r.text("AWS_ACCESS_KEY_ID", d.s3_access_key_id),
-            s3_secret_access_key=r.text("AWS_SECRET_ACCESS_KEY", d.s3_secret_access_key),
-            s3_addressing_style=r.choice(
-                "S3_ADDRESSING_STYLE", d.s3_addressing_style, ("path", "virtual", "auto")
-            )
-            if r.text("S3_ADDRESSING_STYLE", "")
-            else "",
-            s3_public_url=r.url("S3_PUBLIC_URL", ("http", "https")),
-            s3_presign_endpoint_url=r.url("S3_PRESIGN_ENDPOINT_URL", ("http", "https")),
-            s3_multipart_threshold=r.number(
-                "S3_MULTIPART_THRESHOLD",
-                d.s3_multipart_threshold,
-                int,
-                low=5 * 1024 * 1024,
-                high=5 * 1024**3,
-            ),
-            s3_multipart_concurrency=r.number(
-                "S3_MULTIPART_CONCURRENCY", d.s3_multipart_concurrency, int, low=1, high=64
-            ),
-            s3_timeout_s=r.number("S3_TIMEOUT_S", d.s3_timeout_s, float, low=1),
-            gateway_host=r.text("GATEWAY_HOST", d.gateway_host),
-            gateway_port=r.number("GATEWAY_PORT", d.gateway_port, int, low=0, high=65535),
-            public_url=r.url("PUBLIC_URL", ("http", "https")),
-            cors_origins=r.csv("CORS_ORIGINS", d.cors_origins),
-            notifier_host=r.text("NOTIFIER_HOST", d.notifier_host),
-            notifier_port=r.number("NOTIFIER_PORT", d.notifier_port, int, low=0, high=65535),
-            public_ws_url=r.url("PUBLIC_WS_URL", ("ws", "wss")),
-            max_upload_bytes=r.number("MAX_UPLOAD_BYTES", d.max_upload_bytes, int, low=1),
-            max_duration_s=r.number("MAX_DURATION_S", d.max_duration_s, float, low=1),
-            upload_url_ttl_s=r.number("UPLOAD_URL_TTL_S", d.upload_url_ttl_s, int, low=1),
-            download_url_ttl_s=r.number("DOWNLOAD_URL_TTL_S", d.download_url_ttl_s, int, low=1),
-            job_ttl_s=r.number("JOB_TTL_S", d.job_ttl_s, int, low=60),
-            concurrency=r.number("CONCURRENCY", d.concurrency, int, low=1, high=64),
-            ffmpeg=r.text("FFMPEG_BINARY", d.ffmpeg),
-            x264_preset=r.choice("X264_PRESET", d.x264_preset, _X264_PRESETS),
-            x264_crf=r.number("X264_CRF", d.x264_crf, int, low=0, high=51),
-            whisper_model=r.text("WHISPER_MODEL", d.whisper_model),
-            whisper_threads=r.number("WHISPER_THREADS", d.whisper_threads, int, low=1, high=256),
-            whisper_beam_size=r.number("WHISPER_BEAM_SIZE", d.whisper_beam_size, int, low=1),
-            whisper_load_timeout_s=r.number(
-                "WHISPER_LOAD_TIMEOUT_S", d.whisper_load_timeout_s, float, low=1
-            ),
-            whisper_range_s=r.number("WHISPER_RANGE_S", d.whisper_range_s, float, low=60),
-            probe_timeout_s=r.number("PROBE_TIMEOUT_S", d.probe_timeout_s, float, low=1),
-            shutdown_grace_s=r.number("SHUTDOWN_GRACE_S", d.shutdown_grace_s, float, low=0),
-            visibility_timeout_s=r.number(
-                "VISIBILITY_TIMEOUT_S", d.visibility_timeout_s, float, low=1, high=3600
-            ),
-            job_max_attempts=r.number("JOB_MAX_ATTEMPTS", d.job_max_attempts, int, low=1, high=100),
-            retry_base_delay_s=r.number("RETRY_BASE_DELAY_S", d.retry_base_delay_s, float, low=0),
-            retry_max_delay_s=r.number("RETRY_MAX_DELAY_S", d.retry_max_delay_s, float, low=0),
-            log_level=r.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
-            log_format=r.choice("LOG_FORMAT", d.log_format, ("auto", "json", "console")),
-        )
-        settings.check_storage()
-        if not _PREFIX_RE.match(settings.redis_prefix):
-            raise ConfigError("REDIS_PREFIX must be 1-32 characters of letters, digits, _ . -")
-        if urlsplit(settings.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(
-                f"REDIS_URL must be a redis:// or rediss:// URL: {settings.redis_url!r}"
-            )
-        return settings
+        values: dict[str, Any] = {}
+        for f, kind, spec in _FIELDS:
+            raw = env.get(spec.env, "").strip()
+            if raw:  # blank means unset, so `FOO=` in an env file keeps the default
+                values[f.name] = _parse(spec, kind, raw)
+        return cls(**values)
 
     def check_storage(self) -> None:
         """Fail loudly when the storage settings cannot work, naming what to set."""
@@ -213,19 +286,6 @@ class Settings:
         return f"ws://{_client_host(self.notifier_host)}:{self.notifier_port}/v1/ws"
 
 
-_X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
-
-
 def _client_host(host: str) -> str:
     # A server bound to every interface is reached through loopback from this machine; anything
     # else needs PUBLIC_URL / PUBLIC_WS_URL set explicitly.
@@ -234,62 +294,98 @@ def _client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-class _Reader:
-    """Typed access to environment variables, naming the variable in every error."""
+def _declarations() -> tuple[tuple[dataclasses.Field[Any], Any, Spec], ...]:
+    hints = typing.get_type_hints(Settings)  # annotations are strings (PEP 563): resolve once
+    for f in dataclasses.fields(Settings):
+        if not isinstance(f.metadata.get("setting"), Spec) or hints[f.name] not in _KINDS:
+            raise TypeError(f"Settings.{f.name}: declare it with setting(), as one of {_KINDS}")
+    return tuple((f, hints[f.name], f.metadata["setting"]) for f in dataclasses.fields(Settings))
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
 
-    def _raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
+def _parse(spec: Spec, kind: Any, raw: str) -> Any:
+    """The typed value of a non-blank variable; `__post_init__` checks its range."""
+    if kind == _CSV:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is bool and raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    if kind is bool:
+        raise ConfigError(f"{spec.env} must be one of {', '.join(_TRUE + _FALSE)}; got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{spec.env} must be a {kind.__name__}, got {raw!r}") from None
 
-    def text(self, name: str, default: str) -> str:
-        value = self._raw(name)
-        return default if value is None else value
 
-    def number(
-        self,
-        name: str,
-        default: T,
-        kind: Callable[[str], T],
-        low: float | None = None,
-        high: float | None = None,
-    ) -> T:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            parsed = kind(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
-        number = float(parsed)  # type: ignore[arg-type]
-        if not math.isfinite(number):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if (low is not None and number < low) or (high is not None and number > high):
-            bounds = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
-            raise ConfigError(f"{name} must be {bounds}, got {value!r}")
-        return parsed
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self._raw(name)
-        if value is None:
-            return default
-        if value.lower() not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        return value.lower()
-
-    def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self._raw(name)
-        if value is None:
-            return default
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-
-    def url(self, name: str, schemes: tuple[str, ...]) -> str:
-        value = self._raw(name)
-        if value is None:
-            return ""
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.netloc:
-            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {value!r}")
+def _checked(spec: Spec, kind: Any, default: Any, value: Any) -> Any:
+    """`value`, normalised, or a `ConfigError` naming the variable and the value."""
+    if kind is float and type(value) is int:
+        value = float(value)
+    if kind == _CSV:
+        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(f"{spec.env} must be a {kind.__name__}, got {value!r}")
+    if kind in (int, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{spec.env} must be a finite number, got {value!r}")
+        if not spec.low <= value <= spec.high:
+            raise ConfigError(f"{spec.env} must be {_range(spec)}, got {value!r}")
+    if kind is not str or value == default == "":  # "" means unset, or derived from others
         return value
+    if spec.choices and value.lower() not in spec.choices:
+        raise ConfigError(f"{spec.env} must be one of {', '.join(spec.choices)}; got {value!r}")
+    if spec.url:
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unclosed [ in an IPv6 host
+            parts = urlsplit("")
+        # A Unix socket URL names a path, not a host.
+        if parts.scheme not in spec.url or not (parts.netloc or parts.scheme == "unix"):
+            raise ConfigError(f"{spec.env} must be a {' or '.join(spec.url)} URL, got {value!r}")
+    return value.lower() if spec.choices else value
+
+
+def _range(spec: Spec) -> str:
+    low, high = _human(spec.low), _human(spec.high)
+    if math.isfinite(spec.low) and math.isfinite(spec.high):
+        return f"between {low} and {high}"
+    return f"at least {low}" if math.isfinite(spec.low) else f"at most {high}"
+
+
+def _human(value: Any) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB)):
+        if isinstance(value, int) and value >= size and value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown(default: Any, spec: Spec) -> str:
+    if spec.shown_default is not None:
+        return spec.shown_default
+    if default in ("", ()):
+        return "-"
+    if isinstance(default, bool | tuple):
+        return f"`{str(default).lower() if isinstance(default, bool) else ','.join(default)}`"
+    return _human(default) if isinstance(default, int | float) else f"`{default}`"
+
+
+def settings_table() -> str:
+    """The README's configuration table (markdown), one row per declared setting."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f, _kind, spec in _FIELDS:
+        meaning = spec.help
+        if spec.choices:
+            meaning += "; one of " + ", ".join(f"`{choice}`" for choice in spec.choices)
+        elif spec.url:
+            meaning += "; a URL: " + ", ".join(f"`{scheme}://`" for scheme in spec.url)
+        elif math.isfinite(spec.low) or math.isfinite(spec.high):
+            meaning += f"; {_range(spec)}"
+        rows.append(f"| `{spec.env}` | {_shown(f.default, spec)} | {meaning} |")
+    return "\n".join(rows)
+
+
+_FIELDS = _declarations()
+
+if __name__ == "__main__":
+    print(settings_table())

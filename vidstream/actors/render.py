@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from vidstream import state
+from vidstream import process
 from vidstream.actors.run import Run
+from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
 from vidstream.errors import JobCancelled, TransientError
-from vidstream.jobs import Job, Output, Stage, Status
-from vidstream.media import ffmpeg, process
+from vidstream.jobs import Job, Output, Stage
+from vidstream.media import ffmpeg
 from vidstream.media.info import MediaInfo
 from vidstream.media.probe import probe
 from vidstream.media.progress import FfmpegProgress
@@ -36,7 +37,7 @@ class RenderWorker(Worker):
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         if "transcript" not in job.outputs:
             raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
-        source = await self.source_path(job, workdir)
+        source = await source_path(self.store, job, workdir)
         media = job.media or await probe(source, self.settings.probe_timeout_s)
         raw = await self.store.get_bytes(job.outputs["transcript"].key)
         cues = build_cues(Transcript.from_json(raw))
@@ -46,7 +47,12 @@ class RenderWorker(Worker):
         # so each job has one video however often it was rendered.
         key = rendered_key(job.id, job.created_at)
         info = await self.store.put_file(key, workdir / OUTPUT, "video/mp4")
-        await self._complete(job, run, {"video": Output(info.key, info.size, info.content_type)})
+        try:
+            await run.finish({"video": Output(info.key, info.size, info.content_type)})
+        except JobCancelled as exc:
+            if exc.cancelled:
+                await self.store.delete(key)  # cancelled meanwhile: keep nothing
+            raise
 
     async def _command(
         self, job: Job, source: Path, media: MediaInfo, cues: list[Cue], workdir: Path
@@ -68,7 +74,6 @@ class RenderWorker(Worker):
     async def _run(
         self, job: Job, run: Run, argv: list[str], workdir: Path, media: MediaInfo
     ) -> None:
-        reporter = self.reporter(job, run)
         progress = FfmpegProgress(media.duration)
         proc = await process.spawn(argv, cwd=workdir)
         stderr = process.Tail(proc.stderr)
@@ -86,18 +91,10 @@ class RenderWorker(Worker):
                     break
                 fraction = progress.feed(line.decode(errors="replace"))
                 if fraction is not None:
-                    await reporter.report(fraction)
+                    await run.report(fraction)
             code = await proc.wait()
         if code != 0:
             detail = (await stderr.text())[-600:] or f"exit status {code}"
             raise TransientError(
                 f"FFmpeg could not render the video: {detail}", code="ffmpeg_failed"
             )
-
-    async def _complete(self, job: Job, run: Run, outputs: dict[str, Output]) -> None:
-        applied = await self._record(run, state.complete(outputs, owner=run.owner))
-        if applied.ok:
-            return
-        if applied.status is Status.CANCELLED:
-            await self.store.delete(outputs["video"].key)  # cancelled meanwhile: keep nothing
-        raise JobCancelled(job.id)

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from vidstream import logs
 from vidstream.keys import Keys
+from vidstream.tasks import cancel_and_wait
 
 MAX_SLOTS = 1024
 
@@ -92,9 +93,7 @@ class SlotLease:
     async def release(self) -> None:
         """Stop refreshing and free the slot; safe to call twice."""
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await cancel_and_wait([self._refresher])
             self._refresher = None
         if self.index is not None:
             key = self.keys.slot(self.host, self.role, self.index)

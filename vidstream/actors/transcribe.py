@@ -1,4 +1,4 @@
-"""The transcribe stage: probe the source, run Whisper, store the transcript, hand on to render."""
+"""The transcribe stage: probe the source, run Whisper, store the transcript (JSON, SRT, VTT)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from vidstream import state
 from vidstream.actors.run import Run
+from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
-from vidstream.errors import JobCancelled, TooLong
+from vidstream.errors import TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
 from vidstream.media.probe import probe
@@ -55,27 +55,21 @@ class TranscribeWorker(Worker):
         await self.pool.close()
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
-        source = await self.source_path(job, workdir)
+        source = await source_path(self.store, job, workdir)
         media = await probe(source, self.settings.probe_timeout_s)
         if media.duration > self.settings.max_duration_s:
             raise TooLong(
                 f"The video is {media.duration / 60:.1f} minutes long; the limit is "
                 f"{self.settings.max_duration_s / 60:.1f} minutes."
             )
-        reporter = self.reporter(job, run)
 
         async def on_segment(segment: Segment) -> None:
-            await reporter.report(segment_fraction(segment.end, 0.0, media.duration))
+            await run.report(segment_fraction(segment.end, 0.0, media.duration))
 
         transcript = await self._transcribe(job, source, media.duration, on_segment)
         outputs = await self._store(job, transcript, workdir)
-        # Finished, and handed to the render stage in the same step.
-        transition = state.stage_completed(
-            job.options, self.stage, outputs, media, owner=run.owner, next_stage=Stage.RENDER
-        )
-        applied = await self._record(run, transition)
-        if not applied.ok and applied.outcome != "done":
-            raise JobCancelled(job.id)
+        # Finished, and handed on to the next stage of the job's pipeline in the same step.
+        await run.finish(outputs, media)
 
     async def _transcribe(
         self,

@@ -11,7 +11,13 @@ from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
 from vidstream import logs
-from vidstream.errors import PermanentError, StorageError
+from vidstream.errors import (
+    InvalidKey,
+    ObjectNotFound,
+    ObjectTooLarge,
+    PermanentError,
+    StorageError,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logs.get(role="gateway")
@@ -52,6 +58,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         code = "too_large" if exc.status == 413 else _code_for(exc.status)
         response = error_response(exc.status, code, message)
+    except (InvalidKey, ObjectTooLarge) as exc:  # the client's key or bytes are at fault
+        response = error_response(
+            400 if isinstance(exc, InvalidKey) else 413, exc.code, exc.message
+        )
+    except ObjectNotFound as exc:
+        response = error_response(404, exc.code, exc.message)
     except RedisError as exc:
         log.warning("redis_unavailable", error=str(exc))
         response = error_response(

@@ -8,19 +8,20 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from vidstream import state
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.state import SERVICES, URLS, base_url, read_json
-from vidstream.jobs import Job, Options, Status, is_job_id
+from vidstream.jobs import Job, Kind, Options, Status, is_job_id, parse_kind
 from vidstream.present import present_job
+from vidstream.protocol import Cancel
 from vidstream.storage.names import check_source_key, content_type_for, new_upload_key
 
 routes = web.RouteTableDef()
 
 _OPTION_FIELDS = ("language", "burn_subtitles", "formats")
+_FORM_FIELDS = ("kind", *_OPTION_FIELDS)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -45,8 +46,10 @@ async def create_job(request: web.Request) -> web.Response:
             if job is not None:
                 return web.json_response(await job_body(request, job), status=200)
     try:
-        source_key, options = await (_receive_upload(request) if multipart else _json_job(request))
-        job = Job.new(source_key, options)
+        source_key, options, kind = await (
+            _receive_upload(request) if multipart else _json_job(request)
+        )
+        job = Job.new(source_key, options, kind=kind)
         await services.jobs.create(job)
     except BaseException:
         if idem is not None:
@@ -70,10 +73,10 @@ async def job_body(request: web.Request, job: Job) -> dict[str, Any]:
     return body
 
 
-async def _json_job(request: web.Request) -> tuple[str, Options]:
+async def _json_job(request: web.Request) -> tuple[str, Options, Kind]:
     services = request.app[SERVICES]
     body = await read_json(request)
-    unknown = set(body) - {"source", *_OPTION_FIELDS}
+    unknown = set(body) - {"source", *_FORM_FIELDS}
     if unknown:
         raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
     source = body.get("source")
@@ -81,6 +84,7 @@ async def _json_job(request: web.Request) -> tuple[str, Options]:
         raise ApiError(400, "invalid_request", 'source must be {"key": "<storage key>"}')
     key = check_source_key(source["key"])
     options = Options.parse({k: body[k] for k in _OPTION_FIELDS if k in body})
+    kind = parse_kind(body.get("kind", Kind.SUBTITLE))
     info = await services.store.head(key)
     if info is None:
         raise ApiError(400, "source_not_found", f"No uploaded object exists at {key!r}.")
@@ -90,10 +94,10 @@ async def _json_job(request: web.Request) -> tuple[str, Options]:
             "too_large",
             f"The source is larger than {services.settings.max_upload_bytes} bytes.",
         )
-    return key, options
+    return key, options, kind
 
 
-async def _receive_upload(request: web.Request) -> tuple[str, Options]:
+async def _receive_upload(request: web.Request) -> tuple[str, Options, Kind]:
     """Stream the `file` part to storage as it arrives; collect the option fields around it."""
     services = request.app[SERVICES]
     reader = await request.multipart()
@@ -110,7 +114,7 @@ async def _receive_upload(request: web.Request) -> tuple[str, Options]:
                 await services.store.put_stream(
                     key, _chunks(part), content_type_for(key), services.settings.max_upload_bytes
                 )
-            elif part.name in _OPTION_FIELDS:
+            elif part.name in _FORM_FIELDS:
                 value = await part.text()
                 if part.name == "formats" and "formats" in fields:
                     fields["formats"] += "," + value
@@ -122,7 +126,8 @@ async def _receive_upload(request: web.Request) -> tuple[str, Options]:
             raise ApiError(400, "missing_file", "The form has no 'file' field with the video.")
         if "burn_subtitles" in fields:
             fields["burn_subtitles"] = _form_bool(fields["burn_subtitles"])
-        return key, Options.parse(fields)
+        kind = parse_kind(fields.pop("kind", Kind.SUBTITLE))
+        return key, Options.parse(fields), kind
     except BaseException:
         if key is not None:  # the request failed after the upload: keep nothing behind
             await services.store.delete(key)
@@ -173,7 +178,8 @@ async def job_events(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     job = await _job_or_404(request)
     services = request.app[SERVICES]
-    applied = await services.jobs.apply(job.id, state.cancel())
+    # The worker running it (if any) is told in the same step, and stops at once.
+    applied = await services.jobs.apply(job.id, Cancel())
     if not applied.ok:
         status = applied.status.value if applied.status else "gone"
         raise ApiError(
@@ -181,13 +187,6 @@ async def cancel_job(request: web.Request) -> web.Response:
             "conflict",
             f"The job is already {status}; only queued or running jobs can be cancelled.",
         )
-    # Tell the worker holding it (if any) to stop now rather than at its next progress report.
-    await services.redis.xadd(
-        services.keys.control,
-        {"action": "cancel", "job_id": job.id},
-        maxlen=10000,
-        approximate=True,
-    )
     cancelled = await _job_or_404(request)
     assert cancelled.status is Status.CANCELLED
     return web.json_response(

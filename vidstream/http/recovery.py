@@ -34,7 +34,7 @@ async def retry_job(request: web.Request) -> web.Response:
     if not is_job_id(job_id):
         raise ApiError(404, "not_found", f"No job with id {job_id!r}.")
     try:
-        job = await replay(services.jobs, job_id)
+        job, _ = await replay(services.jobs, job_id)
     except ReplayRefused as exc:
         if exc.status is None:
             raise ApiError(404, "not_found", f"No job with id {job_id!r}.") from None

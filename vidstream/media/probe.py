@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vidstream import process
 from vidstream.errors import InvalidMedia, TransientError
-from vidstream.media import process
 from vidstream.media.info import MediaInfo
 
 # Demuxers that accept almost anything: FFmpeg's tty shows any text file as ANSI "video".

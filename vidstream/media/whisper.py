@@ -8,7 +8,6 @@ background, so a cancelled job never leaves a half-finished request behind in a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidstream import logs
+from vidstream import logs, process
+from vidstream.backoff import Backoff
 from vidstream.errors import JobError, PermanentError, TransientError
-from vidstream.media import process
 from vidstream.media.transcript import Segment, Transcript
+from vidstream.tasks import cancel_and_wait
 
 PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language"})
 
@@ -249,16 +249,15 @@ class WhisperPool:
             task.add_done_callback(self._tasks.discard)
 
     async def _spawn_replacement(self) -> None:
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self._closed:
             server = WhisperServer(self.config)
             try:
                 await server.start()
             except Exception as exc:  # OSError (fork under memory pressure) as much as a bad model
                 await server.close()
-                self.log.error("whisper_restart_failed", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
-                delay = min(delay * 2, 30.0)
+                self.log.error("whisper_restart_failed", error=str(exc))
+                await backoff.sleep()
                 continue
             if self._closed:
                 await server.close()
@@ -273,9 +272,6 @@ class WhisperPool:
     async def close(self) -> None:
         """Stop every server; safe to call twice."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         await asyncio.gather(*(s.close() for s in list(self._all)))
         self._all.clear()

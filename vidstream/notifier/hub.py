@@ -10,15 +10,16 @@ reads the histories of all subscribed jobs as a safety net.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 from vidstream import bus, logs
+from vidstream.backoff import Backoff
 from vidstream.jobs import TERMINAL
 from vidstream.services import BLOCK_MS, Services
+from vidstream.tasks import cancel_and_wait
 
 SWEEP_INTERVAL_S = 5.0
 
@@ -56,10 +57,7 @@ class Hub:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     def subscribed(self, sink: Sink, job_id: str) -> bool:
         return sink in self._subs.get(job_id, {})
@@ -106,15 +104,14 @@ class Hub:
 
     async def _read(self, cursor: str) -> None:
         redis, feed = self.services.redis, self.services.keys.events
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 entries = await bus.read(redis, {feed: cursor}, count=500, block_ms=BLOCK_MS)
-                delay = 0.5
+                backoff.reset()
             except RedisError as exc:
-                self.log.warning("redis_unavailable", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)  # backoff before reconnecting
-                delay = min(delay * 2, 10.0)
+                self.log.warning("redis_unavailable", error=str(exc))
+                await backoff.sleep()
                 continue
             jobs: set[str] = set()
             for _, messages in entries:

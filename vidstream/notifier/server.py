@@ -27,6 +27,7 @@ from vidstream.lifecycle import Component
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
+from vidstream.tasks import cancel_and_wait
 
 PATH = "/v1/ws"
 MAX_SUBSCRIPTIONS = 100
@@ -160,9 +161,7 @@ class Notifier(Component):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         await self.hub.close()
 
     async def _handle(self, ws: ServerConnection) -> None:

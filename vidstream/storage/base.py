@@ -38,7 +38,7 @@ class ObjectStore(Component, abc.ABC):
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], content_type: str, max_size: int
     ) -> ObjectInfo:
-        """Store a stream of bytes; raise `PermanentError(too_large)` past `max_size` bytes."""
+        """Store a stream of bytes; raise `ObjectTooLarge` past `max_size` bytes."""
 
     @abc.abstractmethod
     async def get_file(self, key: str, dest: Path) -> ObjectInfo:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterable
 from pathlib import Path
 
-from vidstream.errors import ObjectNotFound, StorageError
+from vidstream.errors import ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.signing import Signer
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_type_for, too_large
@@ -123,7 +123,7 @@ class LocalStore(ObjectStore):
         if info is None:
             raise ObjectNotFound(f"no object at {key}")
         if info.size > max_size:
-            raise StorageError(f"{key} is {info.size} bytes, more than {max_size} expected")
+            raise ObjectTooLarge(f"{key} is {info.size} bytes, more than {max_size} expected")
         return await asyncio.to_thread(self._path(key).read_bytes)
 
     async def delete(self, key: str) -> None:

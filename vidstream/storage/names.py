@@ -14,7 +14,7 @@ import unicodedata
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from vidstream.errors import PermanentError
+from vidstream.errors import InvalidKey, ObjectTooLarge
 
 UPLOADS = "uploads/"
 MAX_KEY_LENGTH = 512
@@ -42,7 +42,7 @@ def safe_filename(name: str, default: str = "upload") -> str:
 
 
 def check_key(key: str) -> str:
-    """Return `key` if it is a well-formed relative key, else raise `PermanentError`."""
+    """Return `key` if it is a well-formed relative key, else raise `InvalidKey`."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise _bad_key("a key must be 1 to 512 characters")
     if key.startswith("/") or "\\" in key:
@@ -63,12 +63,12 @@ def check_source_key(key: str) -> str:
     return key
 
 
-def too_large(max_size: int) -> PermanentError:
-    return PermanentError(f"the upload is larger than {max_size} bytes", code="too_large")
+def too_large(max_size: int) -> ObjectTooLarge:
+    return ObjectTooLarge(f"the upload is larger than {max_size} bytes")
 
 
-def _bad_key(message: str) -> PermanentError:
-    return PermanentError(message, code="invalid_key")
+def _bad_key(message: str) -> InvalidKey:
+    return InvalidKey(message)
 
 
 def new_upload_key(filename: str) -> str:

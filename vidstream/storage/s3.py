@@ -20,10 +20,11 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from vidstream.errors import ConfigError, ObjectNotFound, StorageError
+from vidstream.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.settings import Settings
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_disposition, too_large
+from vidstream.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -187,7 +188,7 @@ class S3Store(ObjectStore):
             body = response["Body"]
             async with body:
                 if int(response["ContentLength"]) > max_size:
-                    raise StorageError(f"{key} is larger than the {max_size} bytes expected")
+                    raise ObjectTooLarge(f"{key} is larger than the {max_size} bytes expected")
                 return await body.read()
 
     async def delete(self, key: str) -> None:
@@ -259,9 +260,7 @@ class _Multipart:
             )  # fmt: skip
 
     async def abort(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(self.tasks)
         with contextlib.suppress(ClientError, BotoCoreError, OSError):
             await self.store.client.abort_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id

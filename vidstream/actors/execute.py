@@ -1,0 +1,145 @@
+"""Carrying out one stream entry: claim the stage, run it, record what `policy` decides, ack.
+
+The entry is acked only once the outcome is recorded (the stage's outputs stored and the job
+moved on, a retry scheduled, or the job failed); an entry whose worker died stays pending and is
+reclaimed after VISIBILITY_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from redis.exceptions import RedisError
+
+from vidstream import policy
+from vidstream.actors.run import Run
+from vidstream.errors import CodedError, JobCancelled, RunLost
+from vidstream.jobs import Job, Stage, is_job_id
+from vidstream.jobstore import JobStore
+from vidstream.protocol import Claim, Fail, HandBack, Retry
+
+Process = Callable[[Job, Path, Run], Awaitable[None]]
+Ack = Callable[[str], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Executor:
+    jobs: JobStore
+    stage: Stage
+    process: Process  # the stage itself: writes scratch files under the given directory only
+    ack: Ack
+    limits: policy.Limits
+    lease_ms: int
+    tmp_root: Path
+
+    async def handle(self, run: Run) -> None:
+        """Run the entry to its end; ack it when its outcome is recorded. At shutdown (the
+        task cancelled) the run is handed back, so another worker takes it up at once."""
+        started = time.monotonic()
+        try:
+            ack = await self._execute(run)
+        except asyncio.CancelledError:
+            if not (run.cancelled_by_user or run.lost):
+                run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
+                await asyncio.shield(self._hand_back(run))
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            run.log.info("job_cancelled" if run.cancelled_by_user else "run_lost")
+            ack = run.cancelled_by_user
+        except RedisError as exc:  # the outcome could not be recorded: the entry is reclaimed
+            run.log.warning("job_interrupted", reason="redis", error=str(exc))
+            return
+        except RunLost:  # another run holds the stage and its entry: leave both
+            run.log.warning("run_lost")
+            return
+        if ack:
+            # Shielded: once the outcome is recorded, the ack must land even if we stop now.
+            await asyncio.shield(self.ack(run.entry_id))
+        run.log.info("run_finished", took_s=round(time.monotonic() - started, 3), acked=ack)
+
+    async def _execute(self, run: Run) -> bool:
+        """Claim and run the stage; return whether the entry is done with (to be acked)."""
+        job = await self.jobs.get(run.job_id) if is_job_id(run.job_id) else None
+        if job is None or job.status.terminal:
+            run.log.info("entry_skipped", reason="no such job" if job is None else job.status)
+            return True
+        claim = Claim.of(job, self.stage, owner=run.owner, lease_ms=self.lease_ms,
+                         max_attempts=self.limits.max_attempts, gen=run.gen)  # fmt: skip
+        applied = await self.jobs.apply(job.id, claim)
+        match policy.after_claim(applied.outcome, self.stage, applied.attempts):
+            case policy.Leave(reason):
+                run.log.info("entry_left", reason=reason)
+                return False
+            case policy.Skip(reason):
+                run.log.info("entry_skipped", reason=reason)
+                return True
+            case policy.DeadLetter(error):
+                run.log.warning("job_dead_lettered", code=error.code, attempts=applied.attempts)
+                await run.record(Fail(error=error, dead_letter=self.stage))
+                return True
+        run.job, run.started, run.attempts = job, True, applied.attempts
+        workdir = self.tmp_root / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self.process(job, workdir, run)
+        except Exception as exc:
+            return await self._after_error(run, exc)
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
+        return True
+
+    async def _after_error(self, run: Run, exc: Exception) -> bool:
+        jitter = random.uniform(0.5, 1.5)
+        decision = policy.after_error(exc, self.stage, run.attempts, self.limits, jitter)
+        if not isinstance(exc, CodedError | RedisError | RunLost | JobCancelled):
+            run.log.error("stage_crashed", exc_info=exc)  # a bug: the user sees internal_error
+        match decision:
+            case policy.Stop():
+                run.log.info("job_cancelled")
+            case policy.Leave(reason):
+                run.log.warning("entry_left", reason=reason, error=str(exc))
+                return False
+            case policy.FailJob(error):
+                run.log.warning("job_failed", code=error.code, error=error.message)
+                await run.record(Fail(error=error, owner=run.owner))
+            case policy.DeadLetter(error):
+                run.log.warning("job_dead_lettered", code=error.code, attempts=run.attempts)
+                await run.record(Fail(error=error, owner=run.owner, dead_letter=self.stage))
+            case policy.RetryLater(error, delay_s):
+                run.log.warning("job_retrying", code=error.code, attempt=run.attempts,
+                                delay_s=round(delay_s, 2))  # fmt: skip
+                await run.record(Retry(stage=self.stage, owner=run.owner, error=error,
+                                       attempt=run.attempts, delay_s=delay_s))  # fmt: skip
+        return True
+
+    async def _hand_back(self, run: Run) -> None:
+        """At shutdown: let go of the stage and put the job back on the stream for another
+        worker, in one step; if Redis is away the entry stays pending and is reclaimed."""
+        if not run.holds_lease:
+            return
+        with contextlib.suppress(RedisError, TimeoutError):
+            async with asyncio.timeout(3.0):
+                applied = await self.jobs.apply(
+                    run.job_id, HandBack(stage=self.stage, owner=run.owner)
+                )
+                if applied.ok:
+                    await self.ack(run.entry_id)
+
+
+def new_run(jobs: JobStore, stage: Stage, worker: str, entry_id: str, fields: dict[str, str],
+            nonce: str, log: structlog.stdlib.BoundLogger) -> Run:  # fmt: skip
+    """The run of one stream entry by `worker`."""
+    job_id, gen = fields.get("job_id", ""), fields.get("gen", "")
+    return Run(
+        jobs, stage, job_id, entry_id, owner=f"{worker}:{nonce}",
+        gen=int(gen) if gen.isascii() and gen.isdigit() else None,
+        log=log.bind(job_id=job_id, stage=stage.value),
+    )  # fmt: skip

@@ -1,0 +1,47 @@
+"""The lease keeper: a worker's heartbeat for the runs it holds.
+
+Every `interval_s` it renews the lease of each run in one pipelined call and resets the idle time
+of their stream entries, so no other worker reclaims a job that is still running however long
+it takes. A run whose stage another run took (its lease lapsed: this worker was presumed dead)
+or that someone else released (a cancel whose notice was missed) is stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import structlog
+
+from vidstream.actors.consumer import StageConsumer
+from vidstream.actors.run import Run
+from vidstream.jobstore import HELD, TAKEN, JobStore
+from vidstream.tasks import Service, every
+
+
+class LeaseKeeper(Service):
+    def __init__(
+        self, jobs: JobStore, consumer: StageConsumer, runs: Callable[[], Collection[Run]], *,
+        lease_ms: int, interval_s: float, log: structlog.stdlib.BoundLogger,
+    ) -> None:  # fmt: skip
+        self.jobs, self.consumer, self.runs = jobs, consumer, runs
+        self.lease_ms, self.interval_s, self.log = lease_ms, interval_s, log
+
+    async def run(self) -> None:
+        await every(self.interval_s, self.beat, "heartbeat")
+
+    async def beat(self) -> None:
+        """Renew every held lease; stop the runs that lost theirs."""
+        runs = [r for r in self.runs() if r.holds_lease]
+        if not runs:
+            return
+        held = await self.jobs.renew([(r.job_id, r.owner) for r in runs], self.lease_ms)
+        for run, lease in zip(runs, held, strict=True):
+            if lease == HELD or run.released or not run.task or run.task.done():
+                continue  # (released meanwhile by the run's own last operation: all is well)
+            if lease == TAKEN:
+                self.log.warning("run_lost", job_id=run.job_id)
+                run.lost = True
+            else:  # released by someone else: cancelled (a notice we may have missed)
+                run.cancelled_by_user = True
+            run.task.cancel()
+        await self.consumer.refresh([r.entry_id for r in runs if not r.lost])

@@ -1,0 +1,62 @@
+"""Job kinds as declared pipelines: which stages a job runs, in what order, and what each weighs.
+
+A new kind is one entry in `PIPELINES` plus the actor of any stage it adds; the worker, the Lua
+scripts and the gateway read everything else from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from vidstream.jobs import Kind, Options, Stage
+
+Weights = Mapping[Stage, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    kind: Kind
+    stages: tuple[Stage, ...]
+    # How much of the whole job each stage accounts for, given the job's options.
+    weigh: Callable[[Options], Weights]
+
+    @property
+    def first(self) -> Stage:
+        return self.stages[0]
+
+    def next_stage(self, stage: Stage) -> Stage | None:
+        """The stage after `stage`, or None when `stage` ends the job."""
+        index = self.stages.index(stage)
+        return self.stages[index + 1] if index + 1 < len(self.stages) else None
+
+    def first_unfinished(self, done: frozenset[Stage]) -> Stage:
+        """Where a replayed job starts again: the first stage whose outputs are not stored."""
+        return next((s for s in self.stages if s not in done), self.stages[-1])
+
+    def progress(self, options: Options, stage: Stage, fraction: float) -> float:
+        """The job's progress (0..1) when `stage` is `fraction` done."""
+        weights = self.weigh(options)
+        done_before = sum(weights[s] for s in self.stages[: self.stages.index(stage)])
+        fraction = min(max(fraction, 0.0), 1.0)
+        return round(min(done_before + weights[stage] * fraction, 1.0), 4)
+
+
+def _subtitle_weights(options: Options) -> Weights:
+    # Burning subtitles re-encodes every frame and costs about as much as transcribing; a soft
+    # subtitle track is a quick remux.
+    if options.burn_subtitles:
+        return {Stage.TRANSCRIBE: 0.45, Stage.RENDER: 0.55}
+    return {Stage.TRANSCRIBE: 0.9, Stage.RENDER: 0.1}
+
+
+PIPELINES: Mapping[Kind, Pipeline] = {
+    Kind.SUBTITLE: Pipeline(Kind.SUBTITLE, (Stage.TRANSCRIBE, Stage.RENDER), _subtitle_weights),
+    Kind.TRANSCRIBE: Pipeline(
+        Kind.TRANSCRIBE, (Stage.TRANSCRIBE,), lambda _: {Stage.TRANSCRIBE: 1.0}
+    ),
+}
+
+
+def pipeline(kind: Kind) -> Pipeline:
+    return PIPELINES[kind]

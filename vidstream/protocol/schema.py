@@ -1,0 +1,95 @@
+"""Every value the job protocol speaks: event names, outcomes, hand-off kinds, and the job hash.
+
+The job hash (`keys.job`) is a flat hash of strings. `Field` lists every field it may hold, the
+ones `jobs.Job` reads and the ones only the protocol keeps (lease, generation, resend detection);
+`MEANING` says what each one is, and a test checks that the Lua scripts touch no other.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventName(StrEnum):
+    """What an entry of a job's event history says happened (clients see these)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    STAGE_COMPLETED = "stage_completed"
+    RETRYING = "retrying"  # a stage failed for a transient reason and will run again
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Outcome(StrEnum):
+    """What became of an operation. Only OK changed anything."""
+
+    OK = "ok"
+    MISSING = "missing"  # no such job (or it expired)
+    REJECTED = "rejected"  # the job's status or stage does not allow it
+    LOST = "lost"  # another run holds the stage: this run was presumed dead
+    BUSY = "busy"  # a claim while a live run holds the job
+    STALE = "stale"  # a claim from an entry older than the job's last hand-off
+    EXHAUSTED = "exhausted"  # a claim beyond the stage's attempts
+    DONE = "done"  # the stage was finished already
+    UNCHANGED = "unchanged"  # progress that does not move the job forward
+
+
+class PushKind(StrEnum):
+    """The hand-off an operation makes in the same atomic step."""
+
+    STAGE = "stage"  # an entry on the stage's stream
+    RETRY = "retry"  # a member of the delayed set, due after a delay
+    DEAD = "dead"  # an entry on the dead-letter stream
+    NOTICE = "notice"  # a cancel notice on the control stream, for the worker running the job
+
+
+class Field(StrEnum):
+    ID = "id"
+    TENANT = "tenant"
+    KIND = "kind"
+    SOURCE = "source"
+    OPTIONS = "options"
+    STATUS = "status"
+    STAGE = "stage"
+    PROGRESS = "progress"
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    OUTPUTS = "outputs"
+    ERROR = "error"
+    ATTEMPTS = "attempts"
+    MEDIA = "media"
+    DONE = "done"
+    OWNER = "owner"
+    LEASE_UNTIL = "lease_until"
+    GEN = "gen"
+    HANDED_BACK = "handed_back"
+    LAST_TX = "last_tx"
+    LAST_EVENT = "last_event"
+
+
+MEANING: dict[Field, str] = {
+    Field.ID: "the job id (26 characters, sorts by creation time)",
+    Field.TENANT: "who the job belongs to",
+    Field.KIND: "the pipeline the job runs (jobs.Kind)",
+    Field.SOURCE: "the storage key of the source video",
+    Field.OPTIONS: "JSON of jobs.Options",
+    Field.STATUS: "queued | running | completed | failed | cancelled",
+    Field.STAGE: "the stage last claimed (empty while queued and once completed)",
+    Field.PROGRESS: "0..1 over the whole job; never decreases",
+    Field.CREATED_AT: "Unix time of creation",
+    Field.UPDATED_AT: "Unix time of the last change",
+    Field.OUTPUTS: "JSON {name: {key, size, content_type}}, merged as stages store them",
+    Field.ERROR: "JSON {code, message} of the failure, or of the error a retry waits out",
+    Field.ATTEMPTS: "tries of the current stage, crashes included (1 for the first)",
+    Field.MEDIA: "JSON of what the probe learnt about the source",
+    Field.DONE: "comma-separated stages whose outputs are stored; never run again",
+    Field.OWNER: "the run holding the stage's lease (worker name and a nonce), or empty",
+    Field.LEASE_UNTIL: "Redis time (ms) when the owner's lease lapses unless renewed",
+    Field.GEN: "the generation of the last hand-off; entries carry it, older ones are stale",
+    Field.HANDED_BACK: "'1' after a shutdown handed the run back: its next claim is no new try",
+    Field.LAST_TX: "the id of the last operation applied, so a resend changes nothing",
+    Field.LAST_EVENT: "the event id that operation wrote, answered again to a resend",
+}

@@ -1,0 +1,90 @@
+"""Owning background tasks: start them with a name, log what they raise, stop them with a bound."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from vidstream import logs
+from vidstream.lifecycle import Component
+
+log = logs.get()
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]], timeout_s: float = 5.0) -> None:
+    """Cancel `tasks` and wait for them to end, at most `timeout_s`; never raises their errors."""
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: asyncio does not warn about it at collection
+
+
+class TaskSet:
+    """Tasks a component owns: kept until they end, their crashes logged."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self.owner}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_crashed", task=task.get_name(), exc_info=exc)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Cancel every task and wait for them, at most `timeout_s`; safe to call twice."""
+        await cancel_and_wait(list(self._tasks), timeout_s)
+
+
+async def every(interval_s: float, step: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run `step` every `interval_s` until cancelled. A failed step is logged and the loop goes
+    on: a Redis outage must not end a heartbeat or a maintenance loop."""
+    while True:
+        try:
+            await step()
+        except RedisError as exc:
+            log.warning("periodic_step_failed", step=name, error=str(exc))
+        except Exception:
+            log.exception("periodic_step_crashed", step=name)
+        await asyncio.sleep(interval_s)  # the period of the loop, not synchronisation
+
+
+class Service(Component, abc.ABC):
+    """A component that is one long-lived task: `run()` from `start()` until `close()`."""
+
+    _task: asyncio.Task[None] | None = None
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Work until cancelled."""
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=type(self).__name__)
+
+    @property
+    def alive(self) -> bool:
+        """Started and still running (a Redis outage must not end it)."""
+        return self._task is not None and not self._task.done()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task], 2.0)
