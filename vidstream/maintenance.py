@@ -38,8 +38,8 @@ class Maintenance(Service):
 
     async def run(self) -> None:
         await asyncio.gather(
-            every(self.promote_interval_s, self.promote, "promote"),
-            every(self.trim_interval_s, self.trim, "trim"),
+            every(self.promote_interval_s, self.promote, "promote", self.stopping),
+            every(self.trim_interval_s, self.trim, "trim", self.stopping),
         )
 
     async def _won(self, step: str, period_s: float) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from vidstream import logs
+from vidstream.backoff import pause
 from vidstream.lifecycle import Component
 
 log = logs.get()
@@ -53,30 +54,47 @@ class TaskSet:
         await cancel_and_wait(list(self._tasks), timeout_s)
 
 
-async def every(interval_s: float, step: Callable[[], Awaitable[object]], name: str) -> None:
-    """Run `step` every `interval_s` until cancelled. A failed step is logged and the loop goes
-    on: a Redis outage must not end a heartbeat or a maintenance loop."""
-    while True:
+async def every(
+    interval_s: float, step: Callable[[], Awaitable[object]], name: str, stop: asyncio.Event
+) -> None:
+    """Run `step` every `interval_s` until `stop` is set. A failed step is logged and the loop
+    goes on: a Redis outage must not end a heartbeat or a maintenance loop."""
+    while not stop.is_set():
         try:
             await step()
         except RedisError as exc:
             log.warning("periodic_step_failed", step=name, error=str(exc))
         except Exception:
             log.exception("periodic_step_crashed", step=name)
-        await asyncio.sleep(interval_s)  # the period of the loop, not synchronisation
+        await pause(interval_s, stop)
 
 
 class Service(Component, abc.ABC):
-    """A component that is one long-lived task: `run()` from `start()` until `close()`."""
+    """A component that is one long-lived task: `run()` from `start()` until `close()`.
 
+    `close()` sets `stopping` and lets `run()` return by itself (a loop checks it at least once
+    per blocking read), and cancels it only after `stop_grace_s`: cancelling a task inside a
+    redis-py read can be swallowed by the client's own timeout and retry (seen with XREAD
+    BLOCK), leaving the task running after its component closed.
+    """
+
+    stop_grace_s = 3.0  # longer than one blocking read (services.BLOCK_MS)
     _task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
 
     @abc.abstractmethod
     async def run(self) -> None:
-        """Work until cancelled."""
+        """Work until `stopping` is set."""
 
     async def start(self) -> None:
         if self._task is None:
+            self.stopping.clear()
             self._task = asyncio.create_task(self.run(), name=type(self).__name__)
 
     @property
@@ -87,4 +105,6 @@ class Service(Component, abc.ABC):
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
+            self.stopping.set()
+            await asyncio.wait([task], timeout=self.stop_grace_s)
             await cancel_and_wait([task], 2.0)

@@ -29,13 +29,13 @@ class ControlListener(Service):
 
     async def run(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self.stopping.is_set():
             try:
                 await self._read()
                 backoff.reset()
             except RedisError as exc:
                 self.log.warning("redis_unavailable", error=str(exc), listener="control")
-                await backoff.sleep()
+                await backoff.sleep(self.stopping)
 
     async def _read(self) -> None:
         if self._cursor is None:

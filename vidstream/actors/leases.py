@@ -27,7 +27,7 @@ class LeaseKeeper(Service):
         self.lease_ms, self.interval_s, self.log = lease_ms, interval_s, log
 
     async def run(self) -> None:
-        await every(self.interval_s, self.beat, "heartbeat")
+        await every(self.interval_s, self.beat, "heartbeat", self.stopping)
 
     async def beat(self) -> None:
         """Renew every held lease; stop the runs that lost theirs."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 
 from vidstream import bus, logs
-from vidstream.backoff import Backoff
+from vidstream.backoff import Backoff, pause
 from vidstream.jobs import TERMINAL
 from vidstream.services import BLOCK_MS, Services
 from vidstream.tasks import cancel_and_wait
@@ -43,6 +43,7 @@ class Hub:
         self.services = services
         self._subs: dict[str, dict[Sink, Subscription]] = defaultdict(dict)
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
         self.log = logs.get(role="notifier")
 
     async def start(self) -> None:
@@ -57,6 +58,11 @@ class Hub:
 
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
+        # Let the reader return from its blocking read rather than cancel it inside redis-py
+        # (see tasks.Service).
+        self._stop.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 2)
         await cancel_and_wait(tasks)
 
     def subscribed(self, sink: Sink, job_id: str) -> bool:
@@ -105,13 +111,13 @@ class Hub:
     async def _read(self, cursor: str) -> None:
         redis, feed = self.services.redis, self.services.keys.events
         backoff = Backoff()
-        while True:
+        while not self._stop.is_set():
             try:
                 entries = await bus.read(redis, {feed: cursor}, count=500, block_ms=BLOCK_MS)
                 backoff.reset()
             except RedisError as exc:
                 self.log.warning("redis_unavailable", error=str(exc))
-                await backoff.sleep()
+                await backoff.sleep(self._stop)
                 continue
             jobs: set[str] = set()
             for _, messages in entries:
@@ -123,8 +129,7 @@ class Hub:
                 await self._guarded(asyncio.gather(*(self._deliver_job(j) for j in jobs)))
 
     async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)  # a periodic safety net, not synchronisation
+        while not await pause(SWEEP_INTERVAL_S, self._stop):  # a periodic safety net
             await self._guarded(asyncio.gather(*(self._deliver_job(j) for j in list(self._subs))))
 
     async def _guarded(self, work: asyncio.Future[Any]) -> None:
