@@ -74,6 +74,7 @@ class World:
     delayed: set[str] = field(default_factory=set)
     dead: list[tuple[str, str]] = field(default_factory=list)
     notices: int = 0
+    webhooks: list[str] = field(default_factory=list)  # the events that ended the job
     expiring: bool = False
 
 
@@ -141,9 +142,11 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
         def job(self) -> Job:
             return Job.from_redis(self.w.job)
 
-        @initialize(kind=st.sampled_from(Kind), burn=st.booleans())
-        def create(self, kind: Kind, burn: bool) -> None:
-            job = Job.new("uploads/x/clip.mp4", Options(burn_subtitles=burn), kind=kind)
+        @initialize(kind=st.sampled_from(Kind), burn=st.booleans(), hooked=st.booleans())
+        def create(self, kind: Kind, burn: bool, hooked: bool) -> None:
+            hook = "https://example.com/hook" if hooked else ""
+            options = Options(burn_subtitles=burn)
+            job = Job.new("uploads/x/clip.mp4", options, kind=kind, webhook_url=hook)
             self.run(self.store.create(job))
             first = Stage.TRANSCRIBE
             self.world = World(
@@ -183,6 +186,9 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             if step.event is not None:
                 w.events.append(step.event)
             w.expiring = step.expire
+            if step.webhook:
+                assert step.event is not None
+                w.webhooks.append(step.event["event"])
             push = step.push
             if push is None:
                 return
@@ -312,6 +318,8 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             dead = self.run(bus.history(self.redis, keys.dead_letters))
             assert [(f["job_id"], f["stage"]) for _, f in dead] == w.dead
             assert self.run(self.redis.xlen(keys.control)) == w.notices
+            hooks = self.run(bus.history(self.redis, keys.webhooks))
+            assert [f["event"] for _, f in hooks] == w.webhooks
             assert (self.run(self.redis.ttl(keys.job(job_id))) > 0) == w.expiring
 
         @invariant()

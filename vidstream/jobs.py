@@ -150,11 +150,12 @@ class Job:
     attempts: int = 0
     media: MediaInfo | None = None
     done: frozenset[Stage] = frozenset()  # stages finished: their outputs are stored
+    webhook_url: str = ""  # POSTed the job when it ends (see webhooks)
 
     @classmethod
     def new(
         cls, source_key: str, options: Options, tenant: str = "default",
-        kind: Kind = Kind.SUBTITLE,
+        kind: Kind = Kind.SUBTITLE, webhook_url: str = "",
     ) -> Job:  # fmt: skip
         now = time.time()
         return cls(
@@ -163,6 +164,7 @@ class Job:
             options=options,
             tenant=tenant,
             kind=kind,
+            webhook_url=webhook_url,
             created_at=now,
             updated_at=now,
         )
@@ -183,6 +185,7 @@ class Job:
             "error": json.dumps(self.error.to_dict()) if self.error else "",
             "attempts": str(self.attempts),
             "media": json.dumps(self.media.to_dict()) if self.media else "",
+            "webhook_url": self.webhook_url,
         }
 
     @classmethod
@@ -206,6 +209,7 @@ class Job:
             attempts=int(raw.get("attempts", 0)),
             media=MediaInfo.from_dict(json.loads(raw["media"])) if raw.get("media") else None,
             done=frozenset(Stage(s) for s in (raw.get("done") or "").split(",") if s),
+            webhook_url=raw.get("webhook_url", ""),
         )
 
     def with_changes(self, **changes: Any) -> Job:

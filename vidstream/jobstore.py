@@ -83,6 +83,7 @@ class JobStore:
         keys = [self.keys.job(job_id), self.keys.job_events(job_id)]
         if (push := push_of(op)) is not None:
             keys.append(self._push_key(push))
+        keys.append(self.keys.webhooks)
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._transition(keys=keys, args=[json.dumps(args)], client=pipe)
             if op.event is not None:

@@ -55,6 +55,11 @@ class Keys:
         return f"{self.prefix}:idem:{tenant}:{digest}"
 
     @property
+    def webhooks(self) -> str:
+        """Stream: one entry per ended job that has a webhook_url, for the deliverer."""
+        return f"{self.prefix}:webhooks"
+
+    @property
     def control(self) -> str:
         """Stream: cancellation notices; every worker tails it."""
         return f"{self.prefix}:control"

@@ -36,15 +36,17 @@ return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued
   'attempts', 0, 'data', '', 'kind', fields.kind)
 """
 
-# KEYS: job hash, job events, and the key of the hand-off if any (a stage stream, the delayed
-# set, the dead letters or the control stream). ARGV[1]: an operation (protocol.ops.encode,
-# plus maxlen, ttl and shared_max from the job store).
+# KEYS: job hash, job events, the key of the hand-off if any (a stage stream, the delayed set,
+# the dead letters or the control stream), and last the webhook stream, where a terminal
+# operation of a job that has a webhook_url leaves an entry for the deliverer.
+# ARGV[1]: an operation (protocol.ops.encode, plus maxlen, ttl and shared_max from the store).
 # Returns {outcome, status, event id, attempts, generation}.
 TRANSITION = (
     """
 local a = cjson.decode(ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'status', 'stage', 'progress', 'outputs', 'owner',
-  'lease_until', 'attempts', 'done', 'last_tx', 'last_event', 'gen', 'handed_back', 'id', 'kind')
+  'lease_until', 'attempts', 'done', 'last_tx', 'last_event', 'gen', 'handed_back', 'id', 'kind',
+  'webhook_url', 'tenant')
 local status = f[1]
 if not status then return {'missing', '', '', 0, 0} end
 local stage, owner, done = f[2] or '', f[5] or '', f[8] or ''
@@ -122,7 +124,8 @@ if p then
     redis.call('ZADD', KEYS[3], now_ms + p.delay_ms, p.stage .. '|' .. job .. '|' .. gen)
   elseif p.kind == 'dead' then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
-      'code', a.code, 'message', a.message, 'attempts', attempts, 'at', a.now)
+      'code', a.code, 'message', a.message, 'attempts', attempts, 'at', a.now,
+      'tenant', f[16] or 'default')
   elseif p.kind == 'notice' then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
       'job_id', job, 'stage', stage)
@@ -137,6 +140,10 @@ if a.event ~= '' then
     'attempts', attempts, 'data', a.data, 'kind', f[14] or 'subtitle')
 end
 redis.call('HSET', KEYS[1], 'last_event', id)
+if a.ttl > 0 and f[15] and f[15] ~= '' then  -- the job's end, for its webhook
+  redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', a.shared_max, '*', 'job_id', f[13],
+    'event', a.event, 'event_id', id)
+end
 if a.ttl > 0 then
   redis.call('EXPIRE', KEYS[1], a.ttl)
   redis.call('EXPIRE', KEYS[2], a.ttl)

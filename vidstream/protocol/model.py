@@ -48,6 +48,7 @@ class Step:
     event: dict[str, str] | None = None  # the fields of the event entry
     push: Push | None = None
     expire: bool = False  # terminal: the job's keys expire after JOB_TTL_S (else they persist)
+    webhook: bool = False  # terminal, and the job has a webhook_url: an entry for the deliverer
     resent: bool = False  # the op was applied before; nothing changed now
 
 
@@ -153,5 +154,6 @@ def apply(job: Mapping[str, str], op: Op, now_ms: int, now: float) -> Step:
             "progress": repr(progress), "at": repr(now), "attempts": str(attempts),
             "data": args["data"], "kind": job.get(Field.KIND) or "subtitle",
         }  # fmt: skip
+    webhook = new_status.terminal and bool(job.get(Field.WEBHOOK_URL))
     return Step(Outcome.OK, new_status, attempts, gen, writes, deletes, event, push,
-                expire=new_status.terminal)  # fmt: skip
+                expire=new_status.terminal, webhook=webhook)  # fmt: skip

@@ -61,6 +61,7 @@ class Field(StrEnum):
     ERROR = "error"
     ATTEMPTS = "attempts"
     MEDIA = "media"
+    WEBHOOK_URL = "webhook_url"
     DONE = "done"
     OWNER = "owner"
     LEASE_UNTIL = "lease_until"
@@ -85,6 +86,7 @@ MEANING: dict[Field, str] = {
     Field.ERROR: "JSON {code, message} of the failure, or of the error a retry waits out",
     Field.ATTEMPTS: "tries of the current stage, crashes included (1 for the first)",
     Field.MEDIA: "JSON of what the probe learnt about the source",
+    Field.WEBHOOK_URL: "where the job's end is POSTed (empty: nowhere); see webhooks",
     Field.DONE: "comma-separated stages whose outputs are stored; never run again",
     Field.OWNER: "the run holding the stage's lease (worker name and a nonce), or empty",
     Field.LEASE_UNTIL: "Redis time (ms) when the owner's lease lapses unless renewed",
