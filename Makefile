@@ -54,7 +54,7 @@ bench: install redis
 
 # The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
 procs: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" VIDSTREAM_AUTH=$${VIDSTREAM_AUTH:-off} $(BIN)/honcho start $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

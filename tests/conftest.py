@@ -83,6 +83,8 @@ def make_settings(
             notifier_port=0,
             shutdown_grace_s=5.0,
             log_format="console",
+            auth="off",  # tests of keys and tenants turn it on
+            rate_limit_per_min=0,
             **storage,
         )
         return base.replace(**changes)
@@ -175,6 +177,7 @@ def role_env(tmp_path: Path, prefix: str, redis: Redis) -> dict[str, str]:
         "VIDSTREAM_DATA_DIR": str(tmp_path / "data"),
         "SECRET_KEY": "test-secret",
         "GATEWAY_PORT": str(free_port()),
+        "VIDSTREAM_AUTH": "off",
         "NOTIFIER_PORT": str(free_port()),
         "LOG_FORMAT": "json",
     }

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import re
+import struct
 import subprocess
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +81,10 @@ def speech_wav(
 def make_clip(
     directory: Path, name: str = "clip.mp4", *, size: str = "640x360",
     video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
-    audio: tuple[str, ...] = ("-c:a", "aac"),
+    audio: tuple[str, ...] = ("-c:a", "aac"), sentences: tuple[str, ...] = SENTENCES,
 ) -> Clip:  # fmt: skip
     """A video of the test pattern with the sentences spoken over it."""
-    wav, spoken = speech_wav(directory)
+    wav, spoken = speech_wav(directory, sentences)
     duration = spoken[-1].end + GAP_S
     out = directory / name
     subprocess.run(
@@ -128,3 +133,81 @@ def parse_cues(text: str) -> list[tuple[float, float, str]]:
                 cues.append((start, end, " ".join(lines[i + 1 :])))
                 break
     return cues
+
+
+# -- hostile sources -----------------------------------------------------------------------------
+
+
+def write_hls(path: Path, *segments: Path) -> Path:
+    """An HLS playlist naming `segments` by absolute path, as one uploaded to read them."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:10", "#EXT-X-MEDIA-SEQUENCE:0"]
+    for segment in segments:
+        lines += ["#EXTINF:10.0,", str(segment.resolve())]
+    path.write_text("\n".join([*lines, "#EXT-X-ENDLIST", ""]))
+    return path
+
+
+def write_ffconcat(path: Path, *files: Path) -> Path:
+    """An ffconcat list naming `files` by absolute path."""
+    lines = ["ffconcat version 1.0", *(f"file '{f.resolve()}'" for f in files)]
+    path.write_text("\n".join([*lines, ""]))
+    return path
+
+
+def write_dash(path: Path, media: Path) -> Path:
+    """A DASH manifest naming `media` by a file URL; FFmpeg knows it by its content alone."""
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" minBufferTime="PT1S"\n'
+        '     profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" '
+        'mediaPresentationDuration="PT2S">\n'
+        '  <Period><AdaptationSet><Representation id="1" bandwidth="100000" '
+        'mimeType="video/mp4">\n'
+        f"    <BaseURL>file://{media.resolve()}</BaseURL>\n"
+        "  </Representation></AdaptationSet></Period>\n</MPD>\n"
+    )
+    return path
+
+
+def lie_about_duration(mkv: Path, dest: Path, seconds: float) -> Path:
+    """A copy of a Matroska file whose header says it lasts `seconds`, whatever it plays."""
+    data = bytearray(mkv.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # the Duration element: an 8-byte float, in milliseconds
+    assert 0 < at < 4096, "no Duration element near the start"
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000)
+    dest.write_bytes(data)
+    return dest
+
+
+_IN_OPEN = 0x20
+
+
+@contextlib.contextmanager
+def watch_opens(*paths: Path) -> Iterator[list[str]]:
+    """Names of `paths` that any process opened while the block ran (Linux inotify): the list is
+    filled when the block ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    names: dict[int, str] = {}
+    opened: list[str] = []
+    try:
+        for path in paths:
+            wd = libc.inotify_add_watch(fd, os.fsencode(path), _IN_OPEN)
+            if wd < 0:
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch {path} failed")
+            names[wd] = path.name
+        yield opened
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset < len(data):  # struct inotify_event: wd, mask, cookie, len, name
+                wd, _mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+                opened.append(names[wd])
+                offset += 16 + size
+    finally:
+        os.close(fd)

@@ -15,9 +15,28 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROLES = {"gateway", "transcribe", "render", "notifier"}
 
 
+REQUIRED = {"SECRET_KEY", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "VIDSTREAM_API_KEYS"}
+GIVEN = {
+    "SECRET_KEY": "s" * 64, "MINIO_ROOT_USER": "vidstream", "MINIO_ROOT_PASSWORD": "p" * 24,
+    "VIDSTREAM_API_KEYS": "acme:vs_example",
+}  # fmt: skip
+
+
 def substitute(value: str) -> str:
-    """Compose's ${NAME:-default} with the defaults, as `docker compose config` would."""
+    """Compose's ${NAME:-default} with the defaults and ${NAME:?error} with what an operator
+    sets, as `docker compose config` would."""
+    value = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: GIVEN[m.group(1)], value)
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_ships_no_secret_and_no_open_storage() -> None:
+    """Compose refuses to start without SECRET_KEY, MinIO's credentials and API keys (no
+    default), and publishes no MinIO port unless asked to."""
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    for name in REQUIRED:
+        assert f"${{{name}:?" in text, name
+        assert f"${{{name}:-" not in text, name
+    assert "ports" not in compose()["services"]["minio"]
 
 
 def compose() -> dict[str, Any]:

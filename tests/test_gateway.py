@@ -18,7 +18,8 @@ from vidstream.settings import Settings
 @pytest.fixture
 async def api(make_settings: Callable[..., Settings], redis: Redis) -> AsyncIterator[Stack]:
     """The gateway and notifier only: jobs stay queued, which is all these tests need."""
-    async with Stack(make_settings(max_upload_bytes=200_000), ("gateway", "notifier")) as stack:
+    settings = make_settings(max_upload_bytes=200_000, cors_origins=("https://app.example",))
+    async with Stack(settings, ("gateway", "notifier")) as stack:
         yield stack
 
 
@@ -108,13 +109,14 @@ async def test_malformed_bodies(api: Stack, http: aiohttp.ClientSession) -> None
 async def test_upload_url_then_job(api: Stack, http: aiohttp.ClientSession) -> None:
     """A client PUTs to the upload URL, then creates a job from the key; the job is queued."""
     key = await upload(http, api, b"\0" * 1000, name="../../My Holiday (1).mp4")
-    assert key.endswith("/My Holiday (1).mp4") and ".." not in key
+    assert key.endswith("/source")  # vidstream names sources; the client's name is kept aside
     async with http.post(f"{gw(api)}/v1/jobs", json={"source": {"key": key}}) as r:
         job = await r.json()
         assert r.status == 202, job
         assert r.headers["Location"] == job["links"]["self"]
     assert job["status"] == "queued" and job["progress"] == 0.0 and job["stage"] is None
     assert job["kind"] == "subtitle"  # the default
+    assert job["source"] == {"key": key, "name": "My Holiday (1).mp4"}
     assert job["options"] == {
         "language": "en",
         "burn_subtitles": True,
@@ -200,8 +202,11 @@ async def test_cancel_a_queued_job_once(api: Stack, http: aiohttp.ClientSession)
     assert [e["event"] for e in events] == ["queued", "cancelled"]
 
 
-async def test_cors_lets_browsers_call_the_api(api: Stack, http: aiohttp.ClientSession) -> None:
-    """A browser's preflight succeeds and responses, errors included, carry the CORS header."""
+async def test_cors_lets_listed_browsers_call_the_api(
+    api: Stack, http: aiohttp.ClientSession
+) -> None:
+    """A listed origin's preflight succeeds and responses, errors included, carry the CORS
+    header; any other origin gets neither, and only the API's own headers are allowed."""
     headers = {
         "Origin": "https://app.example",
         "Access-Control-Request-Method": "POST",
@@ -210,9 +215,20 @@ async def test_cors_lets_browsers_call_the_api(api: Stack, http: aiohttp.ClientS
     async with http.options(f"{gw(api)}/v1/jobs", headers=headers) as r:
         assert r.status == 204
         assert "POST" in r.headers["Access-Control-Allow-Methods"]
-        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+        assert allowed == {
+            "authorization", "content-type", "idempotency-key", "last-event-id", "x-request-id",
+        }  # fmt: skip
     async with http.get(f"{gw(api)}/v1/nope", headers={"Origin": "https://app.example"}) as r:
-        assert r.status == 404 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.status == 404
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    evil = {**headers, "Origin": "https://evil.example"}
+    async with http.options(f"{gw(api)}/v1/jobs", headers=evil) as r:
+        await expect_error(r, 403, "forbidden_origin")
+        assert "Access-Control-Allow-Origin" not in r.headers
+    async with http.get(f"{gw(api)}/healthz", headers={"Origin": "https://evil.example"}) as r:
+        assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
 
 
 async def test_garbage_signatures_and_ids_are_client_errors(

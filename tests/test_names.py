@@ -116,9 +116,13 @@ def test_good_keys_pass(key: str) -> None:
 
 
 def test_the_longest_key_passes() -> None:
-    """A key of exactly the maximum length is accepted."""
-    key = "uploads/" + "x" * (MAX_KEY_LENGTH - len("uploads/"))
-    assert check_source_key(key) == key
+    """A key of exactly the maximum length, in segments a file system takes, is accepted; one
+    segment over 255 bytes is not (no disk can name it)."""
+    key = "uploads/" + "x" * 255 + "/"
+    key += "y" * (MAX_KEY_LENGTH - len(key))
+    assert len(key) == MAX_KEY_LENGTH and check_source_key(key) == key
+    with pytest.raises(InvalidKey, match="255 bytes"):
+        check_key("uploads/" + "é" * 128)
 
 
 @pytest.mark.parametrize(
@@ -133,12 +137,12 @@ def test_sources_come_only_from_uploads(key: str) -> None:
 
 
 def test_new_upload_key_shape() -> None:
-    """Each upload gets its own random folder under uploads/ and keeps a safe file name."""
-    key = new_upload_key("../My clip.mp4")
-    assert re.fullmatch(r"uploads/[0-9a-f]{24}/My clip\.mp4", key), key
+    """Each upload gets its own random folder under uploads/ and a name vidstream chose: no
+    client name or extension ever decides how the file is read."""
+    key = new_upload_key()
+    assert re.fullmatch(r"uploads/[0-9a-f]{24}/source", key), key
     assert check_source_key(key) == key
-    assert new_upload_key("a.mp4") != new_upload_key("a.mp4")
-    assert new_upload_key("").endswith("/upload")
+    assert new_upload_key() != new_upload_key()
 
 
 def test_rendered_key_format() -> None:
@@ -162,15 +166,28 @@ def key_of(url: str) -> str:
 
 
 def test_ws_tokens() -> None:
-    """A WebSocket token opens exactly its own job, only with the secret that made it."""
+    """A WebSocket token opens exactly its own tenant's job, only with the secret that made it,
+    and only until it expires."""
     signer = Signer(b"secret")
-    token = signer.ws_token("job-a")
-    assert signer.check_ws_token("job-a", token)
-    assert not signer.check_ws_token("job-b", token)
-    assert not signer.check_ws_token("job-a", token[:-1] + ("A" if token[-1] != "A" else "B"))
-    assert not signer.check_ws_token("job-a", "")
-    assert not Signer(b"other").check_ws_token("job-a", token)
-    assert signer.ws_token("job-a") == token  # stateless: same job, same token
+    created, ttl = 1_000_000.0, 3600
+    token = signer.ws_token("acme", "job-a", created, ttl, now=created)
+    assert signer.check_ws_token("acme", "job-a", token, now=created)
+    assert not signer.check_ws_token("acme", "job-b", token, now=created)
+    assert not signer.check_ws_token("other", "job-a", token, now=created)
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert not signer.check_ws_token("acme", "job-a", tampered, now=created)
+    assert not signer.check_ws_token("acme", "job-a", "", now=created)
+    assert not signer.check_ws_token("acme", "job-a", "é.é", now=created)
+    assert not Signer(b"other").check_ws_token("acme", "job-a", token, now=created)
+    # Forged expiry: the MAC covers it.
+    expires, mac = token.split(".")
+    assert not signer.check_ws_token("acme", "job-a", f"{int(expires) + 9999}.{mac}", now=created)
+    # Stateless and stable: the same job gets the same token within a window.
+    assert signer.ws_token("acme", "job-a", created, ttl, now=created + 60) == token
+    # It expires; a request later in the job's life gets a newer token, valid ttl/2 at least.
+    assert not signer.check_ws_token("acme", "job-a", token, now=created + ttl + 1)
+    later = signer.ws_token("acme", "job-a", created, ttl, now=created + ttl)
+    assert later != token and signer.check_ws_token("acme", "job-a", later, now=created + ttl * 1.4)
 
 
 def test_object_url_round_trip() -> None:

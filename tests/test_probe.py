@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import FFMPEG
-from vidstream.errors import InvalidMedia
-from vidstream.media.probe import probe
+from tests.media import FFMPEG, watch_opens, write_ffconcat, write_hls
+from vidstream.errors import InvalidMedia, PermanentError, TooLong
+from vidstream.media.info import NAMES_OTHER_FILES, accepted, check_frame, refusal
+from vidstream.media.probe import check_duration, probe
 
 PICTURE = ("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25")
 SOUND = ("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100")
@@ -31,6 +32,11 @@ class Files:
     truncated: Path
     damaged: Path
     text_txt: Path
+    secret: Path
+    playlist: Path
+    concat: Path
+    picture: Path
+    transport: Path
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     damaged.write_bytes(data[: data.index(b"mdat") + 500])
     text_txt = d / "notes.txt"
     text_txt.write_text("These are my notes for the meeting, not a video.\n" * 20)
-    return Files(good, rotated, silent, audio_only, empty, truncated, damaged, text_txt)
+    # A media file elsewhere on the disk, and references to it a hostile upload could make.
+    secret, transport = d / "secret" / "private.ts", d / "good.ts"
+    secret.parent.mkdir()
+    ffmpeg(*PICTURE, *SOUND, "-t", "1", *X264, "-c:a", "aac", str(secret))
+    ffmpeg("-i", str(good), "-c", "copy", str(transport))
+    playlist = write_hls(d / "upload.m3u8", secret)
+    concat = write_ffconcat(d / "upload.ffconcat", secret)
+    picture = d / "frame.png"
+    ffmpeg(*PICTURE, "-frames:v", "1", str(picture))
+    return Files(
+        good, rotated, silent, audio_only, empty, truncated, damaged, text_txt,
+        secret, playlist, concat, picture, transport,
+    )  # fmt: skip
 
 
 async def invalid(path: Path) -> str:
@@ -134,3 +152,139 @@ async def test_a_damaged_mp4_message_has_no_internals(files: Files) -> None:
 async def test_a_missing_file(tmp_path: Path) -> None:
     """A source that vanished is refused with a readable reason, not a crash."""
     assert "could not be read as a video" in await invalid(tmp_path / "gone.mp4")
+
+
+# -- sources that name other files -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["playlist", "concat"])
+async def test_a_list_of_other_files_is_refused_unread(files: Files, kind: str) -> None:
+    """An HLS playlist or ffconcat list is refused as not a video, and the media file it names
+    is never opened."""
+    source = getattr(files, kind)
+    with watch_opens(files.secret) as opened:
+        message = await invalid(source)
+    assert message == NAMES_OTHER_FILES
+    assert opened == []
+    assert str(files.secret) not in message
+
+
+async def test_a_picture(files: Files) -> None:
+    """A still image is refused as a picture, not a video."""
+    assert await invalid(files.picture) == "The file is a picture, not a video."
+
+
+async def test_an_mpeg_ts_video(files: Files) -> None:
+    """An MPEG-TS video (one file, no playlist) is accepted; later readers are forced to it."""
+    with watch_opens(files.secret) as opened:
+        info = await probe(files.transport, timeout_s=30)
+    assert info.format_name == "mpegts" and info.demuxer == "mpegts"
+    assert opened == []
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+async def test_a_picture_beyond_max_pixels(files: Files) -> None:
+    """A picture larger than MAX_PIXELS fails `too_large_frame`, naming the sizes."""
+    with pytest.raises(PermanentError) as err:
+        await probe(files.good, timeout_s=30, max_pixels=160 * 119)
+    assert err.value.code == "too_large_frame"
+    assert "160x120" in err.value.message and "19,040" in err.value.message
+    info = await probe(files.good, timeout_s=30, max_pixels=160 * 120)
+    assert (info.width, info.height) == (160, 120)
+
+
+async def test_a_video_beyond_max_duration(files: Files) -> None:
+    """A video whose header says it is longer than MAX_DURATION_S fails `too_long`."""
+    with pytest.raises(TooLong) as err:
+        await probe(files.good, timeout_s=30, max_duration_s=0.5)
+    assert err.value.code == "too_long"
+    assert err.value.message == "The video is 1 seconds long; the limit is 0 seconds."
+
+
+# -- the pure decisions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("format_name", "ok"),
+    [
+        ("mov,mp4,m4a,3gp,3g2,mj2", True),
+        ("matroska,webm", True),
+        ("avi", True),
+        ("mpegts", True),
+        ("flv", True),
+        ("ogg", True),
+        ("asf", True),
+        ("mpeg", True),
+        ("hls", False),
+        ("applehttp", False),
+        ("dash", False),
+        ("concat", False),
+        ("imf", False),
+        ("sdp", False),
+        ("rtp", False),
+        ("image2", False),
+        ("png_pipe", False),
+        ("lavfi", False),
+        ("tty", False),
+        ("webm_dash_manifest", False),
+        ("mpegtsraw", False),
+        ("mp3", False),
+        ("", False),
+    ],
+)
+def test_the_container_whitelist(format_name: str, ok: bool) -> None:
+    """Only containers that hold their media themselves are read; none that name other files."""
+    assert accepted(format_name) is ok
+
+
+@pytest.mark.parametrize(
+    ("format_name", "says"),
+    [
+        ("hls", "playlist"),
+        ("concat", "playlist"),
+        ("dash", "playlist"),
+        ("image2", "playlist"),
+        ("tty", "looks like text"),
+        ("png_pipe", "picture"),
+        ("mp3", "vidstream reads MP4"),
+        (None, "vidstream reads MP4"),
+    ],
+)
+def test_refusals_say_why_in_plain_words(format_name: str | None, says: str) -> None:
+    """Each refused format gets a sentence a person understands, naming no FFmpeg internals."""
+    message = refusal(format_name)
+    assert says in message and message.endswith(".")
+    assert "demuxer" not in message
+    assert format_name is None or format_name not in message
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "code"),
+    [
+        (4096, 2304, None),
+        (2304, 4096, None),
+        (4096, 2305, "too_large_frame"),
+        (16385, 2, "too_large_frame"),
+        (2, 16384, None),
+        (1, 100, "invalid_media"),
+        (0, 0, "invalid_media"),
+    ],
+)
+def test_frame_limits(width: int, height: int, code: str | None) -> None:
+    """Pictures up to MAX_PIXELS with sides from 2 to 16384 are accepted; others fail for good."""
+    if code is None:
+        check_frame(width, height, 4096 * 2304)
+        return
+    with pytest.raises(PermanentError) as err:
+        check_frame(width, height, 4096 * 2304)
+    assert err.value.code == code
+
+
+def test_duration_limit() -> None:
+    """A duration at the limit passes; beyond it fails `too_long` in minutes people read."""
+    check_duration(3600.0, 3600.0)
+    with pytest.raises(TooLong) as err:
+        check_duration(7300.0, 3600.0)
+    assert err.value.message == "The video is 2.0 hours long; the limit is 60.0 minutes."

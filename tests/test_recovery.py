@@ -186,14 +186,21 @@ async def test_idempotency_key_returns_the_same_job(
     stack: Stack, http: aiohttp.ClientSession, clip: Clip
 ) -> None:
     """The same Idempotency-Key returns the same job; reused with another body it is refused."""
-    body = {"filename": "a.mp4", "content_type": "video/mp4", "size": os.path.getsize(clip.path)}
-    async with http.post(f"{gateway(stack)}/v1/uploads", json=body) as r:
-        ticket = await r.json()
-    async with http.put(
-        ticket["upload_url"], data=io.BytesIO(clip.path.read_bytes()), headers=ticket["headers"]
-    ) as r:
-        assert r.status == 200
-    request = {"source": {"key": ticket["key"]}, "burn_subtitles": False}
+
+    async def uploaded() -> str:
+        size = os.path.getsize(clip.path)
+        body = {"filename": "a.mp4", "content_type": "video/mp4", "size": size}
+        async with http.post(f"{gateway(stack)}/v1/uploads", json=body) as r:
+            ticket = await r.json()
+        async with http.put(
+            ticket["upload_url"],
+            data=io.BytesIO(clip.path.read_bytes()),
+            headers=ticket["headers"],
+        ) as r:
+            assert r.status == 200
+        return str(ticket["key"])
+
+    request = {"source": {"key": await uploaded()}, "burn_subtitles": False}
     headers = {"Idempotency-Key": "order-42"}
     async with http.post(f"{gateway(stack)}/v1/jobs", json=request, headers=headers) as r:
         first = await r.json()
@@ -206,8 +213,10 @@ async def test_idempotency_key_returns_the_same_job(
     async with http.post(f"{gateway(stack)}/v1/jobs", json=other, headers=headers) as r:
         assert r.status == 422
         assert (await r.json())["error"]["code"] == "idempotency_key_reused"
+    # Another key is another job (of another upload: an upload makes one job).
+    second = {**request, "source": {"key": await uploaded()}}
     async with http.post(
-        f"{gateway(stack)}/v1/jobs", json=request, headers={"Idempotency-Key": "order-43"}
+        f"{gateway(stack)}/v1/jobs", json=second, headers={"Idempotency-Key": "order-43"}
     ) as r:
         assert (await r.json())["id"] != first["id"]
     assert (await watch(first))[-1]["event"] == "completed"

@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert s.redis_prefix == "vs"
     assert s.data_dir == Path("data")
     assert (s.gateway_port, s.notifier_port) == (8080, 8765)
-    assert s.cors_origins == ("*",)
+    assert s.cors_origins == ()  # no browser origin is let in until named
     assert s.max_upload_bytes == 4 * 1024**3
     assert s.job_ttl_s == 7 * 24 * 3600
     assert (s.concurrency, s.ffmpeg, s.x264_preset, s.x264_crf) == (1, "auto", "veryfast", 21)

@@ -15,6 +15,7 @@ from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 from vidstream.storage import ObjectStore
+from vidstream.tickets import Ticket, Tickets
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 
@@ -89,16 +90,41 @@ async def test_streams_beyond_the_limit_store_nothing(store: ObjectStore) -> Non
     assert await store.head("uploads/c/too-big.mp4") is None
 
 
+async def test_downloads_stop_at_their_limit(store: ObjectStore, tmp_path: Path) -> None:
+    """A download larger than its limit fails `too_large` and leaves no file; one at the limit
+    comes down whole."""
+    data = os.urandom(3 * MiB + 7)
+    src = tmp_path / "source.mp4"
+    src.write_bytes(data)
+    await store.put_file("uploads/e/source.mp4", src, "video/mp4")
+    dest = tmp_path / "copy.mp4"
+    with pytest.raises(ObjectTooLarge) as err:
+        await store.get_file("uploads/e/source.mp4", dest, max_size=len(data) - 1)
+    assert err.value.code == "too_large"
+    assert not dest.exists()
+    info = await store.get_file("uploads/e/source.mp4", dest, max_size=len(data))
+    assert info.size == len(data) and dest.read_bytes() == data
+
+
 async def test_presigned_put_with_a_plain_http_client(
-    store: ObjectStore, http: aiohttp.ClientSession
+    store: ObjectStore, stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     """A client with no credentials PUTs to the presigned URL; the object is then there."""
+    assert stack.services is not None
+    # The gateway hands out a link with a ticket (POST /v1/uploads); do the same here.
+    tickets = Tickets(stack.services.redis, stack.services.keys)
+    await tickets.issue(Ticket("uploads/d/clip.mp4", "default", "clip.mp4", 1000, "video/mp4"), 60)
     url = await store.presign_put("uploads/d/clip.mp4", "video/mp4", 1000, 60)
-    async with http.put(url, data=b"v" * 1000, headers={"Content-Type": "video/mp4"}) as r:
+    headers = store.upload_headers("video/mp4")
+    async with http.put(url, data=b"v" * 1000, headers=headers) as r:
         assert r.status == 200, await r.text()
     head = await store.head("uploads/d/clip.mp4")
     assert head is not None
     assert head.size == 1000
+    # The link is single-use: a second PUT (a leaked link) cannot replace the source.
+    async with http.put(url, data=b"w" * 1000, headers=headers) as r:
+        assert r.status in (403, 412), await r.text()
+    assert await store.get_bytes("uploads/d/clip.mp4") == b"v" * 1000
 
 
 async def test_presigned_get_names_the_download(
@@ -144,3 +170,17 @@ async def test_traversal_attempts_are_refused(store: ObjectStore, key: str, tmp_
         with pytest.raises(InvalidKey) as err:
             await attempt
         assert err.value.code == "invalid_key"
+
+
+async def test_a_key_under_an_object_is_the_keys_fault(store: ObjectStore, tmp_path: Path) -> None:
+    """A key whose folder is an object is refused as invalid_key (a 4xx), never a storage
+    outage; object stores without folders simply store both."""
+    src = tmp_path / "a.txt"
+    src.write_text("a")
+    await store.put_file("uploads/k/source", src, "text/plain")
+    try:
+        await store.put_file("uploads/k/source/deeper", src, "text/plain")
+    except InvalidKey:
+        assert store.name == "local"
+    else:
+        assert store.name == "s3"

@@ -50,11 +50,15 @@ async def last_id(redis: Redis, stream: str) -> str | None:
     return str(raw[0][0]) if raw else None
 
 
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # ASCII digits: \d takes "١٢" too
 
 
 def is_stream_id(value: str) -> bool:
-    return bool(_STREAM_ID.match(value))
+    """Whether `value` is an id Redis accepts: two ASCII numbers that fit in 64 bits."""
+    if not _STREAM_ID.fullmatch(value):
+        return False
+    ms, seq = stream_id(value)
+    return ms < 2**64 and seq < 2**64
 
 
 def stream_id(value: str) -> tuple[int, int]:

@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("video", type=Path)
     submit.add_argument("--gateway", help="gateway URL (default: PUBLIC_URL or the local gateway)")
     submit.add_argument(
+        "--api-key", default=os.environ.get("VIDSTREAM_API_KEY"),
+        help="API key for the gateway (default: $VIDSTREAM_API_KEY)",
+    )  # fmt: skip
+    submit.add_argument(
         "--no-burn", action="store_true", help="add a subtitle track instead of burning"
     )
     submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
@@ -40,6 +44,19 @@ def _parser() -> argparse.ArgumentParser:
         help="subtitle: transcript and video (default); transcribe: the transcript only",
     )  # fmt: skip
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="add a key; prints it once")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument("--admin", action="store_true", help="may also use operator routes")
+    create.add_argument("--label", default="", help="a note to recognise the key by")
+    keys_sub.add_parser("list", help="list keys (ids and tenants; never the keys)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    secret = keys_sub.add_parser(
+        "webhook-secret", help="the secret a tenant's webhooks are signed with"
+    )
+    secret.add_argument("--tenant", required=True)
     status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
     status.add_argument("job_id", nargs="?")
     dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
@@ -77,12 +94,27 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
     from vidstream import runtime
 
     if args.command == "dev":
-        return runtime.serve(settings, runtime.ROLES, private_redis=True)
+        return runtime.serve(settings, runtime.ROLES, dev=True)
     if args.command in runtime.ROLES:
         return runtime.serve(settings, (args.command,))
     if args.command == "submit":
         return _submit(args, settings)
+    if args.command == "keys":
+        return _keys(args, settings)
     return _admin(args, settings)
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream import keyscli
+
+    if args.keys_command == "create":
+        return keyscli.create(settings, args.tenant, args.admin, args.label, sys.stdout,
+                              sys.stderr)  # fmt: skip
+    if args.keys_command == "list":
+        return keyscli.list_keys(settings, sys.stdout)
+    if args.keys_command == "revoke":
+        return keyscli.revoke(settings, args.key_id, sys.stdout)
+    return keyscli.webhook_secret(settings, args.tenant, sys.stdout)
 
 
 async def _submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,6 +133,7 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
             language=args.language,
             wait=args.wait,
             kind=args.kind,
+            api_key=args.api_key,
         )
     except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)

@@ -78,6 +78,7 @@ async def submit(
     language: str | None = None,
     wait: bool = False,
     kind: str = "subtitle",
+    api_key: str | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -86,9 +87,12 @@ async def submit(
     size = (await asyncio.to_thread(video.stat)).st_size
     content_type = mimetypes.guess_type(video.name)[0] or "application/octet-stream"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120)
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    # The key goes to the gateway only: upload URLs may point at a bucket on another host.
     async with aiohttp.ClientSession(timeout=timeout) as http:
         async with http.post(
             f"{gateway}/v1/uploads",
+            headers=auth,
             json={
                 "filename": video.name,
                 "content_type": content_type,
@@ -108,14 +112,14 @@ async def submit(
         }  # fmt: skip
         if language:
             options["language"] = language
-        async with http.post(f"{gateway}/v1/jobs", json=options) as r:
+        async with http.post(f"{gateway}/v1/jobs", json=options, headers=auth) as r:
             job = await _check(r)
         err.write(f"job {job['id']} queued\n")
         if not wait:
             out.write(json.dumps(job, indent=2) + "\n")
             return 0
         status = await follow(job["links"]["ws"], job["id"], job["ws_token"], err)
-        async with http.get(job["links"]["self"]) as r:
+        async with http.get(job["links"]["self"], headers=auth) as r:
             final = await _check(r)
     out.write(f"job {final['id']}: {final['status']}\n")
     if final.get("error"):

@@ -24,6 +24,7 @@ class DeadLetter:
     message: str
     attempts: int
     at: float
+    tenant: str = "default"
 
     def to_public(self, status: str | None) -> dict[str, Any]:
         return {
@@ -37,17 +38,29 @@ class DeadLetter:
         }
 
 
-async def list_dead(jobs: JobStore, limit: int = 100) -> list[tuple[DeadLetter, Job | None]]:
-    """The newest dead letters first, each with its job as it is now (None once expired)."""
-    raw = cast(Any, await jobs.redis.xrevrange(jobs.keys.dead_letters, count=limit))
-    letters = []
-    for entry_id, fields in raw:
-        letter = DeadLetter(
-            id=str(entry_id), job_id=fields["job_id"], stage=fields["stage"],
-            code=fields["code"], message=fields["message"], attempts=int(fields["attempts"]),
-            at=float(fields["at"]),
-        )  # fmt: skip
-        letters.append((letter, await jobs.get(letter.job_id)))
+async def list_dead(
+    jobs: JobStore, limit: int = 100, tenant: str | None = None
+) -> list[tuple[DeadLetter, Job | None]]:
+    """The newest dead letters first (of `tenant` only, if given), each with its job as it is
+    now (None once expired)."""
+    letters: list[tuple[DeadLetter, Job | None]] = []
+    cursor = "+"
+    # Pages of the shared stream, filtered; bounded so one tenant cannot make this scan all.
+    for _ in range(20):
+        raw = cast(Any, await jobs.redis.xrevrange(jobs.keys.dead_letters, cursor, "-", count=500))
+        for entry_id, fields in raw:
+            cursor = f"({entry_id}"
+            letter = DeadLetter(
+                id=str(entry_id), job_id=fields["job_id"], stage=fields["stage"],
+                code=fields["code"], message=fields["message"], attempts=int(fields["attempts"]),
+                at=float(fields["at"]), tenant=fields.get("tenant", "default"),
+            )  # fmt: skip
+            if tenant is None or letter.tenant == tenant:
+                letters.append((letter, await jobs.get(letter.job_id)))
+                if len(letters) >= limit:
+                    return letters
+        if len(raw) < 500:
+            break
     return letters
 
 

@@ -50,7 +50,7 @@ class Kind(StrEnum):
 
 
 FORMATS = ("json", "srt", "vtt")
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +64,11 @@ class Options:
         """Validate options as a client sent them; raise `PermanentError` saying what is wrong."""
         unknown = set(data) - {"language", "burn_subtitles", "formats"}
         if unknown:
-            raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))}")
+            raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))[:80]}")
         language = data.get("language", "en")
         if language in (None, "", "auto"):
             language = None
-        elif not isinstance(language, str) or not _LANGUAGE_RE.match(language.lower()):
+        elif not isinstance(language, str) or not _LANGUAGE_RE.fullmatch(language.lower()):
             raise _invalid("language must be an ISO 639-1 code such as 'en', or 'auto'")
         else:
             language = language.lower()
@@ -82,7 +82,7 @@ class Options:
             raise _invalid("formats must be a list drawn from json, srt, vtt")
         bad = [f for f in formats if f not in FORMATS]
         if bad:
-            raise _invalid(f"unknown format(s) {', '.join(bad)}; choose from json, srt, vtt")
+            raise _invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from json, srt, vtt")
         # The word-level JSON is the source of truth the render stage reads, so it is always kept.
         chosen = tuple(f for f in FORMATS if f in formats or f == "json")
         return cls(language=language, burn_subtitles=burn, formats=chosen)
@@ -151,11 +151,12 @@ class Job:
     media: MediaInfo | None = None
     done: frozenset[Stage] = frozenset()  # stages finished: their outputs are stored
     webhook_url: str = ""  # POSTed the job when it ends (see webhooks)
+    source_name: str = ""  # the client's file name, cleaned; names the downloads
 
     @classmethod
     def new(
         cls, source_key: str, options: Options, tenant: str = "default",
-        kind: Kind = Kind.SUBTITLE, webhook_url: str = "",
+        kind: Kind = Kind.SUBTITLE, webhook_url: str = "", source_name: str = "",
     ) -> Job:  # fmt: skip
         now = time.time()
         return cls(
@@ -165,6 +166,7 @@ class Job:
             tenant=tenant,
             kind=kind,
             webhook_url=webhook_url,
+            source_name=source_name,
             created_at=now,
             updated_at=now,
         )
@@ -186,6 +188,7 @@ class Job:
             "attempts": str(self.attempts),
             "media": json.dumps(self.media.to_dict()) if self.media else "",
             "webhook_url": self.webhook_url,
+            "source_name": self.source_name,
         }
 
     @classmethod
@@ -210,6 +213,7 @@ class Job:
             media=MediaInfo.from_dict(json.loads(raw["media"])) if raw.get("media") else None,
             done=frozenset(Stage(s) for s in (raw.get("done") or "").split(",") if s),
             webhook_url=raw.get("webhook_url", ""),
+            source_name=raw.get("source_name", ""),
         )
 
     def with_changes(self, **changes: Any) -> Job:
@@ -229,11 +233,12 @@ def new_job_id(now: float | None = None) -> str:
     return "".join(reversed(chars))
 
 
-_JOB_ID_RE = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")
+_JOB_ID_RE = re.compile(r"[0-9a-hjkmnp-tv-z]{26}")
 
 
 def is_job_id(value: str) -> bool:
-    return bool(_JOB_ID_RE.match(value))
+    # fullmatch: "$" would also accept a trailing newline.
+    return bool(_JOB_ID_RE.fullmatch(value))
 
 
 def isoformat(ts: float) -> str:

@@ -60,9 +60,29 @@ class Keys:
         return f"{self.prefix}:webhooks"
 
     @property
+    def webhook_group(self) -> str:
+        """Consumer group of the webhook deliverers (one per gateway process) on `webhooks`."""
+        return f"{self.prefix}:webhook-deliverers"
+
+    @property
+    def webhook_retries(self) -> str:
+        """Sorted set: webhook attempts waiting to be made again, as JSON (`webhooks.queue`),
+        scored by due time (ms, Redis time)."""
+        return f"{self.prefix}:webhooks:retries"
+
+    @property
     def control(self) -> str:
         """Stream: cancellation notices; every worker tails it."""
         return f"{self.prefix}:control"
+
+    def rate(self, key_id: str) -> str:
+        """String with a TTL: the rate limiter's next allowed time (ms) for one API key."""
+        return f"{self.prefix}:rate:{key_id}"
+
+    def upload(self, key: str) -> str:
+        """String with a TTL: JSON of the upload handed out at storage `key` (its tenant, the
+        client's file name); taken by the one job that uses it."""
+        return f"{self.prefix}:upload:{key}"
 
     def lock(self, name: str) -> str:
         """String with a short TTL: which process does the periodic step `name` this period."""

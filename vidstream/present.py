@@ -14,7 +14,7 @@ _ORDER = {name: i for i, name in enumerate(_SUFFIX)}
 
 def download_name(job: Job, output: str) -> str:
     """A friendly file name for a download: the source's name with the output's suffix."""
-    stem = PurePosixPath(job.source_key).stem or job.id
+    stem = PurePosixPath(job.source_name).stem or job.id
     return f"{stem}{_SUFFIX.get(output, '')}"
 
 
@@ -38,7 +38,7 @@ async def present_job(job: Job, store: ObjectStore, url_ttl_s: int) -> dict[str,
         "progress": round(job.progress, 4),
         "created_at": isoformat(job.created_at),
         "updated_at": isoformat(job.updated_at),
-        "source": {"key": job.source_key},
+        "source": {"key": job.source_key, "name": job.source_name or None},
         "options": job.options.to_dict(),
         "media": {
             "duration": round(media.duration, 3),

@@ -18,9 +18,10 @@ from vidstream import logs
 from vidstream.actors.render import RenderWorker
 from vidstream.actors.transcribe import TranscribeWorker
 from vidstream.actors.worker import Worker
+from vidstream.auth import KeyRing
 from vidstream.backoff import Backoff
 from vidstream.devredis import PrivateRedis
-from vidstream.errors import StorageError
+from vidstream.errors import ConfigError, StorageError
 from vidstream.http.app import Gateway
 from vidstream.lifecycle import Component
 from vidstream.maintenance import Maintenance
@@ -29,6 +30,7 @@ from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
 from vidstream.storage import LocalStore, ObjectStore, open_store
+from vidstream.webhooks.deliver import WebhookDeliverer
 
 ROLES = ("gateway", "transcribe", "render", "notifier")
 STORAGE_CHECK_TIMEOUT_S = 15.0
@@ -62,11 +64,11 @@ class Stack(Component):
     """The roles of one process and the clients they share, started and closed as one."""
 
     def __init__(
-        self, settings: Settings, roles: tuple[str, ...] = ROLES, *, private_redis: bool = False
+        self, settings: Settings, roles: tuple[str, ...] = ROLES, *, dev: bool = False
     ) -> None:
         self.settings = settings
         self.roles = roles
-        self.private_redis = private_redis
+        self.dev = dev  # `vidstream dev`: a private Redis if none answers; keys optional
         self.gateway: Gateway | None = None
         self.notifier: Notifier | None = None
         self.workers: list[Worker] = []
@@ -75,7 +77,8 @@ class Stack(Component):
 
     async def start(self) -> None:
         s, enter = self.settings, self._exit.enter_async_context
-        if self.private_redis:
+        api_keys = self._api_keys()
+        if self.dev:
             await enter(PrivateRedis(s.redis_url, Path(s.data_dir)))
         redis = connect_redis(s)
         self._exit.push_async_callback(redis.aclose)
@@ -83,7 +86,7 @@ class Stack(Component):
         signer = Signer(load_secret(s))
         store = await enter(open_store(s, signer))
         await check_storage(store)
-        self.services = services = Services.build(s, redis, store, signer)
+        self.services = services = Services.build(s, redis, store, signer, api_keys)
         await enter(Maintenance(redis, services.keys, services.jobs))
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.
@@ -92,11 +95,34 @@ class Stack(Component):
         if "gateway" in self.roles:
             ws_url = self.notifier.url if self.notifier else None
             self.gateway = await enter(Gateway(services, ws_url=ws_url))
+            if self.notifier is not None:  # the gateway's page may watch jobs
+                self.notifier.allow_origin(self.gateway.url)
             if isinstance(store, LocalStore) and not s.public_url:
                 store.base_url = self.gateway.url
+            # Every gateway process delivers webhooks (after the links in them are known).
+            await enter(WebhookDeliverer(services))
         for role, cls in (("transcribe", TranscribeWorker), ("render", RenderWorker)):
             if role in self.roles:
                 self.workers.append(await enter(cls(services, concurrency=s.concurrency)))
+
+    def _api_keys(self) -> KeyRing | None:
+        """The keys the client-facing roles accept, or None when authentication is off."""
+        if self.settings.auth == "off" or not {"gateway", "notifier"} & set(self.roles):
+            return None
+        ring = KeyRing(self.settings)
+        if len(ring):
+            return ring
+        if self.dev:
+            log.warning(
+                "authentication_off",
+                reason="no API keys exist; anyone who reaches the gateway can use it",
+                fix="vidstream keys create --tenant NAME",
+            )
+            return None
+        raise ConfigError(
+            "no API keys: create one with `vidstream keys create --tenant NAME` (or set "
+            "VIDSTREAM_API_KEYS), or set VIDSTREAM_AUTH=off on a trusted network"
+        )
 
     async def close(self) -> None:
         await self._exit.aclose()
@@ -106,11 +132,11 @@ class Stack(Component):
             worker.hurry()
 
 
-async def serve(settings: Settings, roles: tuple[str, ...], *, private_redis: bool = False) -> int:
+async def serve(settings: Settings, roles: tuple[str, ...], *, dev: bool = False) -> int:
     """Run `roles` until SIGINT or SIGTERM; return the exit status."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    stack = Stack(settings, roles, private_redis=private_redis)
+    stack = Stack(settings, roles, dev=dev)
     received: list[int] = []
 
     def on_signal(sig: signal.Signals) -> None:

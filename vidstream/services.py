@@ -10,6 +10,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from vidstream.auth import KeyRing
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
 from vidstream.settings import Settings
@@ -42,11 +43,13 @@ class Services:
     jobs: JobStore
     store: ObjectStore
     signer: Signer
+    api_keys: KeyRing | None = None  # None: authentication is off (one tenant, `default`)
 
     @classmethod
     def build(
-        cls, settings: Settings, redis: Redis, store: ObjectStore, signer: Signer
-    ) -> Services:
+        cls, settings: Settings, redis: Redis, store: ObjectStore, signer: Signer,
+        api_keys: KeyRing | None = None,
+    ) -> Services:  # fmt: skip
         keys = Keys(settings.redis_prefix)
         jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
-        return cls(settings, redis, keys, jobs, store, signer)
+        return cls(settings, redis, keys, jobs, store, signer, api_keys)

@@ -139,8 +139,47 @@ class Settings:
     public_url: str = setting(
         "PUBLIC_URL", "", "the gateway as clients reach it", url=_HTTP, shown_default="derived"
     )
+    # None by default: a browser on another origin is let in only when named exactly.
     cors_origins: tuple[str, ...] = setting(
-        "CORS_ORIGINS", ("*",), "origins allowed to call the API from a browser (comma-separated)"
+        "CORS_ORIGINS",
+        (),
+        "exact origins (`https://app.example.com`) allowed to call the API and the WebSocket "
+        "from a browser, comma-separated",
+        shown_default="none",
+    )
+    auth: str = setting(
+        "VIDSTREAM_AUTH",
+        "on",
+        "`on`: every `/v1` call needs an API key; `off` only for a trusted network "
+        "(`vidstream dev` turns it off while no key exists, and says so)",
+        choices=("on", "off"),
+    )
+    api_keys: str = setting(
+        "VIDSTREAM_API_KEYS",
+        "",
+        "API keys as `tenant:key` or `tenant:sha256:<hex>`, comma-separated (or use the keys file)",
+        secret=True,
+    )
+    api_keys_file: str = setting(
+        "VIDSTREAM_API_KEYS_FILE",
+        "",
+        "keys file written by `vidstream keys create`; holds hashes only",
+        shown_default="`VIDSTREAM_DATA_DIR/api-keys.jsonl`",
+    )
+    ws_token_ttl_s: int = setting(
+        "WS_TOKEN_TTL_S", 24 * 3600, "how long a job's WebSocket token is valid", low=60
+    )
+    rate_limit_per_min: int = setting(
+        "RATE_LIMIT_PER_MIN", 600, "requests per minute per API key (0: no limit)", low=0
+    )
+    max_queue_depth: int = setting(
+        "MAX_QUEUE_DEPTH",
+        1000,
+        "jobs waiting to be transcribed beyond which new jobs get 503 `overloaded` (0: no limit)",
+        low=0,
+    )
+    ws_max_connections_per_ip: int = setting(
+        "WS_MAX_CONNECTIONS_PER_IP", 50, "WebSocket connections one address may hold", low=1
     )
     notifier_host: str = setting("NOTIFIER_HOST", "127.0.0.1", "WebSocket server listen address")
     notifier_port: int = setting("NOTIFIER_PORT", 8765, "WebSocket server port", low=0, high=65535)
@@ -196,6 +235,24 @@ class Settings:
     shutdown_grace_s: float = setting(
         "SHUTDOWN_GRACE_S", 30.0, "how long SIGTERM waits for running jobs", low=0
     )
+    # 4096x2304: DCI 4K (4096x2160) and UHD (3840x2160) fit, either way up. 8K does not: one 8K
+    # picture is 50 MB decoded, and x264 holds dozens of them in its lookahead.
+    max_pixels: int = setting(
+        "MAX_PIXELS",
+        4096 * 2304,
+        "largest picture (width x height) decoded; `too_large_frame` beyond",
+        low=4,
+        shown_default="9437184 (4096x2304)",
+    )
+    # FFmpeg renders at a fraction of real time and Whisper tiny.en at a tenth of it on one core;
+    # raise this for a slower model or machine.
+    media_timeout_factor: float = setting(
+        "MEDIA_TIMEOUT_FACTOR",
+        4.0,
+        "an FFmpeg or Whisper run may take 60 s plus this many times the media's duration "
+        "(`timeout` beyond)",
+        low=0.1,
+    )
 
     # A worker holds each job on a lease it renews every quarter of VISIBILITY_TIMEOUT_S, so a
     # job whose worker died is taken up by another once the timeout has passed.
@@ -221,6 +278,26 @@ class Settings:
     log_level: str = setting("LOG_LEVEL", "info", "least severe level logged", choices=_LEVELS)
     log_format: str = setting(
         "LOG_FORMAT", "auto", "`auto`: console on a terminal, else JSON", choices=_FORMATS
+    )
+
+    # Webhooks: a job's end POSTed, signed, to its webhook_url (docs/api.md, "Webhooks").
+    webhook_allow_private: bool = setting(
+        "WEBHOOK_ALLOW_PRIVATE",
+        False,
+        "let webhooks reach loopback, private and other non-public addresses (tests, private "
+        "networks)",
+    )
+    webhook_timeout_s: float = setting(
+        "WEBHOOK_TIMEOUT_S", 10.0, "how long one webhook attempt may take", low=0.1, high=300
+    )
+    webhook_max_age_s: float = setting(
+        "WEBHOOK_MAX_AGE_S", 3600.0, "how long after a job ends its webhook is retried", low=0
+    )
+    webhook_retry_base_s: float = setting(
+        "WEBHOOK_RETRY_BASE_S",
+        5.0,
+        "first webhook retry delay; doubles per try up to 10 min, with jitter",
+        low=0.1,
     )
 
     def __post_init__(self) -> None:

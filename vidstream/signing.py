@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import time
@@ -26,13 +27,31 @@ class Signer:
         digest = hmac.new(self._secret, "\n".join(parts).encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
-    def ws_token(self, job_id: str) -> str:
-        """The token that lets a WebSocket client watch one job."""
-        return self._mac("ws", job_id)
+    def ws_token(
+        self, tenant: str, job_id: str, created_at: float, ttl_s: int, now: float | None = None
+    ) -> str:
+        """A token that lets a WebSocket client watch one job of one tenant until it expires.
 
-    def check_ws_token(self, job_id: str, token: str) -> bool:
+        It expires at the end of a `ttl_s` window counted from the job's creation, at least
+        `ttl_s / 2` from now: every request within a window gets the same token (an
+        idempotent resend answers the same body), and no token lives longer than `ttl_s`.
+        """
+        now = time.time() if now is None else now
+        windows = max(1, math.ceil((now - created_at + ttl_s / 2) / ttl_s))
+        expires = int(created_at + windows * ttl_s)
+        return f"{expires}.{self._mac('ws', tenant, job_id, str(expires))}"
+
+    def check_ws_token(
+        self, tenant: str, job_id: str, token: str, now: float | None = None
+    ) -> bool:
+        """Whether `token` was made for this tenant's job and has not expired."""
+        expires, _, mac = token.partition(".")
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        expected = self._mac("ws", tenant, job_id, expires)
         # Bytes, not str: compare_digest refuses non-ASCII strings with TypeError.
-        return hmac.compare_digest(self.ws_token(job_id).encode(), token.encode())
+        valid = hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace"))
+        return valid and int(expires) >= (time.time() if now is None else now)
 
     def object_url(
         self, base_url: str, method: str, key: str, expires: int, **params: str | int

@@ -12,7 +12,7 @@ from vidstream.actors.worker import Worker
 from vidstream.errors import JobCancelled, TransientError
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
-from vidstream.media.info import MediaInfo
+from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
 from vidstream.media.progress import FfmpegProgress
 from vidstream.media.subtitles import Cue, build_cues, to_ass, to_srt
@@ -33,12 +33,17 @@ class RenderWorker(Worker):
         super().__init__(services, concurrency=concurrency, name=name)
         self.ffmpeg = ffmpeg.resolve_binary(self.settings.ffmpeg)
         self.encoder = ffmpeg.Encoder(preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+        # Whatever the source's header says: no larger picture is decoded, no longer video made.
+        self.bounds = ffmpeg.Bounds(self.settings.max_pixels, self.settings.max_duration_s)
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         if "transcript" not in job.outputs:
             raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
-        source = await source_path(self.store, job, workdir)
-        media = job.media or await probe(source, self.settings.probe_timeout_s)
+        s = self.settings
+        source = await source_path(self.store, job, workdir, s.max_upload_bytes)
+        media = job.media or await probe(
+            source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s
+        )
         raw = await self.store.get_bytes(job.outputs["transcript"].key)
         cues = build_cues(Transcript.from_json(raw))
         argv = await self._command(job, source, media, cues, workdir)
@@ -61,40 +66,56 @@ class RenderWorker(Worker):
             width, height = media.display_size
             await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
             return ffmpeg.burn_subtitles(
-                self.ffmpeg, str(source), "subs.ass", OUTPUT, media, self.encoder
+                self.ffmpeg, str(source), "subs.ass", OUTPUT, media, self.encoder, self.bounds
             )
         srt = None
         if cues:  # nothing said: no subtitle track (FFmpeg refuses an empty SRT file)
             srt = "subs.srt"
             await asyncio.to_thread((workdir / srt).write_text, to_srt(cues))
         return ffmpeg.soft_subtitles(
-            self.ffmpeg, str(source), srt, OUTPUT, media, self.encoder, job.options.language
-        )
+            self.ffmpeg, str(source), srt, OUTPUT, media, self.encoder, job.options.language,
+            self.bounds,
+        )  # fmt: skip
 
     async def _run(
         self, job: Job, run: Run, argv: list[str], workdir: Path, media: MediaInfo
     ) -> None:
+        """Run FFmpeg, reporting its progress, within a deadline that follows from the video's
+        duration; past it, or silent too long, FFmpeg's process group is stopped."""
+        duration = min(media.duration, self.settings.max_duration_s)
+        deadline_s = run_timeout(duration, self.settings.media_timeout_factor)
         progress = FfmpegProgress(media.duration)
         proc = await process.spawn(argv, cwd=workdir)
         stderr = process.Tail(proc.stderr)
         async with process.running(proc):
-            assert proc.stdout is not None
-            while True:
-                try:
-                    async with asyncio.timeout(STALL_TIMEOUT_S):
-                        line = await proc.stdout.readline()
-                except TimeoutError:
-                    raise TransientError(
-                        f"FFmpeg reported no progress for {STALL_TIMEOUT_S:g} s", code="timeout"
-                    ) from None
-                if not line:
-                    break
-                fraction = progress.feed(line.decode(errors="replace"))
-                if fraction is not None:
-                    await run.report(fraction)
-            code = await proc.wait()
+            try:
+                async with asyncio.timeout(deadline_s):
+                    await self._follow(proc, run, progress)
+                    code = await proc.wait()
+            except TimeoutError:
+                run.log.warning("ffmpeg_timeout", deadline_s=deadline_s, duration_s=duration)
+                raise TransientError(
+                    f"Rendering took longer than {deadline_s:g} s.", code="timeout"
+                ) from None
         if code != 0:
-            detail = (await stderr.text())[-600:] or f"exit status {code}"
-            raise TransientError(
-                f"FFmpeg could not render the video: {detail}", code="ffmpeg_failed"
-            )
+            tail = await stderr.text()
+            run.log.warning("ffmpeg_failed", exit_status=code, stderr=tail[-2000:])
+            raise ffmpeg.render_failure(code, tail)
+
+    async def _follow(
+        self, proc: asyncio.subprocess.Process, run: Run, progress: FfmpegProgress
+    ) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                async with asyncio.timeout(STALL_TIMEOUT_S):
+                    line = await proc.stdout.readline()
+            except TimeoutError:
+                raise TransientError(
+                    f"FFmpeg reported no progress for {STALL_TIMEOUT_S:g} s.", code="timeout"
+                ) from None
+            if not line:
+                return
+            fraction = progress.feed(line.decode(errors="replace"))
+            if fraction is not None:
+                await run.report(fraction)

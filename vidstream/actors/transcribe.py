@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import math
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from vidstream.actors.worker import Worker
 from vidstream.errors import TooLong
 from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
+from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
 from vidstream.media.subtitles import build_cues, to_srt, to_vtt
@@ -22,10 +23,17 @@ from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
 
 
-def ranges(duration: float, size: float) -> list[tuple[float, float | None]]:
-    """[start, end) ranges of at most `size` seconds covering `duration`; the last is open."""
-    count = max(1, math.ceil(duration / size - 0.01))  # no sliver range for a rounding error
-    return [(i * size, (i + 1) * size if i + 1 < count else None) for i in range(count)]
+def next_range(start: float, size: float, limit_s: float) -> tuple[float, bool]:
+    """The end of the range from `start`: at most `size` seconds, never past `limit_s`; and
+    whether it ends at the limit (sound going on past it is too long)."""
+    end = min(start + size, limit_s)
+    return end, end >= limit_s
+
+
+def expected_sound(start: float, end: float, duration: float) -> float:
+    """Seconds of sound a range should hold, by the probed `duration`; all of it once the
+    sound has gone on past what the header said."""
+    return (min(end, duration) if duration > start else end) - start
 
 
 class TranscribeWorker(Worker):
@@ -55,18 +63,18 @@ class TranscribeWorker(Worker):
         await self.pool.close()
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
-        source = await source_path(self.store, job, workdir)
-        media = await probe(source, self.settings.probe_timeout_s)
-        if media.duration > self.settings.max_duration_s:
-            raise TooLong(
-                f"The video is {media.duration / 60:.1f} minutes long; the limit is "
-                f"{self.settings.max_duration_s / 60:.1f} minutes."
-            )
+        s = self.settings
+        source = await source_path(self.store, job, workdir, s.max_upload_bytes)
+        media = await probe(
+            source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s
+        )
 
         async def on_segment(segment: Segment) -> None:
             await run.report(segment_fraction(segment.end, 0.0, media.duration))
 
-        transcript = await self._transcribe(job, source, media.duration, on_segment)
+        transcript = await self._transcribe(job, source, media, on_segment, run)
+        if transcript.duration > media.duration:  # it played longer than its header said
+            media = dataclasses.replace(media, duration=transcript.duration)
         outputs = await self._store(job, transcript, workdir)
         # Finished, and handed on to the next stage of the job's pipeline in the same step.
         await run.finish(outputs, media)
@@ -75,19 +83,37 @@ class TranscribeWorker(Worker):
         self,
         job: Job,
         source: Path,
-        duration: float,
+        media: MediaInfo,
         on_segment: Callable[[Segment], Awaitable[None]],
+        run: Run,
     ) -> Transcript:
         """Whisper over the source one range at a time, so a server holds at most one range
-        of audio (20 min by default, about 77 MB) whatever the video's length."""
+        of audio (20 min by default, about 77 MB) whatever the video's length. Ranges follow
+        one another while the sound goes on, up to MAX_DURATION_S: what is decoded decides how
+        long a source is, not what its header says."""
+        s = self.settings
         parts: list[Transcript] = []
-        for start, end in ranges(duration, self.settings.whisper_range_s):
-            request = TranscribeRequest(source, job.options.language, start, end, duration)
-            parts.append(await self.pool.transcribe(request, on_segment))
+        start = 0.0
+        while True:
+            end, last = next_range(start, s.whisper_range_s, s.max_duration_s)
+            timeout_s = run_timeout(
+                expected_sound(start, end, media.duration), s.media_timeout_factor
+            )
+            request = TranscribeRequest(
+                source, media.demuxer, job.options.language, start, end,
+                duration=media.duration, last=last, timeout_s=timeout_s,
+            )  # fmt: skip
+            heard = await self.pool.transcribe(request, on_segment, run.log)
+            parts.append(heard.transcript)
+            if not heard.more:
+                break
+            if last:  # the server refuses this itself; never loop on a range of nothing
+                raise TooLong(f"The video plays on past {spoken(end)}, the longest accepted.")
+            start = end
         return Transcript(
             language=parts[0].language,
-            duration=duration,
-            segments=tuple(s for part in parts for s in part.segments),
+            duration=max(media.duration, start + parts[-1].duration),
+            segments=tuple(seg for part in parts for seg in part.segments),
             model=parts[0].model,
         )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import health, jobs, recovery, uploads
+from vidstream.http import health, jobs, openapi, recovery, uploads
+from vidstream.http.auth import auth_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.state import SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
@@ -15,7 +16,11 @@ from vidstream.services import Services
 def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app = web.Application(
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
-        middlewares=[cors_middleware(services.settings.cors_origins), errors_middleware],
+        middlewares=[
+            cors_middleware(services.settings.cors_origins),
+            errors_middleware,
+            auth_middleware(services, services.api_keys),
+        ],
     )
     app[SERVICES] = services
     app[URLS] = urls
@@ -23,6 +28,7 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app.add_routes(jobs.routes)
     app.add_routes(uploads.routes)
     app.add_routes(recovery.routes)
+    app.add_routes(openapi.routes)
     return app
 
 

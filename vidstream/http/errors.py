@@ -27,13 +27,19 @@ _STATUS_FOR_CODE = {"too_large": 413, "source_not_found": 400, "not_found": 404}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _code_for(status: int) -> str:
@@ -49,7 +55,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message, exc.headers)
     except PermanentError as exc:
         response = error_response(_STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
     except web.HTTPException as exc:
@@ -57,7 +63,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         code = "too_large" if exc.status == 413 else _code_for(exc.status)
-        response = error_response(exc.status, code, message)
+        kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        response = error_response(exc.status, code, message, kept)
     except (InvalidKey, ObjectTooLarge) as exc:  # the client's key or bytes are at fault
         response = error_response(
             400 if isinstance(exc, InvalidKey) else 413, exc.code, exc.message
@@ -87,28 +94,31 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+# The only request headers the API reads, and the response headers a browser script may see.
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, X-Request-Id"
+
+
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:
-    """Let browsers on `origins` (or any, with "*") call the API, preflight included."""
+    """Let browsers on exactly `origins` call the API, preflight included; no one else."""
+    allowed_origins = frozenset(origins)
 
     @web.middleware
     async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        allowed = origin is not None and ("*" in origins or origin in origins)
-        if (
-            request.method == "OPTIONS"
-            and allowed
-            and "Access-Control-Request-Method" in request.headers
-        ):
+        allowed = origin is not None and origin in allowed_origins
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            if not allowed:
+                return error_response(403, "forbidden_origin", "This origin may not call the API.")
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = (
-                request.headers.get("Access-Control-Request-Headers") or "Content-Type"
-            )
+            response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
             response.headers["Access-Control-Max-Age"] = "600"
         else:
             response = await handler(request)
         if allowed and origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
             response.headers["Vary"] = "Origin"
         return response
 

@@ -7,8 +7,10 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
+from vidstream import logs
 from vidstream.http.state import SERVICES
 
+log = logs.get(role="gateway")
 routes = web.RouteTableDef()
 
 
@@ -26,8 +28,9 @@ async def readyz(request: web.Request) -> web.Response:
         try:
             async with asyncio.timeout(timeout):
                 await probe
-        except Exception as exc:
-            return name, f"unavailable: {type(exc).__name__}: {exc}"[:300]
+        except Exception as exc:  # the cause goes to the log, not to whoever asks
+            log.warning("not_ready", check=name, error=f"{type(exc).__name__}: {exc}"[:300])
+            return name, "unavailable"
         return name, "ok"
 
     checks = dict(

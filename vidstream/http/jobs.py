@@ -1,33 +1,63 @@
-"""`/v1/jobs`: create (JSON or multipart upload), read, list events, cancel."""
+"""`/v1/jobs`: create (JSON or multipart upload), read, list events, cancel.
+
+Every job belongs to the tenant of the key that created it; to any other tenant it does not
+exist (404, never 403).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from redis.exceptions import ResponseError
 
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
+from vidstream.http.auth import tenant_of
+from vidstream.http.bodies import Form, parts, read_json, short, text_field
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
-from vidstream.http.state import SERVICES, URLS, base_url, read_json
-from vidstream.jobs import Job, Kind, Options, Status, is_job_id, parse_kind
+from vidstream.http.state import SERVICES, URLS, base_url
+from vidstream.jobs import Job, Kind, Options, Stage, Status, is_job_id, new_job_id, parse_kind
 from vidstream.present import present_job
 from vidstream.protocol import Cancel
-from vidstream.storage.names import check_source_key, content_type_for, new_upload_key
+from vidstream.services import Services
+from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
+from vidstream.tickets import Tickets
+from vidstream.webhooks.targets import check_webhook_url
 
 routes = web.RouteTableDef()
 
 _OPTION_FIELDS = ("language", "burn_subtitles", "formats")
-_FORM_FIELDS = ("kind", *_OPTION_FIELDS)
+_JOB_FIELDS = ("kind", "webhook_url", *_OPTION_FIELDS)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+QUEUE_CHECK_S = 1.0  # how stale the queue depth behind `overloaded` may be
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A job as the client asked for it, validated."""
+
+    id: str
+    source_key: str
+    source_name: str
+    options: Options
+    kind: Kind
+    webhook_url: str
+
+    def job(self, tenant: str) -> Job:
+        job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
+                      self.source_name)  # fmt: skip
+        return job.with_changes(id=self.id)
 
 
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services, tenant = request.app[SERVICES], tenant_of(request)
     multipart = request.content_type == "multipart/form-data"
     if not multipart and request.content_type not in ("application/json", ""):
         raise ApiError(
@@ -35,21 +65,20 @@ async def create_job(request: web.Request) -> web.Response:
             "unsupported_media_type",
             "Send application/json, or multipart/form-data with a 'file' field.",
         )
+    await _check_load(request)
     idem = None
     if header := request.headers.get("Idempotency-Key"):
         # An upload's bytes are unknown before they are read, so a multipart request is
         # recognised by its key alone; a JSON request also by its body.
         fingerprint = "multipart" if multipart else hashlib.sha256(await request.read()).hexdigest()
-        idem = IdempotencyKey(services.redis, services.keys, "default", header, fingerprint)
+        idem = IdempotencyKey(services.redis, services.keys, tenant, header, fingerprint)
         if existing := await idem.reserve():
             job = await services.jobs.get(existing)
-            if job is not None:
+            if job is not None and job.tenant == tenant:
                 return web.json_response(await job_body(request, job), status=200)
     try:
-        source_key, options, kind = await (
-            _receive_upload(request) if multipart else _json_job(request)
-        )
-        job = Job.new(source_key, options, kind=kind)
+        spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
+        job = spec.job(tenant)
         await services.jobs.create(job)
     except BaseException:
         if idem is not None:
@@ -62,9 +91,12 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def job_body(request: web.Request, job: Job) -> dict[str, Any]:
+    """The job object, with a token to watch it over the WebSocket and links."""
     services = request.app[SERVICES]
     body = await present_job(job, services.store, services.settings.download_url_ttl_s)
-    body["ws_token"] = services.signer.ws_token(job.id)
+    body["ws_token"] = services.signer.ws_token(
+        job.tenant, job.id, job.created_at, services.settings.ws_token_ttl_s
+    )
     body["links"] = {
         "self": f"{base_url(request)}/v1/jobs/{job.id}",
         "events": f"{base_url(request)}/v1/jobs/{job.id}/events",
@@ -73,64 +105,79 @@ async def job_body(request: web.Request, job: Job) -> dict[str, Any]:
     return body
 
 
-async def _json_job(request: web.Request) -> tuple[str, Options, Kind]:
+def _webhook(value: object, services: Services) -> str:
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_webhook_url", "webhook_url must be an http(s) URL")
+    return check_webhook_url(value, allow_private=services.settings.webhook_allow_private)
+
+
+async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     services = request.app[SERVICES]
     body = await read_json(request)
-    unknown = set(body) - {"source", *_FORM_FIELDS}
+    unknown = set(body) - {"source", *_JOB_FIELDS}
     if unknown:
-        raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        names = ", ".join(short(n, 30) for n in sorted(unknown)[:5])
+        raise ApiError(400, "invalid_request", f"unknown field(s): {names}")
     source = body.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("key"), str):
         raise ApiError(400, "invalid_request", 'source must be {"key": "<storage key>"}')
     key = check_source_key(source["key"])
     options = Options.parse({k: body[k] for k in _OPTION_FIELDS if k in body})
     kind = parse_kind(body.get("kind", Kind.SUBTITLE))
-    info = await services.store.head(key)
-    if info is None:
-        raise ApiError(400, "source_not_found", f"No uploaded object exists at {key!r}.")
-    if info.size > services.settings.max_upload_bytes:
-        raise ApiError(
-            413,
-            "too_large",
-            f"The source is larger than {services.settings.max_upload_bytes} bytes.",
-        )
-    return key, options, kind
-
-
-async def _receive_upload(request: web.Request) -> tuple[str, Options, Kind]:
-    """Stream the `file` part to storage as it arrives; collect the option fields around it."""
-    services = request.app[SERVICES]
-    reader = await request.multipart()
-    fields: dict[str, Any] = {}
-    key: str | None = None
+    webhook_url = _webhook(body.get("webhook_url"), services)
+    job_id = new_job_id()
+    tickets = Tickets(services.redis, services.keys)
+    # A key is usable once, and only by the tenant that was given it; to anyone else it is as
+    # unknown as a key that was never handed out.
+    ticket = await tickets.take(key, tenant, job_id)
+    if ticket is None:
+        raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
     try:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "invalid_request", "nested multipart bodies are not supported")
+        info = await services.store.head(key)
+        if info is None:
+            raise ApiError(400, "source_not_found", "Nothing was uploaded to that key yet.")
+        if info.size > services.settings.max_upload_bytes:
+            limit = services.settings.max_upload_bytes
+            raise ApiError(413, "too_large", f"The source is larger than {limit} bytes.")
+    except BaseException:
+        await asyncio.shield(tickets.give_back(key, job_id))
+        raise
+    return JobRequest(job_id, key, ticket.filename, options, kind, webhook_url)
+
+
+async def _receive_upload(request: web.Request) -> JobRequest:
+    """Stream the `file` part to storage as it arrives; collect the job's fields around it."""
+    services = request.app[SERVICES]
+    form = Form()
+    key: str | None = None
+    filename = ""
+    try:
+        async for part in parts(request, form):
             if part.name == "file":
                 if key is not None:
                     raise ApiError(400, "invalid_request", "send one 'file' part per job")
-                key = new_upload_key(part.filename or "upload")
+                key, filename = new_upload_key(), safe_filename(part.filename or "upload")
                 await services.store.put_stream(
-                    key, _chunks(part), content_type_for(key), services.settings.max_upload_bytes
-                )
-            elif part.name in _FORM_FIELDS:
-                value = await part.text()
-                if part.name == "formats" and "formats" in fields:
-                    fields["formats"] += "," + value
-                else:
-                    fields[part.name] = value
+                    key, _chunks(part), "application/octet-stream",
+                    services.settings.max_upload_bytes,
+                )  # fmt: skip
+            elif part.name in _JOB_FIELDS:
+                form.add(part.name, await text_field(part, form))
             else:
-                raise ApiError(400, "invalid_request", f"unknown form field {part.name!r}")
+                raise ApiError(400, "invalid_request", f"unknown form field {short(part.name)}")
         if key is None:
             raise ApiError(400, "missing_file", "The form has no 'file' field with the video.")
+        fields: dict[str, Any] = dict(form.fields)
         if "burn_subtitles" in fields:
             fields["burn_subtitles"] = _form_bool(fields["burn_subtitles"])
         kind = parse_kind(fields.pop("kind", Kind.SUBTITLE))
-        return key, Options.parse(fields), kind
+        webhook_url = _webhook(fields.pop("webhook_url", ""), services)
+        return JobRequest(new_job_id(), key, filename, Options.parse(fields), kind, webhook_url)
     except BaseException:
         if key is not None:  # the request failed after the upload: keep nothing behind
-            await services.store.delete(key)
+            await asyncio.shield(services.store.delete(key))
         raise
 
 
@@ -147,26 +194,58 @@ def _form_bool(value: str) -> bool:
     raise PermanentError("burn_subtitles must be true or false", code="invalid_request")
 
 
-async def _job_or_404(request: web.Request) -> Job:
-    job_id = request.match_info["job_id"]
+_queue_depth: dict[str, tuple[float, int]] = {}
+
+
+async def _check_load(request: web.Request) -> None:
+    """Refuse new jobs (503 `overloaded`) while the transcribe backlog passes MAX_QUEUE_DEPTH."""
+    services = request.app[SERVICES]
+    limit = services.settings.max_queue_depth
+    if not limit:
+        return
+    depth = await queue_depth(services)
+    if depth >= limit:
+        raise ApiError(
+            503, "overloaded", "Too many jobs are waiting; try again shortly.",
+            headers={"Retry-After": "30"},
+        )  # fmt: skip
+
+
+async def queue_depth(services: Services) -> int:
+    """Jobs waiting for their first stage (the group's lag), read at most once a second."""
+    stream = services.keys.stage_stream(Stage.TRANSCRIBE)
+    checked_at, depth = _queue_depth.get(stream, (0.0, 0))
+    if time.monotonic() - checked_at < QUEUE_CHECK_S:
+        return depth
+    try:
+        groups = await services.redis.xinfo_groups(stream)
+    except ResponseError:  # no stream yet: nothing waits
+        groups = []
+    group = services.keys.stage_group(Stage.TRANSCRIBE)
+    ours = [g for g in groups if g["name"] == group]
+    # With no worker yet there is no group: every entry waits.
+    depth = int(ours[0].get("lag") or 0) if ours else int(await services.redis.xlen(stream))
+    _queue_depth[stream] = (time.monotonic(), depth)
+    return depth
+
+
+async def job_or_404(request: web.Request, job_id: str | None = None) -> Job:
+    """The job the path names, if it belongs to the caller's tenant; else 404."""
+    job_id = request.match_info["job_id"] if job_id is None else job_id
     job = await request.app[SERVICES].jobs.get(job_id) if is_job_id(job_id) else None
-    if job is None:
-        raise ApiError(404, "not_found", f"No job with id {job_id!r}.")
+    if job is None or job.tenant != tenant_of(request):
+        raise ApiError(404, "not_found", f"No job with id {short(job_id, 30)}.")
     return job
 
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    job = await _job_or_404(request)
-    services = request.app[SERVICES]
-    return web.json_response(
-        await present_job(job, services.store, services.settings.download_url_ttl_s)
-    )
+    return web.json_response(await job_body(request, await job_or_404(request)))
 
 
 @routes.get("/v1/jobs/{job_id}/events")
 async def job_events(request: web.Request) -> web.Response:
-    job = await _job_or_404(request)
+    job = await job_or_404(request)
     after = request.query.get("after", "0-0")
     if not is_stream_id(after):
         raise ApiError(400, "invalid_request", "after must be an event id such as '0-0'")
@@ -176,7 +255,7 @@ async def job_events(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/jobs/{job_id}")
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await _job_or_404(request)
+    job = await job_or_404(request)
     services = request.app[SERVICES]
     # The worker running it (if any) is told in the same step, and stops at once.
     applied = await services.jobs.apply(job.id, Cancel())
@@ -187,7 +266,7 @@ async def cancel_job(request: web.Request) -> web.Response:
             "conflict",
             f"The job is already {status}; only queued or running jobs can be cancelled.",
         )
-    cancelled = await _job_or_404(request)
+    cancelled = await job_or_404(request)
     assert cancelled.status is Status.CANCELLED
     return web.json_response(
         await present_job(cancelled, services.store, services.settings.download_url_ttl_s)

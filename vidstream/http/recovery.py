@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream.deadletters import ReplayRefused, list_dead, replay
+from vidstream.http.auth import tenant_of
 from vidstream.http.errors import ApiError
+from vidstream.http.jobs import job_or_404
 from vidstream.http.state import SERVICES
-from vidstream.jobs import is_job_id
 from vidstream.present import present_job
 
 routes = web.RouteTableDef()
@@ -21,7 +22,7 @@ async def dead_letters(request: web.Request) -> web.Response:
         limit = 0
     if not 1 <= limit <= 1000:
         raise ApiError(400, "invalid_request", "limit must be a number from 1 to 1000")
-    letters = await list_dead(request.app[SERVICES].jobs, limit)
+    letters = await list_dead(request.app[SERVICES].jobs, limit, tenant_of(request))
     return web.json_response(
         {"dead_letters": [d.to_public(job.status.value if job else None) for d, job in letters]}
     )
@@ -30,14 +31,12 @@ async def dead_letters(request: web.Request) -> web.Response:
 @routes.post("/v1/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    job_id = request.match_info["job_id"]
-    if not is_job_id(job_id):
-        raise ApiError(404, "not_found", f"No job with id {job_id!r}.")
+    job = await job_or_404(request)  # the caller's own jobs only
     try:
-        job, _ = await replay(services.jobs, job_id)
+        job, _ = await replay(services.jobs, job.id)
     except ReplayRefused as exc:
         if exc.status is None:
-            raise ApiError(404, "not_found", f"No job with id {job_id!r}.") from None
+            raise ApiError(404, "not_found", "No such job.") from None
         raise ApiError(
             409, "conflict", f"The job is {exc.status}; only failed jobs can be retried."
         ) from None

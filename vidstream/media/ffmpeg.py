@@ -2,6 +2,10 @@
 
 Kept free of I/O so each render kind (burned subtitles today; soft subtitles; later composed
 timelines) is one function whose output a unit test can read.
+
+Every source is opened by `source_input`: with the demuxer the probe found forced (`-f`), so FFmpeg
+never detects a format of its own (a playlist that names other files on the disk), and with the
+`file` protocol only.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidstream.errors import ConfigError
-from vidstream.media.info import MediaInfo
+from vidstream.errors import ConfigError, InvalidMedia, JobError, PermanentError, TransientError
+from vidstream.media.info import ACCEPTED_DEMUXERS, MediaInfo, decoder_max_pixels, refusal
 
 # Codecs an MP4 carries and common players (browsers included) play, so they can be copied.
 MP4_VIDEO = frozenset({"h264", "hevc", "av1", "mpeg4", "vp9"})
@@ -64,14 +68,28 @@ def _base(ffmpeg: str) -> list[str]:
     return [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 
 
-def audio_pcm(ffmpeg: str, source: str, start: float = 0.0, end: float | None = None) -> list[str]:
-    """Decode the first audio track (or a range of it) to 16 kHz mono s16le on stdout."""
+def source_input(source: str, demuxer: str, max_pixels: int | None = None) -> list[str]:
+    """The options and `-i` that open a source: its probed demuxer forced, local files only,
+    and (with `max_pixels`) no picture far larger decoded, whatever the header said."""
+    if demuxer not in ACCEPTED_DEMUXERS:
+        raise InvalidMedia(refusal(demuxer))
+    argv = ["-f", demuxer, "-protocol_whitelist", "file"]
+    if max_pixels is not None:
+        argv += ["-max_pixels", str(decoder_max_pixels(max_pixels))]
+    return [*argv, "-i", source]
+
+
+def audio_pcm(
+    ffmpeg: str, source: str, demuxer: str, *, start: float = 0.0, end: float
+) -> list[str]:
+    """Decode the first audio track from `start` to `end` seconds to 16 kHz mono s16le on
+    stdout. The end is always given: a header that lies about the length cannot make FFmpeg
+    decode more."""
     argv = _base(ffmpeg)
     if start > 0:
         argv += ["-ss", f"{start:.3f}"]
-    if end is not None:
-        argv += ["-to", f"{end:.3f}"]
-    argv += ["-i", source, "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(16000)]
+    argv += ["-to", f"{end:.3f}", *source_input(source, demuxer)]
+    argv += ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(16000)]
     return [*argv, "-f", "s16le", "pipe:1"]
 
 
@@ -80,6 +98,18 @@ class Encoder:
     preset: str = "veryfast"
     crf: int = 21
     audio_bitrate: str = "160k"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a render may decode and write, whatever the source's header says."""
+
+    max_pixels: int | None = None  # per picture decoded
+    max_s: float | None = None  # of output
+
+
+def _bounded(bounds: Bounds) -> list[str]:
+    return [] if bounds.max_s is None else ["-t", f"{bounds.max_s:.3f}"]
 
 
 def _audio_args(media: MediaInfo, enc: Encoder) -> list[str]:
@@ -102,7 +132,13 @@ def _video_filter(media: MediaInfo, subtitles: str | None) -> str:
 
 
 def burn_subtitles(
-    ffmpeg: str, source: str, ass_file: str, output: str, media: MediaInfo, enc: Encoder
+    ffmpeg: str,
+    source: str,
+    ass_file: str,
+    output: str,
+    media: MediaInfo,
+    enc: Encoder,
+    bounds: Bounds = Bounds(),
 ) -> list[str]:
     """Re-encode the video with the ASS subtitles drawn in; reports on stdout (`-progress`).
 
@@ -112,11 +148,12 @@ def burn_subtitles(
     # fmt: off
     return [
         *_base(ffmpeg),
-        "-i", source,
+        *source_input(source, media.demuxer, bounds.max_pixels),
         "-map", "0:v:0", "-map", "0:a:0?", "-sn", "-dn",
         "-vf", _video_filter(media, ass_file),
         "-c:v", "libx264", "-preset", enc.preset, "-crf", str(enc.crf),
         *_audio_args(media, enc),
+        *_bounded(bounds),
         "-movflags", "+faststart",
         "-progress", "pipe:1", "-nostats",
         output,
@@ -132,6 +169,7 @@ def soft_subtitles(
     media: MediaInfo,
     enc: Encoder,
     language: str | None,
+    bounds: Bounds = Bounds(),
 ) -> list[str]:
     """Mux the subtitles as a selectable track; copies the video when MP4 can carry it.
 
@@ -145,10 +183,10 @@ def soft_subtitles(
     else:
         video = ["-vf", _video_filter(media, None), "-c:v", "libx264"]
         video += ["-preset", enc.preset, "-crf", str(enc.crf)]
-    inputs, subs = ["-i", source], []
+    inputs, subs = source_input(source, media.demuxer, bounds.max_pixels), []
     if srt_file is not None:
         lang = _ISO639_2.get(language or "", "und")
-        inputs += ["-i", srt_file]
+        inputs += ["-f", "srt", "-protocol_whitelist", "file", "-i", srt_file]
         subs = ["-map", "1:0", "-c:s", "mov_text", "-metadata:s:s:0", f"language={lang}"]
         subs += ["-disposition:s:0", "default"]
     # fmt: off
@@ -159,6 +197,7 @@ def soft_subtitles(
         *video,
         *_audio_args(media, enc),
         *subs,
+        *_bounded(bounds),
         "-movflags", "+faststart",
         "-progress", "pipe:1", "-nostats",
         output,
@@ -166,6 +205,34 @@ def soft_subtitles(
     # fmt: on
 
 
-def frame_png(ffmpeg: str, source: str | Path, at_s: float, output: str | Path) -> list[str]:
+def frame_png(
+    ffmpeg: str, source: str | Path, at_s: float, output: str | Path, *, demuxer: str
+) -> list[str]:
     """Grab one frame as PNG (used by tests and tools)."""
-    return [*_base(ffmpeg), "-ss", f"{at_s:.3f}", "-i", str(source), "-frames:v", "1", str(output)]
+    argv = [*_base(ffmpeg), "-ss", f"{at_s:.3f}", *source_input(str(source), demuxer)]
+    return [*argv, "-frames:v", "1", str(output)]
+
+
+# What FFmpeg says when a picture's size is refused: by the decoder (beyond -max_pixels), or by
+# the encoder (libx264: odd sizes in 4:2:0, sides over 16384). Each would fail every try alike.
+_TOO_MANY_PIXELS = "exceeds specified max pixel count"
+_SIZE_REFUSED = (
+    "Error while opening encoder",
+    "invalid width x height",
+    "not divisible by 2",
+    "Picture size",
+)
+
+
+def render_failure(exit_status: int, stderr: str) -> JobError:
+    """What a failed render means for the job, from FFmpeg's exit status and last words. The
+    message is for people: FFmpeg's own words (paths, addresses) go to the logs only."""
+    if _TOO_MANY_PIXELS in stderr:
+        return PermanentError(
+            "The video's picture is larger than vidstream decodes.", code="too_large_frame"
+        )
+    if any(sign in stderr for sign in _SIZE_REFUSED):
+        return InvalidMedia("The video's picture size cannot be encoded as H.264.")
+    return TransientError(
+        f"FFmpeg could not render the video (exit status {exit_status}).", code="ffmpeg_failed"
+    )

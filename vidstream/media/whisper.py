@@ -1,8 +1,10 @@
 """A pool of Whisper server processes, each keeping its model loaded between jobs.
 
 A job borrows one server, streams its segments back, and returns it. A server that is cancelled,
-stalls or dies is stopped (with its FFmpeg decoder: same process group) and replaced in the
-background, so a cancelled job never leaves a half-finished request behind in a server.
+stalls, runs past its request's deadline or dies is stopped (with its FFmpeg decoder: same process
+group) and replaced in the background, so a cancelled job never leaves a half-finished request
+behind in a server. What the server says went wrong reaches users as a short message; its own
+words (paths, tracebacks) go to the logs.
 """
 
 from __future__ import annotations
@@ -16,24 +18,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from vidstream import logs, process
 from vidstream.backoff import Backoff
 from vidstream.errors import JobError, PermanentError, TransientError
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.tasks import cancel_and_wait
 
-PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language"})
+PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language", "too_long"})
 
 
 @dataclass(frozen=True, slots=True)
 class TranscribeRequest:
-    """Transcribe `path` from `start` to `end` seconds (None: to the end); times stay absolute."""
+    """Transcribe `path` from `start` to `end` seconds; times stay absolute."""
 
     path: Path
+    demuxer: str  # the probed one: FFmpeg is forced to it
     language: str | None
-    start: float = 0.0
-    end: float | None = None
-    duration: float = 0.0  # of the whole source: sizes the server's audio buffer
+    start: float
+    end: float  # always given: no more sound than this is decoded, whatever the header says
+    duration: float = 0.0  # of the whole source, as probed: sizes the server's first buffer
+    last: bool = False  # `end` is MAX_DURATION_S: sound going on past it fails `too_long`
+    timeout_s: float = 600.0  # for the whole request, decoding included
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What one request transcribed, and whether the sound goes on past its range."""
+
+    transcript: Transcript  # its duration: the seconds of sound decoded in the range
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class WhisperServer:
         self.model = ""
         self.model_name = ""
         self._stderr: process.Tail | None = None
+        self.log = logs.get(component="whisper")
 
     async def start(self) -> None:
         cfg = self.config
@@ -104,14 +120,14 @@ class WhisperServer:
         line = await self.proc.stdout.readline()
         if not line:
             tail = await self._stderr.text(1.0) if self._stderr else ""
-            raise TransientError(
-                f"the Whisper server exited: {tail[-500:]}", code="whisper_crashed"
-            )
+            self.log.warning("whisper_server_exited", pid=self.pid, stderr=tail[-2000:])
+            raise TransientError("The Whisper server stopped unexpectedly.", code="whisper_crashed")
         try:
             message: dict[str, Any] = json.loads(line)
         except ValueError:
+            self.log.warning("whisper_server_unreadable", pid=self.pid, line=line[:500])
             raise TransientError(
-                f"the Whisper server said {line[:200]!r}", code="whisper_crashed"
+                "The Whisper server sent a reply that could not be read.", code="whisper_crashed"
             ) from None
         return message
 
@@ -120,21 +136,38 @@ class WhisperServer:
         request_id: str,
         req: TranscribeRequest,
         on_segment: Callable[[Segment], Awaitable[None]],
-    ) -> Transcript:
+        log: structlog.stdlib.BoundLogger,
+    ) -> Heard:
         assert self.proc is not None
         assert self.proc.stdin is not None
         line = json.dumps(
             {
                 "id": request_id,
                 "path": str(req.path),
+                "format": req.demuxer,
                 "start": req.start,
                 "end": req.end,
                 "duration": req.duration,
+                "last": req.last,
                 "language": req.language,
             }
         )
         self.proc.stdin.write(line.encode() + b"\n")
         await self.proc.stdin.drain()
+        try:
+            async with asyncio.timeout(req.timeout_s):
+                return await self._answer(req, on_segment, log)
+        except TimeoutError:  # the pool stops this server, and its FFmpeg with it
+            raise TransientError(
+                f"Transcribing took longer than {req.timeout_s:g} s.", code="timeout"
+            ) from None
+
+    async def _answer(
+        self,
+        req: TranscribeRequest,
+        on_segment: Callable[[Segment], Awaitable[None]],
+        log: structlog.stdlib.BoundLogger,
+    ) -> Heard:
         segments: list[Segment] = []
         while True:
             try:
@@ -142,7 +175,7 @@ class WhisperServer:
                     msg = await self._read()
             except TimeoutError:
                 raise TransientError(
-                    f"Whisper produced nothing for {self.config.stall_timeout_s:g} s",
+                    f"Whisper produced nothing for {self.config.stall_timeout_s:g} s.",
                     code="timeout",
                 ) from None
             kind = msg.get("type")
@@ -151,14 +184,16 @@ class WhisperServer:
                 segments.append(segment)
                 await on_segment(segment)
             elif kind == "done":
-                return Transcript(
+                transcript = Transcript(
                     language=str(msg.get("language") or req.language or ""),
                     duration=float(msg.get("duration") or 0.0),
                     segments=tuple(segments),
                     model=self.model_name,
                 )
+                return Heard(transcript, more=bool(msg.get("more")))
             elif kind == "error":
                 code, message = str(msg.get("code")), str(msg.get("message"))
+                log.warning("whisper_request_failed", code=code, detail=msg.get("detail"))
                 cls: type[JobError] = PermanentError if code in PERMANENT_CODES else TransientError
                 raise cls(message, code=code)
 
@@ -204,13 +239,17 @@ class WhisperPool:
         )
 
     async def transcribe(
-        self, req: TranscribeRequest, on_segment: Callable[[Segment], Awaitable[None]]
-    ) -> Transcript:
+        self,
+        req: TranscribeRequest,
+        on_segment: Callable[[Segment], Awaitable[None]],
+        log: structlog.stdlib.BoundLogger | None = None,
+    ) -> Heard:
+        """Transcribe one range on a free server; `log` (the job's) gets what went wrong."""
         server = await self._acquire()
         self._counter += 1
         healthy = False
         try:
-            result = await server.transcribe(str(self._counter), req, on_segment)
+            result = await server.transcribe(str(self._counter), req, on_segment, log or self.log)
             healthy = True
             return result
         except PermanentError:

@@ -5,6 +5,12 @@ stdin; on stdout a `ready` line after the model loads, then per request one `seg
 transcribed segment and a final `done` or `error` line. FFmpeg decodes each request's audio range
 to 16 kHz mono PCM through a pipe into this process: no temporary WAV.
 
+A request names its range's end, always: FFmpeg decodes to a second past it (to learn whether the
+sound goes on) and no further, into a buffer that never holds more than that, whatever the
+source's header says. `done` reports how much sound there was and whether it went on past the
+end; a range marked `last` (it ends at MAX_DURATION_S) whose sound goes on fails `too_long`
+before the model runs. An `error` carries a `message` for people and a `detail` for the logs.
+
 Nothing else may write to the protocol stream, so the real stdout is kept for it and fd 1 is
 pointed at stderr before any library loads.
 """
@@ -22,13 +28,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import IO, Any
 
 from vidstream.media.ffmpeg import audio_pcm
+from vidstream.media.info import spoken
 
 _PR_SET_PDEATHSIG = 1
 _SAMPLE_RATE = 16000
-_CHUNK_BYTES = 1024 * 1024  # even, so a chunk never splits a 16-bit sample
+_CHUNK_BYTES = 1024 * 1024
+SLACK_S = 1.0  # decoded past a range's end, to learn whether the sound goes on
+# FFmpeg stops an input at a packet's edge, a few tens of milliseconds past the end asked for:
+# sound this close to the end is part of the range, not more of it.
+TOLERANCE_S = 0.25
 
 
 def _protocol_stream() -> IO[str]:
@@ -52,45 +64,84 @@ def _send(out: IO[str], **message: Any) -> None:
     out.write(json.dumps(message, ensure_ascii=False) + "\n")
 
 
-def _decode(ffmpeg: str, path: str, start: float, end: float | None, duration: float) -> Any:
-    """The range as float32 samples, decoded through a pipe into one preallocated buffer: the
-    only copy of the audio this process holds (no PCM buffer, no temporary file)."""
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    audio: Any  # float32 samples, the range's (with the slack when the sound ends in it)
+    seconds: float  # of sound in `audio`
+    more: bool  # the sound goes on past the range's end
+
+
+def buffer_samples(start: float, end: float, hint: float) -> tuple[int, int]:
+    """(first allocation, hard cap) in samples for decoding [start, end + SLACK_S): sized by the
+    probed duration `hint`, never beyond the range and its slack."""
+    cap = int((end + SLACK_S - start) * _SAMPLE_RATE) + _SAMPLE_RATE // 10
+    first = int((max(min(hint, end) - start, 1.0) + SLACK_S) * _SAMPLE_RATE)
+    return min(first, cap), cap
+
+
+def decode_range(
+    ffmpeg: str, path: str, demuxer: str, start: float, end: float, hint: float
+) -> Decoded:
+    """The range as float32 samples, decoded through a pipe into one buffer of bounded size:
+    the only copy of the audio this process holds (no PCM buffer, no temporary file)."""
     import numpy as np
 
-    expected = int(max((end if end is not None else duration) - start, 1.0) * _SAMPLE_RATE) + 1
-    samples = np.empty(expected + _SAMPLE_RATE, np.float32)
-    filled = 0
+    size, cap = buffer_samples(start, end, hint)
+    samples = np.empty(size, np.float32)
+    filled, pending, overflow = 0, b"", False
+    argv = audio_pcm(ffmpeg, path, demuxer, start=start, end=end + SLACK_S)
     with tempfile.TemporaryFile() as err:  # a file, so a chatty FFmpeg can never block on it
-        proc = subprocess.Popen(
-            audio_pcm(ffmpeg, path, start, end), stdout=subprocess.PIPE, stderr=err
-        )
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
-        while chunk := proc.stdout.read(_CHUNK_BYTES):
-            count = len(chunk) // 2
-            if filled + count > len(samples):  # longer than the probe said: grow
-                samples = np.resize(samples, max(2 * len(samples), filled + count))
-            samples[filled : filled + count] = np.frombuffer(chunk[: count * 2], np.int16)
-            filled += count
-        code = proc.wait()
-        err.seek(0)
-        reason = err.read().decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    if code != 0:
-        raise _RequestError("invalid_media", f"The audio track could not be decoded ({reason[0]}).")
-    audio = samples[:filled]
+        try:
+            while chunk := proc.stdout.read(_CHUNK_BYTES):
+                data = pending + chunk
+                count = len(data) // 2
+                pending = data[count * 2 :]  # half a sample: kept for the next chunk
+                if filled + count > len(samples):  # longer than the probe said: grow, to the cap
+                    samples = np.resize(samples, min(cap, max(2 * len(samples), filled + count)))
+                take = min(count, len(samples) - filled)
+                samples[filled : filled + take] = np.frombuffer(data[: take * 2], np.int16)
+                filled += take
+                if take < count:  # more than the range and its slack: never held
+                    overflow = True
+                    proc.kill()
+                    break
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            code = proc.wait()
+            proc.stdout.close()
+        detail = _tail(err, 2000)
+    if code != 0 and not overflow:
+        raise _RequestError(
+            "invalid_media", "The audio track could not be decoded.", detail or f"exit {code}"
+        )
+    within = int((end - start) * _SAMPLE_RATE)
+    more = overflow or filled > within + int(TOLERANCE_S * _SAMPLE_RATE)
+    kept = within if more else filled
+    audio = samples[:kept]
     audio /= 32768.0
-    return audio
+    return Decoded(audio, kept / _SAMPLE_RATE, more)
+
+
+def _tail(f: IO[bytes], size: int) -> str:
+    """The last `size` bytes of a file, as text for the logs."""
+    end = f.seek(0, os.SEEK_END)
+    f.seek(max(0, end - size))
+    return f.read().decode(errors="replace").strip()
 
 
 class _RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: str = "") -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.detail = code, message, detail
 
 
 def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: IO[str]) -> None:
     rid = req["id"]
-    start = float(req.get("start") or 0.0)
-    end = None if req.get("end") is None else float(req["end"])
+    start, end = float(req.get("start") or 0.0), float(req["end"])
     language = req.get("language")
     if not model.model.is_multilingual:
         if language not in (None, "en"):
@@ -99,9 +150,17 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
                 f"The model {args.model_name} transcribes only English, not {language!r}.",
             )
         language = "en"
-    audio = _decode(args.ffmpeg, req["path"], start, end, float(req.get("duration") or 0.0))
+    decoded = decode_range(
+        args.ffmpeg, req["path"], str(req["format"]), start, end, float(req.get("duration") or 0)
+    )
+    if decoded.more and req.get("last"):
+        raise _RequestError(
+            "too_long",
+            f"The video plays on past {spoken(end)}, the longest vidstream accepts "
+            "(its header says it is shorter).",
+        )
     segments, info = model.transcribe(
-        audio,
+        decoded.audio,
         language=language,
         beam_size=args.beam_size,
         word_timestamps=True,
@@ -126,7 +185,14 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
                 for w in seg.words or ()
             ],
         )
-    _send(out, type="done", id=rid, language=info.language, duration=float(info.duration))
+    _send(
+        out,
+        type="done",
+        id=rid,
+        language=info.language,
+        duration=decoded.seconds,
+        more=decoded.more,
+    )
 
 
 def main() -> int:
@@ -168,14 +234,22 @@ def main() -> int:
             req = json.loads(line)
             _transcribe(model, args, req, out)
         except _RequestError as exc:
-            _send(out, type="error", id=req.get("id"), code=exc.code, message=exc.message)
+            _send(
+                out,
+                type="error",
+                id=req.get("id"),
+                code=exc.code,
+                message=exc.message,
+                detail=exc.detail,
+            )
         except Exception as exc:
             _send(
                 out,
                 type="error",
                 id=req.get("id"),
                 code="whisper_error",
-                message=f"{type(exc).__name__}: {exc}",
+                message="Whisper could not transcribe the audio.",
+                detail=f"{type(exc).__name__}: {exc}",
             )
     return 0
 

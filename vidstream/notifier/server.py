@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -23,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from vidstream import logs
 from vidstream.bus import is_stream_id
+from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
@@ -32,6 +35,7 @@ from vidstream.tasks import cancel_and_wait
 PATH = "/v1/ws"
 MAX_SUBSCRIPTIONS = 100
 QUEUE_LIMIT = 2000  # messages waiting for a slow client before it is disconnected
+MAX_REFUSED = 10  # refused subscribes before a connection is closed (1008)
 
 
 class Connection:
@@ -42,6 +46,7 @@ class Connection:
         self.notifier = notifier
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
         self.overflowed = False
+        self.refused = 0  # subscribes refused on this connection
 
     def push(self, message: dict[str, Any]) -> None:
         if self.overflowed:
@@ -92,20 +97,21 @@ class Connection:
             return self.error(
                 "invalid_message", "last_event_id must be an event id such as '0-0'.", job_id=job_id
             )
-        if not services.signer.check_ws_token(job_id, token):
-            return self.error(
-                "forbidden", "The token does not grant access to this job.", job_id=job_id
-            )
         if not self.notifier.hub.subscribed(self, job_id) and (
             self.notifier.hub.count(self) >= MAX_SUBSCRIPTIONS
         ):
             return self.error(
                 "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} jobs per connection."
             )
-        job, last_id = await services.jobs.snapshot(job_id)
-        if job is None:
+        job, last_id = await services.jobs.snapshot(job_id) if is_job_id(job_id) else (None, "")
+        if job is None or not self.notifier.grants(token, job):
+            # One answer for an unknown job and a wrong token: a token never reveals a job.
+            # Guessing costs a connection after a few tries.
+            self.refused += 1
+            if self.refused > MAX_REFUSED:
+                self.notifier.own(asyncio.create_task(self.ws.close(1008, "too many refusals")))
             return self.error(
-                "forbidden", "The token does not grant access to this job.", job_id=job_id
+                "forbidden", "The token does not grant access to this job.", job_id=job_id[:40]
             )
         body = await present_job(job, services.store, services.settings.download_url_ttl_s)
         self.push({"type": "snapshot", "job": body, "last_event_id": last_id})
@@ -125,6 +131,10 @@ class Notifier(Component):
         self.host, self.port = services.settings.notifier_host, services.settings.notifier_port
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._per_address: Counter[str] = Counter()
+        # Browsers may connect from CORS_ORIGINS and from the gateway's own page.
+        self.origins = set(services.settings.cors_origins)
+        self.allow_origin(services.settings.gateway_url)
         self.log = logs.get(role="notifier")
 
     @property
@@ -132,6 +142,23 @@ class Notifier(Component):
         if self.services.settings.public_ws_url:
             return self.services.settings.public_ws_url
         return self.services.settings.replace(notifier_port=self.port).ws_url
+
+    def allow_origin(self, url: str) -> None:
+        """Let browsers on the page at `url` (its scheme, host and port) connect."""
+        parts = urlsplit(url)
+        if parts.scheme and parts.netloc:
+            self.origins.add(f"{parts.scheme}://{parts.netloc}")
+
+    def grants(self, token: str, job: Job) -> bool:
+        """Whether `token` may watch `job`: the job's own token, or an API key of its tenant."""
+        services = self.services
+        if services.signer.check_ws_token(job.tenant, job.id, token):
+            return True
+        ring = services.api_keys
+        if ring is None:
+            return False
+        key = ring.find(token)
+        return key is not None and key.tenant == job.tenant
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -145,7 +172,7 @@ class Notifier(Component):
             self._handle,
             self.host,
             self.port,
-            process_request=_route,
+            process_request=self._admit,
             max_size=64 * 1024,
             ping_interval=20,
             ping_timeout=20,
@@ -164,7 +191,28 @@ class Notifier(Component):
         await cancel_and_wait(list(self._tasks))
         await self.hub.close()
 
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Before the handshake: the path, the browser's origin, and connections per address."""
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        if path != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
+        origin = request.headers.get("Origin")
+        # Browsers always send Origin; other clients need none. A page on another site must not
+        # ride on a user's network position.
+        if origin is not None and origin not in self.origins:
+            return connection.respond(HTTPStatus.FORBIDDEN, "This origin may not connect.\n")
+        address = _address(connection)
+        if self._per_address[address] >= self.services.settings.ws_max_connections_per_ip:
+            return connection.respond(
+                HTTPStatus.TOO_MANY_REQUESTS, "Too many connections from this address.\n"
+            )
+        return None
+
     async def _handle(self, ws: ServerConnection) -> None:
+        address = _address(ws)
+        self._per_address[address] += 1
         conn = Connection(ws, self)
         writer = asyncio.create_task(conn.write())
         try:
@@ -173,16 +221,15 @@ class Notifier(Component):
         except ConnectionClosed:
             pass
         finally:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
             self.hub.drop(conn)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
 
 
-def _route(connection: ServerConnection, request: Request) -> Response | None:
-    path = request.path.split("?", 1)[0]
-    if path == "/healthz":
-        return connection.respond(HTTPStatus.OK, "ok\n")
-    if path != PATH:
-        return connection.respond(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
-    return None
+def _address(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if peer else "?"

@@ -51,6 +51,7 @@ class Field(StrEnum):
     TENANT = "tenant"
     KIND = "kind"
     SOURCE = "source"
+    SOURCE_NAME = "source_name"
     OPTIONS = "options"
     STATUS = "status"
     STAGE = "stage"
@@ -76,6 +77,7 @@ MEANING: dict[Field, str] = {
     Field.TENANT: "who the job belongs to",
     Field.KIND: "the pipeline the job runs (jobs.Kind)",
     Field.SOURCE: "the storage key of the source video",
+    Field.SOURCE_NAME: "the client's name for it, cleaned (names the downloads)",
     Field.OPTIONS: "JSON of jobs.Options",
     Field.STATUS: "queued | running | completed | failed | cancelled",
     Field.STAGE: "the stage last claimed (empty while queued and once completed)",

@@ -41,8 +41,10 @@ class ObjectStore(Component, abc.ABC):
         """Store a stream of bytes; raise `ObjectTooLarge` past `max_size` bytes."""
 
     @abc.abstractmethod
-    async def get_file(self, key: str, dest: Path) -> ObjectInfo:
-        """Copy the object to `dest`; raise `ObjectNotFound` if it does not exist."""
+    async def get_file(self, key: str, dest: Path, max_size: int | None = None) -> ObjectInfo:
+        """Copy the object to `dest`, streaming (memory stays flat whatever its size); raise
+        `ObjectNotFound` if it does not exist, `ObjectTooLarge` past `max_size` bytes (leaving
+        no file at `dest`)."""
 
     @abc.abstractmethod
     async def get_bytes(self, key: str, max_size: int = 64 * 1024**2) -> bytes:
@@ -59,6 +61,10 @@ class ObjectStore(Component, abc.ABC):
     @abc.abstractmethod
     async def presign_get(self, key: str, filename: str, expires_s: int) -> str:
         """A URL a client can GET the object from, downloading it as `filename`."""
+
+    def upload_headers(self, content_type: str) -> dict[str, str]:
+        """The headers a client must send with its PUT to a `presign_put` URL."""
+        return {"Content-Type": content_type}
 
     def local_path(self, key: str) -> Path | None:
         """The object's path on this machine when the store is a local directory, else None."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterable
 from pathlib import Path
 
-from vidstream.errors import ObjectNotFound, ObjectTooLarge, StorageError
+from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.signing import Signer
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_type_for, too_large
@@ -74,7 +74,7 @@ class LocalStore(ObjectStore):
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                raise StorageError(f"could not store {key}: {exc}") from exc
+                raise _store_error(key, exc) from exc
             raise
         return ObjectInfo(key, dest.stat().st_size, content_type)
 
@@ -104,15 +104,18 @@ class LocalStore(ObjectStore):
         except BaseException as exc:
             f.close()
             tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):  # disk full, permissions: the store, not the client
-                raise StorageError(f"could not store {key}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise _store_error(key, exc) from exc
             raise
         return ObjectInfo(key, size, content_type)
 
-    async def get_file(self, key: str, dest: Path) -> ObjectInfo:
+    async def get_file(self, key: str, dest: Path, max_size: int | None = None) -> ObjectInfo:
         src = self._path(key)
         try:
-            await asyncio.to_thread(shutil.copyfile, src, dest)
+            if max_size is None:
+                await asyncio.to_thread(shutil.copyfile, src, dest)
+            else:
+                await asyncio.to_thread(_copy_at_most, src, dest, max_size)
             size = (await asyncio.to_thread(dest.stat)).st_size
         except FileNotFoundError:
             raise ObjectNotFound(f"no object at {key}") from None
@@ -149,6 +152,21 @@ def _publish(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _copy_at_most(src: Path, dest: Path, max_size: int) -> None:
+    """Copy in batches, counting: past `max_size` bytes stop and leave nothing at `dest`."""
+    copied = 0
+    try:
+        with src.open("rb") as fin, dest.open("wb") as fout:
+            while batch := fin.read(_BATCH):
+                copied += len(batch)
+                if copied > max_size:
+                    raise too_large(max_size)
+                fout.write(batch)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
 def _link_or_copy(src: Path, dest: Path) -> None:
     # Workers write outputs next to the store (both under the data dir): a hard link stores a
     # rendered video without copying it; across filesystems, copy.
@@ -164,3 +182,11 @@ def _sweep(directory: Path, max_age_s: float) -> None:
         with contextlib.suppress(OSError):
             if path.stat().st_mtime < cutoff:
                 path.unlink()
+
+
+def _store_error(key: str, exc: OSError) -> StorageError:
+    # A key whose folder is a file (or whose name is a folder) is the key's fault: no disk can
+    # hold it. Disk full or permissions are the store's.
+    if isinstance(exc, NotADirectoryError | IsADirectoryError | FileExistsError):
+        return InvalidKey("the key names a place under or at another object")
+    return StorageError(f"could not store {key}: {exc}")

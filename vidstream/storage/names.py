@@ -1,6 +1,6 @@
 """Object keys: where each kind of object lives, and rules that keep user input in its prefix.
 
-uploads/{upload_id}/{safe filename}     sources, uploaded by clients
+uploads/{upload_id}/source             sources, uploaded by clients (their names kept aside)
 jobs/{job_id}/transcript.{json,srt,vtt} transcripts
 rendered/{job_id}-{timestamp}.mp4       rendered videos
 """
@@ -52,6 +52,8 @@ def check_key(key: str) -> str:
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _bad_key("a key must not contain empty, '.' or '..' segments")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in parts):
+        raise _bad_key("a key segment may be 255 bytes at most")  # a file name's limit
     return key
 
 
@@ -71,8 +73,10 @@ def _bad_key(message: str) -> InvalidKey:
     return InvalidKey(message)
 
 
-def new_upload_key(filename: str) -> str:
-    return f"{UPLOADS}{secrets.token_hex(12)}/{safe_filename(filename)}"
+def new_upload_key() -> str:
+    """A source's key, chosen here: never the client's name or extension, so nothing a client
+    sends decides how a file is read (the probe decides that from the bytes)."""
+    return f"{UPLOADS}{secrets.token_hex(12)}/source"
 
 
 def transcript_key(job_id: str, fmt: str) -> str:

@@ -167,19 +167,28 @@ class S3Store(ObjectStore):
             raise
         return ObjectInfo(key, size, content_type)
 
-    async def get_file(self, key: str, dest: Path) -> ObjectInfo:
+    async def get_file(self, key: str, dest: Path, max_size: int | None = None) -> ObjectInfo:
+        limit = 2**62 if max_size is None else max_size
         size = 0
-        with _errors(key):
-            response = await self.client.get_object(Bucket=self.bucket, Key=check_key(key))
-            f = await asyncio.to_thread(dest.open, "wb")
-            body = response["Body"]
-            try:
+        try:
+            with _errors(key):
+                response = await self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+                body = response["Body"]
                 async with body:  # releases the connection however the loop ends
-                    while chunk := await body.read(_READ_CHUNK):
-                        size += len(chunk)
-                        await asyncio.to_thread(f.write, chunk)
-            finally:
-                await asyncio.to_thread(f.close)
+                    if int(response.get("ContentLength") or 0) > limit:
+                        raise too_large(limit)
+                    f = await asyncio.to_thread(dest.open, "wb")
+                    try:
+                        while chunk := await body.read(_READ_CHUNK):
+                            size += len(chunk)
+                            if size > limit:  # more than the length it announced
+                                raise too_large(limit)
+                            await asyncio.to_thread(f.write, chunk)
+                    finally:
+                        await asyncio.to_thread(f.close)
+        except BaseException:
+            await asyncio.to_thread(dest.unlink, True)
+            raise
         return ObjectInfo(key, size, response.get("ContentType") or "")
 
     async def get_bytes(self, key: str, max_size: int = 64 * 1024**2) -> bytes:
@@ -197,10 +206,18 @@ class S3Store(ObjectStore):
 
     async def presign_put(self, key: str, content_type: str, max_size: int, expires_s: int) -> str:
         # A presigned PUT cannot bound the size; the gateway checks it before it enqueues a job.
-        params = {"Bucket": self.bucket, "Key": check_key(key), "ContentType": content_type}
+        # If-None-Match: * (signed, so the client must send it) makes the link single-use: a
+        # second PUT finds the object there and fails, so a leaked link cannot swap a source.
+        params = {
+            "Bucket": self.bucket, "Key": check_key(key), "ContentType": content_type,
+            "IfNoneMatch": "*",
+        }  # fmt: skip
         return await self.signer.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires_s
         )
+
+    def upload_headers(self, content_type: str) -> dict[str, str]:
+        return {"Content-Type": content_type, "If-None-Match": "*"}
 
     async def presign_get(self, key: str, filename: str, expires_s: int) -> str:
         if self.public_url:

@@ -1,0 +1,94 @@
+"""Who is calling: the API key on every `/v1` route (but signed object links and the API
+document), its tenant, and a rate limit per key.
+
+A key that is missing or unknown gets 401; a key over its rate gets 429 with `Retry-After`. With
+`VIDSTREAM_AUTH=off` every caller is the tenant `default`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from vidstream.auth import ApiKey, KeyRing
+from vidstream.http.errors import ApiError
+from vidstream.services import Services
+
+DEFAULT_TENANT = "default"
+_OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/")  # signed, or public documents
+
+# GCRA: a key may send `limit` requests at once, then one every minute/limit. The script keeps
+# one timestamp per key (the "theoretical arrival time"), in Redis time.
+RATE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allowed_at = tat + interval - burst
+if allowed_at > now then return allowed_at - now end
+redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now + 1000)
+return 0
+"""
+
+
+TENANT = web.RequestKey("tenant", str)
+API_KEY = web.RequestKey("api_key", ApiKey)
+
+
+def tenant_of(request: web.Request) -> str:
+    """The tenant the request acts for (set by the middleware)."""
+    tenant: str = request.get(TENANT, DEFAULT_TENANT)
+    return tenant
+
+
+def key_of(request: web.Request) -> ApiKey | None:
+    """The API key the request came with (None with authentication off)."""
+    return request.get(API_KEY)
+
+
+def needs_key(path: str) -> bool:
+    return path.startswith("/v1/") and not path.startswith(_OPEN)
+
+
+def bearer(header: str) -> str:
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
+    """`ring` None: authentication is off (every caller is the default tenant)."""
+    settings = services.settings
+    limiter = services.redis.register_script(RATE_SCRIPT)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" or not needs_key(request.path):
+            return await handler(request)
+        if ring is None:
+            request[TENANT] = DEFAULT_TENANT
+            return await handler(request)
+        record = ring.find(bearer(request.headers.get("Authorization", "")))
+        if record is None:
+            raise ApiError(
+                401, "unauthorized", "Send a valid API key as 'Authorization: Bearer <key>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="vidstream"'},
+            )  # fmt: skip
+        request[TENANT], request[API_KEY] = record.tenant, record
+        if settings.rate_limit_per_min:
+            interval = 60_000 / settings.rate_limit_per_min
+            wait_ms = await limiter(
+                keys=[services.keys.rate(record.id)],
+                args=[interval, interval * settings.rate_limit_per_min],
+            )
+            if int(wait_ms) > 0:
+                retry_after = str(max(1, math.ceil(int(wait_ms) / 1000)))
+                raise ApiError(
+                    429, "rate_limited", f"Too many requests; try again in {retry_after} s.",
+                    headers={"Retry-After": retry_after},
+                )  # fmt: skip
+        return await handler(request)
+
+    return authenticate

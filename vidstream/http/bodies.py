@@ -1,0 +1,128 @@
+"""Reading request bodies within bounds: JSON of limited size and depth with valid strings, and
+multipart forms with few parts, small option fields and each field once.
+
+Every malformed body is a 4xx that says what is wrong without echoing the client's value back at
+length (`short`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
+
+from vidstream.http.errors import ApiError
+
+MAX_DEPTH = 16  # deeper than any request of the API; deep nesting only costs the parser
+MAX_PARTS = 16
+MAX_FIELDS_BYTES = 16 * 1024  # all option fields of a form together
+REPEATABLE = frozenset({"formats"})  # `formats=srt&formats=vtt`, as documented
+
+
+def short(value: object, limit: int = 40) -> str:
+    """A client's value quoted for a message, cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _depth_ok(raw: bytes, limit: int) -> bool:
+    """Whether brackets nest at most `limit` deep (outside strings), without parsing."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a request body, or `ApiError(400, invalid_json)`."""
+    if not _depth_ok(raw, MAX_DEPTH):
+        raise ApiError(400, "invalid_json", f"JSON may nest at most {MAX_DEPTH} levels deep.")
+    try:
+        body = json.loads(raw)
+        # A lone surrogate ("\\ud800") parses, but is no character: refuse it here rather than
+        # fail later when the value is written anywhere.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    return parse_json(await request.read())  # read() is bounded by client_max_size
+
+
+@dataclass
+class Form:
+    """What a multipart form said besides its file."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+    parts: int = 0
+
+    def add(self, name: str, value: str) -> None:
+        self.size += len(name) + len(value)
+        if self.size > MAX_FIELDS_BYTES:
+            raise ApiError(400, "invalid_request", "The form's fields are too large.")
+        if name in self.fields:
+            if name not in REPEATABLE:
+                raise ApiError(400, "invalid_request", f"The field {short(name)} is repeated.")
+            value = f"{self.fields[name]},{value}"
+        self.fields[name] = value
+
+
+async def parts(request: web.Request, form: Form) -> AsyncIterator[BodyPartReader]:
+    """The parts of a multipart body, at most MAX_PARTS, each a plain part; a malformed body
+    (no boundary, a bad part header, cut short) is a 400."""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            form.parts += 1
+            if form.parts > MAX_PARTS:
+                raise ApiError(
+                    400, "invalid_request", f"A form may have {MAX_PARTS} parts at most."
+                )
+            if not isinstance(part, BodyPartReader):
+                raise ApiError(400, "invalid_request", "nested multipart bodies are not supported")
+            if not part.name:  # also what aiohttp leaves of a header it only warned about
+                raise ApiError(400, "invalid_multipart", "Every part needs a name.")
+            yield part
+    except (ValueError, AssertionError, RuntimeError, UnicodeError, HttpProcessingError,
+            BadContentDispositionHeader, BadContentDispositionParam) as exc:  # fmt: skip
+        # aiohttp raises these for a body that does not parse as multipart/form-data (no
+        # boundary, a part header that is no header, a body cut short).
+        raise ApiError(400, "invalid_multipart", "The multipart body is malformed.") from exc
+
+
+async def text_field(part: BodyPartReader, form: Form) -> str:
+    """A small text field's value (bounded by what the form may still hold)."""
+    budget = MAX_FIELDS_BYTES - form.size
+    raw = bytearray()
+    while chunk := await part.read_chunk(4096):
+        raw += chunk
+        if len(raw) > budget:
+            raise ApiError(400, "invalid_request", "The form's fields are too large.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_request", "Form fields must be UTF-8 text.") from None

@@ -1,0 +1,293 @@
+"""`GET /v1/openapi.json`: the gateway's API as an OpenAPI 3.1 document.
+
+Written by hand next to the handlers it describes; `tests/test_fuzz.py` runs schemathesis against
+a live gateway with it, so a response the document does not allow fails the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from vidstream import __version__
+from vidstream.http.state import base_url
+
+routes = web.RouteTableDef()
+
+JSON = "application/json"
+_ID = {"type": "string", "pattern": "^[0-9a-hjkmnp-tv-z]{26}$"}
+_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+# Answers any authenticated route may give, besides its own.
+_COMMON = {
+    "400": _error("The request is malformed; the message says what is wrong."),
+    "401": _error("No API key, or an unknown one."),
+    "429": _error("Too many requests for this key; see Retry-After."),
+    "503": _error("Redis or object storage is unavailable; try again shortly."),
+}
+_JOB_PATH = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+_OPTIONS = {
+    "kind": {"type": "string", "enum": ["subtitle", "transcribe"], "default": "subtitle"},
+    "language": {"type": ["string", "null"], "examples": ["en", "auto"]},
+    "burn_subtitles": {"type": "boolean", "default": True},
+    "formats": {
+        "type": "array",
+        "items": {"type": "string", "enum": ["json", "srt", "vtt"]},
+        "default": ["json", "srt", "vtt"],
+    },
+    "webhook_url": {"type": "string", "format": "uri", "maxLength": 2048},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "Output": {
+        "type": "object",
+        "required": ["key", "url", "size", "content_type"],
+        "properties": {
+            "key": {"type": "string"},
+            "url": {"type": "string"},
+            "size": {"type": "integer"},
+            "content_type": {"type": "string"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "kind", "status", "progress", "created_at", "outputs", "attempts"],
+        "properties": {
+            "id": _ID,
+            "tenant": {"type": "string"},
+            "kind": {"type": "string", "enum": ["subtitle", "transcribe"]},
+            "status": {
+                "type": "string",
+                "enum": ["queued", "running", "completed", "failed", "cancelled"],
+            },
+            "stage": {"type": ["string", "null"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "created_at": {"type": "string"},
+            "updated_at": {"type": "string"},
+            "source": {"type": "object"},
+            "options": {"type": "object"},
+            "media": {"type": ["object", "null"]},
+            "outputs": {"type": "object", "additionalProperties": _ref("Output")},
+            "error": {"type": ["object", "null"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "ws_token": {"type": "string"},
+            "links": {"type": "object"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["type", "id", "job_id", "event", "status", "progress", "at"],
+        "properties": {
+            "type": {"const": "event"},
+            "id": _EVENT_ID,
+            "job_id": _ID,
+            "kind": {"type": "string"},
+            "event": {"type": "string"},
+            "status": {"type": "string"},
+            "stage": {"type": ["string", "null"]},
+            "progress": {"type": "number"},
+            "attempts": {"type": "integer"},
+            "at": {"type": "string"},
+        },
+    },
+    "JobRequest": {
+        "type": "object",
+        "required": ["source"],
+        "additionalProperties": False,
+        "properties": {
+            "source": {
+                "type": "object",
+                "required": ["key"],
+                "properties": {"key": {"type": "string", "minLength": 1, "maxLength": 512}},
+            },
+            **_OPTIONS,
+        },
+    },
+    "JobForm": {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+            **{k: {"type": "string"} for k in _OPTIONS},
+        },
+    },
+}
+
+
+def _job_answers(ok: str, code: str = "200") -> dict[str, Any]:
+    return {code: _ok(ok, _ref("Job")), "404": _error("No such job of yours."), **_COMMON}
+
+
+PATHS: dict[str, Any] = {
+    "/healthz": {"get": {"security": [], "responses": {"200": _ok("The process is up.", {})}}},
+    "/readyz": {
+        "get": {
+            "security": [],
+            "responses": {
+                "200": _ok("Redis and storage answer.", {"type": "object"}),
+                "503": _ok("Something is down; `checks` names it.", {"type": "object"}),
+            },
+        }
+    },
+    "/v1/uploads": {
+        "post": {
+            "summary": "A presigned PUT URL to upload a source to.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["filename", "size"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "filename": {"type": "string", "minLength": 1},
+                                "content_type": {"type": ["string", "null"]},
+                                "size": {"type": "integer", "minimum": 1},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _ok(
+                    "Upload with `method` and `headers` to `upload_url`.", {"type": "object"}
+                ),
+                "413": _error("Larger than MAX_UPLOAD_BYTES."),
+                **_COMMON,
+            },
+        }
+    },
+    "/v1/jobs": {
+        "post": {
+            "summary": "Create a job from an upload (JSON) or from a file in the request.",
+            "parameters": [
+                {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": _ref("JobRequest")},
+                    "multipart/form-data": {"schema": _ref("JobForm")},
+                },
+            },
+            "responses": {
+                "202": _ok("Queued.", _ref("Job")),
+                "200": _ok(
+                    "The job an earlier request with this Idempotency-Key made.", _ref("Job")
+                ),
+                "409": _error("A request with this Idempotency-Key is in progress."),
+                "413": _error("The source is too large."),
+                "415": _error("Neither JSON nor multipart."),
+                "422": _error("This Idempotency-Key was used with another request."),
+                **_COMMON,
+            },
+        }
+    },
+    "/v1/jobs/{job_id}": {
+        "parameters": _JOB_PATH,
+        "get": {"responses": _job_answers("The job.")},
+        "delete": {
+            "summary": "Cancel a queued or running job.",
+            "responses": {**_job_answers("Cancelled."), "409": _error("The job has ended.")},
+        },
+    },
+    "/v1/jobs/{job_id}/events": {
+        "parameters": _JOB_PATH,
+        "get": {
+            "parameters": [{"name": "after", "in": "query", "schema": _EVENT_ID}],
+            "responses": {
+                "200": _ok(
+                    "The job's events after `after`, oldest first.",
+                    {
+                        "type": "object",
+                        "required": ["job_id", "events"],
+                        "properties": {
+                            "job_id": _ID,
+                            "events": {"type": "array", "items": _ref("Event")},
+                        },
+                    },
+                ),
+                "404": _error("No such job of yours."),
+                **_COMMON,
+            },
+        },
+    },
+    "/v1/jobs/{job_id}/retry": {
+        "parameters": _JOB_PATH,
+        "post": {
+            "summary": "Run a failed job again from its first unfinished stage.",
+            "responses": {**_job_answers("Queued again.", "202"), "409": _error("Not failed.")},
+        },
+    },
+    "/v1/dead-letters": {
+        "get": {
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                }
+            ],
+            "responses": {
+                "200": _ok(
+                    "Your jobs that ran out of attempts, newest first.",
+                    {
+                        "type": "object",
+                        "required": ["dead_letters"],
+                        "properties": {"dead_letters": {"type": "array"}},
+                    },
+                ),
+                **_COMMON,
+            },
+        }
+    },
+    "/v1/openapi.json": {
+        "get": {"security": [], "responses": {"200": _ok("This document.", {"type": "object"})}}
+    },
+}
+
+
+def document(server_url: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "vidstream", "version": __version__},
+        "servers": [{"url": server_url}],
+        "security": [{"apiKey": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document(base_url(request)))

@@ -1,0 +1,63 @@
+"""`vidstream keys create|list|revoke|webhook-secret`: manage API keys in the keys file.
+
+Running roles re-read the file within seconds, so a created key works and a revoked one stops
+working without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from vidstream.auth import keys_file, new_key
+from vidstream.errors import ConfigError
+from vidstream.settings import Settings
+
+
+def create(settings: Settings, tenant: str, admin: bool, label: str, out: TextIO,
+           err: TextIO) -> int:  # fmt: skip
+    """Add a key for `tenant`; print the key alone on `out`, once. Only its hash is kept."""
+    key, record = new_key(tenant, admin=admin, label=label)
+    store = keys_file(settings)
+    store.add(record)
+    out.write(key + "\n")
+    role = "an admin key" if admin else "a key"
+    err.write(f"created {role} {record.id} for tenant {tenant} in {store.path}; "
+              "it is shown only this once\n")  # fmt: skip
+    return 0
+
+
+def list_keys(settings: Settings, out: TextIO) -> int:
+    records = keys_file(settings).read()
+    if not records:
+        out.write("no keys (create one with: vidstream keys create --tenant NAME)\n")
+        return 0
+    out.write(f"{'id':<9} {'tenant':<20} {'admin':<5} {'created':<20} label\n")
+    for r in records:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))
+        admin = "yes" if r.admin else "no"
+        out.write(f"{r.id:<9} {r.tenant:<20} {admin:<5} {created:<20} {r.label}\n")
+    return 0
+
+
+def revoke(settings: Settings, key_id: str, out: TextIO) -> int:
+    if not keys_file(settings).revoke(key_id):
+        out.write(f"no key {key_id}\n")
+        return 1
+    out.write(f"revoked {key_id}\n")
+    return 0
+
+
+def webhook_secret(settings: Settings, tenant: str, out: TextIO) -> int:
+    """The secret `tenant`'s webhooks are signed with (derived from SECRET_KEY)."""
+    from vidstream.auth import check_tenant
+    from vidstream.signing import load_secret
+    from vidstream.webhooks.signature import webhook_secret as derive
+
+    try:
+        check_tenant(tenant)
+    except ConfigError as exc:
+        out.write(f"{exc}\n")
+        return 2
+    out.write(derive(load_secret(settings).decode(), tenant) + "\n")
+    return 0

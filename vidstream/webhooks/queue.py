@@ -1,0 +1,144 @@
+"""The webhook queue in Redis: attempts on the `webhooks` stream, retries in a sorted set.
+
+A job's terminal transition writes the first attempt (`job_id`, `event`, `event_id`); a retry
+goes back on the stream from the sorted set (`promote`), carrying the first attempt's id (the
+delivery id receivers see) and its number. The deliverers share one consumer group, so each
+attempt is made by one of them. An entry is acked only once its attempt was delivered, refused,
+given up, or its retry is in the sorted set (one atomic step), so an entry of a deliverer that
+died mid-attempt stays pending until another reclaims it (`StageConsumer`, XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from vidstream.actors.consumer import StageConsumer
+from vidstream.bus import Entry, stream_id
+from vidstream.jobstore import SHARED_MAX
+from vidstream.keys import Keys
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: retry set, webhook stream. ARGV: group, entry id, the retry (JSON), delay (ms),
+# deadline (ms). Schedules the retry and acks the entry; past the deadline only acks.
+# Returns the due time, or 0 when it gave up.
+_RETRY = (
+    _NOW_MS
+    + """
+local due = now_ms + tonumber(ARGV[4])
+if due <= tonumber(ARGV[5]) then
+  redis.call('ZADD', KEYS[1], due, ARGV[3])
+else
+  due = 0
+end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return due
+"""
+)
+
+# KEYS: retry set, webhook stream. ARGV: most to move, stream length. Moves the retries that
+# are due onto the stream; returns how many.
+_PROMOTE = (
+    _NOW_MS
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, ARGV[1])
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local r = cjson.decode(member)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job_id', r.job_id,
+    'event', r.event, 'event_id', r.event_id, 'delivery', r.delivery, 'attempt', r.attempt)
+end
+return #due
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt at delivering a job's end."""
+
+    entry_id: str  # this attempt's stream entry
+    delivery_id: str  # the first attempt's entry id, the same on every retry
+    job_id: str
+    event: str  # completed, failed or cancelled
+    event_id: str  # the job's event that ended it
+    attempt: int  # 1 for the first
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> Delivery | None:
+        """The attempt an entry describes, or None for a malformed or deleted one."""
+        entry_id, fields = entry
+        try:
+            return cls(
+                entry_id, fields.get("delivery") or entry_id, fields["job_id"], fields["event"],
+                fields.get("event_id", ""), int(fields.get("attempt") or 1),
+            )  # fmt: skip
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def ended_ms(self) -> int:
+        """When the job ended (ms, Redis time): the first attempt was written in that step."""
+        return stream_id(self.delivery_id)[0]
+
+    def next_attempt(self) -> str:
+        """The retry as the sorted set keeps it."""
+        return json.dumps({
+            "delivery": self.delivery_id, "job_id": self.job_id, "event": self.event,
+            "event_id": self.event_id, "attempt": self.attempt + 1,
+        }, sort_keys=True)  # fmt: skip
+
+
+class WebhookQueue:
+    def __init__(self, redis: Redis, keys: Keys, consumer: str, claim_idle_ms: int) -> None:
+        self.redis, self.keys = redis, keys
+        # Idle longer than `claim_idle_ms` (longer than any attempt): its deliverer is gone.
+        self.consumer = StageConsumer(
+            redis, keys.webhooks, keys.webhook_group, consumer, claim_idle_ms
+        )
+        self._retry = redis.register_script(_RETRY)
+        self._promote = redis.register_script(_PROMOTE)
+
+    async def ensure_group(self) -> None:
+        await self.consumer.ensure_group()
+
+    async def next(self) -> Delivery | None:
+        """The next attempt to make, or None after one blocking read found nothing."""
+        got = await self.consumer.next()
+        if got is None:
+            return None
+        delivery = Delivery.from_entry(got[0])
+        if delivery is None:  # nothing to deliver: let it go
+            await self.consumer.ack(got[0][0])
+        return delivery
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self.consumer.ack(delivery.entry_id)
+
+    async def retry(self, delivery: Delivery, delay_s: float, deadline_ms: int) -> bool:
+        """Schedule the next attempt in `delay_s` and ack this one; past `deadline_ms` only ack.
+        Returns whether it was scheduled."""
+        keys = [self.keys.webhook_retries, self.keys.webhooks]
+        due_in_ms = int(delay_s * 1000)
+        args: list[str | int] = [self.keys.webhook_group, delivery.entry_id,
+                                 delivery.next_attempt(), due_in_ms, deadline_ms]  # fmt: skip
+        return bool(await self._retry(keys=keys, args=args))
+
+    async def promote(self, limit: int = 100) -> int:
+        """Move up to `limit` retries that are due onto the stream; return how many."""
+        keys = [self.keys.webhook_retries, self.keys.webhooks]
+        return int(await self._promote(keys=keys, args=[limit, SHARED_MAX]))
+
+    async def pending(self) -> int:
+        """How many entries this consumer holds unacknowledged."""
+        info = await self.redis.xpending_range(
+            self.keys.webhooks, self.keys.webhook_group, "-", "+", 1,
+            consumername=self.consumer.name,
+        )  # fmt: skip
+        return len(info)
