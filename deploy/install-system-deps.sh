@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages vidstream and its tests use, when they are missing:
 #   ffmpeg (ffprobe and a system FFmpeg beside the pinned pip build), redis-server,
-#   espeak-ng (the tests speak known sentences), fonts-dejavu-core (subtitle font).
+#   espeak-ng (the tests speak known sentences), fonts-dejavu-core (subtitle font),
+#   chromium (the page's tests drive it with Playwright; never a downloaded browser).
 # As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -311,6 +311,7 @@ async def test_a_dead_deliverers_attempt_is_reclaimed(
         assert taken is not None and taken.job_id == job.id
         async with WebhookDeliverer(services, claim_idle_s=0):
             got = await receiver.next()
+        await dead.queue.consumer.close()  # what the dead process's exit did to its connection
     assert got.headers["Vidstream-Delivery"] == taken.delivery_id
     assert await settled(redis, services) == (0, 0)
 
@@ -339,7 +340,9 @@ async def test_a_name_resolving_inward_is_refused_at_delivery(
         job = Job.new("uploads/x/clip.mp4", Options(), webhook_url=receiver.url)
         await services.jobs.create(job)
         assert (await services.jobs.apply(job.id, Cancel())).ok
-        assert await WebhookDeliverer(services).step() is Result.REFUSED
+        deliverer = WebhookDeliverer(services)
+        assert await deliverer.step() is Result.REFUSED
+        await deliverer.close()
         assert await settled(redis, services) == (0, 0)
     assert receiver.requests == []
     assert "webhook_refused" in capsys.readouterr().err
@@ -357,7 +360,9 @@ async def test_a_delivery_is_given_up_after_the_max_age(
         job = Job.new("uploads/x/clip.mp4", Options(), webhook_url=receiver.url)
         await services.jobs.create(job)
         assert (await services.jobs.apply(job.id, Cancel())).ok
-        assert await WebhookDeliverer(services).step() is Result.GAVE_UP
+        deliverer = WebhookDeliverer(services)
+        assert await deliverer.step() is Result.GAVE_UP
+        await deliverer.close()
         assert await settled(redis, services) == (0, 0)
     assert len(receiver.requests) == 1
     assert "webhook_gave_up" in capsys.readouterr().err

@@ -6,10 +6,12 @@ these helpers so the rest of the code sees one shape.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 Entry = tuple[str, dict[str, str]]
 
@@ -95,3 +97,40 @@ async def pending_ids(redis: Redis, stream: str, group: str, consumer: str) -> s
         Any, await redis.xpending_range(stream, group, "-", "+", 1000, consumername=consumer)
     )
     return {str(entry["message_id"]) for entry in raw}
+
+
+class Waker:
+    """Blocking reads on a connection of their own, which `wake()` ends at once.
+
+    A read blocked in XREAD/XREADGROUP BLOCK would otherwise hold a stop up for a whole block,
+    and cancelling it inside redis-py can be swallowed by the client's own timeout and retry;
+    `CLIENT UNBLOCK` makes it return as if its block had run out.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.client: Redis | None = None  # made on first use: most wakers never block
+        self._id: int | None = None
+
+    async def connection(self) -> Redis:
+        """The client to block on (its id learnt first, so `wake()` can name it)."""
+        if self.client is None:
+            self.client = Redis(connection_pool=self.redis.connection_pool,
+                                single_connection_client=True)  # fmt: skip
+        if self._id is None:
+            self._id = int(await self.client.client_id())
+        return self.client
+
+    def lost(self) -> None:
+        """The connection failed: it will have another id once it is back."""
+        self._id = None
+
+    async def wake(self) -> None:
+        if self._id is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.client_unblock(self._id)
+
+    async def aclose(self) -> None:
+        client, self.client, self._id = self.client, None, None
+        if client is not None:
+            await client.aclose()

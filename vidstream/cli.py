@@ -28,13 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(role, help=f"run {text}")
         p.add_argument("--concurrency", type=int, help="jobs at once (worker roles; default 1)")
-    submit = sub.add_parser("submit", help="upload a video and create a job")
-    submit.add_argument("video", type=Path)
-    submit.add_argument("--gateway", help="gateway URL (default: PUBLIC_URL or the local gateway)")
-    submit.add_argument(
-        "--api-key", default=os.environ.get("VIDSTREAM_API_KEY"),
-        help="API key for the gateway (default: $VIDSTREAM_API_KEY)",
-    )  # fmt: skip
+    submit = sub.add_parser("submit", help="upload videos and create a job for each")
+    submit.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+    _gateway_options(submit)
     submit.add_argument(
         "--no-burn", action="store_true", help="add a subtitle track instead of burning"
     )
@@ -43,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         "--kind", choices=["subtitle", "transcribe"], default="subtitle",
         help="subtitle: transcript and video (default); transcribe: the transcript only",
     )  # fmt: skip
-    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    submit.add_argument("--wait", action="store_true", help="follow the jobs until they end")
+    jobs = sub.add_parser("jobs", help="your recent jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20)
+    _gateway_options(jobs)
+    jobs.add_argument("--json", action="store_true", help="print JSON, for scripts")
     keys = sub.add_parser("keys", help="API keys: create, list, revoke")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="add a key; prints it once")
@@ -59,13 +59,23 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("--tenant", required=True)
     status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
     status.add_argument("job_id", nargs="?")
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
     dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_list = dlq_sub.add_parser("list", help="list dead-lettered jobs, newest first")
     dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--json", action="store_true", help="print JSON, for scripts")
     dlq_replay = dlq_sub.add_parser("replay", help="run a failed job again")
     dlq_replay.add_argument("job_id")
     return parser
+
+
+def _gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway", help="gateway URL (default: PUBLIC_URL or the local one)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("VIDSTREAM_API_KEY"),
+        help="API key for the gateway (default: $VIDSTREAM_API_KEY)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +107,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
         return runtime.serve(settings, runtime.ROLES, dev=True)
     if args.command in runtime.ROLES:
         return runtime.serve(settings, (args.command,))
-    if args.command == "submit":
+    if args.command in ("submit", "jobs"):
         return _submit(args, settings)
     if args.command == "keys":
         return _keys(args, settings)
@@ -120,21 +130,24 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
 async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     import aiohttp
 
-    from vidstream.client import SubmitError, submit
+    from vidstream import client
+    from vidstream.client import SubmitError
 
-    if not args.video.is_file():
-        print(f"vidstream: no such file: {args.video}", file=sys.stderr)
-        return 2
+    gateway = args.gateway or settings.gateway_url
     try:
-        return await submit(
-            args.video,
-            args.gateway or settings.gateway_url,
-            burn=not args.no_burn,
-            language=args.language,
-            wait=args.wait,
-            kind=args.kind,
-            api_key=args.api_key,
-        )
+        if args.command == "jobs":
+            jobs = await client.recent_jobs(gateway, args.api_key, args.limit)
+            from vidstream import admin
+
+            return admin.print_jobs(jobs, sys.stdout, as_json=args.json)
+        missing = [str(v) for v in args.videos if not v.is_file()]
+        if missing:
+            print(f"vidstream: no such file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        return await client.submit(
+            args.videos, gateway, burn=not args.no_burn, language=args.language,
+            wait=args.wait, kind=args.kind, api_key=args.api_key,
+        )  # fmt: skip
     except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)
         return 1
@@ -151,9 +164,9 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
     try:
         if args.command == "status":
-            return await admin.print_status(redis, keys, args.job_id, sys.stdout)
+            return await admin.print_status(redis, keys, args.job_id, sys.stdout, args.json)
         if args.dlq_command == "list":
-            return await admin.print_dead_letters(jobs, args.limit, sys.stdout)
+            return await admin.print_dead_letters(jobs, args.limit, sys.stdout, args.json)
         return await admin.replay_job(jobs, args.job_id, sys.stdout)
     finally:
         await redis.aclose()

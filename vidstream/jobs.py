@@ -152,6 +152,7 @@ class Job:
     done: frozenset[Stage] = frozenset()  # stages finished: their outputs are stored
     webhook_url: str = ""  # POSTed the job when it ends (see webhooks)
     source_name: str = ""  # the client's file name, cleaned; names the downloads
+    request_id: str = ""  # of the HTTP request that created it: one grep follows it everywhere
 
     @classmethod
     def new(
@@ -189,6 +190,7 @@ class Job:
             "media": json.dumps(self.media.to_dict()) if self.media else "",
             "webhook_url": self.webhook_url,
             "source_name": self.source_name,
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -214,6 +216,7 @@ class Job:
             done=frozenset(Stage(s) for s in (raw.get("done") or "").split(",") if s),
             webhook_url=raw.get("webhook_url", ""),
             source_name=raw.get("source_name", ""),
+            request_id=raw.get("request_id", ""),
         )
 
     def with_changes(self, **changes: Any) -> Job:

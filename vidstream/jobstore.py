@@ -66,9 +66,23 @@ class JobStore:
         in one step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
         keys.append(self.keys.stage_stream(pipeline(job.kind).first))
+        keys.append(self.keys.tenant_jobs(job.tenant))
         await self._create(keys=keys, args=[json.dumps(job.to_redis()), self.history_max])
         await self.redis.xadd(self.keys.events, {"job_id": job.id, "event": "queued"},
                               maxlen=self.feed_max, approximate=True)  # fmt: skip
+
+    async def recent(self, tenant: str, limit: int, before: float | None = None) -> list[Job]:
+        """The tenant's newest jobs first, created before `before` (a Unix time) if given."""
+        upper = f"({before}" if before is not None else "+inf"
+        ids = await self.redis.zrevrangebyscore(
+            self.keys.tenant_jobs(tenant), upper, "-inf", start=0, num=limit
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(str(job_id)))
+            raws = await pipe.execute()
+        # An id whose job expired meanwhile reads back empty: skip it.
+        return [Job.from_redis(raw) for raw in raws if raw]
 
     async def get(self, job_id: str) -> Job | None:
         raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))

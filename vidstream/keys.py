@@ -50,6 +50,10 @@ class Keys:
         """Stream: jobs that ran out of attempts, with their last error."""
         return f"{self.prefix}:dead"
 
+    def tenant_jobs(self, tenant: str) -> str:
+        """Sorted set: the tenant's job ids scored by creation time, for listings."""
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
     def idempotency(self, tenant: str, digest: str) -> str:
         """String with a TTL: the job created for an Idempotency-Key (hashed)."""
         return f"{self.prefix}:idem:{tenant}:{digest}"

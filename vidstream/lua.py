@@ -23,14 +23,15 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: job hash, job events, first stage's stream. ARGV: JSON of the job's fields, history
-# length. A resend finds the job there and writes nothing.
+# KEYS: job hash, job events, first stage's stream, the tenant's job index. ARGV: JSON of the
+# job's fields, history length. A resend finds the job there and writes nothing.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
 local fields = cjson.decode(ARGV[1])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HSET', KEYS[1], 'gen', 1)
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
+redis.call('ZADD', KEYS[4], fields.created_at, fields.id)
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued',
   'status', fields.status, 'stage', '', 'progress', fields.progress, 'at', fields.created_at,
   'attempts', 0, 'data', '', 'kind', fields.kind)

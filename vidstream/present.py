@@ -6,6 +6,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vidstream.jobs import Job, isoformat
+from vidstream.pipelines import pipeline
 from vidstream.storage.base import ObjectStore
 
 _SUFFIX = {"transcript": ".json", "srt": ".srt", "vtt": ".vtt", "video": ".subtitled.mp4"}
@@ -33,6 +34,8 @@ async def present_job(job: Job, store: ObjectStore, url_ttl_s: int) -> dict[str,
         "id": job.id,
         "tenant": job.tenant,
         "kind": job.kind.value,
+        "stages": [stage.value for stage in pipeline(job.kind).stages],
+        "request_id": job.request_id or None,
         "status": job.status.value,
         "stage": job.stage.value if job.stage else None,
         "progress": round(job.progress, 4),

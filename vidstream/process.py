@@ -53,10 +53,13 @@ async def terminate(proc: asyncio.subprocess.Process, grace_s: float = 2.0) -> N
     try:
         async with asyncio.timeout(grace_s):
             await proc.wait()
-        return
     except TimeoutError:
         pass
+    # Also once the leader is gone: a child of its that ignored SIGTERM (or had not died yet)
+    # must not outlive it.
     _signal_group(proc, signal.SIGKILL)
+    if proc.returncode is not None:
+        return
     # SIGKILL cannot be ignored; the bound only guards against a zombie nobody reaps.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(5.0):

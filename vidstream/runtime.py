@@ -25,6 +25,7 @@ from vidstream.errors import ConfigError, StorageError
 from vidstream.http.app import Gateway
 from vidstream.lifecycle import Component
 from vidstream.maintenance import Maintenance
+from vidstream.metrics import MetricsServer
 from vidstream.notifier.server import Notifier
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
@@ -104,6 +105,10 @@ class Stack(Component):
         for role, cls in (("transcribe", TranscribeWorker), ("render", RenderWorker)):
             if role in self.roles:
                 self.workers.append(await enter(cls(services, concurrency=s.concurrency)))
+        if s.metrics_port and "gateway" not in self.roles:  # the gateway serves /metrics itself
+            metrics = MetricsServer(services.metrics, redis, services.keys, s.metrics_host,
+                                    s.metrics_port)  # fmt: skip
+            await enter(metrics)
 
     def _api_keys(self) -> KeyRing | None:
         """The keys the client-facing roles accept, or None when authentication is off."""

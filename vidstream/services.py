@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from vidstream.auth import KeyRing
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
+from vidstream.metrics import Metrics
 from vidstream.settings import Settings
 from vidstream.signing import Signer
 from vidstream.storage import ObjectStore
@@ -44,6 +45,7 @@ class Services:
     store: ObjectStore
     signer: Signer
     api_keys: KeyRing | None = None  # None: authentication is off (one tenant, `default`)
+    metrics: Metrics = field(default_factory=Metrics)  # one registry for the process's roles
 
     @classmethod
     def build(

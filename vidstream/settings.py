@@ -6,15 +6,19 @@ README's table (`python -m vidstream.settings`) all follow from that declaration
 fails loudly at start-up naming the variable, so a typo never becomes a job failing an hour later.
 
 To add a setting, declare a field with `setting()`, then paste `python -m vidstream.settings` into
-README.md (tests/test_settings.py checks that it was).
+README.md (tests/test_settings.py checks that it was) and regenerate deploy/.env.example with
+`python -m vidstream.settings --env` (tests/test_deploy.py says how).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
 import re
+import shlex
+import textwrap
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,6 +185,15 @@ class Settings:
     ws_max_connections_per_ip: int = setting(
         "WS_MAX_CONNECTIONS_PER_IP", 50, "WebSocket connections one address may hold", low=1
     )
+    metrics_port: int = setting(
+        "METRICS_PORT",
+        0,
+        "`GET /metrics` on this port in processes without a gateway (0: off; the gateway and "
+        "the notifier serve it on their own ports)",
+        low=0,
+        high=65535,
+    )
+    metrics_host: str = setting("METRICS_HOST", "127.0.0.1", "METRICS_PORT's listen address")
     notifier_host: str = setting("NOTIFIER_HOST", "127.0.0.1", "WebSocket server listen address")
     notifier_port: int = setting("NOTIFIER_PORT", 8765, "WebSocket server port", low=0, high=65535)
     public_ws_url: str = setting(
@@ -447,22 +460,64 @@ def _shown(default: Any, spec: Spec) -> str:
     return _human(default) if isinstance(default, int | float) else f"`{default}`"
 
 
+def _meaning(spec: Spec) -> str:
+    """The help of a setting with what it accepts (markdown)."""
+    meaning = spec.help
+    if spec.choices:
+        meaning += "; one of " + ", ".join(f"`{choice}`" for choice in spec.choices)
+    elif spec.url:
+        meaning += "; a URL: " + ", ".join(f"`{scheme}://`" for scheme in spec.url)
+    elif math.isfinite(spec.low) or math.isfinite(spec.high):
+        meaning += f"; {_range(spec)}"
+    return meaning
+
+
 def settings_table() -> str:
     """The README's configuration table (markdown), one row per declared setting."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for f, _kind, spec in _FIELDS:
-        meaning = spec.help
-        if spec.choices:
-            meaning += "; one of " + ", ".join(f"`{choice}`" for choice in spec.choices)
-        elif spec.url:
-            meaning += "; a URL: " + ", ".join(f"`{scheme}://`" for scheme in spec.url)
-        elif math.isfinite(spec.low) or math.isfinite(spec.high):
-            meaning += f"; {_range(spec)}"
-        rows.append(f"| `{spec.env}` | {_shown(f.default, spec)} | {meaning} |")
+        rows.append(f"| `{spec.env}` | {_shown(f.default, spec)} | {_meaning(spec)} |")
     return "\n".join(rows)
+
+
+def env_example() -> str:
+    """Every declared setting as an env file (deploy/.env.example): its help as comments, then
+    `NAME=default`. Secrets and defaults derived from other settings are left empty, which
+    vidstream reads as unset; a comment says what empty means."""
+    blocks = []
+    for f, _kind, spec in _FIELDS:
+        notes = [_meaning(spec).replace("`", "")]
+        secret = not f.repr
+        if secret:
+            notes.append("secret: keep the file private")
+        if f.default in ("", ()) and spec.shown_default is not None:  # derived from others
+            notes.append("default: " + spec.shown_default.replace("`", ""))
+        lines = [line for note in notes for line in textwrap.wrap(note, 98)]
+        value = "" if secret else _env_value(f.default)
+        blocks.append("\n".join([*(f"# {line}" for line in lines), f"{spec.env}={value}"]))
+    return "\n\n".join(blocks)
+
+
+def _env_value(default: Any) -> str:
+    """`default` as `from_env` reads it back, quoted when a shell or systemd would split it."""
+    if isinstance(default, bool):
+        text = "true" if default else "false"
+    elif isinstance(default, float):
+        text = str(int(default)) if default.is_integer() else repr(default)
+    elif isinstance(default, tuple):
+        text = ",".join(default)
+    else:
+        text = str(default)
+    return shlex.quote(text) if text else ""
 
 
 _FIELDS = _declarations()
 
 if __name__ == "__main__":
-    print(settings_table())
+    cli = argparse.ArgumentParser(
+        prog="python -m vidstream.settings",
+        description="Print the README's settings table (the default) or every setting as an "
+        "env file.",
+    )
+    cli.add_argument("--env", action="store_true", help="print deploy/.env.example's settings")
+    print(env_example() if cli.parse_args().env else settings_table())

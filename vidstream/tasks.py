@@ -92,6 +92,10 @@ class Service(Component, abc.ABC):
     async def run(self) -> None:
         """Work until `stopping` is set."""
 
+    async def wake(self) -> None:
+        """End a blocking call of `run()` early (see `bus.Waker`); called once `stopping` is
+        set."""
+
     async def start(self) -> None:
         if self._task is None:
             self.stopping.clear()
@@ -106,5 +110,6 @@ class Service(Component, abc.ABC):
         task, self._task = self._task, None
         if task is not None:
             self.stopping.set()
+            await self.wake()
             await asyncio.wait([task], timeout=self.stop_grace_s)
             await cancel_and_wait([task], 2.0)

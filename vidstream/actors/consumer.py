@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from vidstream import bus
 from vidstream.bus import Entry
@@ -30,6 +30,7 @@ class StageConsumer:
         self.redis, self.stream, self.group, self.name = redis, stream, group, name
         self.visibility_ms = visibility_ms  # idle longer than this: its worker is gone
         self.rescan_s = rescan_s
+        self.waker = bus.Waker(redis)  # the blocking read's own connection
         self._own: str | None = "0"  # cursor through our own pending entries; None when done
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
@@ -79,10 +80,22 @@ class StageConsumer:
                     break
             # Nothing idle long enough: look again after a fraction of the timeout.
             self._next_claim = time.monotonic() + self.rescan_s
-        batch = await bus.read_group(
-            self.redis, self.group, self.name, self.stream, ">", count=1, block_ms=BLOCK_MS
-        )
+        try:
+            blocking = await self.waker.connection()
+            batch = await bus.read_group(
+                blocking, self.group, self.name, self.stream, ">", count=1, block_ms=BLOCK_MS
+            )
+        except RedisError:
+            self.waker.lost()
+            raise
         return (batch[0], False) if batch else None
+
+    async def wake(self) -> None:
+        """End a blocking read in flight now (it returns nothing): the worker is stopping."""
+        await self.waker.wake()
+
+    async def close(self) -> None:
+        await self.waker.aclose()
 
     async def ack(self, entry_id: str) -> None:
         await self.redis.xack(self.stream, self.group, entry_id)

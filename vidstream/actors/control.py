@@ -26,6 +26,7 @@ class ControlListener(Service):
         # A concrete id, not "$": "$" on every call would skip notices sent between two reads.
         # Kept across Redis errors, so notices sent during an outage are read after it.
         self._cursor: str | None = None
+        self.waker = bus.Waker(redis)
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -37,11 +38,24 @@ class ControlListener(Service):
                 self.log.warning("redis_unavailable", error=str(exc), listener="control")
                 await backoff.sleep(self.stopping)
 
+    async def wake(self) -> None:
+        await self.waker.wake()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.waker.aclose()
+
     async def _read(self) -> None:
         if self._cursor is None:
             self._cursor = await bus.last_id(self.redis, self.stream) or "0-0"
         streams = {self.stream: self._cursor}
-        for _, messages in await bus.read(self.redis, streams, count=100, block_ms=BLOCK_MS):
+        try:
+            blocking = await self.waker.connection()
+            found = await bus.read(blocking, streams, count=100, block_ms=BLOCK_MS)
+        except RedisError:
+            self.waker.lost()
+            raise
+        for _, messages in found:
             for entry_id, fields in messages:
                 self._cursor = entry_id
                 if fields.get("action") == "cancel" and fields.get("job_id"):

@@ -24,6 +24,7 @@ from vidstream.actors.run import Run
 from vidstream.errors import CodedError, JobCancelled, RunLost
 from vidstream.jobs import Job, Stage, is_job_id
 from vidstream.jobstore import JobStore
+from vidstream.metrics import Metrics
 from vidstream.protocol import Claim, Fail, HandBack, Retry
 
 Process = Callable[[Job, Path, Run], Awaitable[None]]
@@ -39,6 +40,7 @@ class Executor:
     limits: policy.Limits
     lease_ms: int
     tmp_root: Path
+    metrics: Metrics
 
     async def handle(self, run: Run) -> None:
         """Run the entry to its end; ack it when its outcome is recorded. At shutdown (the
@@ -46,6 +48,8 @@ class Executor:
         started = time.monotonic()
         try:
             ack = await self._execute(run)
+            if run.started:
+                self._observe(run, started)
         except asyncio.CancelledError:
             if not (run.cancelled_by_user or run.lost):
                 run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
@@ -84,8 +88,12 @@ class Executor:
             case policy.DeadLetter(error):
                 run.log.warning("job_dead_lettered", code=error.code, attempts=applied.attempts)
                 await run.record(Fail(error=error, dead_letter=self.stage))
+                self._ended(job, "failed", dead=True)
                 return True
         run.job, run.started, run.attempts = job, True, applied.attempts
+        if job.request_id:
+            run.log = run.log.bind(request_id=job.request_id)
+        run.log.info("run_started", attempt=applied.attempts)
         workdir = self.tmp_root / job.id
         workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -101,6 +109,8 @@ class Executor:
         decision = policy.after_error(exc, self.stage, run.attempts, self.limits, jitter)
         if not isinstance(exc, CodedError | RedisError | RunLost | JobCancelled):
             run.log.error("stage_crashed", exc_info=exc)  # a bug: the user sees internal_error
+        if isinstance(decision, policy.FailJob | policy.DeadLetter | policy.RetryLater):
+            self.metrics.stage_failures.labels(self.stage.value, decision.error.code).inc()
         match decision:
             case policy.Stop():
                 run.log.info("job_cancelled")
@@ -110,15 +120,32 @@ class Executor:
             case policy.FailJob(error):
                 run.log.warning("job_failed", code=error.code, error=error.message)
                 await run.record(Fail(error=error, owner=run.owner))
+                run.outcome = "failed"
             case policy.DeadLetter(error):
                 run.log.warning("job_dead_lettered", code=error.code, attempts=run.attempts)
                 await run.record(Fail(error=error, owner=run.owner, dead_letter=self.stage))
+                run.outcome = "dead_letter"
             case policy.RetryLater(error, delay_s):
                 run.log.warning("job_retrying", code=error.code, attempt=run.attempts,
                                 delay_s=round(delay_s, 2))  # fmt: skip
                 await run.record(Retry(stage=self.stage, owner=run.owner, error=error,
                                        attempt=run.attempts, delay_s=delay_s))  # fmt: skip
+                run.outcome = "retry"
+                self.metrics.retries.labels(self.stage.value, error.code).inc()
         return True
+
+    def _observe(self, run: Run, started: float) -> None:
+        """Count how the run ended, and how long it took."""
+        took = time.monotonic() - started
+        self.metrics.stage_duration.labels(self.stage.value, run.outcome).observe(took)
+        if run.job is not None and run.outcome in ("completed", "failed", "dead_letter"):
+            self._ended(run.job, "completed" if run.outcome == "completed" else "failed",
+                        dead=run.outcome == "dead_letter")  # fmt: skip
+
+    def _ended(self, job: Job, status: str, *, dead: bool = False) -> None:
+        self.metrics.jobs_finished.labels(job.kind.value, status).inc()
+        if dead:
+            self.metrics.dead_letters.labels(self.stage.value).inc()
 
     async def _hand_back(self, run: Run) -> None:
         """At shutdown: let go of the stage and put the job back on the stream for another

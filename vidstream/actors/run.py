@@ -39,6 +39,9 @@ class Run:
     lost: bool = False  # another run took the stage over
     task: asyncio.Task[None] | None = None
     throttle: Throttle = field(default_factory=Throttle)
+    # How the run ended, for metrics: handed_on | completed | retry | failed | dead_letter |
+    # cancelled (what a run that stopped without recording anything counts as).
+    outcome: str = "cancelled"
 
     @property
     def holds_lease(self) -> bool:
@@ -83,5 +86,6 @@ class Run:
         op = FinishStage.of(self.job, self.stage, outputs, owner=self.owner, media=media)
         applied = await self.record(op)
         if applied.ok or applied.outcome is Outcome.DONE:  # DONE: a resend found it finished
+            self.outcome = "handed_on" if op.next_stage else "completed"
             return
         raise JobCancelled(self.job_id, cancelled=applied.status is Status.CANCELLED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -72,7 +73,11 @@ class TranscribeWorker(Worker):
         async def on_segment(segment: Segment) -> None:
             await run.report(segment_fraction(segment.end, 0.0, media.duration))
 
+        started = time.monotonic()
         transcript = await self._transcribe(job, source, media, on_segment, run)
+        if transcript.duration > 0:
+            rtf = (time.monotonic() - started) / transcript.duration
+            self.services.metrics.whisper_rtf.observe(rtf)
         if transcript.duration > media.duration:  # it played longer than its header said
             media = dataclasses.replace(media, duration=transcript.duration)
         outputs = await self._store(job, transcript, workdir)

@@ -92,7 +92,7 @@ class Worker(Component, abc.ABC):
         await self.setup()
         limits = policy.Limits(s.job_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
         self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, limits,
-                                 self.lease_ms, self.tmp_root)  # fmt: skip
+                                 self.lease_ms, self.tmp_root, services.metrics)  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
             interval_s=self.heartbeat_s, log=self.log,
@@ -115,6 +115,8 @@ class Worker(Component, abc.ABC):
         # for a free slot is cancelled at once.
         self._stopping.set()
         consuming = [self._consuming] if self._consuming else []
+        if self.consumer is not None:
+            await self.consumer.wake()
         if self._reading:
             await asyncio.wait(consuming, timeout=BLOCK_MS / 1000 + 1)
         await cancel_and_wait(consuming, 1.0)
@@ -128,6 +130,8 @@ class Worker(Component, abc.ABC):
         # Phase 4: stop the heartbeat and the control listener, release the stage's resources
         # (subprocess pools), then the slot.
         await self._helpers.aclose()
+        if self.consumer is not None:
+            await self.consumer.close()
         await self.teardown()
         if self.slot is not None:
             await self.slot.release()

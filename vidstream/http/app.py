@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import health, jobs, openapi, recovery, uploads
+from vidstream.http import health, jobs, openapi, page, recovery, uploads
 from vidstream.http.auth import auth_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
+from vidstream.http.observe import observe_middleware
 from vidstream.http.state import SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
 from vidstream.services import Services
@@ -17,6 +18,7 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app = web.Application(
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
         middlewares=[
+            observe_middleware(services.metrics),
             cors_middleware(services.settings.cors_origins),
             errors_middleware,
             auth_middleware(services, services.api_keys),
@@ -29,6 +31,7 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app.add_routes(uploads.routes)
     app.add_routes(recovery.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(page.routes)
     return app
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
@@ -51,7 +50,6 @@ def _code_for(status: int) -> str:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.monotonic()
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -84,13 +82,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("request_crashed", method=request.method, path=request.path)
         response = error_response(500, "internal_error", "An internal error occurred.")
-    log.debug(
-        "http_request",
-        method=request.method,
-        path=request.path,
-        status=response.status,
-        took_ms=round((time.monotonic() - started) * 1000, 1),
-    )
     return response
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from vidstream import logs
 from vidstream.http.state import SERVICES
+from vidstream.metrics import CONTENT_TYPE
 
 log = logs.get(role="gateway")
 routes = web.RouteTableDef()
@@ -43,3 +44,11 @@ async def readyz(request: web.Request) -> web.Response:
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: this process's numbers (every role's, in `vidstream dev`)."""
+    services = request.app[SERVICES]
+    body = await services.metrics.exposition(services.redis, services.keys)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

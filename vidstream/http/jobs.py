@@ -21,6 +21,7 @@ from vidstream.http.auth import tenant_of
 from vidstream.http.bodies import Form, parts, read_json, short, text_field
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
+from vidstream.http.observe import request_id
 from vidstream.http.state import SERVICES, URLS, base_url
 from vidstream.jobs import Job, Kind, Options, Stage, Status, is_job_id, new_job_id, parse_kind
 from vidstream.present import present_job
@@ -78,8 +79,9 @@ async def create_job(request: web.Request) -> web.Response:
                 return web.json_response(await job_body(request, job), status=200)
     try:
         spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
-        job = spec.job(tenant)
+        job = spec.job(tenant).with_changes(request_id=request_id(request))
         await services.jobs.create(job)
+        services.metrics.jobs_created.labels(job.kind.value).inc()
     except BaseException:
         if idem is not None:
             await asyncio.shield(idem.release())
@@ -238,6 +240,25 @@ async def job_or_404(request: web.Request, job_id: str | None = None) -> Job:
     return job
 
 
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    """The caller's jobs, newest first, in pages: `?limit=` (1-200) and `?before=` (the `next`
+    cursor of the previous page)."""
+    services = request.app[SERVICES]
+    try:
+        limit = int(request.query.get("limit", "50"))
+        before = float(request.query["before"]) if "before" in request.query else None
+    except ValueError:
+        limit, before = 0, None
+    if not 1 <= limit <= 200 or (before is not None and not 0 < before < 1e11):
+        raise ApiError(400, "invalid_request", "limit is 1-200; before is a `next` cursor")
+    jobs = await services.jobs.recent(tenant_of(request), limit, before)
+    ttl = services.settings.download_url_ttl_s
+    body = [await present_job(job, services.store, ttl) for job in jobs]
+    cursor = repr(jobs[-1].created_at) if len(jobs) == limit else None
+    return web.json_response({"jobs": body, "next": cursor})
+
+
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
     return web.json_response(await job_body(request, await job_or_404(request)))
@@ -259,7 +280,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     # The worker running it (if any) is told in the same step, and stops at once.
     applied = await services.jobs.apply(job.id, Cancel())
-    if not applied.ok:
+    if applied.ok:
+        services.metrics.jobs_finished.labels(job.kind.value, "cancelled").inc()
+    else:
         status = applied.status.value if applied.status else "gone"
         raise ApiError(
             409,
@@ -268,6 +291,4 @@ async def cancel_job(request: web.Request) -> web.Response:
         )
     cancelled = await job_or_404(request)
     assert cancelled.status is Status.CANCELLED
-    return web.json_response(
-        await present_job(cancelled, services.store, services.settings.download_url_ttl_s)
-    )
+    return web.json_response(await job_body(request, cancelled))

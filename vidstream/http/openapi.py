@@ -185,6 +185,31 @@ PATHS: dict[str, Any] = {
         }
     },
     "/v1/jobs": {
+        "get": {
+            "summary": "Your jobs, newest first, a page at a time.",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                },
+                {"name": "before", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": _ok(
+                    "A page of jobs; `next` is the cursor of the next page (null at the end).",
+                    {
+                        "type": "object",
+                        "required": ["jobs", "next"],
+                        "properties": {
+                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "next": {"type": ["string", "null"]},
+                        },
+                    },
+                ),
+                **_COMMON,
+            },
+        },
         "post": {
             "summary": "Create a job from an upload (JSON) or from a file in the request.",
             "parameters": [

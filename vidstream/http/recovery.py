@@ -7,9 +7,8 @@ from aiohttp import web
 from vidstream.deadletters import ReplayRefused, list_dead, replay
 from vidstream.http.auth import tenant_of
 from vidstream.http.errors import ApiError
-from vidstream.http.jobs import job_or_404
+from vidstream.http.jobs import job_body, job_or_404
 from vidstream.http.state import SERVICES
-from vidstream.present import present_job
 
 routes = web.RouteTableDef()
 
@@ -40,5 +39,4 @@ async def retry_job(request: web.Request) -> web.Response:
         raise ApiError(
             409, "conflict", f"The job is {exc.status}; only failed jobs can be retried."
         ) from None
-    body = await present_job(job, services.store, services.settings.download_url_ttl_s)
-    return web.json_response(body, status=202)
+    return web.json_response(await job_body(request, job), status=202)

@@ -44,6 +44,7 @@ class Hub:
         self._subs: dict[str, dict[Sink, Subscription]] = defaultdict(dict)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self.waker = bus.Waker(services.redis)
         self.log = logs.get(role="notifier")
 
     async def start(self) -> None:
@@ -61,9 +62,11 @@ class Hub:
         # Let the reader return from its blocking read rather than cancel it inside redis-py
         # (see tasks.Service).
         self._stop.set()
+        await self.waker.wake()
         if tasks:
             await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 2)
         await cancel_and_wait(tasks)
+        await self.waker.aclose()
 
     def subscribed(self, sink: Sink, job_id: str) -> bool:
         return sink in self._subs.get(job_id, {})
@@ -109,13 +112,15 @@ class Hub:
         await asyncio.gather(*(self._deliver(s) for s in subs))
 
     async def _read(self, cursor: str) -> None:
-        redis, feed = self.services.redis, self.services.keys.events
+        feed = self.services.keys.events
         backoff = Backoff()
         while not self._stop.is_set():
             try:
-                entries = await bus.read(redis, {feed: cursor}, count=500, block_ms=BLOCK_MS)
+                blocking = await self.waker.connection()
+                entries = await bus.read(blocking, {feed: cursor}, count=500, block_ms=BLOCK_MS)
                 backoff.reset()
             except RedisError as exc:
+                self.waker.lost()
                 self.log.warning("redis_unavailable", error=str(exc))
                 await backoff.sleep(self._stop)
                 continue

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -27,6 +28,7 @@ from vidstream import logs
 from vidstream.bus import is_stream_id
 from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
+from vidstream.metrics import CONTENT_TYPE
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
@@ -66,6 +68,7 @@ class Connection:
         while True:
             message = await self.queue.get()
             await self.ws.send(json.dumps(message))
+            self.notifier.services.metrics.ws_messages.inc()
 
     async def receive(self, raw: str | bytes) -> None:
         try:
@@ -191,11 +194,16 @@ class Notifier(Component):
         await cancel_and_wait(list(self._tasks))
         await self.hub.close()
 
-    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         """Before the handshake: the path, the browser's origin, and connections per address."""
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            services = self.services
+            body = await services.metrics.exposition(services.redis, services.keys)
+            headers = Headers({"Content-Type": CONTENT_TYPE, "Content-Length": str(len(body))})
+            return Response(HTTPStatus.OK.value, "OK", headers, body)
         if path != PATH:
             return connection.respond(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
         origin = request.headers.get("Origin")
@@ -213,6 +221,7 @@ class Notifier(Component):
     async def _handle(self, ws: ServerConnection) -> None:
         address = _address(ws)
         self._per_address[address] += 1
+        self.services.metrics.ws_connections.inc()
         conn = Connection(ws, self)
         writer = asyncio.create_task(conn.write())
         try:
@@ -222,6 +231,7 @@ class Notifier(Component):
             pass
         finally:
             self._per_address[address] -= 1
+            self.services.metrics.ws_connections.dec()
             if not self._per_address[address]:
                 del self._per_address[address]
             self.hub.drop(conn)

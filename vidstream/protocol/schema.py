@@ -63,6 +63,7 @@ class Field(StrEnum):
     ATTEMPTS = "attempts"
     MEDIA = "media"
     WEBHOOK_URL = "webhook_url"
+    REQUEST_ID = "request_id"
     DONE = "done"
     OWNER = "owner"
     LEASE_UNTIL = "lease_until"
@@ -89,6 +90,7 @@ MEANING: dict[Field, str] = {
     Field.ATTEMPTS: "tries of the current stage, crashes included (1 for the first)",
     Field.MEDIA: "JSON of what the probe learnt about the source",
     Field.WEBHOOK_URL: "where the job's end is POSTed (empty: nowhere); see webhooks",
+    Field.REQUEST_ID: "X-Request-Id of the request that created it, bound to every log line",
     Field.DONE: "comma-separated stages whose outputs are stored; never run again",
     Field.OWNER: "the run holding the stage's lease (worker name and a nonce), or empty",
     Field.LEASE_UNTIL: "Redis time (ms) when the owner's lease lapses unless renewed",

@@ -80,8 +80,12 @@ class WebhookDeliverer(Service):
         self._group_ready = False
         self.log = logs.get(role="webhooks", consumer=self.name)
 
+    async def wake(self) -> None:
+        await self.queue.consumer.wake()
+
     async def close(self) -> None:
         await super().close()
+        await self.queue.consumer.close()
         # A consumer with nothing pending is forgotten, so restarts do not pile names up in
         # the group; one still holding entries stays, for another deliverer to reclaim them.
         with contextlib.suppress(RedisError, TimeoutError):

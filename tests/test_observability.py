@@ -1,0 +1,150 @@
+"""What operators and scripts see: Prometheus metrics that move with jobs, a request id that
+follows a job through every role's logs, and CLI commands whose --json output parses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from tests.conftest import upload_job, watch
+from tests.media import Clip
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
+
+pytestmark = pytest.mark.slow  # real Whisper
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, by name and labels; parsing fails loudly."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:  # fmt: skip
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+async def stack(make_settings: Callable[..., Settings], redis: Redis) -> AsyncIterator[Stack]:
+    async with Stack(make_settings()) as running:
+        yield running
+
+
+async def test_metrics_move_with_a_job(
+    stack: Stack, http: aiohttp.ClientSession, clip: Clip
+) -> None:
+    """/metrics parses as Prometheus text; a transcribe job moves the created, finished, stage
+    duration, Whisper speed, HTTP and WebSocket numbers; queue gauges are there per stage."""
+    assert stack.gateway is not None and stack.notifier is not None
+    gateway = stack.gateway.url
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        async with http.get(f"{gateway}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            return samples(await r.text())
+
+    before = await scrape()
+    job = await upload_job(http, gateway, clip.path, kind="transcribe")
+    assert (await watch(job))[-1]["event"] == "completed"
+    after = await scrape()
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("vidstream_jobs_created_total", kind="transcribe") == 1
+    assert moved("vidstream_jobs_finished_total", kind="transcribe", status="completed") == 1
+    assert moved("vidstream_stage_duration_seconds_count", stage="transcribe",
+                 outcome="completed") == 1  # fmt: skip
+    assert moved("vidstream_whisper_realtime_factor_count") == 1
+    assert moved("vidstream_http_requests_total", route="/v1/jobs", method="POST",
+                 status="202") == 1  # fmt: skip
+    assert moved("vidstream_ws_messages_sent_total") >= 3  # snapshot, started, ... completed
+    for stage in ("transcribe", "render"):
+        assert ("vidstream_queue_length", (("stage", stage),)) in after
+        assert ("vidstream_queue_lag", (("stage", stage),)) in after
+    # The notifier answers /metrics on its own port too.
+    notifier_http = stack.notifier.url.replace("ws://", "http://").removesuffix("/v1/ws")
+    async with http.get(f"{notifier_http}/metrics") as r:
+        assert r.status == 200
+        assert "vidstream_ws_connections" in await r.text()
+
+
+async def test_a_request_id_follows_the_job(
+    stack: Stack, http: aiohttp.ClientSession, clip: Clip, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The client's X-Request-Id comes back, is stored on the job, and is on the worker's log
+    lines for that job; without one, the gateway makes one."""
+    assert stack.gateway is not None
+    async with http.get(f"{stack.gateway.url}/healthz") as r:
+        made = r.headers["X-Request-Id"]
+        assert len(made) >= 16
+    form = aiohttp.FormData()
+    form.add_field("kind", "transcribe")
+    form.add_field("file", io.BytesIO(clip.path.read_bytes()), filename="clip.mp4")
+    headers = {"X-Request-Id": "req-abc.123"}
+    async with http.post(f"{stack.gateway.url}/v1/jobs", data=form, headers=headers) as r:
+        assert r.status == 202 and r.headers["X-Request-Id"] == "req-abc.123"
+        job = await r.json()
+    assert job["request_id"] == "req-abc.123"
+    assert (await watch(job))[-1]["event"] == "completed"
+    logged = capfd.readouterr().err
+    worker_lines = [line for line in logged.splitlines() if "run_started" in line]
+    assert any("req-abc.123" in line and job["id"] in line for line in worker_lines), logged[-3000:]
+    for bad in ("x" * 300, "two words", "<script>"):
+        async with http.get(f"{stack.gateway.url}/healthz", headers={"X-Request-Id": bad}) as r:
+            assert r.headers["X-Request-Id"] != bad  # not an id: a fresh one instead
+
+
+async def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidstream", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(timeout_s):
+        out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode() + err.decode()[-2000:] * (proc.returncode != 0)
+
+
+async def test_cli_submits_two_files_and_prints_json(
+    make_settings: Callable[..., Settings], role_env: dict[str, str], clip: Clip, tmp_path: Path
+) -> None:
+    """`submit --wait` with two files ends both; `jobs`, `status` and `dlq list` print JSON
+    that parses with --json."""
+    second = tmp_path / "again.mp4"
+    second.write_bytes(clip.path.read_bytes())
+    async with Stack(make_settings()) as stack:
+        assert stack.gateway is not None
+        env = {**role_env, "GATEWAY_PORT": str(stack.gateway.port)}
+        code, out = await cli(env, "submit", str(clip.path), str(second), "--kind", "transcribe",
+                              "--wait", "--gateway", stack.gateway.url)  # fmt: skip
+        assert code == 0, out
+        assert out.count(": completed") == 2 and out.count("transcript.srt  (") == 2
+        code, out = await cli(env, "jobs", "--json", "--gateway", stack.gateway.url)
+        assert code == 0, out
+        listed = json.loads(out)["jobs"]
+        assert [j["status"] for j in listed] == ["completed", "completed"]
+        assert {j["source"]["name"] for j in listed} == {"again.mp4", os.path.basename(clip.path)}
+        code, out = await cli(env, "status", "--json")
+        assert code == 0, out
+        streams = {s["stage"]: s for s in json.loads(out)["streams"]}
+        assert streams["transcribe"]["consumers"] and streams["transcribe"]["pending"] == 0
+        code, out = await cli(env, "status", listed[0]["id"], "--json")
+        assert json.loads(out)["events"][-1]["event"] == "completed"
+        code, out = await cli(env, "dlq", "list", "--json")
+        assert code == 0 and json.loads(out) == {"dead_letters": []}
+        code, out = await cli(env, "jobs", "--gateway", stack.gateway.url)
+        assert code == 0 and listed[0]["id"] in out  # the plain table, without a terminal

@@ -1,0 +1,223 @@
+// The vidstream client a page needs, with no DOM in it: gateway calls with an API key, uploads
+// straight to storage, and a job's events over the WebSocket. app.js draws; this file is the
+// part another frontend would copy. The contract it follows is docs/api.md.
+
+export const FINAL = new Set(["completed", "failed", "cancelled"]);
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter; // seconds, from Retry-After on 429 and 503
+  }
+}
+
+export class Client {
+  // askForKey(rejected) resolves with a key typed by the person, or rejects if they decline.
+  constructor(gateway, askForKey) {
+    this.gateway = gateway;
+    this.askForKey = askForKey;
+    this.asking = null;
+    // Kept for the tab's life only, and for this gateway only: a link to the page with
+    // another ?gateway= must not carry the key there.
+    this.keySlot = `vidstream.apiKey ${gateway}`;
+  }
+
+  get key() {
+    return sessionStorage.getItem(this.keySlot);
+  }
+
+  set key(value) {
+    if (value) sessionStorage.setItem(this.keySlot, value);
+    else sessionStorage.removeItem(this.keySlot);
+  }
+
+  // Every gateway call: sends the key, and on 401 asks for one and tries again, so a page
+  // opened without a key works as soon as one is given.
+  async call(method, path, body) {
+    for (;;) {
+      const headers = {};
+      if (this.key) headers.Authorization = `Bearer ${this.key}`;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      let response;
+      try {
+        response = await fetch(this.gateway + path, {
+          method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch {
+        throw new ApiError(0, "network", "The service could not be reached.");
+      }
+      if (response.status === 401) {
+        const rejected = Boolean(this.key);
+        this.key = null;
+        // Calls that fail together (say, refreshing the recent jobs) share one question.
+        this.asking ??= this.askForKey(rejected).finally(() => { this.asking = null; });
+        this.key = await this.asking;
+        continue;
+      }
+      const payload = await response.json().catch(() => null);
+      const retryAfter = response.headers.get("Retry-After");
+      if (!response.ok) throw errorOf(response.status, payload, retryAfter);
+      return payload;
+    }
+  }
+
+  getJob(id) { return this.call("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
+  cancelJob(id) { return this.call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`); }
+  retryJob(id) { return this.call("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`); }
+
+  // Ask for a signed upload link, PUT the bytes there, and make the job from the stored key.
+  // With a bucket the bytes never pass through the gateway.
+  async submit(file, options, onProgress) {
+    const ticket = await this.call("POST", "/v1/uploads", {
+      filename: file.name,
+      content_type: file.type || "application/octet-stream",
+      size: file.size,
+    });
+    await put(ticket, file, onProgress);
+    return this.call("POST", "/v1/jobs", { source: { key: ticket.key }, ...options });
+  }
+}
+
+// XMLHttpRequest rather than fetch(): only it reports upload progress.
+function put(ticket, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(ticket.method, ticket.upload_url);
+    // Exactly the ticket's headers, as the link was signed for them; never the API key: the
+    // link is its own permission and may point at a bucket that is not ours to send keys to.
+    for (const [name, value] of Object.entries(ticket.headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) return resolve();
+      let payload = null;
+      try { payload = JSON.parse(xhr.responseText); } catch { /* a bucket answers in XML */ }
+      reject(errorOf(xhr.status, payload, xhr.getResponseHeader("Retry-After")));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "network", "The upload was interrupted."));
+    xhr.send(file);
+  });
+}
+
+function errorOf(status, payload, retryAfter) {
+  const error = payload?.error ?? {};
+  const code = error.code ?? (status === 413 ? "too_large" : `http_${status}`);
+  return new ApiError(status, code, error.message ?? "", retryAfter && Number(retryAfter));
+}
+
+// Event ids are Redis stream ids, "<ms>-<seq>": compared as numbers, not as strings.
+export function compareIds(a, b) {
+  const [am, as] = a.split("-").map(Number);
+  const [bm, bs] = b.split("-").map(Number);
+  return am - bm || as - bs;
+}
+
+// Follows one job over the WebSocket and passes on each of its events exactly once. A dropped
+// connection, whatever dropped it, is reopened with growing delays and subscribed again from
+// the last event seen, so the notifier replays just what was missed.
+export class Watcher {
+  static PING_MS = 15_000;
+
+  constructor(job, client, { since = "0-0", onSnapshot, onEvent, onState }) {
+    this.job = job;
+    this.client = client;
+    this.lastId = since; // "0-0": the whole history, so the log shows every event
+    this.handlers = { onSnapshot, onEvent, onState };
+    this.ws = null;
+    this.failures = 0; // in a row, for the backoff
+    this.connections = 0;
+    this.stopped = false;
+    this.timers = {};
+    this.renewedToken = false;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    this.clearTimers();
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000, "done");
+    this.handlers.onState("closed");
+  }
+
+  // Closes the socket as a network failure would; what follows is the ordinary recovery.
+  drop() {
+    this.ws?.close(4000, "dropped");
+  }
+
+  connect() {
+    const ws = new WebSocket(this.job.links.ws);
+    this.ws = ws;
+    this.connections += 1;
+    this.handlers.onState(this.connections > 1 ? "reconnecting" : "connecting");
+    ws.onopen = () => ws.send(JSON.stringify({
+      type: "subscribe", job_id: this.job.id, token: this.job.ws_token, last_event_id: this.lastId,
+    }));
+    let heardAt = Date.now();
+    ws.onmessage = (message) => {
+      heardAt = Date.now();
+      this.receive(JSON.parse(message.data));
+    };
+    ws.onclose = () => this.lost(ws);
+    // A network that dies quietly closes nothing: an unanswered ping is the only sign of it.
+    this.timers.ping = setInterval(() => {
+      if (Date.now() - heardAt > 2 * Watcher.PING_MS) this.lost(ws);
+      else if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "ping" }));
+    }, Watcher.PING_MS);
+  }
+
+  receive(msg) {
+    if (msg.type === "snapshot") {
+      this.failures = 0;
+      this.renewedToken = false;
+      this.handlers.onState("live");
+      this.handlers.onSnapshot(msg.job);
+    } else if (msg.type === "event") {
+      if (compareIds(msg.id, this.lastId) <= 0) return; // seen before a reconnect
+      this.lastId = msg.id;
+      this.handlers.onEvent(msg);
+      if (FINAL.has(msg.event)) this.stop(); // the server ends the subscription too
+    } else if (msg.type === "error" && msg.code === "unavailable") {
+      this.ws?.close(4001, "try later"); // the job store is down for now: back off, come back
+    } else if (msg.type === "error" && msg.code === "forbidden" && !this.renewedToken) {
+      this.renewToken(); // a ws_token lasts a day; the page may have been open for longer
+    } else if (msg.type === "error") {
+      this.stop();
+      this.handlers.onState("refused", msg);
+    }
+  }
+
+  async renewToken() {
+    this.renewedToken = true;
+    try {
+      const fresh = await this.client.getJob(this.job.id);
+      this.job = { ...this.job, ws_token: fresh.ws_token, links: fresh.links };
+    } catch { /* the old token once more; a second refusal is final */ }
+    this.ws?.close(4002, "new token");
+  }
+
+  lost(ws) {
+    if (ws !== this.ws || this.stopped) return; // an old socket, or closed on purpose
+    this.ws = null;
+    this.clearTimers();
+    ws.onclose = null;
+    ws.close(4003, "lost");
+    // 0.5 s, 1 s, 2 s ... up to 30 s, each shortened by up to half at random, so the pages
+    // that lost one notifier do not all come back at the same instant.
+    const delay = Math.min(30_000, 500 * 2 ** this.failures) * (1 - Math.random() / 2);
+    this.failures += 1;
+    this.handlers.onState("waiting", { delay });
+    this.timers.retry = setTimeout(() => this.connect(), delay);
+  }
+
+  clearTimers() {
+    clearInterval(this.timers.ping);
+    clearTimeout(this.timers.retry);
+  }
+}

@@ -1,0 +1,496 @@
+// The page: choose a video and options, upload, watch the job live, play and download the result,
+// and come back to recent jobs. Talking to vidstream is api.js's part; this file only draws.
+
+import { ApiError, Client, FINAL, Watcher } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+// The API is the page's own origin, unless a frontend hosted elsewhere names it (that origin
+// must then be in the gateway's CORS_ORIGINS).
+const gateway = (
+  new URLSearchParams(location.search).get("gateway") ||
+  document.querySelector('meta[name="vidstream-gateway"]')?.content ||
+  location.origin
+).replace(/\/+$/, "");
+const client = new Client(gateway, askForKey);
+
+// The stages each kind of job runs, in order (vidstream/pipelines.py).
+const STAGES = { subtitle: ["transcribe", "render"], transcribe: ["transcribe"] };
+const STAGE_NAMES = { transcribe: "Transcribe", render: "Render" };
+const STAGE_DOING = { transcribe: "Transcribing…", render: "Rendering…" };
+const STATUS_NAMES = {
+  queued: "Waiting", running: "Working", completed: "Done", failed: "Failed",
+  cancelled: "Cancelled",
+};
+const OUTPUT_NAMES = {
+  video: "Video (MP4)", vtt: "Subtitles (VTT)", srt: "Subtitles (SRT)",
+  transcript: "Transcript (JSON)",
+};
+
+// -- errors as sentences ------------------------------------------------------------------------
+
+// By error code (docs/api.md). Messages from the server are written for people, so the
+// sentence quotes one where only it knows what was wrong.
+const SENTENCES = {
+  invalid_media: (m) => `This file can't be used: ${m || "it is not a playable video with sound."}`,
+  too_long: () => "This video is longer than the service accepts. Trim it and try again.",
+  too_large: () => "This file is larger than the service accepts.",
+  too_large_frame: () =>
+    "The picture is larger than the service accepts. Scale the video down and try again.",
+  unsupported_language: () =>
+    "The speech model here does not know that language. Choose English or Detect.",
+  source_not_found: () => "The uploaded file is no longer there. Upload it again.",
+  ffmpeg_failed: () =>
+    "The video could not be converted. Retrying may help; if not, the file may be damaged.",
+  whisper_crashed: () => "Speech recognition stopped unexpectedly. Retrying usually helps.",
+  whisper_unavailable: () =>
+    "Speech recognition is not available right now. Try again in a few minutes.",
+  storage_error: () => "Storage was not reachable while the job ran. Retrying usually helps.",
+  timeout: () => "Processing took too long and was stopped. A shorter video may work.",
+  too_many_attempts: () =>
+    "The job was interrupted too many times and was given up. Retry it later.",
+  unauthorized: () => "The service needs a valid API key. Use the API key button to enter one.",
+  rate_limited: (_, after) =>
+    `Too many requests just now. Wait ${after ? `${after} s` : "a moment"} and try again.`,
+  overloaded: () => "The service is busy with other videos. Try again in a minute.",
+  unavailable: () => "The service is briefly unavailable. Try again in a moment.",
+  internal_error: () =>
+    "Something went wrong on our side. Try again; if it keeps happening, tell the operator.",
+  link_used: () => "The upload link was already used. Start the upload again.",
+  invalid_signature: () => "The upload link expired. Start the upload again.",
+  network: () => "The service could not be reached. Check your connection and try again.",
+};
+SENTENCES.storage_unavailable = SENTENCES.storage_error;
+
+function explain(error) {
+  const sentence = SENTENCES[error.code];
+  if (sentence) return sentence(error.message, error.retryAfter);
+  return error.message || `Something went wrong (${error.code ?? "unknown error"}).`;
+}
+
+function say(error) {
+  $("notice").textContent = error ? explain(error) : "";
+  $("notice").hidden = !error;
+}
+
+// -- the API key ------------------------------------------------------------------------------
+
+// Asked for when a call answers 401; api.js keeps it for the tab and retries the call.
+function askForKey(rejected) {
+  const dialog = $("key-dialog");
+  const host = new URL(gateway).host;
+  // Named, because ?gateway= can point this page anywhere: the key goes to that host only.
+  $("key-reason").textContent = rejected
+    ? `That key was not accepted by ${host}. Check it and try again.`
+    : `${host} needs an API key. Ask its operator for one.`;
+  showKeyState();
+  $("key-input").value = "";
+  dialog.showModal();
+  return new Promise((resolve, reject) => {
+    const decline = () => reject(new ApiError(401, "unauthorized", ""));
+    $("key-form").onsubmit = (event) => {
+      event.preventDefault();
+      dialog.close();
+      resolve($("key-input").value.trim());
+      showKeyState(true);
+    };
+    $("key-cancel").onclick = () => { dialog.close(); decline(); };
+    dialog.oncancel = decline; // Escape
+  });
+}
+
+function showKeyState(given = Boolean(client.key)) {
+  $("key-button").textContent = given ? "API key ✓" : "API key";
+}
+
+// -- recent jobs ------------------------------------------------------------------------------
+
+// Only ids are kept, per gateway: the job itself is read fresh, with new links and token.
+const RECENT_SLOT = `vidstream.jobs ${gateway}`;
+const known = new Map(); // id → the job as last read or watched
+
+function recentIds() {
+  try { return JSON.parse(localStorage.getItem(RECENT_SLOT)) ?? []; } catch { return []; }
+}
+
+function remember(id) {
+  const ids = [id, ...recentIds().filter((other) => other !== id)].slice(0, 12);
+  localStorage.setItem(RECENT_SLOT, JSON.stringify(ids));
+}
+
+function forget(id) {
+  localStorage.setItem(RECENT_SLOT, JSON.stringify(recentIds().filter((other) => other !== id)));
+  known.delete(id);
+}
+
+async function refreshRecent() {
+  let failure = null;
+  await Promise.all(recentIds().map(async (id) => {
+    try {
+      known.set(id, await client.getJob(id));
+    } catch (error) {
+      if (error.status === 404) forget(id); // expired, or made with another tenant's key
+      else failure = error;
+    }
+  }));
+  drawRecent();
+  if (failure) say(failure);
+}
+
+function drawRecent() {
+  const items = recentIds().filter((id) => known.has(id)).map((id) => {
+    const job = known.get(id);
+    const li = document.createElement("li");
+    li.dataset.id = id;
+    if (view.job?.id === id) li.setAttribute("aria-current", "true");
+    const open = button("", "open", () => openJob(known.get(id)));
+    open.append(text("strong", job.source?.name || job.id),
+      text("small", `${new Date(job.created_at).toLocaleString()} · ${job.kind}`));
+    li.append(open, pill(job.status));
+    if (!FINAL.has(job.status)) li.append(button("Cancel", "quiet", () => cancel(id)));
+    if (job.status === "failed") li.append(button("Retry", "", () => retry(id)));
+    return li;
+  });
+  $("recent").replaceChildren(...items);
+  $("recent-empty").hidden = items.length > 0;
+}
+
+async function cancel(id) {
+  try {
+    known.set(id, { ...known.get(id), ...(await client.cancelJob(id)) });
+    drawRecent(); // the watcher, if it follows this job, hears `cancelled` on its own
+  } catch (error) {
+    say(error);
+  }
+}
+
+async function retry(id) {
+  try {
+    await client.retryJob(id);
+    // The retry answer has no token or links: read the job again for them.
+    const job = await client.getJob(id);
+    known.set(id, job);
+    drawRecent();
+    // Carry on from the events already shown, so the log goes on without repeats.
+    openJob(job, view.job?.id === id ? view.watcher?.lastId : undefined);
+  } catch (error) {
+    say(error);
+  }
+}
+
+// -- upload -----------------------------------------------------------------------------------
+
+let chosen = null;
+
+function choose(file) {
+  chosen = file ?? null;
+  $("file-name").textContent = chosen ? `${chosen.name} · ${bytes(chosen.size)}` : "";
+  $("start").disabled = !chosen;
+}
+
+// Speed over the last few seconds, not since the start, so the time left follows the network.
+function meter(total) {
+  const samples = [];
+  return (loaded) => {
+    const now = performance.now();
+    samples.push([now, loaded]);
+    while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();
+    const [t0, b0] = samples[0];
+    const speed = now > t0 ? ((loaded - b0) * 1000) / (now - t0) : 0;
+    $("upload-bar").value = total ? loaded / total : 0;
+    const parts = [`${bytes(loaded)} of ${bytes(total)}`];
+    if (speed > 0) parts.push(`${bytes(speed)}/s`);
+    if (speed > 0 && loaded < total) parts.push(`${duration((total - loaded) / speed)} left`);
+    $("upload-text").textContent = parts.join(" · ");
+  };
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const file = chosen; // the person may pick another while this one uploads
+  if (!file) return;
+  const form = new FormData($("job-form"));
+  const options = { kind: form.get("kind"), language: form.get("language") };
+  if (options.kind === "subtitle") options.burn_subtitles = form.get("burn") === "true";
+  say(null);
+  $("start").disabled = true;
+  $("upload").hidden = false;
+  $("upload-bar").value = 0;
+  $("upload-text").textContent = "Asking for an upload link…";
+  try {
+    const job = await client.submit(file, options, meter(file.size));
+    $("upload-text").textContent = `Uploaded ${file.name} (${bytes(file.size)}).`;
+    remember(job.id);
+    known.set(job.id, job);
+    openJob(job);
+  } catch (error) {
+    $("upload-text").textContent = "The upload did not finish.";
+    say(error);
+  } finally {
+    $("start").disabled = !chosen;
+  }
+}
+
+// -- the job ----------------------------------------------------------------------------------
+
+const view = { job: null, watcher: null, pace: null, trackUrl: null };
+
+function openJob(job, since = "0-0") {
+  view.watcher?.stop();
+  view.job = { ...job };
+  view.pace = null;
+  $("welcome").hidden = true;
+  $("job").hidden = false;
+  $("job-title").textContent = job.source?.name || "Video";
+  $("job-id").textContent = job.id;
+  if (since === "0-0") {
+    $("log").replaceChildren();
+    $("eta").hidden = true;
+    $("result").hidden = true;
+    $("player").removeAttribute("src");
+    delete $("player").dataset.job;
+    $("stages").replaceChildren(...(STAGES[job.kind] ?? []).map(stageRow));
+  }
+  drawJob();
+  drawRecent();
+  if (FINAL.has(job.status)) showResult(job);
+  view.watcher = new Watcher(job, client, {
+    since,
+    onSnapshot: (fresh) => { view.job = { ...view.job, ...fresh, status: view.job.status }; },
+    onEvent,
+    onState: showConnection,
+  });
+  view.watcher.start();
+}
+
+function stageRow(stage) {
+  const row = document.createElement("div");
+  row.className = "stage";
+  row.dataset.stage = stage;
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.value = 0;
+  row.append(text("span", STAGE_NAMES[stage] ?? stage, "stage-name"), bar);
+  row.append(text("span", "", "stage-pct"));
+  return row;
+}
+
+// Progress never goes back (as on the server): a replayed or repeated event cannot empty a bar.
+function setStage(stage, fraction) {
+  let row = $("stages").querySelector(`[data-stage="${stage}"]`);
+  if (!row) $("stages").append((row = stageRow(stage))); // a stage this page does not know yet
+  const bar = row.querySelector("progress");
+  bar.value = Math.max(bar.value, Math.min(1, fraction));
+  row.querySelector(".stage-pct").textContent = `${Math.floor(bar.value * 100)}%`;
+}
+
+function onEvent(event) {
+  const job = view.job;
+  Object.assign(job, { status: event.status, stage: event.stage, progress: event.progress });
+  if (event.event === "progress") setStage(event.stage, event.stage_progress ?? 0);
+  if (event.event === "stage_completed") setStage(event.stage, 1);
+  if (event.event === "completed") (STAGES[job.kind] ?? []).forEach((stage) => setStage(stage, 1));
+  if (event.event === "started" || event.event === "queued") job.error = null;
+  if (event.error) job.error = { ...event.error, retryIn: event.retry_in_s };
+  if (event.event === "failed" && job.error) delete job.error.retryIn;
+  estimate(event);
+  log(event);
+  drawJob();
+  known.set(job.id, { ...known.get(job.id), ...job });
+  drawRecent();
+  if (FINAL.has(event.event)) finish(job.id);
+}
+
+// Time left: the server's estimate (`eta_s`) when it sends one, else the job's pace so far,
+// measured on the server's clock (each event's `at`), so replayed events tell the same.
+function estimate(event) {
+  const at = Date.parse(event.at) / 1000;
+  if (event.status !== "running") view.pace = null;
+  else if (!view.pace) view.pace = { at, progress: event.progress };
+  let left = event.eta_s;
+  if (left == null && view.pace && event.event === "progress") {
+    const done = event.progress - view.pace.progress;
+    const took = at - view.pace.at;
+    if (done > 0.02 && took > 0.5) left = ((1 - event.progress) * took) / done;
+  }
+  if (!view.pace) $("eta").textContent = "";
+  else if (left != null) $("eta").textContent = `About ${duration(left)} left`;
+  $("eta").hidden = !$("eta").textContent;
+}
+
+// Outputs in events are names only; the job read afresh carries their signed links.
+async function finish(id) {
+  try {
+    const job = await client.getJob(id);
+    known.set(id, job);
+    if (view.job?.id === id) showResult(job);
+  } catch (error) {
+    say(error);
+  }
+}
+
+function drawJob() {
+  const job = view.job;
+  const status = $("job-status");
+  status.dataset.status = job.status;
+  status.textContent = (job.status === "running" && STAGE_DOING[job.stage])
+    || STATUS_NAMES[job.status] || job.status;
+  $("cancel").hidden = FINAL.has(job.status);
+  $("retry").hidden = job.status !== "failed";
+  for (const row of $("stages").children) {
+    row.classList.toggle("active", job.status === "running" && row.dataset.stage === job.stage);
+  }
+  const error = job.error;
+  $("job-error").hidden = !error;
+  if (error) {
+    $("job-error").textContent = error.retryIn != null
+      ? `Trying again in ${duration(error.retryIn)}: ${explain(error)}` : explain(error);
+  }
+}
+
+function log(event) {
+  const pct = (x) => `${Math.floor(x * 100)}%`;
+  const what = {
+    queued: event.replay ? "queued again" : "queued",
+    started: `${event.stage} started${event.attempts > 1 ? ` (try ${event.attempts})` : ""}`,
+    progress: `${event.stage} ${pct(event.stage_progress ?? 0)}`,
+    stage_completed: `${event.stage} done`,
+    retrying: `${event.stage} failed (${event.error?.code}); `
+      + `retry in ${duration(event.retry_in_s ?? 0)}`,
+    failed: `failed: ${event.error?.code}`,
+  }[event.event] ?? event.event;
+  const li = text("li", "");
+  li.dataset.id = event.id;
+  li.dataset.event = event.event;
+  const at = text("time", new Date(event.at).toLocaleTimeString());
+  li.append(at, ` ${what} · ${pct(event.progress)}`);
+  $("log").append(li);
+  $("log-count").textContent = `(${$("log").children.length})`;
+}
+
+function showConnection(state, detail) {
+  const words = {
+    connecting: "connecting…", reconnecting: "reconnecting…", live: "live",
+    waiting: `connection lost; retrying in ${duration((detail?.delay ?? 0) / 1000)}`,
+    closed: "finished", refused: "not allowed to follow this job",
+  };
+  $("connection").textContent = words[state] ?? state;
+  if (state === "refused") say(detail);
+}
+
+async function showResult(job) {
+  const { video, vtt } = job.outputs ?? {};
+  $("result").hidden = Object.keys(job.outputs ?? {}).length === 0;
+  $("no-video").hidden = Boolean(video) || job.kind !== "transcribe";
+  $("downloads").replaceChildren(...Object.entries(job.outputs ?? {}).map(([name, out]) => {
+    const link = text("a", OUTPUT_NAMES[name] ?? name);
+    link.href = out.url;
+    link.download = "";
+    const li = text("li", "");
+    link.append(text("small", bytes(out.size)));
+    li.append(link);
+    return li;
+  }));
+  const player = $("player");
+  player.hidden = !video;
+  if (!video || player.dataset.job === job.id) return;
+  player.dataset.job = job.id;
+  player.replaceChildren();
+  player.src = video.url;
+  if (!vtt) return;
+  const track = document.createElement("track");
+  track.kind = "subtitles";
+  track.label = "Subtitles";
+  if (job.options?.language !== "auto") track.srclang = job.options?.language ?? "en";
+  // Burned-in subtitles are in the picture already: the track is there to switch on, not
+  // shown twice.
+  track.default = job.options?.burn_subtitles === false;
+  track.src = await subtitleUrl(vtt.url);
+  if (player.dataset.job === job.id) player.append(track); // unless another job was opened
+}
+
+// A <track> from another origin needs CORS on the media as well; read as a blob it never does.
+async function subtitleUrl(url) {
+  try {
+    const response = await fetch(url);
+    if (!response.ok) return url;
+    if (view.trackUrl) URL.revokeObjectURL(view.trackUrl);
+    view.trackUrl = URL.createObjectURL(await response.blob());
+    return view.trackUrl;
+  } catch {
+    return url;
+  }
+}
+
+// -- small helpers ----------------------------------------------------------------------------
+
+function text(tag, content, className) {
+  const node = document.createElement(tag);
+  node.textContent = content;
+  if (className) node.className = className;
+  return node;
+}
+
+function button(label, className, onClick) {
+  const node = text("button", label, className);
+  node.type = "button";
+  node.onclick = onClick;
+  return node;
+}
+
+function pill(status) {
+  const node = text("span", STATUS_NAMES[status] ?? status, "pill");
+  node.dataset.status = status;
+  return node;
+}
+
+function bytes(n) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function duration(seconds) {
+  const s = Math.max(1, Math.round(seconds));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+// -- wiring -----------------------------------------------------------------------------------
+
+$("gateway").textContent = new URL(gateway).host;
+$("file").onchange = (event) => choose(event.target.files[0]);
+$("job-form").onsubmit = submit;
+$("job-form").onchange = () => {
+  $("burn-choice").disabled = new FormData($("job-form")).get("kind") !== "subtitle";
+};
+$("cancel").onclick = () => cancel(view.job.id);
+$("retry").onclick = () => retry(view.job.id);
+$("key-button").onclick = () => askForKey(false).then((key) => { client.key = key; }, () => {});
+
+const drop = $("drop");
+drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("over"); };
+drop.ondragleave = () => drop.classList.remove("over");
+drop.ondrop = (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  choose(event.dataTransfer.files[0]);
+};
+// A file dropped beside the zone would otherwise replace the page with the video.
+window.ondragover = window.ondrop = (event) => event.preventDefault();
+
+// For tests and the curious: lose the live connection as a network failure would.
+window.vidstream = {
+  dropConnection() {
+    const state = { status: view.job?.status, lastEventId: view.watcher?.lastId };
+    view.watcher?.drop();
+    return state;
+  },
+  get connections() { return view.watcher?.connections ?? 0; },
+};
+
+showKeyState();
+refreshRecent().then(() => {
+  const newest = known.get(recentIds()[0]);
+  if (newest && !view.job) openJob(newest);
+});
