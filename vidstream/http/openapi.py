@@ -233,7 +233,7 @@ PATHS: dict[str, Any] = {
                 "422": _error("This Idempotency-Key was used with another request."),
                 **_COMMON,
             },
-        }
+        },
     },
     "/v1/jobs/{job_id}": {
         "parameters": _JOB_PATH,
