@@ -20,6 +20,9 @@ KEY = "vs_fuzz0000_fuzzing-key-for-the-schemathesis-test"
 # `negative_data_rejection` (a resent Idempotency-Key answers the first request's job, whatever
 # the new body holds: that is its documented meaning).
 EXCLUDED = "use_after_free,positive_data_acceptance,negative_data_rejection"
+# One worker: with two threads, schemathesis's case generation can crash inside Python 3.11's
+# `ast` module ("AST constructor recursion depth mismatch", cpython gh-106905), a fault of the
+# tools, not of the gateway.
 
 
 @pytest.mark.timeout(180)
@@ -36,7 +39,7 @@ async def test_no_request_breaks_the_gateway_or_its_document(
         assert stack.gateway is not None
         proc = await asyncio.create_subprocess_exec(
             st, "run", f"{stack.gateway.url}/v1/openapi.json", "--checks", "all",
-            "--exclude-checks", EXCLUDED, "--max-time", "40", "--workers", "2",
+            "--exclude-checks", EXCLUDED, "--max-time", "40", "--workers", "1",
             "--header", f"Authorization: Bearer {KEY}", "--seed", "1", "--no-color",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

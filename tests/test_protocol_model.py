@@ -29,7 +29,17 @@ from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL
 from vidstream import bus
-from vidstream.jobs import TERMINAL, ErrorInfo, Job, Kind, Options, Output, Stage, Status
+from vidstream.jobs import (
+    TERMINAL,
+    ErrorInfo,
+    Job,
+    Kind,
+    Options,
+    Output,
+    Priority,
+    Stage,
+    Status,
+)
 from vidstream.jobstore import Applied, JobStore
 from vidstream.keys import Keys
 from vidstream.protocol import (
@@ -142,11 +152,15 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
         def job(self) -> Job:
             return Job.from_redis(self.w.job)
 
-        @initialize(kind=st.sampled_from(Kind), burn=st.booleans(), hooked=st.booleans())
-        def create(self, kind: Kind, burn: bool, hooked: bool) -> None:
+        @initialize(
+            kind=st.sampled_from(Kind), burn=st.booleans(), hooked=st.booleans(),
+            priority=st.sampled_from(Priority),
+        )  # fmt: skip
+        def create(self, kind: Kind, burn: bool, hooked: bool, priority: Priority) -> None:
             hook = "https://example.com/hook" if hooked else ""
             options = Options(burn_subtitles=burn)
             job = Job.new("uploads/x/clip.mp4", options, kind=kind, webhook_url=hook)
+            job = job.with_changes(priority=priority)
             self.run(self.store.create(job))
             first = Stage.TRANSCRIBE
             self.world = World(
@@ -197,7 +211,7 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
                 assert push.stage is not None
                 w.streams.setdefault(push.stage, []).append((job_id, gen))
             elif push.kind is PushKind.RETRY:
-                w.delayed.add(f"{push.stage}|{job_id}|{gen}")
+                w.delayed.add(f"{push.stage}|{job_id}|{gen}|{w.job['priority']}")
             elif push.kind is PushKind.DEAD:
                 w.dead.append((job_id, str(push.stage)))
             else:
@@ -298,7 +312,7 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
                 self.run(self.redis.zadd(self.keys.delayed, dict.fromkeys(members, 0)))
             assert self.run(self.store.promote_due()) == len(self.w.delayed)
             for member in sorted(self.w.delayed):
-                stage, job_id, gen = member.split("|")
+                stage, job_id, gen, _ = member.split("|")
                 self.w.streams.setdefault(Stage(stage), []).append((job_id, gen))
             self.w.delayed.clear()
 
@@ -311,9 +325,13 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             assert _fields(raw) == _fields(w.job)
             events = self.run(bus.history(self.redis, keys.job_events(job_id)))
             assert [_entry(f) for _, f in events] == [_entry(e) for e in w.events]
+            priority = Priority(w.job["priority"])
             for stage in Stage:
-                entries = self.run(bus.history(self.redis, keys.stage_stream(stage)))
-                assert [(f["job_id"], f["gen"]) for _, f in entries] == w.streams.get(stage, [])
+                for other in Priority:
+                    stream = keys.stage_stream(stage, other)
+                    entries = self.run(bus.history(self.redis, stream))
+                    expected = w.streams.get(stage, []) if other is priority else []
+                    assert [(f["job_id"], f["gen"]) for _, f in entries] == expected, stream
             assert set(self.run(self.redis.zrange(keys.delayed, 0, -1))) == w.delayed
             dead = self.run(bus.history(self.redis, keys.dead_letters))
             assert [(f["job_id"], f["stage"]) for _, f in dead] == w.dead
@@ -321,6 +339,13 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             hooks = self.run(bus.history(self.redis, keys.webhooks))
             assert [f["event"] for _, f in hooks] == w.webhooks
             assert (self.run(self.redis.ttl(keys.job(job_id))) > 0) == w.expiring
+            # One job: the counts say its status, and it is due for removal once it ended.
+            counts = {
+                k: int(v) for k, v in self.run(self.redis.hgetall(keys.status_counts)).items()
+            }
+            assert {k: v for k, v in counts.items() if v} == {w.job["status"]: 1}
+            due = self.run(self.redis.zscore(keys.retention, job_id))
+            assert (due is not None) == w.expiring
 
         @invariant()
         def the_protocol_holds(self) -> None:
@@ -346,7 +371,7 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             gen = w.job["gen"]
             live = w.job.get("owner", "") != "" and int(w.job.get("lease_until", "0")) > 0
             entries = [e for items in w.streams.values() for e in items if e[1] == gen]
-            delayed = [m for m in w.delayed if m.endswith(f"|{gen}")]
+            delayed = [m for m in w.delayed if m.split("|")[2] == gen]
             assert live or entries or delayed, "a job that is not finished has a way forward"
             assert len(entries) <= 1 and len(delayed) <= 1 and not (entries and delayed), (
                 "and only one"
@@ -362,8 +387,8 @@ def test_lua_and_the_model_agree_and_the_invariants_hold(prefix: str) -> None:
     run_state_machine_as_test(
         make_machine(prefix),
         settings=settings(
-            max_examples=200,
-            stateful_step_count=50,
+            max_examples=100,
+            stateful_step_count=40,
             deadline=None,
             derandomize=True,
             suppress_health_check=[HealthCheck.too_slow],

@@ -23,7 +23,7 @@ def test_defaults() -> None:
     assert (s.gateway_port, s.notifier_port) == (8080, 8765)
     assert s.cors_origins == ()  # no browser origin is let in until named
     assert s.max_upload_bytes == 4 * 1024**3
-    assert s.job_ttl_s == 7 * 24 * 3600
+    assert s.job_retention_s == 7 * 24 * 3600 and s.failed_job_retention_s == 0
     assert (s.concurrency, s.ffmpeg, s.x264_preset, s.x264_crf) == (1, "auto", "veryfast", 21)
     assert (s.log_level, s.log_format) == ("info", "auto")
     assert s.gateway_url == "http://127.0.0.1:8080"
@@ -95,7 +95,7 @@ def test_a_malformed_number_names_the_variable(name: str, value: str, message: s
         ("CONCURRENCY", "0", "between 1 and 64"),
         ("CONCURRENCY", "65", "between 1 and 64"),
         ("X264_CRF", "52", "between 0 and 51"),
-        ("JOB_TTL_S", "59", "at least 60"),
+        ("JOB_RETENTION_S", "0", "at least 1"),
         ("MAX_UPLOAD_BYTES", "0", "at least 1"),
         ("REDIS_TIMEOUT_S", "0.05", "at least 0.1"),
         ("SHUTDOWN_GRACE_S", "-1", "at least 0"),

@@ -1,14 +1,18 @@
-"""`vidstream status` and `vidstream dlq`: what the streams hold and who consumes them, where
-one job stands, which jobs ran out of attempts, and replaying them."""
+"""`vidstream status`, `workers`, `stats` and `dlq`: what the streams hold and who consumes
+them, the live workers, the numbers per stage, where one job stands, which jobs ran out of
+attempts, and replaying them."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, TextIO
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from vidstream import bus, stats
+from vidstream.actors.registry import WorkerState, list_workers
 from vidstream.deadletters import ReplayRefused, list_dead, replay
 from vidstream.jobs import Stage, isoformat
 from vidstream.jobstore import JobStore
@@ -16,29 +20,29 @@ from vidstream.keys import Keys
 
 
 async def stream_status(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Per stage stream: length, and per group its pending count, lag and consumers."""
+    """Per stage, over its streams (one per priority): length, the group's pending count and
+    lag, and its consumers (pending summed, idle the least)."""
     rows = []
     for stage in Stage:
-        stream, group = keys.stage_stream(stage), keys.stage_group(stage)
-        row: dict[str, Any] = {
-            "stage": stage.value,
-            "stream": stream,
-            "length": 0,
-            "pending": 0,
-            "lag": 0,
-            "consumers": [],
-        }
-        try:
-            row["length"] = await redis.xlen(stream)
-            for g in await redis.xinfo_groups(stream):
-                if g["name"] == group:
-                    row["pending"], row["lag"] = g["pending"], g.get("lag") or 0
-            row["consumers"] = [
-                {"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
-                for c in await redis.xinfo_consumers(stream, group)
-            ]
-        except ResponseError:  # no such stream or group yet: nothing ran
-            pass
+        group = keys.stage_group(stage)
+        row: dict[str, Any] = {"stage": stage.value, "streams": list(keys.stage_streams(stage)),
+                               "length": 0, "pending": 0, "lag": 0, "consumers": []}  # fmt: skip
+        consumers: dict[str, dict[str, Any]] = {}
+        for stream in keys.stage_streams(stage):
+            length, lag, pending = await bus.group_counts(redis, stream, group)
+            row["length"] += length
+            row["lag"] += lag
+            row["pending"] += pending
+            try:
+                found = await redis.xinfo_consumers(stream, group)
+            except ResponseError:  # no such stream or group yet: nothing ran
+                continue
+            for c in found:
+                seen = consumers.setdefault(c["name"], {"name": c["name"], "pending": 0,
+                                                        "idle_ms": c["idle"]})  # fmt: skip
+                seen["pending"] += c["pending"]
+                seen["idle_ms"] = min(seen["idle_ms"], c["idle"])
+        row["consumers"] = sorted(consumers.values(), key=lambda c: str(c["name"]))
         rows.append(row)
     return rows
 
@@ -89,8 +93,9 @@ async def print_status(
             ],
         })  # fmt: skip
     rows = await stream_status(redis, keys)
+    workers = await list_workers(redis, keys)
     if as_json:
-        return _dump(out, {"streams": rows})
+        return _dump(out, {"streams": rows, "workers": [w.to_public() for w in workers]})
     table = []
     for row in rows:
         consumers = ", ".join(
@@ -100,6 +105,73 @@ async def print_status(
         table.append([row["stage"], str(row["lag"]), str(row["pending"]), str(row["length"]),
                       consumers or "-"])  # fmt: skip
     _table(out, "streams", ["stage", "queued", "pending", "length", "consumers"], table)
+    out.write("\n")
+    _workers_table(out, workers)
+    return 0
+
+
+def _span(seconds: float) -> str:
+    """A duration the way people read one: 42s, 7m05s, 3h12m, 2d04h."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _workers_table(out: TextIO, workers: list[WorkerState]) -> None:
+    if not workers:
+        out.write("no workers\n")
+        return
+    now = time.time()
+    rows = [
+        [w.role, w.name, w.host, str(w.pid), w.version, str(w.concurrency),
+         ", ".join(f"{j.job_id} {j.stage} {round(100 * j.progress)}%" for j in w.jobs) or "-",
+         _span(now - w.started_at), f"{w.done}/{w.failed}", f"{_span(now - w.seen_at)} ago"]
+        for w in workers
+    ]  # fmt: skip
+    columns = ["role", "name", "host", "pid", "version", "concurrency", "running", "up",
+               "done/failed", "seen"]  # fmt: skip
+    _table(out, "workers", columns, rows)
+
+
+async def print_workers(redis: Redis, keys: Keys, out: TextIO, as_json: bool = False) -> int:
+    """`vidstream workers`: the live workers and what each runs."""
+    workers = await list_workers(redis, keys)
+    if as_json:
+        return _dump(out, {"workers": [w.to_public() for w in workers]})
+    _workers_table(out, workers)
+    return 0
+
+
+async def print_stats(redis: Redis, keys: Keys, out: TextIO, as_json: bool = False) -> int:
+    """`vidstream stats`: per stage the queue, throughput and durations; jobs by status."""
+    numbers = await stats.read(redis, keys)
+    if as_json:
+        return _dump(out, numbers)
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    rows = [
+        [s["stage"], "?" if s["queue"]["lag"] is None else str(s["queue"]["lag"]),
+         str(s["queue"]["pending"]), str(s["queue"]["length"]),
+         _span(s["queue"]["oldest_waiting_s"]), f"{s['throughput_per_min']['last_minute']:g}",
+         f"{s['throughput_per_min']['last_hour']:g}", secs(s["duration_s"]["p50"]),
+         secs(s["duration_s"]["p95"]),
+         f"{s['runs_last_hour']['succeeded']}/{s['runs_last_hour']['failed']}"]
+        for s in numbers["stages"]
+    ]  # fmt: skip
+    columns = ["stage", "queued", "pending", "length", "oldest", "/min (1m)", "/min (1h)", "p50",
+               "p95", "ok/failed (1h)"]  # fmt: skip
+    _table(out, "stages", columns, rows)
+    out.write("\n")
+    jobs = numbers["jobs"]
+    _table(out, "jobs", [*jobs, "dead letters"],
+           [[*(str(n) for n in jobs.values()), str(numbers["dead_letters"])]])  # fmt: skip
     return 0
 
 

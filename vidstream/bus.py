@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 Entry = tuple[str, dict[str, str]]
 
@@ -37,6 +38,16 @@ async def read_group(
     raw = cast(Any, await redis.xreadgroup(group, consumer, {stream: cursor}, count=count,
                                            block=block_ms))  # fmt: skip
     return _entries(raw[0][1]) if raw else []
+
+
+async def read_groups(
+    redis: Redis, group: str, consumer: str, streams: Sequence[str], *, count: int,
+    block_ms: int | None,
+) -> list[tuple[str, Entry]]:  # fmt: skip
+    """XREADGROUP > on several streams at once: (stream, entry) pairs, up to `count` each."""
+    raw = cast(Any, await redis.xreadgroup(group, consumer, dict.fromkeys(streams, ">"),
+                                           count=count, block=block_ms))  # fmt: skip
+    return [(str(stream), entry) for stream, entries in raw or () for entry in _entries(entries)]
 
 
 async def history(
@@ -134,3 +145,17 @@ class Waker:
         client, self.client, self._id = self.client, None, None
         if client is not None:
             await client.aclose()
+
+
+async def group_counts(redis: Redis, stream: str, group: str) -> tuple[int, int, int]:
+    """(length, lag, pending) of `group` on `stream`: entries in the stream, not yet read by the
+    group (all of them while no group exists), and read but not acked. Zeros for no stream."""
+    try:
+        length = int(await redis.xlen(stream))
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return 0, 0, 0
+    for info in groups:
+        if info["name"] == group:
+            return length, int(info.get("lag") or 0), int(info["pending"])
+    return length, length, 0

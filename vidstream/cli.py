@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=20)
     _gateway_options(jobs)
     jobs.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    job_logs = sub.add_parser("logs", help="a job's log lines, from every role")
+    job_logs.add_argument("job_id")
+    _gateway_options(job_logs)
+    job_logs.add_argument("--follow", action="store_true", help="go on until the job has ended")
+    job_logs.add_argument("--json", action="store_true", help="one JSON object per line")
     keys = sub.add_parser("keys", help="API keys: create, list, revoke")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = keys_sub.add_parser("create", help="add a key; prints it once")
@@ -60,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
     status.add_argument("job_id", nargs="?")
     status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    workers = sub.add_parser("workers", help="the live workers: what each runs, since when")
+    workers.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    stats = sub.add_parser("stats", help="per stage: queue, throughput, durations; jobs by status")
+    stats.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    for action, text in (("pause", "take no new work"), ("resume", "take work again")):
+        p = sub.add_parser(action, help=f"a role's processes {text} (gateway: new jobs)")
+        p.add_argument("role", choices=["gateway", "transcribe", "render"])
+    drain = sub.add_parser("drain", help="wait until nothing is running (for deploys)")
+    drain.add_argument("--timeout", type=float, default=3600.0, help="give up after (s)")
     dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_list = dlq_sub.add_parser("list", help="list dead-lettered jobs, newest first")
@@ -109,6 +123,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
         return runtime.serve(settings, (args.command,))
     if args.command in ("submit", "jobs"):
         return _submit(args, settings)
+    if args.command == "logs":
+        from vidstream import logscli
+
+        return logscli.main(args, settings, sys.stdout)
     if args.command == "keys":
         return _keys(args, settings)
     return _admin(args, settings)
@@ -161,10 +179,20 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
 
     redis = connect_redis(settings)
     keys = Keys(settings.redis_prefix)
-    jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
+    jobs = JobStore(redis, keys, ttl_s=settings.job_retention_s,
+                    failed_ttl_s=settings.failed_job_retention_s)  # fmt: skip
     try:
         if args.command == "status":
             return await admin.print_status(redis, keys, args.job_id, sys.stdout, args.json)
+        if args.command == "workers":
+            return await admin.print_workers(redis, keys, sys.stdout, args.json)
+        if args.command == "stats":
+            return await admin.print_stats(redis, keys, sys.stdout, args.json)
+        if args.command in ("pause", "resume", "drain"):
+            from vidstream import pausing
+
+            return await pausing.command(redis, keys, args.command, getattr(args, "role", None),
+                                         getattr(args, "timeout", 0.0), sys.stdout)  # fmt: skip
         if args.dlq_command == "list":
             return await admin.print_dead_letters(jobs, args.limit, sys.stdout, args.json)
         return await admin.replay_job(jobs, args.job_id, sys.stdout)

@@ -42,6 +42,26 @@ class Stage(StrEnum):
     RENDER = "render"
 
 
+class Priority(StrEnum):
+    """Which jobs a stage takes first: high before normal before low, with a fairness guard
+    (`actors.consumer`) so lower ones still move under a steady load of higher ones."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)  # the order stages read them in
+
+
+def parse_priority(value: object) -> Priority:
+    """A priority as a client sent it; raise `PermanentError` naming the choices."""
+    try:
+        return Priority(str(value))
+    except ValueError:
+        raise _invalid("priority must be one of high, normal, low") from None
+
+
 class Kind(StrEnum):
     """What a job makes; `pipelines.PIPELINES` declares the stages of each."""
 
@@ -153,6 +173,7 @@ class Job:
     webhook_url: str = ""  # POSTed the job when it ends (see webhooks)
     source_name: str = ""  # the client's file name, cleaned; names the downloads
     request_id: str = ""  # of the HTTP request that created it: one grep follows it everywhere
+    priority: Priority = Priority.NORMAL
 
     @classmethod
     def new(
@@ -191,6 +212,7 @@ class Job:
             "webhook_url": self.webhook_url,
             "source_name": self.source_name,
             "request_id": self.request_id,
+            "priority": self.priority.value,
         }
 
     @classmethod
@@ -217,6 +239,7 @@ class Job:
             webhook_url=raw.get("webhook_url", ""),
             source_name=raw.get("source_name", ""),
             request_id=raw.get("request_id", ""),
+            priority=Priority(raw.get("priority") or Priority.NORMAL),
         )
 
     def with_changes(self, **changes: Any) -> Job:

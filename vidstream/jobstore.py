@@ -15,7 +15,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from vidstream import bus, lua
-from vidstream.jobs import Job, Stage, Status
+from vidstream.jobs import PRIORITIES, Job, Stage, Status
 from vidstream.keys import Keys
 from vidstream.pipelines import pipeline
 from vidstream.protocol import Event, Op, Outcome, Push, PushKind
@@ -23,6 +23,7 @@ from vidstream.protocol.ops import encode, push_of, target_status
 
 # Shared streams (dead letters, cancel notices) keep about this many entries.
 SHARED_MAX = 10_000
+EXPIRY_MARGIN_S = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +49,13 @@ class JobStore:
     """Reads and writes jobs, their event histories, retries and dead letters in Redis."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, *, ttl_s: int, history_max: int = 2000,
-        feed_max: int = 20000,
+        self, redis: Redis, keys: Keys, *, ttl_s: int, failed_ttl_s: int | None = None,
+        history_max: int = 2000, feed_max: int = 20000,
     ) -> None:  # fmt: skip
         self.redis = redis
         self.keys = keys
-        self.ttl_s = ttl_s
+        self.ttl_s = ttl_s  # how long an ended job is kept (JOB_RETENTION_S)
+        self.failed_ttl_s = failed_ttl_s or ttl_s  # a failed one (FAILED_JOB_RETENTION_S)
         self.history_max = history_max
         self.feed_max = feed_max
         self._create = redis.register_script(lua.CREATE)
@@ -65,8 +67,8 @@ class JobStore:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
         in one step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
-        keys.append(self.keys.stage_stream(pipeline(job.kind).first))
-        keys.append(self.keys.tenant_jobs(job.tenant))
+        keys.append(self.keys.stage_stream(pipeline(job.kind).first, job.priority))
+        keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts]
         await self._create(keys=keys, args=[json.dumps(job.to_redis()), self.history_max])
         await self.redis.xadd(self.keys.events, {"job_id": job.id, "event": "queued"},
                               maxlen=self.feed_max, approximate=True)  # fmt: skip
@@ -91,13 +93,17 @@ class JobStore:
     async def apply(self, job_id: str, op: Op) -> Applied:
         """Apply `op` if the job's state allows it; never raises for that."""
         args = encode(op, time.time())
-        terminal = target_status(op).terminal
-        args.update(maxlen=self.history_max, ttl=self.ttl_s if terminal else 0,
-                    shared_max=SHARED_MAX)  # fmt: skip
-        keys = [self.keys.job(job_id), self.keys.job_events(job_id)]
+        status = target_status(op)
+        retain = self.failed_ttl_s if status is Status.FAILED else self.ttl_s
+        # The keys expire a day after retention removes them, as a backstop should it not run.
+        args.update(maxlen=self.history_max, ttl=retain + EXPIRY_MARGIN_S if status.terminal else 0,
+                    retain_s=retain, shared_max=SHARED_MAX)  # fmt: skip
+        keys = [
+            self.keys.job(job_id), self.keys.job_events(job_id), self.keys.webhooks,
+            self.keys.status_counts, self.keys.retention,
+        ]  # fmt: skip
         if (push := push_of(op)) is not None:
-            keys.append(self._push_key(push))
-        keys.append(self.keys.webhooks)
+            keys += self._push_keys(push)
         async with self.redis.pipeline(transaction=False) as pipe:
             await self._transition(keys=keys, args=[json.dumps(args)], client=pipe)
             if op.event is not None:
@@ -111,17 +117,17 @@ class JobStore:
             int(attempts), int(gen),
         )  # fmt: skip
 
-    def _push_key(self, push: Push) -> str:
+    def _push_keys(self, push: Push) -> list[str]:
         match push.kind:
-            case PushKind.STAGE:
+            case PushKind.STAGE:  # all three: the script picks the job's priority
                 assert push.stage is not None
-                return self.keys.stage_stream(push.stage)
+                return list(self.keys.stage_streams(push.stage))
             case PushKind.RETRY:
-                return self.keys.delayed
+                return [self.keys.delayed]
             case PushKind.DEAD:
-                return self.keys.dead_letters
+                return [self.keys.dead_letters]
             case PushKind.NOTICE:
-                return self.keys.control
+                return [self.keys.control]
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
         """Extend the lease of each (job id, owner): HELD, TAKEN (by another run) or RELEASED."""
@@ -132,8 +138,10 @@ class JobStore:
 
     async def promote_due(self) -> int:
         """Move every retry that is due onto its stage's stream; return how many."""
-        keys = [self.keys.delayed, *(self.keys.stage_stream(s) for s in Stage)]
-        return int(await self._promote(keys=keys, args=[s.value for s in Stage]))
+        pairs = [(s, p) for s in Stage for p in PRIORITIES]
+        keys = [self.keys.delayed, *(self.keys.stage_stream(s, p) for s, p in pairs)]
+        names = [f"{s.value}:{p.value}" for s, p in pairs]
+        return int(await self._promote(keys=keys, args=names))
 
     async def events(
         self, job_id: str, after: str = "0-0", count: int | None = None

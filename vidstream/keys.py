@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidstream.jobs import Stage
+from vidstream.jobs import PRIORITIES, Priority, Stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +23,24 @@ class Keys:
         """Stream: the job's event history, one entry per state change, in order."""
         return f"{self.prefix}:job:{{{job_id}}}:events"
 
-    def stage_stream(self, stage: Stage) -> str:
-        """Stream of work for one stage, read by that role's consumer group."""
-        return f"{self.prefix}:stream:{stage.value}"
+    def job_logs(self, job_id: str) -> str:
+        """Stream: the log lines every role wrote about the job, about 500 newest, expiring with
+        the job (`joblogs`)."""
+        return f"{self.prefix}:job:{{{job_id}}}:logs"
+
+    def stage_stream(self, stage: Stage, priority: Priority = Priority.NORMAL) -> str:
+        """Stream of work for one stage at one priority, read by that role's consumer group
+        (normal keeps the name the only stream had before priorities)."""
+        if priority is Priority.NORMAL:
+            return f"{self.prefix}:stream:{stage.value}"
+        return f"{self.prefix}:stream:{stage.value}:{priority.value}"
+
+    def stage_streams(self, stage: Stage) -> tuple[str, ...]:
+        """The stage's streams, in the order a worker reads them: high, normal, low."""
+        return tuple(self.stage_stream(stage, p) for p in PRIORITIES)
 
     def stage_group(self, stage: Stage) -> str:
+        """The consumer group of the stage's workers (the same name on each of its streams)."""
         return f"{self.prefix}:{stage.value}"
 
     @property
@@ -39,6 +52,22 @@ class Keys:
         """String with a TTL: which process holds worker slot `index` of `role` on `host`."""
         return f"{self.prefix}:slot:{host}:{role}:{index}"
 
+    def worker(self, name: str) -> str:
+        """Hash with a TTL of about three heartbeats: what worker `name` (its consumer name) is
+        and runs, rewritten every heartbeat (`actors.registry`); gone once its process is."""
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker names scored by their last heartbeat (Unix s, the worker's clock);
+        a name whose `worker` hash is gone is a worker that stopped or died."""
+        return f"{self.prefix}:workers"
+
+    def stage_runs(self, stage: Stage) -> str:
+        """Sorted set: the stage's runs that recorded an outcome in the last hour (a few
+        thousand at most), `<seconds>|<outcome>|<nonce>` scored by end time (ms, Redis time)."""
+        return f"{self.prefix}:runs:{stage.value}"
+
     @property
     def delayed(self) -> str:
         """Sorted set: retries waiting to run, `stage|job id|generation` scored by due time
@@ -49,6 +78,27 @@ class Keys:
     def dead_letters(self) -> str:
         """Stream: jobs that ran out of attempts, with their last error."""
         return f"{self.prefix}:dead"
+
+    @property
+    def status_counts(self) -> str:
+        """Hash: how many jobs are in each status (kept by the Lua scripts; retention takes
+        removed jobs off)."""
+        return f"{self.prefix}:status-counts"
+
+    @property
+    def retention(self) -> str:
+        """Sorted set: ended jobs by the Unix time they are to be removed, with their outputs."""
+        return f"{self.prefix}:retention"
+
+    @property
+    def abandoned_uploads(self) -> str:
+        """Sorted set: upload keys by the Unix time their ticket expires; a key no job took by
+        then is deleted from storage."""
+        return f"{self.prefix}:uploads"
+
+    def paused(self, role: str) -> str:
+        """String: present while `role` takes no new work (`vidstream pause ROLE`)."""
+        return f"{self.prefix}:paused:{role}"
 
     def tenant_jobs(self, tenant: str) -> str:
         """Sorted set: the tenant's job ids scored by creation time, for listings."""

@@ -15,6 +15,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    # Imported here: joblogs logs through this module, and needs Redis and the job model.
+    from vidstream.joblogs import capture
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -22,6 +25,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            capture,  # a copy of each line about a job, kept with the job
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -23,8 +23,9 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: job hash, job events, first stage's stream, the tenant's job index. ARGV: JSON of the
-# job's fields, history length. A resend finds the job there and writes nothing.
+# KEYS: job hash, job events, first stage's stream (at the job's priority), the tenant's job
+# index, the status counts. ARGV: JSON of the job's fields, history length. A resend finds the
+# job there and writes nothing.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
 local fields = cjson.decode(ARGV[1])
@@ -32,22 +33,24 @@ for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HSET', KEYS[1], 'gen', 1)
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
 redis.call('ZADD', KEYS[4], fields.created_at, fields.id)
+redis.call('HINCRBY', KEYS[5], 'queued', 1)
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued',
   'status', fields.status, 'stage', '', 'progress', fields.progress, 'at', fields.created_at,
   'attempts', 0, 'data', '', 'kind', fields.kind)
 """
 
-# KEYS: job hash, job events, the key of the hand-off if any (a stage stream, the delayed set,
-# the dead letters or the control stream), and last the webhook stream, where a terminal
-# operation of a job that has a webhook_url leaves an entry for the deliverer.
-# ARGV[1]: an operation (protocol.ops.encode, plus maxlen, ttl and shared_max from the store).
-# Returns {outcome, status, event id, attempts, generation}.
+# KEYS: job hash, job events, the webhook stream (a terminal operation of a job that has a
+# webhook_url leaves an entry there for the deliverer), the status counts, the retention set,
+# then the hand-off's key if any: the stage's three streams (high, normal, low: the entry goes
+# to the job's priority), or the delayed set, the dead letters or the control stream.
+# ARGV[1]: an operation (protocol.ops.encode, plus maxlen, ttl, retain_s and shared_max from the
+# store). Returns {outcome, status, event id, attempts, generation}.
 TRANSITION = (
     """
 local a = cjson.decode(ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'status', 'stage', 'progress', 'outputs', 'owner',
   'lease_until', 'attempts', 'done', 'last_tx', 'last_event', 'gen', 'handed_back', 'id', 'kind',
-  'webhook_url', 'tenant')
+  'webhook_url', 'tenant', 'priority')
 local status = f[1]
 if not status then return {'missing', '', '', 0, 0} end
 local stage, owner, done = f[2] or '', f[5] or '', f[8] or ''
@@ -117,18 +120,21 @@ end
 local p = a.push
 if p then
   local job = f[13]
+  local priority = f[17] or 'normal'
   if p.kind == 'stage' then
     gen = gen + 1
-    redis.call('XADD', KEYS[3], '*', 'job_id', job, 'gen', gen)
+    local at = ({high = 6, normal = 7, low = 8})[priority] or 7
+    redis.call('XADD', KEYS[at], '*', 'job_id', job, 'gen', gen)
   elseif p.kind == 'retry' then
     gen = gen + 1
-    redis.call('ZADD', KEYS[3], now_ms + p.delay_ms, p.stage .. '|' .. job .. '|' .. gen)
+    redis.call('ZADD', KEYS[6], now_ms + p.delay_ms,
+      p.stage .. '|' .. job .. '|' .. gen .. '|' .. priority)
   elseif p.kind == 'dead' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
       'code', a.code, 'message', a.message, 'attempts', attempts, 'at', a.now,
       'tenant', f[16] or 'default')
   elseif p.kind == 'notice' then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
       'job_id', job, 'stage', stage)
   end
 end
@@ -141,9 +147,18 @@ if a.event ~= '' then
     'attempts', attempts, 'data', a.data, 'kind', f[14] or 'subtitle')
 end
 redis.call('HSET', KEYS[1], 'last_event', id)
+if a.status ~= status then
+  redis.call('HINCRBY', KEYS[4], status, -1)
+  redis.call('HINCRBY', KEYS[4], a.status, 1)
+end
 if a.ttl > 0 and f[15] and f[15] ~= '' then  -- the job's end, for its webhook
-  redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', a.shared_max, '*', 'job_id', f[13],
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', a.shared_max, '*', 'job_id', f[13],
     'event', a.event, 'event_id', id)
+end
+if a.ttl > 0 then  -- ended: removed, outputs and all, after its retention (maintenance)
+  redis.call('ZADD', KEYS[5], math.floor(now_ms / 1000) + a.retain_s, f[13])
+elseif a.op == 'replay' then  -- running again: kept
+  redis.call('ZREM', KEYS[5], f[13])
 end
 if a.ttl > 0 then
   redis.call('EXPIRE', KEYS[1], a.ttl)
@@ -173,22 +188,25 @@ return 1
 """
 )
 
-# KEYS: the delayed set, then the stage streams. ARGV: the stage names in the same order.
-# Moves every retry that is due (members `stage|job id|generation`) onto its stage's stream.
+# KEYS: the delayed set, then every stage's streams. ARGV: their names as `stage:priority`, in
+# the same order. Moves every retry that is due (members `stage|job id|generation|priority`)
+# onto its stage's stream at its priority (normal for members written before priorities).
 PROMOTE = (
     _NOW_MS
     + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, 100)
+local index = {}
+for i, name in ipairs(ARGV) do index[name] = i + 1 end
 for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[1], member)
-  local stage, job, gen = string.match(member, '^([^|]+)|([^|]+)|?(%d*)$')
-  for i, name in ipairs(ARGV) do
-    if name == stage then
-      if gen and gen ~= '' then
-        redis.call('XADD', KEYS[i + 1], '*', 'job_id', job, 'gen', gen)
-      else
-        redis.call('XADD', KEYS[i + 1], '*', 'job_id', job)
-      end
+  local stage, job, gen, priority = string.match(member, '^([^|]+)|([^|]+)|?(%d*)|?(%a*)$')
+  if priority == nil or priority == '' then priority = 'normal' end
+  local at = stage and index[stage .. ':' .. priority]
+  if at then
+    if gen and gen ~= '' then
+      redis.call('XADD', KEYS[at], '*', 'job_id', job, 'gen', gen)
+    else
+      redis.call('XADD', KEYS[at], '*', 'job_id', job)
     end
   end
 end

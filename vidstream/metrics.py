@@ -7,14 +7,12 @@ Queue gauges are read from Redis (`XINFO GROUPS`) when scraped, so they are neve
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
+from vidstream import bus
 from vidstream.jobs import Stage
 from vidstream.keys import Keys
 from vidstream.lifecycle import Component
@@ -82,18 +80,11 @@ class Metrics:
         )  # fmt: skip
 
     async def refresh(self, redis: Redis, keys: Keys) -> None:
-        """Read each stage stream's length, lag and pending entries into the gauges."""
+        """Read each stage's length, lag and pending entries (all priorities) into the gauges."""
         for stage in Stage:
-            stream, group = keys.stage_stream(stage), keys.stage_group(stage)
-            length, lag, pending = 0, 0, 0
-            try:
-                length = int(await redis.xlen(stream))
-                groups: list[dict[str, Any]] = await redis.xinfo_groups(stream)
-                for info in groups:
-                    if info["name"] == group:
-                        lag, pending = int(info.get("lag") or 0), int(info["pending"])
-            except ResponseError:  # no stream yet
-                pass
+            group = keys.stage_group(stage)
+            counts = [await bus.group_counts(redis, s, group) for s in keys.stage_streams(stage)]
+            length, lag, pending = (sum(c[i] for c in counts) for i in range(3))
             self.queue_length.labels(stage.value).set(length)
             self.queue_lag.labels(stage.value).set(lag)
             self.queue_pending.labels(stage.value).set(pending)

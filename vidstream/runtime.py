@@ -23,10 +23,12 @@ from vidstream.backoff import Backoff
 from vidstream.devredis import PrivateRedis
 from vidstream.errors import ConfigError, StorageError
 from vidstream.http.app import Gateway
+from vidstream.joblogs import JobLogShipper
 from vidstream.lifecycle import Component
 from vidstream.maintenance import Maintenance
 from vidstream.metrics import MetricsServer
 from vidstream.notifier.server import Notifier
+from vidstream.retention import Retention
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
@@ -88,7 +90,10 @@ class Stack(Component):
         store = await enter(open_store(s, signer))
         await check_storage(store)
         self.services = services = Services.build(s, redis, store, signer, api_keys)
-        await enter(Maintenance(redis, services.keys, services.jobs))
+        retention = Retention(redis, services.keys, store, keep_outputs=s.keep_outputs)
+        await enter(Maintenance(redis, services.keys, services.jobs, retention=retention,
+                                visibility_timeout_s=s.visibility_timeout_s))  # fmt: skip
+        await enter(JobLogShipper.of(services))  # closed after the roles: gets their last lines
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.
         if "notifier" in self.roles:

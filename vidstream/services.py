@@ -53,5 +53,6 @@ class Services:
         api_keys: KeyRing | None = None,
     ) -> Services:  # fmt: skip
         keys = Keys(settings.redis_prefix)
-        jobs = JobStore(redis, keys, ttl_s=settings.job_ttl_s)
+        jobs = JobStore(redis, keys, ttl_s=settings.job_retention_s,
+                    failed_ttl_s=settings.failed_job_retention_s)  # fmt: skip
         return cls(settings, redis, keys, jobs, store, signer, api_keys)

@@ -206,8 +206,24 @@ class Settings:
     )
     upload_url_ttl_s: int = setting("UPLOAD_URL_TTL_S", 900, "upload link lifetime", low=1)
     download_url_ttl_s: int = setting("DOWNLOAD_URL_TTL_S", 3600, "download link lifetime", low=1)
-    job_ttl_s: int = setting(
-        "JOB_TTL_S", 7 * 24 * 3600, "how long a finished job's record stays in Redis", low=60
+    job_retention_s: int = setting(
+        "JOB_RETENTION_S",
+        7 * 24 * 3600,
+        "how long an ended job is kept: its record, events, logs and (unless `KEEP_OUTPUTS`) "
+        "its source and outputs",
+        low=1,
+    )
+    failed_job_retention_s: int = setting(
+        "FAILED_JOB_RETENTION_S",
+        0,
+        "how long a failed job is kept (0: as long as `JOB_RETENTION_S`)",
+        low=0,
+    )
+    keep_outputs: bool = setting(
+        "KEEP_OUTPUTS",
+        False,
+        "leave sources and outputs in storage when a job is removed (then let a bucket "
+        "lifecycle rule expire them)",
     )
 
     concurrency: int = setting(

@@ -8,6 +8,7 @@ job to be created after the upload ends; an upload no job took is then abandoned
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -17,13 +18,15 @@ from vidstream.keys import Keys
 
 MARGIN_S = 3600  # a job may be created this long after the upload link expired
 
-# KEYS: the ticket. ARGV: tenant, job id. Returns the ticket's JSON when it is the tenant's and
-# unused, marking it used by the job; else nil. One job per upload key, however many try.
+# KEYS: the ticket, the abandoned-uploads index. ARGV: tenant, job id, the upload's key. Returns
+# the ticket's JSON when it is the tenant's and unused, marking it used by the job; else nil.
+# One job per upload key, however many try.
 _TAKE = """
 local raw = redis.call('HGET', KEYS[1], 'ticket')
 if not raw then return false end
 if cjson.decode(raw).tenant ~= ARGV[1] then return false end
 if redis.call('HSETNX', KEYS[1], 'job', ARGV[2]) == 0 then return false end
+redis.call('ZREM', KEYS[2], ARGV[3])  -- the job's now: removed with it
 return raw
 """
 # KEYS: the ticket. 1 the first time its link uploads, 0 after (or once it expired).
@@ -53,6 +56,9 @@ class Tickets:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, "ticket", json.dumps(asdict(ticket)))
             pipe.expire(key, link_ttl_s + MARGIN_S)
+            # If no job takes it by then, retention deletes what was uploaded.
+            expires = time.time() + link_ttl_s + MARGIN_S
+            pipe.zadd(self.keys.abandoned_uploads, {ticket.key: expires})
             await pipe.execute()
 
     async def first_put(self, key: str) -> bool:
@@ -62,7 +68,9 @@ class Tickets:
     async def take(self, key: str, tenant: str, job_id: str) -> Ticket | None:
         """The ticket of `key` if `tenant` was given it and no job used it, now used by
         `job_id`; else None (whoever asks learns nothing about other tenants' keys)."""
-        raw = await self._take(keys=[self.keys.upload(key)], args=[tenant, job_id])
+        raw = await self._take(
+            keys=[self.keys.upload(key), self.keys.abandoned_uploads], args=[tenant, job_id, key]
+        )
         return Ticket(**json.loads(cast(str, raw))) if raw else None
 
     async def give_back(self, key: str, job_id: str) -> None:
@@ -70,3 +78,6 @@ class Tickets:
         ticket = self.keys.upload(key)
         if await self.redis.hget(ticket, "job") == job_id:
             await self.redis.hdel(ticket, "job")
+            ttl = await self.redis.ttl(ticket)
+            if ttl > 0:
+                await self.redis.zadd(self.keys.abandoned_uploads, {key: time.time() + ttl})

@@ -29,6 +29,7 @@ from vidstream.protocol import Claim, Fail, HandBack, Retry
 
 Process = Callable[[Job, Path, Run], Awaitable[None]]
 Ack = Callable[[str], Awaitable[object]]
+Ended = Callable[[Run, float], Awaitable[None]]  # a started run ended (and its seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Executor:
     lease_ms: int
     tmp_root: Path
     metrics: Metrics
+    ended: Ended | None = None  # the worker registry: counts runs, keeps their durations
 
     async def handle(self, run: Run) -> None:
         """Run the entry to its end; ack it when its outcome is recorded. At shutdown (the
@@ -67,7 +69,10 @@ class Executor:
         if ack:
             # Shielded: once the outcome is recorded, the ack must land even if we stop now.
             await asyncio.shield(self.ack(run.entry_id))
-        run.log.info("run_finished", took_s=round(time.monotonic() - started, 3), acked=ack)
+        took = time.monotonic() - started
+        run.log.info("run_finished", took_s=round(took, 3), acked=ack)
+        if run.started and self.ended is not None:
+            await self.ended(run, took)
 
     async def _execute(self, run: Run) -> bool:
         """Claim and run the stage; return whether the entry is done with (to be acked)."""

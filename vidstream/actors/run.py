@@ -4,6 +4,7 @@ it records progress, success and failure."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -39,6 +40,8 @@ class Run:
     lost: bool = False  # another run took the stage over
     task: asyncio.Task[None] | None = None
     throttle: Throttle = field(default_factory=Throttle)
+    fraction: float = 0.0  # of the stage, as last reported (what `vidstream workers` shows)
+    started_at: float = field(default_factory=time.time)  # Unix time the entry was taken
     # How the run ended, for metrics: handed_on | completed | retry | failed | dead_letter |
     # cancelled (what a run that stopped without recording anything counts as).
     outcome: str = "cancelled"
@@ -66,6 +69,7 @@ class Run:
         """Record how far the stage is (throttled). Best effort: a Redis blip must not stop an
         hour's work. Raise `JobCancelled` once the job no longer runs this stage."""
         assert self.job is not None
+        self.fraction = max(self.fraction, min(fraction, 1.0))
         if not self.throttle.should_emit(round(fraction, 3)):
             return
         op = Progress.of(self.job, self.stage, fraction, owner=self.owner)

@@ -1,10 +1,10 @@
 """The worker shared by every stage actor: a composition of a consumer, an executor, a lease
-keeper and a control listener, with a phased shutdown.
+keeper, a control listener and a registry heartbeat, with a phased shutdown.
 
 A worker runs at most `concurrency` entries at once. The consumer says which entry is next (its
 own pending ones first, then one a dead worker left, then a new one); the executor claims the
 stage, runs it and records what `policy` decides; the lease keeper renews the claims of running
-jobs; the control listener stops a job a user cancelled.
+jobs; the control listener stops a job a user cancelled; the registry says what it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
 from vidstream.actors.leases import LeaseKeeper
+from vidstream.actors.registry import WorkerRegistry
 from vidstream.actors.run import Run
 from vidstream.actors.slots import SlotLease
 from vidstream.backoff import Backoff
@@ -82,21 +83,27 @@ class Worker(Component, abc.ABC):
             self.name = await self.slot.acquire()
         self.log = self.log.bind(consumer=self.name)
         self.consumer = consumer = StageConsumer(
-            services.redis, services.keys.stage_stream(self.stage),
+            services.redis, services.keys.stage_streams(self.stage),
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
             rescan_s=min(s.visibility_timeout_s / 10, 2.0),
+            paused_key=services.keys.paused(self.stage.value),
         )  # fmt: skip
         await self._remove_leftovers()
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         await consumer.ensure_group()
         await self.setup()
         limits = policy.Limits(s.job_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
+        self.registry = WorkerRegistry(services.redis, services.keys, self.name, self.stage.value,
+                                       self.concurrency, self._runs.values, self.heartbeat_s,
+                                       s.visibility_timeout_s)  # fmt: skip
         self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, limits,
-                                 self.lease_ms, self.tmp_root, services.metrics)  # fmt: skip
+                                 self.lease_ms, self.tmp_root, services.metrics,
+                                 self.registry.ended)  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
             interval_s=self.heartbeat_s, log=self.log,
         ))  # fmt: skip
+        await self._helpers.enter_async_context(self.registry)  # what `vidstream workers` lists
         self._control = await self._helpers.enter_async_context(
             ControlListener(services.redis, services.keys.control, self._cancel, self.log)
         )
@@ -127,8 +134,8 @@ class Worker(Component, abc.ABC):
         # Phase 3: cancel what is left; each job stops its subprocesses, removes its temp files
         # and hands its stream entry back, so another worker takes it up at once.
         await cancel_and_wait([r.task for r in self._runs.values() if r.task], 15.0)
-        # Phase 4: stop the heartbeat and the control listener, release the stage's resources
-        # (subprocess pools), then the slot.
+        # Phase 4: stop the heartbeats (leases; the registry's, which unlists the worker) and the
+        # control listener, release the stage's resources (subprocess pools), then the slot.
         await self._helpers.aclose()
         if self.consumer is not None:
             await self.consumer.close()

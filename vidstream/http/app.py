@@ -5,7 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import health, jobs, openapi, page, recovery, uploads
+from vidstream.http import admin, health, jobs, openapi, page, recovery, uploads
+from vidstream.http import logs as job_logs
+from vidstream.http import stats as operator_stats
+from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.observe import observe_middleware
@@ -28,8 +31,12 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     app[URLS] = urls
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(job_logs.routes)
     app.add_routes(uploads.routes)
     app.add_routes(recovery.routes)
+    app.add_routes(operator_workers.routes)
+    app.add_routes(operator_stats.routes)
+    app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app.add_routes(page.routes)
     return app

@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from vidstream.auth import ApiKey, KeyRing
 from vidstream.http.errors import ApiError
+from vidstream.http.state import SERVICES
 from vidstream.services import Services
 
 DEFAULT_TENANT = "default"
@@ -92,3 +93,14 @@ def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
         return await handler(request)
 
     return authenticate
+
+
+def require_admin(request: web.Request) -> None:
+    """Operator routes (workers, stats, pause): an admin key, or authentication off. Anyone
+    else gets 404, as for a route that does not exist for them."""
+    services = request.app[SERVICES]
+    if services.api_keys is None:
+        return
+    key = key_of(request)
+    if key is None or not key.admin:
+        raise ApiError(404, "not_found", "No such route.")

@@ -52,8 +52,13 @@ class IdempotencyKey:
             raise ApiError(409, "conflict", "A request with this Idempotency-Key is in progress.")
         return job_id
 
-    async def bind(self, job_id: str) -> None:
-        await self.redis.set(self.key, f"{job_id} {self.fingerprint}", ex=TTL_S)
+    async def bind(self, job_id: str, job_key: str) -> None:
+        """Bind the key to the job (whose hash is at `job_key`), which names it in turn, so
+        the entry is removed with the job."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.key, f"{job_id} {self.fingerprint}", ex=TTL_S)
+            pipe.hset(job_key, "idempotency", self.key)
+            await pipe.execute()
         self._reserved = False
 
     async def release(self) -> None:

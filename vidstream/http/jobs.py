@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from redis.exceptions import ResponseError
 
+from vidstream import bus
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
 from vidstream.http.auth import tenant_of
@@ -23,7 +23,18 @@ from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.observe import request_id
 from vidstream.http.state import SERVICES, URLS, base_url
-from vidstream.jobs import Job, Kind, Options, Stage, Status, is_job_id, new_job_id, parse_kind
+from vidstream.jobs import (
+    Job,
+    Kind,
+    Options,
+    Priority,
+    Stage,
+    Status,
+    is_job_id,
+    new_job_id,
+    parse_kind,
+    parse_priority,
+)
 from vidstream.present import present_job
 from vidstream.protocol import Cancel
 from vidstream.services import Services
@@ -34,7 +45,7 @@ from vidstream.webhooks.targets import check_webhook_url
 routes = web.RouteTableDef()
 
 _OPTION_FIELDS = ("language", "burn_subtitles", "formats")
-_JOB_FIELDS = ("kind", "webhook_url", *_OPTION_FIELDS)
+_JOB_FIELDS = ("kind", "priority", "webhook_url", *_OPTION_FIELDS)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 QUEUE_CHECK_S = 1.0  # how stale the queue depth behind `overloaded` may be
 
@@ -49,11 +60,12 @@ class JobRequest:
     options: Options
     kind: Kind
     webhook_url: str
+    priority: Priority = Priority.NORMAL
 
     def job(self, tenant: str) -> Job:
         job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
                       self.source_name)  # fmt: skip
-        return job.with_changes(id=self.id)
+        return job.with_changes(id=self.id, priority=self.priority)
 
 
 @routes.post("/v1/jobs")
@@ -67,6 +79,11 @@ async def create_job(request: web.Request) -> web.Response:
             "Send application/json, or multipart/form-data with a 'file' field.",
         )
     await _check_load(request)
+    if await services.redis.exists(services.keys.paused("gateway")):
+        raise ApiError(
+            503, "paused", "New jobs are paused for maintenance; try again shortly.",
+            headers={"Retry-After": "60"},
+        )  # fmt: skip
     idem = None
     if header := request.headers.get("Idempotency-Key"):
         # An upload's bytes are unknown before they are read, so a multipart request is
@@ -87,7 +104,7 @@ async def create_job(request: web.Request) -> web.Response:
             await asyncio.shield(idem.release())
         raise
     if idem is not None:
-        await idem.bind(job.id)
+        await idem.bind(job.id, services.keys.job(job.id))
     body = await job_body(request, job)
     return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
 
@@ -146,7 +163,8 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     except BaseException:
         await asyncio.shield(tickets.give_back(key, job_id))
         raise
-    return JobRequest(job_id, key, ticket.filename, options, kind, webhook_url)
+    priority = parse_priority(body.get("priority", Priority.NORMAL))
+    return JobRequest(job_id, key, ticket.filename, options, kind, webhook_url, priority)
 
 
 async def _receive_upload(request: web.Request) -> JobRequest:
@@ -176,7 +194,9 @@ async def _receive_upload(request: web.Request) -> JobRequest:
             fields["burn_subtitles"] = _form_bool(fields["burn_subtitles"])
         kind = parse_kind(fields.pop("kind", Kind.SUBTITLE))
         webhook_url = _webhook(fields.pop("webhook_url", ""), services)
-        return JobRequest(new_job_id(), key, filename, Options.parse(fields), kind, webhook_url)
+        priority = parse_priority(fields.pop("priority", Priority.NORMAL))
+        options = Options.parse(fields)
+        return JobRequest(new_job_id(), key, filename, options, kind, webhook_url, priority)
     except BaseException:
         if key is not None:  # the request failed after the upload: keep nothing behind
             await asyncio.shield(services.store.delete(key))
@@ -214,20 +234,17 @@ async def _check_load(request: web.Request) -> None:
 
 
 async def queue_depth(services: Services) -> int:
-    """Jobs waiting for their first stage (the group's lag), read at most once a second."""
-    stream = services.keys.stage_stream(Stage.TRANSCRIBE)
-    checked_at, depth = _queue_depth.get(stream, (0.0, 0))
+    """Jobs waiting for their first stage (the group's lag, every priority), read at most once
+    a second."""
+    keys = services.keys
+    checked_at, depth = _queue_depth.get(keys.prefix, (0.0, 0))
     if time.monotonic() - checked_at < QUEUE_CHECK_S:
         return depth
-    try:
-        groups = await services.redis.xinfo_groups(stream)
-    except ResponseError:  # no stream yet: nothing waits
-        groups = []
-    group = services.keys.stage_group(Stage.TRANSCRIBE)
-    ours = [g for g in groups if g["name"] == group]
-    # With no worker yet there is no group: every entry waits.
-    depth = int(ours[0].get("lag") or 0) if ours else int(await services.redis.xlen(stream))
-    _queue_depth[stream] = (time.monotonic(), depth)
+    group = keys.stage_group(Stage.TRANSCRIBE)
+    depth = 0
+    for stream in keys.stage_streams(Stage.TRANSCRIBE):
+        depth += (await bus.group_counts(services.redis, stream, group))[1]
+    _queue_depth[keys.prefix] = (time.monotonic(), depth)
     return depth
 
 

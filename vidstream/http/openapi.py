@@ -39,10 +39,15 @@ _COMMON = {
     "429": _error("Too many requests for this key; see Retry-After."),
     "503": _error("Redis or object storage is unavailable; try again shortly."),
 }
+# Every field of a worker in `GET /v1/workers`, and of a stage in `GET /v1/stats`.
+_WORKER_FIELDS = ["name", "role", "host", "pid", "version", "concurrency", "jobs", "started_at",
+                  "last_seen", "done", "failed"]  # fmt: skip
+_STAGE_FIELDS = ["stage", "queue", "throughput_per_min", "duration_s", "runs_last_hour"]
 _JOB_PATH = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 _OPTIONS = {
     "kind": {"type": "string", "enum": ["subtitle", "transcribe"], "default": "subtitle"},
+    "priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"},
     "language": {"type": ["string", "null"], "examples": ["en", "auto"]},
     "burn_subtitles": {"type": "boolean", "default": True},
     "formats": {
@@ -264,6 +269,59 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/jobs/{job_id}/logs": {
+        "parameters": _JOB_PATH,
+        "get": {
+            "summary": "The log lines every role wrote about the job, oldest first.",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": _EVENT_ID},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+            "responses": {
+                "200": _ok(
+                    "Lines after `after`; `next` is the next page's `after` (null at the end).",
+                    {
+                        "type": "object",
+                        "required": ["job_id", "logs", "next"],
+                        "properties": {
+                            "job_id": _ID,
+                            "logs": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": [
+                                        "id",
+                                        "at",
+                                        "level",
+                                        "event",
+                                        "stage",
+                                        "role",
+                                        "fields",
+                                    ],
+                                    "properties": {
+                                        "id": _EVENT_ID,
+                                        "at": {"type": "string"},
+                                        "level": {"type": "string"},
+                                        "event": {"type": "string"},
+                                        "stage": {"type": ["string", "null"]},
+                                        "role": {"type": ["string", "null"]},
+                                        "fields": {"type": "object"},
+                                    },
+                                },
+                            },
+                            "next": {"type": ["string", "null"]},
+                        },
+                    },
+                ),
+                "404": _error("No such job of yours."),
+                **_COMMON,
+            },
+        },
+    },
     "/v1/jobs/{job_id}/retry": {
         "parameters": _JOB_PATH,
         "post": {
@@ -291,6 +349,100 @@ PATHS: dict[str, Any] = {
                 ),
                 **_COMMON,
             },
+        }
+    },
+    "/v1/workers": {
+        "get": {
+            "summary": "The live workers: what each runs, since when, how many runs it ended.",
+            "responses": {
+                "200": _ok(
+                    "Workers by role and name (operators: an admin key, or authentication off).",
+                    {
+                        "type": "object",
+                        "required": ["workers"],
+                        "properties": {
+                            "workers": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": _WORKER_FIELDS,
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "role": {"type": "string"},
+                                        "host": {"type": "string"},
+                                        "pid": {"type": "integer"},
+                                        "version": {"type": "string"},
+                                        "concurrency": {"type": "integer", "minimum": 1},
+                                        "jobs": {"type": "array", "items": {"type": "object"}},
+                                        "started_at": {"type": "string"},
+                                        "last_seen": {"type": "string"},
+                                        "done": {"type": "integer", "minimum": 0},
+                                        "failed": {"type": "integer", "minimum": 0},
+                                    },
+                                },
+                            }
+                        },
+                    },
+                ),
+                "404": _error("Not an admin key: no such route for it."),
+                **_COMMON,
+            },
+        }
+    },
+    "/v1/stats": {
+        "get": {
+            "summary": "Per stage: queue, throughput, durations; jobs by status; dead letters.",
+            "responses": {
+                "200": _ok(
+                    "The numbers now (operators: an admin key, or authentication off).",
+                    {
+                        "type": "object",
+                        "required": ["at", "stages", "jobs", "dead_letters"],
+                        "properties": {
+                            "at": {"type": "string"},
+                            "stages": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": _STAGE_FIELDS,
+                                },
+                            },
+                            "jobs": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer", "minimum": 0},
+                            },
+                            "dead_letters": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                ),
+                "404": _error("Not an admin key: no such route for it."),
+                **_COMMON,
+            },
+        }
+    },
+    **{
+        f"/v1/admin/{action}/{{role}}": {
+            "post": {
+                "summary": f"{action.capitalize()} a role (gateway: new jobs). Admin keys only.",
+                "parameters": [
+                    {"name": "role", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _ok("Which roles are paused now.", {"type": "object"}),
+                    "404": _error("Not an admin key."),
+                    **_COMMON,
+                },
+            }
+        }
+        for action in ("pause", "resume")
+    },
+    "/v1/admin/paused": {
+        "get": {
+            "responses": {
+                "200": _ok("Which roles are paused.", {"type": "object"}),
+                "404": _error("Not an admin key."),
+                **_COMMON,
+            }
         }
     },
     "/v1/openapi.json": {

@@ -47,7 +47,7 @@ class Step:
     deletes: tuple[str, ...] = ()
     event: dict[str, str] | None = None  # the fields of the event entry
     push: Push | None = None
-    expire: bool = False  # terminal: the job's keys expire after JOB_TTL_S (else they persist)
+    expire: bool = False  # terminal: removed after JOB_RETENTION_S (else kept)
     webhook: bool = False  # terminal, and the job has a webhook_url: an entry for the deliverer
     resent: bool = False  # the op was applied before; nothing changed now
 

@@ -64,6 +64,8 @@ class Field(StrEnum):
     MEDIA = "media"
     WEBHOOK_URL = "webhook_url"
     REQUEST_ID = "request_id"
+    PRIORITY = "priority"
+    IDEMPOTENCY = "idempotency"
     DONE = "done"
     OWNER = "owner"
     LEASE_UNTIL = "lease_until"
@@ -91,6 +93,8 @@ MEANING: dict[Field, str] = {
     Field.MEDIA: "JSON of what the probe learnt about the source",
     Field.WEBHOOK_URL: "where the job's end is POSTed (empty: nowhere); see webhooks",
     Field.REQUEST_ID: "X-Request-Id of the request that created it, bound to every log line",
+    Field.PRIORITY: "high | normal | low: which of the stage's streams its entries go on",
+    Field.IDEMPOTENCY: "the Redis key of the Idempotency-Key entry that names it, if any",
     Field.DONE: "comma-separated stages whose outputs are stored; never run again",
     Field.OWNER: "the run holding the stage's lease (worker name and a nonce), or empty",
     Field.LEASE_UNTIL: "Redis time (ms) when the owner's lease lapses unless renewed",
