@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vidstream.media.progress import FfmpegProgress, Throttle, segment_fraction
+from vidstream.media.progress import Eta, FfmpegProgress, Throttle, segment_fraction
 
 # Blocks as the pinned FFmpeg 9 writes them with `-progress pipe:1 -nostats` while encoding a
 # 2 s clip: `N/A` before the first frame is muxed (and again while the encoder flushes).
@@ -197,3 +197,18 @@ def test_throttle_uses_the_monotonic_clock_by_default() -> None:
     assert throttle.should_emit(0.1)
     assert not throttle.should_emit(0.5)
     assert throttle.should_emit(1.0)
+
+
+def test_eta_waits_for_enough_time_and_movement() -> None:
+    eta = Eta(min_s=2.0, min_step=0.02)
+    assert eta.estimate(0.10, now=100.0) is None  # the first report only starts the clock
+    assert eta.estimate(0.50, now=101.0) is None  # moved a lot, but too soon: start-up noise
+    assert eta.estimate(0.11, now=110.0) is None  # long enough, but it has barely moved
+
+
+def test_eta_extrapolates_the_rate_of_this_run() -> None:
+    eta = Eta()
+    eta.estimate(0.2, now=10.0)
+    # 0.2 -> 0.4 took 4 s, so the remaining 0.6 takes 12 s.
+    assert eta.estimate(0.4, now=14.0) == pytest.approx(12.0)
+    assert eta.estimate(1.0, now=20.0) == pytest.approx(0.0)

@@ -62,7 +62,7 @@ LEASE_MS = 600_000  # live until the machine lets leases lapse
 MAX_ATTEMPTS = 3
 ERROR = ErrorInfo("ffmpeg_failed", "FFmpeg crashed")
 # Fields whose exact value depends on the clock or on Redis-assigned ids; compared otherwise.
-CLOCKED = {"updated_at", "lease_until", "last_event"}
+CLOCKED = {"updated_at", "lease_until", "last_event", "run_from"}
 # Ending the job is drawn rarely, so that most sequences get deep into retries and hand-offs.
 RARE = st.integers(0, 14).map(lambda n: n == 0)
 SOMETIMES = st.integers(0, 2).map(lambda n: n == 0)

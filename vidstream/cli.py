@@ -180,7 +180,8 @@ async def _admin(args: argparse.Namespace, settings: Settings) -> int:
     redis = connect_redis(settings)
     keys = Keys(settings.redis_prefix)
     jobs = JobStore(redis, keys, ttl_s=settings.job_retention_s,
-                    failed_ttl_s=settings.failed_job_retention_s)  # fmt: skip
+                    failed_ttl_s=settings.failed_job_retention_s,
+                    events_ttl_s=settings.event_retention_s)  # fmt: skip
     try:
         if args.command == "status":
             return await admin.print_status(redis, keys, args.job_id, sys.stdout, args.json)

@@ -174,6 +174,9 @@ class Job:
     source_name: str = ""  # the client's file name, cleaned; names the downloads
     request_id: str = ""  # of the HTTP request that created it: one grep follows it everywhere
     priority: Priority = Priority.NORMAL
+    # Kept by the protocol alone (never written from here), so not part of equality.
+    run_from: str = field(default="", compare=False)  # where its latest run began (a replay)
+    last_event: str = field(default="", compare=False)  # the id of its newest event
 
     @classmethod
     def new(
@@ -240,6 +243,8 @@ class Job:
             source_name=raw.get("source_name", ""),
             request_id=raw.get("request_id", ""),
             priority=Priority(raw.get("priority") or Priority.NORMAL),
+            run_from=raw.get("run_from", ""),
+            last_event=raw.get("last_event", ""),
         )
 
     def with_changes(self, **changes: Any) -> Job:

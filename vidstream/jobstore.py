@@ -50,12 +50,13 @@ class JobStore:
 
     def __init__(
         self, redis: Redis, keys: Keys, *, ttl_s: int, failed_ttl_s: int | None = None,
-        history_max: int = 2000, feed_max: int = 20000,
+        events_ttl_s: int | None = None, history_max: int = 2000, feed_max: int = 50_000,
     ) -> None:  # fmt: skip
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s  # how long an ended job is kept (JOB_RETENTION_S)
         self.failed_ttl_s = failed_ttl_s or ttl_s  # a failed one (FAILED_JOB_RETENTION_S)
+        self.events_ttl_s = events_ttl_s or ttl_s  # its history (EVENT_RETENTION_S)
         self.history_max = history_max
         self.feed_max = feed_max
         self._create = redis.register_script(lua.CREATE)
@@ -68,10 +69,9 @@ class JobStore:
         in one step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
         keys.append(self.keys.stage_stream(pipeline(job.kind).first, job.priority))
-        keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts]
-        await self._create(keys=keys, args=[json.dumps(job.to_redis()), self.history_max])
-        await self.redis.xadd(self.keys.events, {"job_id": job.id, "event": "queued"},
-                              maxlen=self.feed_max, approximate=True)  # fmt: skip
+        keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts, self.keys.events]
+        args: list[str | int] = [json.dumps(job.to_redis()), self.history_max, self.feed_max]
+        await self._create(keys=keys, args=args)
 
     async def recent(self, tenant: str, limit: int, before: float | None = None) -> list[Job]:
         """The tenant's newest jobs first, created before `before` (a Unix time) if given."""
@@ -96,22 +96,19 @@ class JobStore:
         status = target_status(op)
         retain = self.failed_ttl_s if status is Status.FAILED else self.ttl_s
         # The keys expire a day after retention removes them, as a backstop should it not run.
-        args.update(maxlen=self.history_max, ttl=retain + EXPIRY_MARGIN_S if status.terminal else 0,
-                    retain_s=retain, shared_max=SHARED_MAX)  # fmt: skip
+        ttl = retain + EXPIRY_MARGIN_S if status.terminal else 0
+        args.update(maxlen=self.history_max, feed_max=self.feed_max, ttl=ttl,
+                    events_ttl=min(self.events_ttl_s, ttl), retain_s=retain,
+                    shared_max=SHARED_MAX)  # fmt: skip
         keys = [
             self.keys.job(job_id), self.keys.job_events(job_id), self.keys.webhooks,
-            self.keys.status_counts, self.keys.retention,
+            self.keys.status_counts, self.keys.retention, self.keys.events,
         ]  # fmt: skip
         if (push := push_of(op)) is not None:
             keys += self._push_keys(push)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._transition(keys=keys, args=[json.dumps(args)], client=pipe)
-            if op.event is not None:
-                # Written even when the operation was refused: a spurious entry only makes a
-                # notifier read a history that has nothing new, which is harmless.
-                pipe.xadd(self.keys.events, {"job_id": job_id, "event": op.event.value},
-                          maxlen=self.feed_max, approximate=True)  # fmt: skip
-            (outcome, status, event_id, attempts, gen), *_ = await pipe.execute()
+        outcome, status, event_id, attempts, gen = await self._transition(
+            keys=keys, args=[json.dumps(args)]
+        )
         return Applied(
             Outcome(outcome), Status(status) if status else None, event_id or None,
             int(attempts), int(gen),

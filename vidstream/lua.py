@@ -24,8 +24,8 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: job hash, job events, first stage's stream (at the job's priority), the tenant's job
-# index, the status counts. ARGV: JSON of the job's fields, history length. A resend finds the
-# job there and writes nothing.
+# index, the status counts, the events feed. ARGV: JSON of the job's fields, history length,
+# feed length. A resend finds the job there and writes nothing.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
 local fields = cjson.decode(ARGV[1])
@@ -34,17 +34,22 @@ redis.call('HSET', KEYS[1], 'gen', 1)
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
 redis.call('ZADD', KEYS[4], fields.created_at, fields.id)
 redis.call('HINCRBY', KEYS[5], 'queued', 1)
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued',
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'queued',
   'status', fields.status, 'stage', '', 'progress', fields.progress, 'at', fields.created_at,
   'attempts', 0, 'data', '', 'kind', fields.kind)
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'job_id', fields.id, 'id', id,
+  'event', 'queued', 'status', fields.status, 'stage', '', 'progress', fields.progress,
+  'at', fields.created_at, 'attempts', 0, 'data', '', 'kind', fields.kind)
+redis.call('HSET', KEYS[1], 'last_event', id)
+return id
 """
 
 # KEYS: job hash, job events, the webhook stream (a terminal operation of a job that has a
 # webhook_url leaves an entry there for the deliverer), the status counts, the retention set,
-# then the hand-off's key if any: the stage's three streams (high, normal, low: the entry goes
-# to the job's priority), or the delayed set, the dead letters or the control stream.
-# ARGV[1]: an operation (protocol.ops.encode, plus maxlen, ttl, retain_s and shared_max from the
-# store). Returns {outcome, status, event id, attempts, generation}.
+# the events feed, then the hand-off's key if any: the stage's three streams (high, normal, low:
+# the entry goes to the job's priority), or the delayed set, the dead letters or the control
+# stream. ARGV[1]: an operation (protocol.ops.encode, plus maxlen, feed_max, ttl, events_ttl,
+# retain_s and shared_max from the store). Returns {outcome, status, event id, attempts, gen}.
 TRANSITION = (
     """
 local a = cjson.decode(ARGV[1])
@@ -123,18 +128,18 @@ if p then
   local priority = f[17] or 'normal'
   if p.kind == 'stage' then
     gen = gen + 1
-    local at = ({high = 6, normal = 7, low = 8})[priority] or 7
+    local at = ({high = 7, normal = 8, low = 9})[priority] or 8
     redis.call('XADD', KEYS[at], '*', 'job_id', job, 'gen', gen)
   elseif p.kind == 'retry' then
     gen = gen + 1
-    redis.call('ZADD', KEYS[6], now_ms + p.delay_ms,
+    redis.call('ZADD', KEYS[7], now_ms + p.delay_ms,
       p.stage .. '|' .. job .. '|' .. gen .. '|' .. priority)
   elseif p.kind == 'dead' then
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', a.shared_max, '*', 'job_id', job, 'stage', p.stage,
       'code', a.code, 'message', a.message, 'attempts', attempts, 'at', a.now,
       'tenant', f[16] or 'default')
   elseif p.kind == 'notice' then
-    redis.call('XADD', KEYS[6], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', a.shared_max, '*', 'action', 'cancel',
       'job_id', job, 'stage', stage)
   end
 end
@@ -142,9 +147,16 @@ redis.call('HSET', KEYS[1], 'status', a.status, 'stage', stage, 'progress', prog
   'updated_at', a.now, 'attempts', attempts, 'gen', gen, 'last_tx', a.tx)
 local id = ''
 if a.event ~= '' then
+  local kind = f[14] or 'subtitle'
   id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', a.maxlen, '*', 'event', a.event,
     'status', a.status, 'stage', stage, 'progress', progress, 'at', a.now,
-    'attempts', attempts, 'data', a.data, 'kind', f[14] or 'subtitle')
+    'attempts', attempts, 'data', a.data, 'kind', kind)
+  -- The same event on the shared feed, whole, so a notifier fans it out without reading the
+  -- job's history.
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', a.feed_max, '*', 'job_id', f[13], 'id', id,
+    'event', a.event, 'status', a.status, 'stage', stage, 'progress', progress, 'at', a.now,
+    'attempts', attempts, 'data', a.data, 'kind', kind)
+  if a.op == 'replay' then redis.call('HSET', KEYS[1], 'run_from', id) end
 end
 redis.call('HSET', KEYS[1], 'last_event', id)
 if a.status ~= status then
@@ -162,7 +174,7 @@ elseif a.op == 'replay' then  -- running again: kept
 end
 if a.ttl > 0 then
   redis.call('EXPIRE', KEYS[1], a.ttl)
-  redis.call('EXPIRE', KEYS[2], a.ttl)
+  redis.call('EXPIRE', KEYS[2], a.events_ttl)  -- EVENT_RETENTION_S: a shorter history
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])

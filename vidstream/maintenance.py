@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,6 +32,7 @@ from vidstream.tasks import Service, every
 PROMOTE_INTERVAL_S = 1.0
 TRIM_INTERVAL_S = 60.0
 RETENTION_INTERVAL_S = 5.0
+FEED_MAX_AGE_S = 600
 REAP_INTERVAL_S = 30.0
 REAP_LOCK_S = 2.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0  # VISIBILITY_TIMEOUT_S's default
@@ -91,6 +93,10 @@ class Maintenance(Service):
         """Drop stage-stream entries every consumer is done with, if this process's turn."""
         if not await self._won("trim", self.trim_interval_s):
             return
+        # The events feed only carries live events to notifiers (histories are per job): ten
+        # minutes of it is plenty, however busy (its length is capped when written, too).
+        oldest = int((time.time() - FEED_MAX_AGE_S) * 1000)
+        await self.redis.xtrim(self.keys.events, minid=f"{oldest}-0", approximate=True)
         for stage in Stage:
             for stream in self.keys.stage_streams(stage):
                 if not await self.redis.exists(stream):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,10 +22,18 @@ from vidstream.storage import ObjectStore
 BLOCK_MS = 1000
 
 
+# Connections one process opens to Redis at most. redis-py's own default (100, then errors)
+# would turn a burst of requests or subscriptions into failures; past this a command waits for a
+# free connection, up to REDIS_TIMEOUT_S.
+MAX_CONNECTIONS = 500
+
+
 def connect_redis(settings: Settings) -> Redis:
     """A Redis client with timeouts on every call and retries on dropped connections."""
-    client: Redis = Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=settings.redis_timeout_s,
         decode_responses=True,
         socket_connect_timeout=settings.redis_timeout_s,
         socket_timeout=settings.redis_timeout_s + BLOCK_MS / 1000,
@@ -33,6 +41,7 @@ def connect_redis(settings: Settings) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
     )
+    client: Redis = Redis.from_pool(pool)  # closing the client closes its pool
     return client
 
 
@@ -54,5 +63,6 @@ class Services:
     ) -> Services:  # fmt: skip
         keys = Keys(settings.redis_prefix)
         jobs = JobStore(redis, keys, ttl_s=settings.job_retention_s,
-                    failed_ttl_s=settings.failed_job_retention_s)  # fmt: skip
+                    failed_ttl_s=settings.failed_job_retention_s,
+                    events_ttl_s=settings.event_retention_s)  # fmt: skip
         return cls(settings, redis, keys, jobs, store, signer, api_keys)

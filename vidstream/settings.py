@@ -182,6 +182,19 @@ class Settings:
         "jobs waiting to be transcribed beyond which new jobs get 503 `overloaded` (0: no limit)",
         low=0,
     )
+    ws_ping_interval_s: float = setting(
+        "WS_PING_INTERVAL_S",
+        20.0,
+        "the notifier pings each client this often and drops one that does not answer in time",
+        low=1,
+    )
+    event_retention_s: int = setting(
+        "EVENT_RETENTION_S",
+        24 * 3600,
+        "how long an ended job's event history is kept (never longer than the job itself); a "
+        "client resuming from an older event gets a `reset`",
+        low=60,
+    )
     ws_max_connections_per_ip: int = setting(
         "WS_MAX_CONNECTIONS_PER_IP", 50, "WebSocket connections one address may hold", low=1
     )

@@ -15,7 +15,8 @@ from vidstream.errors import JobCancelled, RunLost
 from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.jobstore import Applied, JobStore
 from vidstream.media.info import MediaInfo
-from vidstream.media.progress import Throttle
+from vidstream.media.progress import Eta, Throttle
+from vidstream.pipelines import pipeline
 from vidstream.protocol import Claim, FinishStage, Op, Outcome, Progress
 
 WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
@@ -40,6 +41,7 @@ class Run:
     lost: bool = False  # another run took the stage over
     task: asyncio.Task[None] | None = None
     throttle: Throttle = field(default_factory=Throttle)
+    eta: Eta = field(default_factory=Eta)
     fraction: float = 0.0  # of the stage, as last reported (what `vidstream workers` shows)
     started_at: float = field(default_factory=time.time)  # Unix time the entry was taken
     # How the run ended, for metrics: handed_on | completed | retry | failed | dead_letter |
@@ -72,7 +74,9 @@ class Run:
         self.fraction = max(self.fraction, min(fraction, 1.0))
         if not self.throttle.should_emit(round(fraction, 3)):
             return
-        op = Progress.of(self.job, self.stage, fraction, owner=self.owner)
+        overall = pipeline(self.job.kind).progress(self.job.options, self.stage, fraction)
+        eta = self.eta.estimate(overall)
+        op = Progress.of(self.job, self.stage, fraction, owner=self.owner, eta_s=eta)
         try:
             applied = await self.jobs.apply(self.job_id, op)
         except RedisError as exc:

@@ -5,19 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import admin, health, jobs, openapi, page, recovery, uploads
+from vidstream.http import admin, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.observe import observe_middleware
-from vidstream.http.state import SERVICES, URLS, PublicUrls
+from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
+from vidstream.notifier.hub import Hub
 from vidstream.services import Services
 
 
-def create_app(services: Services, urls: PublicUrls) -> web.Application:
+def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> web.Application:
     app = web.Application(
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
         middlewares=[
@@ -29,6 +30,8 @@ def create_app(services: Services, urls: PublicUrls) -> web.Application:
     )
     app[SERVICES] = services
     app[URLS] = urls
+    app[HUB] = hub or Hub(services)
+    app[sse.STREAMS] = set()
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
     app.add_routes(job_logs.routes)
@@ -51,6 +54,7 @@ class Gateway(Component):
         self.host, self.port = settings.gateway_host, settings.gateway_port
         self.urls = PublicUrls(gateway=settings.gateway_url, ws=ws_url or settings.ws_url)
         self._runner: web.AppRunner | None = None
+        self.hub = Hub(services)  # fan-out for Server-Sent Events (http.sse)
         self.log = logs.get(role="gateway")
 
     @property
@@ -61,8 +65,9 @@ class Gateway(Component):
         """Bind and serve; safe to call twice."""
         if self._runner is not None:
             return
+        await self.hub.start()
         self._runner = web.AppRunner(
-            create_app(self.services, self.urls), access_log=None, shutdown_timeout=5.0
+            create_app(self.services, self.urls, self.hub), access_log=None, shutdown_timeout=5.0
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -76,4 +81,6 @@ class Gateway(Component):
         """Stop accepting, let requests in flight finish (bounded), close; safe to call twice."""
         runner, self._runner = self._runner, None
         if runner is not None:
+            sse.end_all(runner.app)  # event streams end now; clients resume elsewhere
             await runner.cleanup()
+        await self.hub.close()

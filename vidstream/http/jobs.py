@@ -17,6 +17,7 @@ from aiohttp import BodyPartReader, web
 from vidstream import bus
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
+from vidstream.http import sse
 from vidstream.http.auth import tenant_of
 from vidstream.http.bodies import Form, parts, read_json, short, text_field
 from vidstream.http.errors import ApiError
@@ -282,8 +283,10 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/jobs/{job_id}/events")
-async def job_events(request: web.Request) -> web.Response:
-    job = await job_or_404(request)
+async def job_events(request: web.Request) -> web.StreamResponse:
+    if sse.wants_stream(request):
+        return await sse.stream(request)
+    job = await sse.events_job(request)
     after = request.query.get("after", "0-0")
     if not is_stream_id(after):
         raise ApiError(400, "invalid_request", "after must be an event id such as '0-0'")

@@ -118,6 +118,8 @@ SCHEMAS: dict[str, Any] = {
             "stage": {"type": ["string", "null"]},
             "progress": {"type": "number"},
             "attempts": {"type": "integer"},
+            "stage_progress": {"type": "number"},
+            "eta_s": {"type": "number", "description": "Seconds until the job ends (estimate)."},
             "at": {"type": "string"},
         },
     },
@@ -251,20 +253,38 @@ PATHS: dict[str, Any] = {
     "/v1/jobs/{job_id}/events": {
         "parameters": _JOB_PATH,
         "get": {
-            "parameters": [{"name": "after", "in": "query", "schema": _EVENT_ID}],
+            "summary": "The job's events; with `Accept: text/event-stream`, live (SSE).",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": _EVENT_ID},
+                {
+                    "name": "token",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "The job's ws_token or an API key, for EventSource.",
+                },
+                {"name": "last_event_id", "in": "query", "schema": _EVENT_ID},
+                {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
+            ],
             "responses": {
-                "200": _ok(
-                    "The job's events after `after`, oldest first.",
-                    {
-                        "type": "object",
-                        "required": ["job_id", "events"],
-                        "properties": {
-                            "job_id": _ID,
-                            "events": {"type": "array", "items": _ref("Event")},
+                "200": {
+                    "description": "The job's events after `after`, oldest first; or, with"
+                    " `Accept: text/event-stream`, a snapshot and then each event as it happens.",
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["job_id", "events"],
+                                "properties": {
+                                    "job_id": _ID,
+                                    "events": {"type": "array", "items": _ref("Event")},
+                                },
+                            }
                         },
+                        "text/event-stream": {"schema": {"type": "string"}},
                     },
-                ),
-                "404": _error("No such job of yours."),
+                },
+                "204": {"description": "Event stream: the job ended and you have every event."},
+                "404": _error("No such job of yours, or the token does not open it."),
                 **_COMMON,
             },
         },

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from vidstream.notifier.hub import Hub
 from vidstream.services import Services
 
 
@@ -19,6 +20,7 @@ class PublicUrls:
 
 
 SERVICES = web.AppKey("services", Services)
+HUB = web.AppKey("hub", Hub)  # the gateway's own fan-out, for Server-Sent Events
 URLS = web.AppKey("urls", PublicUrls)
 
 

@@ -63,3 +63,24 @@ class Throttle:
             return False
         self._last_value, self._last_at = value, now
         return True
+
+
+class Eta:
+    """Seconds until the job ends, from how fast its overall progress has moved in this run:
+    none until the run has gone on for `min_s` and moved by `min_step`, so the first guesses,
+    made of start-up time, are not shown."""
+
+    def __init__(self, min_s: float = 2.0, min_step: float = 0.02) -> None:
+        self.min_s, self.min_step = min_s, min_step
+        self._start: tuple[float, float] | None = None
+
+    def estimate(self, progress: float, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if self._start is None:
+            self._start = (now, progress)
+            return None
+        began, first = self._start
+        moved, elapsed = progress - first, now - began
+        if elapsed < self.min_s or moved < self.min_step:
+            return None
+        return (1.0 - progress) * elapsed / moved

@@ -1,41 +1,63 @@
-"""Fan-out of job events to subscribers: one reader per process, histories read per job.
+"""Fan-out of job events to subscribers: one reader per process, one serialisation per event.
 
-The hub tails the shared events stream without a consumer group (every notifier needs every
-entry). An entry only names a job; the hub then reads that job's own history after the last event
-each subscriber has seen. So a subscriber gets every event once and in order, whether it joined
-late, asked to resume from an id, or an entry of the shared stream was missed: a periodic sweep
-reads the histories of all subscribed jobs as a safety net.
+Every event a job records is also written, whole, on the shared events feed (`lua.TRANSITION`).
+The hub tails the feed without a consumer group (every notifier needs every entry), turns each
+event into its JSON text once, and hands that text to every subscriber of the job in this
+process: a job with a thousand watchers costs one read and one `json.dumps` per event.
+
+A new subscriber first catches up from the job's own history (after the id it asked for); live
+events that arrive meanwhile are held and sent after, so it sees every event once and in order.
+A periodic sweep compares each watched job's last event with what its subscribers were sent (one
+pipelined read for all jobs) and catches up any gap, for a feed entry missed in a Redis outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 from vidstream import bus, logs
 from vidstream.backoff import Backoff, pause
-from vidstream.jobs import TERMINAL
+from vidstream.jobs import Kind, isoformat
 from vidstream.services import BLOCK_MS, Services
 from vidstream.tasks import cancel_and_wait
 
-SWEEP_INTERVAL_S = 5.0
+SWEEP_INTERVAL_S = 10.0
+FEED_BATCH = 1000
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+Id = tuple[int, int]
 
 
 class Sink(Protocol):
-    def push(self, message: dict[str, Any]) -> None:
-        """Queue a message for the client without waiting."""
+    def send(self, text: str, event_id: str | None = None) -> None:
+        """Pass a message on to the client without waiting (a slow client is dropped)."""
 
 
+def event_text(job_id: str, event_id: str, fields: dict[str, str]) -> str:
+    """The event as clients see it (see `protocol.events.Event.to_public`), as JSON text."""
+    data = json.loads(fields["data"]) if fields.get("data") else {}
+    return json.dumps({
+        **data, "type": "event", "id": event_id, "job_id": job_id,
+        "kind": fields.get("kind") or Kind.SUBTITLE.value, "event": fields["event"],
+        "status": fields["status"], "stage": fields.get("stage") or None,
+        "progress": round(float(fields["progress"]), 4),
+        "attempts": int(fields.get("attempts") or 0), "at": isoformat(float(fields["at"])),
+    })  # fmt: skip
+
+
+@dataclass(eq=False)
 class Subscription:
-    def __init__(self, sink: Sink, job_id: str, after: str) -> None:
-        self.sink = sink
-        self.job_id = job_id
-        self.after = after
-        self.lock = asyncio.Lock()
-        self.done = False
+    sink: Sink
+    job_id: str
+    after: Id  # the last event id it was sent
+    catching_up: bool = True
+    held: list[tuple[Id, str, str, bool]] = field(default_factory=list)  # live, while catching up
 
 
 class Hub:
@@ -77,16 +99,14 @@ class Hub:
 
     async def subscribe(self, sink: Sink, job_id: str, after: str) -> None:
         """Send `sink` every event of `job_id` after the id `after`, then each new one."""
-        sub = Subscription(sink, job_id, after)
+        sub = Subscription(sink, job_id, bus.stream_id(after))
         self._subs[job_id][sink] = sub
-        await self._deliver(sub)
+        await self._resync(sub)
 
     def unsubscribe(self, sink: Sink, job_id: str) -> None:
         subs = self._subs.get(job_id)
         if subs is not None:
-            sub = subs.pop(sink, None)
-            if sub:
-                sub.done = True
+            subs.pop(sink, None)
             if not subs:
                 del self._subs[job_id]
 
@@ -94,22 +114,58 @@ class Hub:
         for job_id in [j for j, subs in self._subs.items() if sink in subs]:
             self.unsubscribe(sink, job_id)
 
-    async def _deliver(self, sub: Subscription) -> None:
-        async with sub.lock:
-            while not sub.done:
-                events = await self.services.jobs.events(sub.job_id, after=sub.after, count=200)
-                for event in events:
-                    sub.sink.push(event.to_public())
-                    sub.after = event.id
-                    if event.status in TERMINAL:  # nothing can follow a terminal event
-                        self.unsubscribe(sub.sink, sub.job_id)
-                        return
-                if len(events) < 200:
-                    return
+    async def _resync(self, sub: Subscription) -> None:
+        """Catch `sub` up from the history, holding live events meanwhile, then send those."""
+        sub.catching_up = True
+        try:
+            await self._catch_up(sub)
+        finally:
+            held, sub.held, sub.catching_up = sub.held, [], False
+            for event_id, raw_id, text, terminal in held:
+                self._send(sub, event_id, raw_id, text, terminal)
 
-    async def _deliver_job(self, job_id: str) -> None:
-        subs = list(self._subs.get(job_id, {}).values())
-        await asyncio.gather(*(self._deliver(s) for s in subs))
+    async def _catch_up(self, sub: Subscription) -> None:
+        """Send `sub` the job's history after its cursor, a page at a time."""
+        key = self.services.keys.job_events(sub.job_id)
+        while self._subs.get(sub.job_id, {}).get(sub.sink) is sub:
+            after = "{}-{}".format(*sub.after)
+            page = await bus.history(self.services.redis, key, after, count=200)
+            for i, (event_id, fields) in enumerate(page):
+                # The end of a run that was retried since is followed by the next run: only
+                # the newest event can end the subscription.
+                newest = i == len(page) - 1 and len(page) < 200
+                terminal = newest and fields.get("status") in _TERMINAL
+                text = event_text(sub.job_id, event_id, fields)
+                if not self._send(sub, bus.stream_id(event_id), event_id, text, terminal):
+                    return
+            if len(page) < 200:
+                return
+
+    def _send(
+        self, sub: Subscription, event_id: Id, raw_id: str, text: str, terminal: bool
+    ) -> bool:
+        """Send one event to `sub` unless it had it; False once the subscription has ended."""
+        if event_id <= sub.after:
+            return True
+        sub.sink.send(text, raw_id)
+        sub.after = event_id
+        if terminal:  # nothing can follow a terminal event
+            self.unsubscribe(sub.sink, sub.job_id)
+            return False
+        return True
+
+    def fan_out(self, job_id: str, raw_id: str, fields: dict[str, str]) -> None:
+        """One live event: serialised once, sent to every subscriber of its job."""
+        subs = self._subs.get(job_id)
+        if not subs:
+            return
+        event_id, terminal = bus.stream_id(raw_id), fields.get("status") in _TERMINAL
+        text = event_text(job_id, raw_id, fields)
+        for sub in list(subs.values()):
+            if sub.catching_up:
+                sub.held.append((event_id, raw_id, text, terminal))
+            else:
+                self._send(sub, event_id, raw_id, text, terminal)
 
     async def _read(self, cursor: str) -> None:
         feed = self.services.keys.events
@@ -117,32 +173,48 @@ class Hub:
         while not self._stop.is_set():
             try:
                 blocking = await self.waker.connection()
-                entries = await bus.read(blocking, {feed: cursor}, count=500, block_ms=BLOCK_MS)
+                found = await bus.read(
+                    blocking, {feed: cursor}, count=FEED_BATCH, block_ms=BLOCK_MS
+                )
                 backoff.reset()
             except RedisError as exc:
                 self.waker.lost()
                 self.log.warning("redis_unavailable", error=str(exc))
                 await backoff.sleep(self._stop)
                 continue
-            jobs: set[str] = set()
-            for _, messages in entries:
-                for entry_id, fields in messages:
+            for _, entries in found:
+                for entry_id, fields in entries:
                     cursor = entry_id
-                    if fields.get("job_id") in self._subs:
-                        jobs.add(fields["job_id"])
-            if jobs:
-                await self._guarded(asyncio.gather(*(self._deliver_job(j) for j in jobs)))
+                    job_id, event_id = fields.get("job_id", ""), fields.get("id")
+                    if event_id and job_id in self._subs:
+                        try:
+                            self.fan_out(job_id, event_id, fields)
+                        except (KeyError, ValueError):  # an entry of another shape: skip it
+                            self.log.warning("feed_entry_skipped", entry_id=entry_id)
 
     async def _sweep(self) -> None:
         while not await pause(SWEEP_INTERVAL_S, self._stop):  # a periodic safety net
-            await self._guarded(asyncio.gather(*(self._deliver_job(j) for j in list(self._subs))))
+            try:
+                await self._close_gaps(list(self._subs))
+            except RedisError as exc:
+                self.log.warning("redis_unavailable", error=str(exc))
+            except Exception:
+                self.log.exception("sweep_failed")
 
-    async def _guarded(self, work: asyncio.Future[Any]) -> None:
-        # Whatever fails here must not end the reader or the sweep: that would silence every
-        # subscriber of this process.
-        try:
-            await work
-        except RedisError as exc:
-            self.log.warning("redis_unavailable", error=str(exc))
-        except Exception:
-            self.log.exception("delivery_failed")
+    async def _close_gaps(self, job_ids: Iterable[str]) -> None:
+        """Catch up the subscribers of any job whose last event they were not sent."""
+        job_ids = list(job_ids)
+        if not job_ids:
+            return
+        keys = self.services.keys
+        async with self.services.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.xrevrange(keys.job_events(job_id), count=1)
+            lasts: list[Any] = await pipe.execute()
+        for job_id, last in zip(job_ids, lasts, strict=True):
+            if not last:
+                continue
+            newest = bus.stream_id(str(last[0][0]))
+            for sub in list(self._subs.get(job_id, {}).values()):
+                if not sub.catching_up and sub.after < newest:
+                    await self._resync(sub)

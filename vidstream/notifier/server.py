@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections import Counter
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -29,6 +30,7 @@ from vidstream.bus import is_stream_id
 from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
 from vidstream.metrics import CONTENT_TYPE
+from vidstream.notifier import resume
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
@@ -36,39 +38,44 @@ from vidstream.tasks import cancel_and_wait
 
 PATH = "/v1/ws"
 MAX_SUBSCRIPTIONS = 100
-QUEUE_LIMIT = 2000  # messages waiting for a slow client before it is disconnected
+SLOW_BYTES = 1024 * 1024  # unsent bytes to a client that make it too slow: closed with 1013
+SEND_BUFFER = 64 * 1024  # the kernel's send buffer per client
 MAX_REFUSED = 10  # refused subscribes before a connection is closed (1008)
 
 
 class Connection:
-    """One client: its subscriptions and an outgoing queue drained by a writer task."""
+    """One client: its subscriptions, and messages written straight to its socket (no queue,
+    no writer task: an idle connection costs what websockets' own does)."""
 
     def __init__(self, ws: ServerConnection, notifier: Notifier) -> None:
         self.ws = ws
         self.notifier = notifier
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
-        self.overflowed = False
+        self.closing = False
         self.refused = 0  # subscribes refused on this connection
 
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
+    def send(self, text: str, event_id: str | None = None) -> None:
+        if self.closing:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            # Falling this far behind means the client is not reading; let it reconnect and
-            # resume from its last event id rather than buffer without bound.
-            self.overflowed = True
-            self.notifier.own(asyncio.create_task(self.ws.close(1013, "client too slow")))
+        transport = self.ws.transport
+        if transport is not None and transport.get_write_buffer_size() > SLOW_BYTES:
+            # This far behind, the client is not reading: let it reconnect and resume from its
+            # last event id rather than buffer without bound.
+            self.close(1013, "client too slow")
+            return
+        broadcast([self.ws], text)
+        self.notifier.services.metrics.ws_messages.inc()
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.notifier.hub.drop(self)
+            self.notifier.own(asyncio.create_task(self.ws.close(code, reason)))
+
+    def push(self, message: dict[str, Any]) -> None:
+        self.send(json.dumps(message))
 
     def error(self, code: str, message: str, **extra: Any) -> None:
         self.push({"type": "error", "code": code, "message": message, **extra})
-
-    async def write(self) -> None:
-        while True:
-            message = await self.queue.get()
-            await self.ws.send(json.dumps(message))
-            self.notifier.services.metrics.ws_messages.inc()
 
     async def receive(self, raw: str | bytes) -> None:
         try:
@@ -86,7 +93,7 @@ class Connection:
         if kind == "unsubscribe":
             job_id = str(msg.get("job_id", ""))
             self.notifier.hub.unsubscribe(self, job_id)
-            return self.push({"type": "unsubscribed", "job_id": job_id})
+            return self.push({"type": "unsubscribed", "job_id": job_id[:40]})
         if kind == "ping":
             return self.push({"type": "pong"})
         return self.error("invalid_message", "type must be subscribe, unsubscribe or ping.")
@@ -98,8 +105,9 @@ class Connection:
             return self.error("invalid_message", "subscribe needs job_id and token strings.")
         if after is not None and (not isinstance(after, str) or not is_stream_id(after)):
             return self.error(
-                "invalid_message", "last_event_id must be an event id such as '0-0'.", job_id=job_id
-            )
+                "invalid_message", "last_event_id must be an event id such as '0-0'.",
+                job_id=job_id[:40],
+            )  # fmt: skip
         if not self.notifier.hub.subscribed(self, job_id) and (
             self.notifier.hub.count(self) >= MAX_SUBSCRIPTIONS
         ):
@@ -112,16 +120,17 @@ class Connection:
             # Guessing costs a connection after a few tries.
             self.refused += 1
             if self.refused > MAX_REFUSED:
-                self.notifier.own(asyncio.create_task(self.ws.close(1008, "too many refusals")))
+                self.close(1008, "too many refusals")
             return self.error(
                 "forbidden", "The token does not grant access to this job.", job_id=job_id[:40]
             )
+        begin = await resume.start(services, job, last_id, after)
         body = await present_job(job, services.store, services.settings.download_url_ttl_s)
-        self.push({"type": "snapshot", "job": body, "last_event_id": last_id})
-        after = after or last_id
-        if job.status.terminal and after == last_id:
+        kind = "reset" if begin.reset else "snapshot"
+        self.push({"type": kind, "job": body, "last_event_id": begin.last_id})
+        if job.status.terminal and begin.after == begin.last_id:
             return None  # finished, and the client has seen everything: nothing will follow
-        await self.notifier.hub.subscribe(self, job_id, after)
+        await self.notifier.hub.subscribe(self, job_id, begin.after)
         return None
 
 
@@ -153,15 +162,7 @@ class Notifier(Component):
             self.origins.add(f"{parts.scheme}://{parts.netloc}")
 
     def grants(self, token: str, job: Job) -> bool:
-        """Whether `token` may watch `job`: the job's own token, or an API key of its tenant."""
-        services = self.services
-        if services.signer.check_ws_token(job.tenant, job.id, token):
-            return True
-        ring = services.api_keys
-        if ring is None:
-            return False
-        key = ring.find(token)
-        return key is not None and key.tenant == job.tenant
+        return resume.grants(self.services, token, job)
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -177,8 +178,11 @@ class Notifier(Component):
             self.port,
             process_request=self._admit,
             max_size=64 * 1024,
-            ping_interval=20,
-            ping_timeout=20,
+            # Peers that do not answer a ping in time are dropped; compression is off: these
+            # small JSON messages gain little from it, and it costs memory per connection.
+            ping_interval=self.services.settings.ws_ping_interval_s,
+            ping_timeout=self.services.settings.ws_ping_interval_s,
+            compression=None,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         self.log.info("notifier_listening", url=self.url)
@@ -219,11 +223,17 @@ class Notifier(Component):
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        sock = ws.transport.get_extra_info("socket") if ws.transport else None
+        if sock is not None:
+            # A small kernel buffer per client (instead of megabytes of autotuning): a client
+            # that stops reading shows up in our own write buffer soon, where SLOW_BYTES bounds
+            # it, and an idle connection holds little memory.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         address = _address(ws)
         self._per_address[address] += 1
         self.services.metrics.ws_connections.inc()
         conn = Connection(ws, self)
-        writer = asyncio.create_task(conn.write())
         try:
             async for raw in ws:
                 await conn.receive(raw)
@@ -234,10 +244,8 @@ class Notifier(Component):
             self.services.metrics.ws_connections.dec()
             if not self._per_address[address]:
                 del self._per_address[address]
+            conn.closing = True
             self.hub.drop(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await writer
 
 
 def _address(connection: ServerConnection) -> str:

@@ -77,12 +77,16 @@ class Progress:
     owner: str
     progress: float
     stage_progress: float
+    eta_s: float | None = None  # seconds until the job ends, once it can be estimated
     tx: str = field(default_factory=_tx)
 
     @classmethod
-    def of(cls, job: Job, stage: Stage, fraction: float, *, owner: str) -> Progress:
+    def of(
+        cls, job: Job, stage: Stage, fraction: float, *, owner: str, eta_s: float | None = None
+    ) -> Progress:
         overall = pipeline(job.kind).progress(job.options, stage, fraction)
-        return cls(stage=stage, owner=owner, progress=overall, stage_progress=_clamp(fraction))
+        return cls(stage=stage, owner=owner, progress=overall, stage_progress=_clamp(fraction),
+                   eta_s=None if eta_s is None else round(max(eta_s, 0.0), 1))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +213,8 @@ def event_data(op: Op) -> dict[str, Any]:
     """The payload the op's event carries beyond status, stage and progress."""
     match op:
         case Progress():
-            return {"stage_progress": op.stage_progress}
+            eta = {} if op.eta_s is None else {"eta_s": op.eta_s}
+            return {"stage_progress": op.stage_progress, **eta}
         case FinishStage():
             return {"outputs": sorted(op.outputs)}
         case Retry():

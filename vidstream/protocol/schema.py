@@ -66,6 +66,7 @@ class Field(StrEnum):
     REQUEST_ID = "request_id"
     PRIORITY = "priority"
     IDEMPOTENCY = "idempotency"
+    RUN_FROM = "run_from"
     DONE = "done"
     OWNER = "owner"
     LEASE_UNTIL = "lease_until"
@@ -95,6 +96,7 @@ MEANING: dict[Field, str] = {
     Field.REQUEST_ID: "X-Request-Id of the request that created it, bound to every log line",
     Field.PRIORITY: "high | normal | low: which of the stage's streams its entries go on",
     Field.IDEMPOTENCY: "the Redis key of the Idempotency-Key entry that names it, if any",
+    Field.RUN_FROM: "the event id where its latest run began (a replay); older ids: a reset",
     Field.DONE: "comma-separated stages whose outputs are stored; never run again",
     Field.OWNER: "the run holding the stage's lease (worker name and a nonce), or empty",
     Field.LEASE_UNTIL: "Redis time (ms) when the owner's lease lapses unless renewed",

@@ -119,11 +119,11 @@ export function compareIds(a, b) {
 export class Watcher {
   static PING_MS = 15_000;
 
-  constructor(job, client, { since = "0-0", onSnapshot, onEvent, onState }) {
+  constructor(job, client, { since = "0-0", onSnapshot, onReset, onEvent, onState }) {
     this.job = job;
     this.client = client;
     this.lastId = since; // "0-0": the whole history, so the log shows every event
-    this.handlers = { onSnapshot, onEvent, onState };
+    this.handlers = { onSnapshot, onReset, onEvent, onState };
     this.ws = null;
     this.failures = 0; // in a row, for the backoff
     this.connections = 0;
@@ -177,12 +177,24 @@ export class Watcher {
       this.failures = 0;
       this.renewedToken = false;
       this.handlers.onState("live");
+      this.snapshotId = msg.last_event_id;
       this.handlers.onSnapshot(msg.job);
+    } else if (msg.type === "reset") {
+      // The events since our last id are no longer all kept (or the job was retried since):
+      // the server sends the job as it is now instead, and live events after it.
+      this.failures = 0;
+      this.renewedToken = false;
+      this.lastId = this.snapshotId = msg.last_event_id;
+      this.handlers.onState("live");
+      this.handlers.onReset(msg.job, msg.last_event_id);
+      if (FINAL.has(msg.job.status)) this.stop();
     } else if (msg.type === "event") {
       if (compareIds(msg.id, this.lastId) <= 0) return; // seen before a reconnect
       this.lastId = msg.id;
       this.handlers.onEvent(msg);
-      if (FINAL.has(msg.event)) this.stop(); // the server ends the subscription too
+      // The end of the job, unless it is an earlier run's end replayed from the history (the
+      // job was retried since: the snapshot is newer). The server ends the subscription too.
+      if (FINAL.has(msg.event) && compareIds(msg.id, this.snapshotId ?? "0-0") >= 0) this.stop();
     } else if (msg.type === "error" && msg.code === "unavailable") {
       this.ws?.close(4001, "try later"); // the job store is down for now: back off, come back
     } else if (msg.type === "error" && msg.code === "forbidden" && !this.renewedToken) {

@@ -171,8 +171,9 @@ async function retry(id) {
     const job = await client.getJob(id);
     known.set(id, job);
     drawRecent();
-    // Carry on from the events already shown, so the log goes on without repeats.
-    openJob(job, view.job?.id === id ? view.watcher?.lastId : undefined);
+    // A retry starts a new run: an id of the old one would be answered with a reset, so
+    // read the whole history again ("0-0"), both runs, and draw the log afresh.
+    openJob(job);
   } catch (error) {
     say(error);
   }
@@ -257,6 +258,7 @@ function openJob(job, since = "0-0") {
   view.watcher = new Watcher(job, client, {
     since,
     onSnapshot: (fresh) => { view.job = { ...view.job, ...fresh, status: view.job.status }; },
+    onReset,
     onEvent,
     onState: showConnection,
   });
@@ -299,6 +301,20 @@ function onEvent(event) {
   known.set(job.id, { ...known.get(job.id), ...job });
   drawRecent();
   if (FINAL.has(event.event)) finish(job.id);
+}
+
+// The events missed are no longer all kept: take the job as it is now, and say so in the log.
+function onReset(fresh, lastId) {
+  view.job = { ...view.job, ...fresh };
+  view.pace = null;
+  const done = (STAGES[fresh.kind] ?? []).indexOf(fresh.stage);
+  (STAGES[fresh.kind] ?? []).forEach((stage, i) => { if (i < done) setStage(stage, 1); });
+  if (fresh.status === "completed") (STAGES[fresh.kind] ?? []).forEach((s) => setStage(s, 1));
+  log({ id: lastId, event: "reset", at: fresh.updated_at, progress: fresh.progress ?? 0 });
+  drawJob();
+  known.set(fresh.id, { ...known.get(fresh.id), ...fresh });
+  drawRecent();
+  if (FINAL.has(fresh.status)) finish(fresh.id);
 }
 
 // Time left: the server's estimate (`eta_s`) when it sends one, else the job's pace so far,
@@ -358,6 +374,7 @@ function log(event) {
     retrying: `${event.stage} failed (${event.error?.code}); `
       + `retry in ${duration(event.retry_in_s ?? 0)}`,
     failed: `failed: ${event.error?.code}`,
+    reset: "caught up: the events missed are no longer kept, so this is the job as it is now",
   }[event.event] ?? event.event;
   const li = text("li", "");
   li.dataset.id = event.id;

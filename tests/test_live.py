@@ -1,0 +1,323 @@
+"""Live progress at scale: a burst to thousands of subscribers, many notifiers, resets instead of
+partial replays, slow readers dropped, Server-Sent Events, and going away with 1001."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import REDIS_URL, free_port
+from tests.test_processes import ROOT, Role
+from vidstream.jobs import ErrorInfo, Job, Options, Stage
+from vidstream.jobstore import JobStore
+from vidstream.keys import Keys
+from vidstream.notifier import server
+from vidstream.protocol import Cancel, Claim, Fail, Progress, Replay
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
+from vidstream.signing import Signer
+
+SECRET = "test-secret"
+OWNER = "bench-worker:1"
+
+
+def when(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["at"].replace("Z", "+00:00")).timestamp()
+
+
+def token(job: Job) -> str:
+    return Signer(SECRET.encode()).ws_token(job.tenant, job.id, job.created_at, 3600)
+
+
+async def subscribe(ws: ClientConnection, job: Job, after: str | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "subscribe", "job_id": job.id, "token": token(job)}
+    if after is not None:
+        message["last_event_id"] = after
+    await ws.send(json.dumps(message))
+    first: dict[str, Any] = json.loads(await ws.recv())
+    return first
+
+
+async def running_job(store: JobStore) -> Job:
+    job = Job.new("uploads/x/source", Options())
+    await store.create(job)
+    claim = Claim.of(job, Stage.TRANSCRIBE, owner=OWNER, lease_ms=600_000, max_attempts=3)
+    assert (await store.apply(job.id, claim)).ok
+    return job
+
+
+async def progress(store: JobStore, job: Job, fraction: float) -> None:
+    op = Progress.of(job, Stage.TRANSCRIBE, fraction, owner=OWNER)
+    assert (await store.apply(job.id, op)).ok
+
+
+async def closing_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes the connection; return its close code."""
+    try:
+        while True:
+            await ws.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+@pytest.fixture
+def store(redis: Redis, prefix: str) -> JobStore:
+    return JobStore(redis, Keys(prefix), ttl_s=3600)
+
+
+@pytest.fixture
+async def notifiers(role_env: dict[str, str]) -> AsyncIterator[Callable[[], Any]]:
+    """Start notifier processes on demand; each is stopped (SIGTERM) at the end."""
+    started: list[tuple[Role, str]] = []
+
+    async def start() -> tuple[Role, str]:
+        port = free_port()
+        env = {**role_env, "NOTIFIER_PORT": str(port), "WS_MAX_CONNECTIONS_PER_IP": "10000"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vidstream", "notifier", env=env, cwd=ROOT,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        role = Role("notifier", proc)
+        await role.wait_for("vidstream_ready")
+        started.append((role, f"ws://127.0.0.1:{port}/v1/ws"))
+        return started[-1]
+
+    yield start
+    for role, _ in started:
+        await role.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_a_burst_reaches_2000_subscribers_within_a_second(
+    prefix: str, notifiers: Callable[[], Any]
+) -> None:
+    """2,000 connections, each on its own job; 2,000 events written at over 1,000 a second:
+    every one arrives, each within a second of being written."""
+    _, url = await notifiers()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.burst", url, REDIS_URL, prefix, SECRET, "2000", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(150):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    delays = result["delays"]
+    assert result["rate"] > 1000, f"published only {result['rate']:.0f} events a second"
+    assert len(delays) == 2000 and delays[-1] < 1.0, delays[-5:]
+
+
+async def test_a_client_resumes_on_another_notifier(
+    store: JobStore, notifiers: Callable[[], Any]
+) -> None:
+    """Cut off from one notifier mid-job, a client resumes on another with its last id: the
+    events it got add up to the job's history, in order, none twice."""
+    (_, first), (_, second) = await notifiers(), await notifiers()
+    job = await running_job(store)
+    got: list[dict[str, Any]] = []
+    async with connect(first) as ws:
+        assert (await subscribe(ws, job, "0-0"))["type"] == "snapshot"
+        for fraction in (0.1, 0.2, 0.3):
+            await progress(store, job, fraction)
+        while len(got) < 5:  # queued, started, three progress
+            got.append(json.loads(await ws.recv()))
+    for fraction in (0.4, 0.5):  # while the client is away
+        await progress(store, job, fraction)
+    async with connect(second) as ws:
+        assert (await subscribe(ws, job, got[-1]["id"]))["type"] == "snapshot"
+        await progress(store, job, 0.6)
+        assert (await store.apply(job.id, Cancel())).ok
+        async for raw in ws:
+            got.append(json.loads(raw))
+            if got[-1]["event"] == "cancelled":
+                break
+    history = [e.id for e in await store.events(job.id)]
+    assert [e["id"] for e in got] == history
+
+
+async def test_a_resume_that_cannot_be_whole_is_a_reset(
+    store: JobStore, redis: Redis, prefix: str, notifiers: Callable[[], Any]
+) -> None:
+    """From an id older than the kept history, or from a run that was replayed since, the
+    server sends `reset` (a fresh snapshot), then live events: never a partial replay."""
+    _, url = await notifiers()
+    job = await running_job(store)
+    for fraction in (0.1, 0.2, 0.3, 0.4):
+        await progress(store, job, fraction)
+    events = await store.events(job.id)
+    # The history was trimmed to its newest entries.
+    await redis.xtrim(Keys(prefix).job_events(job.id), maxlen=2, approximate=False)
+    async with connect(url) as ws:
+        reset = await subscribe(ws, job, events[1].id)
+        assert reset["type"] == "reset" and reset["last_event_id"] == events[-1].id
+        assert reset["job"]["progress"] == pytest.approx(0.18)
+        await progress(store, job, 0.5)
+        live = json.loads(await ws.recv())
+        assert live["event"] == "progress" and live["stage_progress"] == 0.5
+        # Kept history resumes as usual.
+        async with connect(url) as again:
+            assert (await subscribe(again, job, events[-1].id))["type"] == "snapshot"
+
+    failed = Fail(error=ErrorInfo("x", "y"), owner=OWNER)
+    assert (await store.apply(job.id, failed)).ok
+    before_replay = (await store.events(job.id))[-1].id
+    stored = await store.get(job.id)
+    assert stored is not None and (await store.apply(job.id, Replay.of(stored))).ok
+    async with connect(url) as ws:
+        reset = await subscribe(ws, job, before_replay)
+        assert reset["type"] == "reset" and reset["job"]["status"] == "queued"
+
+
+async def test_the_whole_history_of_a_retried_job_is_no_reset(
+    store: JobStore, notifiers: Callable[[], Any]
+) -> None:
+    """ "0-0" asks for every event, of every run: a retried job's history is whole, so it
+    comes in full (what the page does after Retry)."""
+    _, url = await notifiers()
+    job = await running_job(store)
+    assert (await store.apply(job.id, Fail(error=ErrorInfo("x", "y"), owner=OWNER))).ok
+    stored = await store.get(job.id)
+    assert stored is not None and (await store.apply(job.id, Replay.of(stored))).ok
+    history = [(e.id, e.event.value) for e in await store.events(job.id)]
+    async with connect(url) as ws, asyncio.timeout(10):
+        first = await subscribe(ws, job, "0-0")
+        assert first["type"] == "snapshot", first
+        got = [json.loads(await ws.recv()) for _ in history]
+    assert [(e["id"], e["event"]) for e in got] == history
+    assert [name for _, name in history] == ["queued", "started", "failed", "queued"]
+
+
+async def test_a_subscriber_after_the_end_gets_the_snapshot_only(
+    store: JobStore, notifiers: Callable[[], Any]
+) -> None:
+    """Subscribing to an ended job: a snapshot with its final state, then nothing more."""
+    _, url = await notifiers()
+    job = await running_job(store)
+    assert (await store.apply(job.id, Cancel())).ok
+    async with connect(url) as ws:
+        snapshot = await subscribe(ws, job)
+        assert snapshot["type"] == "snapshot" and snapshot["job"]["status"] == "cancelled"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}  # no event came before it
+
+
+async def test_a_slow_reader_is_dropped_and_a_fast_one_is_not(
+    make_settings: Callable[..., Settings], store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading is closed with 1013 once a bounded backlog builds up; a
+    client of the same job on the same notifier gets every event meanwhile."""
+    monkeypatch.setattr(server, "SLOW_BYTES", 32 * 1024)
+    async with Stack(make_settings(), ("notifier",)) as stack:
+        assert stack.notifier is not None
+        url = stack.notifier.url
+        job = await running_job(store)
+        # A client that stops reading, with a small receive buffer: its backlog shows up in the
+        # server's write buffer soon, not after megabytes of kernel buffers.
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = stack.notifier.host, stack.notifier.port
+        raw.connect((host, port))
+        raw.setblocking(False)
+        async with connect(url, sock=raw, max_queue=1) as slow, connect(url) as fast:
+            await subscribe(slow, job)
+            await subscribe(fast, job)
+            count = 2000  # about 500 KB of events: many times what the buffers hold
+            received = 0
+
+            async def read_fast() -> None:
+                nonlocal received
+                while received < count:
+                    json.loads(await fast.recv())
+                    received += 1
+
+            reading = asyncio.create_task(read_fast())
+            for i in range(count):
+                await progress(store, job, (i + 1) / (count + 1))
+            async with asyncio.timeout(20):
+                await reading
+            async with asyncio.timeout(20):
+                code = await closing_code(slow)
+            assert code == 1013
+        assert received == count
+
+
+async def test_server_sent_events_with_and_without_last_event_id(
+    make_settings: Callable[..., Settings], store: JobStore, http: aiohttp.ClientSession
+) -> None:
+    """`Accept: text/event-stream`: a snapshot, then each event with its id, to the end; with
+    Last-Event-ID, the events after it; with ?token= (for EventSource), the same."""
+    async with Stack(make_settings(), ("gateway",)) as stack:
+        assert stack.gateway is not None
+        job = await running_job(store)
+        await progress(store, job, 0.5)
+        history = await store.events(job.id)
+        url = f"{stack.gateway.url}/v1/jobs/{job.id}/events"
+
+        async def read(
+            headers: dict[str, str], params: dict[str, str], opened: asyncio.Event
+        ) -> list[tuple[str, Any]]:
+            frames: list[tuple[str, Any]] = []
+            async with http.get(url, headers={"Accept": "text/event-stream", **headers},
+                                params=params) as r:  # fmt: skip
+                assert r.headers["Content-Type"].startswith("text/event-stream")
+                block: dict[str, str] = {}
+                async for line in r.content:
+                    text = line.decode().rstrip("\n")
+                    if text:
+                        name, _, value = text.partition(": ")
+                        block[name] = value
+                        continue
+                    if "data" in block:
+                        frames.append((block.get("id", block.get("event", "")),
+                                       json.loads(block["data"])))  # fmt: skip
+                        opened.set()
+                    block = {}
+                    if frames and frames[-1][1].get("status") == "cancelled":
+                        break
+            return frames
+
+        opened = asyncio.Event()
+        reading = asyncio.create_task(read({}, {}, opened))
+        async with asyncio.timeout(10):
+            await opened.wait()  # the snapshot came: now the job ends
+        assert (await store.apply(job.id, Cancel())).ok
+        async with asyncio.timeout(10):
+            first = await reading
+        assert first[0][0] == "snapshot" and first[0][1]["type"] == "snapshot"
+        assert first[-1][1]["event"] == "cancelled"
+        async with asyncio.timeout(10):
+            resumed = await read({"Last-Event-ID": history[1].id}, {"token": token(job)},
+                                 asyncio.Event())  # fmt: skip
+        ids = [e.id for e in await store.events(job.id)]
+        assert [f[0] for f in resumed] == ids[2:]  # the events after it, each with its id
+        # After the final event, 204: the answer that stops EventSource from reconnecting.
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": ids[-1]}
+        async with http.get(url, headers=headers, params={"token": token(job)}) as r:
+            assert r.status == 204
+
+
+async def test_sigterm_closes_connections_with_1001(
+    store: JobStore, notifiers: Callable[[], Any]
+) -> None:
+    """A notifier told to stop closes every connection with 1001 (going away): clients
+    reconnect elsewhere and resume."""
+    role, url = await notifiers()
+    job = await running_job(store)
+    async with connect(url) as ws:
+        await subscribe(ws, job)
+        os.kill(role.proc.pid, signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await closing_code(ws) == 1001
