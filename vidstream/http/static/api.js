@@ -180,7 +180,7 @@ export class Watcher {
       this.snapshotId = msg.last_event_id;
       this.handlers.onSnapshot(msg.job);
     } else if (msg.type === "reset") {
-      // The events since our last id are no longer all kept (or the job was retried since):
+      // The events since our last id are no longer all kept (trimmed, or expired):
       // the server sends the job as it is now instead, and live events after it.
       this.failures = 0;
       this.renewedToken = false;
