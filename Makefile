@@ -52,6 +52,7 @@ bench: install redis
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/whisper_threads.py
 	$(BIN)/python bench/soak.py --seconds 60
+	$(BIN)/python bench/compose.py
 
 # The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
 procs: install

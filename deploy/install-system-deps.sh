@@ -2,7 +2,9 @@
 # Installs the system packages vidstream and its tests use, when they are missing:
 #   ffmpeg (ffprobe and a system FFmpeg beside the pinned pip build), redis-server,
 #   espeak-ng (the tests speak known sentences), fonts-dejavu-core (subtitle font),
-#   chromium (the page's tests drive it with Playwright; never a downloaded browser).
+#   chromium (the page's tests drive it with Playwright; never a downloaded browser),
+#   fonts-liberation2 (the timeline's Liberation families), tesseract-ocr (the compose tests
+#   read the drawn text back).
 # As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -11,7 +13,9 @@ command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -d /usr/share/fonts/truetype/liberation2 ] || missing+=(fonts-liberation2)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

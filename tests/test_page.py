@@ -1,4 +1,5 @@
-"""The page at `/`: a person uploads a video, follows it live, plays and downloads the result.
+"""The page at `/`: a person uploads a video (or writes a timeline), follows it live, plays and
+downloads the result.
 
 The browser tests drive Debian's chromium (never a downloaded one) with Playwright against all
 four roles running in the test's own process.
@@ -6,6 +7,7 @@ four roles running in the test's own process.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -80,8 +82,10 @@ class Visit:
         page.on("console", self._console)
 
     def _console(self, message: ConsoleMessage) -> None:
-        # A 401 is how the page learns it needs a key; Chrome logs it all the same.
-        if message.type == "error" and "status of 401" not in message.text:
+        # A 401 is how the page learns it needs a key, a 422 what is wrong with a timeline;
+        # Chrome logs them all the same.
+        expected = ("status of 401", "status of 422")
+        if message.type == "error" and not any(e in message.text for e in expected):
             self.errors.append(message.text)
 
     @classmethod
@@ -216,6 +220,85 @@ async def test_a_dropped_connection_misses_nothing(
     assert dropped["lastEventId"] in shown[:-1]
     full = await page.eval_on_selector_all(".stage progress", "bars => bars.map(b => b.value)")
     assert full == [1, 1]
+    assert not visit.errors, visit.errors
+
+
+# The player's media once its metadata is in, or an error after 10 s.
+PLAYER_METADATA = """() => new Promise((resolve, reject) => {
+  const v = document.querySelector('#player');
+  const done = () => resolve({ src: v.currentSrc, duration: v.duration, width: v.videoWidth,
+                               poster: v.poster });
+  if (v.readyState >= 1) return done();
+  v.addEventListener('loadedmetadata', done, { once: true });
+  setTimeout(() => reject(new Error(`no metadata: readyState ${v.readyState}`)), 10_000);
+})"""
+
+
+@pytest.mark.slow
+@browser_test
+async def test_compose_a_timeline_play_and_download(
+    full_stack: Stack, browser: Browser, http: aiohttp.ClientSession
+) -> None:
+    """The example timeline, with a word of the person's, renders and plays; mistakes are named."""
+    visit = await Visit.open(browser, f"{gw(full_stack)}/")
+    page = visit.page
+    example = json.loads(await page.input_value("#timeline"))
+    assert example["output"]["duration"] == 4
+    await page.fill("#var-name", "Quokkafest")
+    async with page.expect_request(
+        lambda r: r.method == "POST" and URL(r.url).path == "/v1/jobs"
+    ) as sent:
+        await page.click("#render")
+    assert (await sent.value).post_data_json == {
+        "kind": "compose", "timeline": example, "variables": {"name": "Quokkafest"},
+        "preview": True,
+    }  # fmt: skip
+    await visit.status("completed")
+
+    job_id = await page.text_content("#job-id")
+    async with http.get(f"{gw(full_stack)}/v1/jobs/{job_id}") as r:
+        job = await r.json()
+    assert job["kind"] == "compose" and {"video", "poster", "preview"} <= set(job["outputs"])
+    await expect(page.locator("#job-title")).to_have_text("Composed video")
+    full = await page.eval_on_selector_all(".stage progress", "bars => bars.map(b => b.value)")
+    assert full == [1]
+
+    # The video plays (the preview only stands in until it is stored), as long as the timeline.
+    await expect(page.locator("#player")).to_have_attribute("data-output", "video")
+    video: dict[str, Any] = await page.evaluate(PLAYER_METADATA)
+    assert URL(video["src"]).path == URL(job["outputs"]["video"]["url"]).path
+    assert video["duration"] == pytest.approx(4, abs=0.1) and video["width"] == 640
+    assert URL(video["poster"]).path == URL(job["outputs"]["poster"]["url"]).path
+
+    # Every output is offered, the poster and the preview among them.
+    downloads = page.locator("#downloads a")
+    await expect(downloads.filter(has_text="Poster (JPEG)")).to_have_count(1)
+    await expect(downloads.filter(has_text="Preview")).to_have_count(1)
+    links = await page.eval_on_selector_all("#downloads a", "links => links.map(a => a.href)")
+    assert {URL(u).path for u in links} == {URL(o["url"]).path for o in job["outputs"].values()}
+    poster = await downloads.filter(has_text="Poster").get_attribute("href")
+    async with http.get(poster or "") as r:
+        assert r.status == 200 and (await r.read())[:3] == b"\xff\xd8\xff"  # a JPEG
+    await expect(page.locator(f'#recent li[data-id="{job_id}"] .pill')).to_have_attribute(
+        "data-status", "completed"
+    )
+
+    # A timeline the gateway refuses: each problem by its path, and the job shown stays.
+    wrong = {**example, "output": {**example["output"], "width": 641}}
+    await page.fill("#timeline", json.dumps(wrong, indent=2))
+    await page.click("#render")
+    notice = page.locator("#notice")
+    await expect(notice).to_be_visible()
+    await expect(notice.locator("li").first).to_contain_text("timeline.output.width: ")
+    await expect(page.locator("#timeline")).to_have_attribute("aria-invalid", "true")
+    assert await page.text_content("#job-id") == job_id
+
+    # Not JSON at all: said beside the timeline, and nothing is sent.
+    await page.fill("#timeline", '{"output": {"width": 640,')
+    await page.click("#render")
+    await expect(page.locator("#timeline-error")).to_contain_text("This is not JSON")
+    async with http.get(f"{gw(full_stack)}/v1/jobs") as r:
+        assert [j["id"] for j in (await r.json())["jobs"]] == [job_id]
     assert not visit.errors, visit.errors
 
 

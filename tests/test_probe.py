@@ -10,7 +10,16 @@ import pytest
 
 from tests.media import FFMPEG, watch_opens, write_ffconcat, write_hls
 from vidstream.errors import InvalidMedia, PermanentError, TooLong
-from vidstream.media.info import NAMES_OTHER_FILES, accepted, check_frame, refusal
+from vidstream.media.info import (
+    AUDIO_DEMUXERS,
+    NAMES_OTHER_FILES,
+    VIDEOS_OR_AUDIO,
+    MediaInfo,
+    accepted,
+    check_frame,
+    names_other_files,
+    refusal,
+)
 from vidstream.media.probe import check_duration, probe
 
 PICTURE = ("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25")
@@ -78,10 +87,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     )  # fmt: skip
 
 
-async def invalid(path: Path) -> str:
+async def invalid(path: Path, need_video: bool = True) -> str:
     """The message a user is shown for `path`, which must be refused as invalid media."""
     with pytest.raises(InvalidMedia) as err:
-        await probe(path, timeout_s=30)
+        await probe(path, timeout_s=30, need_video=need_video)
     assert err.value.code == "invalid_media"
     message = err.value.message
     assert "Traceback" not in message and str(path.parent) not in message, message
@@ -182,6 +191,56 @@ async def test_an_mpeg_ts_video(files: Files) -> None:
     assert opened == []
 
 
+# -- sound alone, for a transcript (no picture needed) -------------------------------------------
+
+
+async def test_sound_alone_for_a_transcript(files: Files) -> None:
+    """Probed for a transcript only, an audio-only file is accepted with no picture (0x0), and
+    later readers are forced to its container."""
+    info = await probe(files.audio_only, timeout_s=30, need_video=False)
+    assert (info.width, info.height, info.rotation, info.video_codec) == (0, 0, 0, "")
+    assert not info.has_video and info.display_size == (0, 0)
+    assert (info.audio_codec, info.demuxer) == ("aac", "mov")
+    assert info.duration == pytest.approx(1.0, abs=0.1)
+    assert MediaInfo.from_dict(info.to_dict()) == info
+
+
+async def test_a_video_for_a_transcript(files: Files) -> None:
+    """Probed for a transcript only, a video is read as it is for subtitles."""
+    assert await probe(files.good, timeout_s=30, need_video=False) == await probe(
+        files.good, timeout_s=30
+    )
+
+
+async def test_a_video_without_sound_for_a_transcript(files: Files) -> None:
+    """A silent video is refused for a transcript too: there is nothing to transcribe."""
+    assert "no audio track" in await invalid(files.silent, need_video=False)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("text_txt", "The file could not be read as a video or audio file (it looks like text)."),
+        ("playlist", names_other_files(VIDEOS_OR_AUDIO)),
+        ("concat", names_other_files(VIDEOS_OR_AUDIO)),
+        ("picture", "The file is a picture, not a video or audio file."),
+    ],
+)
+async def test_what_a_transcript_refuses(files: Files, kind: str, expected: str) -> None:
+    """Text, lists of other files and pictures are refused for a transcript too, in words that
+    ask for a video or an audio file; the file a list names is never opened."""
+    with watch_opens(files.secret) as opened:
+        assert await invalid(getattr(files, kind), need_video=False) == expected
+    assert opened == []
+
+
+async def test_sound_alone_beyond_max_duration(files: Files) -> None:
+    """An audio file longer than MAX_DURATION_S fails `too_long`, named an audio file."""
+    with pytest.raises(TooLong) as err:
+        await probe(files.audio_only, timeout_s=30, max_duration_s=0.5, need_video=False)
+    assert err.value.message == "The audio file is 1 seconds long; the limit is 0 seconds."
+
+
 # -- limits --------------------------------------------------------------------------------------
 
 
@@ -237,6 +296,31 @@ async def test_a_video_beyond_max_duration(files: Files) -> None:
 def test_the_container_whitelist(format_name: str, ok: bool) -> None:
     """Only containers that hold their media themselves are read; none that name other files."""
     assert accepted(format_name) is ok
+
+
+@pytest.mark.parametrize(
+    ("format_name", "ok"),
+    [
+        ("mov,mp4,m4a,3gp,3g2,mj2", True),
+        ("matroska,webm", True),
+        ("ogg", True),
+        ("wav", True),
+        ("mp3", True),
+        ("flac", True),
+        ("aac", True),
+        ("hls", False),
+        ("concat", False),
+        ("image2", False),
+        ("png_pipe", False),
+        ("tty", False),
+        ("w64", False),
+        ("", False),
+    ],
+)
+def test_the_sound_whitelist(format_name: str, ok: bool) -> None:
+    """Where sound alone will do, single-file audio formats are read too; still nothing that
+    names other files."""
+    assert accepted(format_name, AUDIO_DEMUXERS) is ok
 
 
 @pytest.mark.parametrize(

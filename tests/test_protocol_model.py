@@ -42,6 +42,7 @@ from vidstream.jobs import (
 )
 from vidstream.jobstore import Applied, JobStore
 from vidstream.keys import Keys
+from vidstream.pipelines import pipeline_of
 from vidstream.protocol import (
     Cancel,
     Claim,
@@ -158,11 +159,13 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
         )  # fmt: skip
         def create(self, kind: Kind, burn: bool, hooked: bool, priority: Priority) -> None:
             hook = "https://example.com/hook" if hooked else ""
-            options = Options(burn_subtitles=burn)
+            # A compose job transcribes first when asked (burn stands in for the choice).
+            transcribe = "voice" if kind is Kind.COMPOSE and burn else ""
+            options = Options(burn_subtitles=burn, transcribe=transcribe)
             job = Job.new("uploads/x/clip.mp4", options, kind=kind, webhook_url=hook)
             job = job.with_changes(priority=priority)
             self.run(self.store.create(job))
-            first = Stage.TRANSCRIBE
+            first = pipeline_of(job).first
             self.world = World(
                 job={**job.to_redis(), "gen": "1"},
                 events=[
@@ -251,9 +254,20 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
                 ref = RunRef(self.w.job["owner"], Stage(self.w.job["stage"]))
             self.by_run(ref, Progress.of(self.job, ref.stage, fraction, owner=ref.owner))
 
+        @rule(ref=st.none() | runs, fraction=st.floats(0, 1))
+        def preview(self, ref: RunRef | None, fraction: float) -> None:
+            """Progress carrying an early output (a compose job's preview)."""
+            if ref is None:
+                if not self.w.job.get("owner"):
+                    return
+                ref = RunRef(self.w.job["owner"], Stage(self.w.job["stage"]))
+            early = {"preview": Output("out/preview", 1, "video/mp4")}
+            op = Progress.of(self.job, ref.stage, fraction, owner=ref.owner, outputs=early)
+            self.by_run(ref, op)
+
         @rule(ref=consumes(runs))
         def finish(self, ref: RunRef) -> None:
-            if self.job.kind is Kind.SUBTITLE or ref.stage is Stage.TRANSCRIBE:
+            if ref.stage in pipeline_of(self.job).stages:
                 outputs = {ref.stage.value: Output(f"out/{ref.stage}", 1, "application/json")}
                 self.by_run(ref, FinishStage.of(self.job, ref.stage, outputs, owner=ref.owner))
 

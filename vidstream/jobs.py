@@ -67,10 +67,12 @@ class Kind(StrEnum):
 
     SUBTITLE = "subtitle"  # transcript, then the video with subtitles
     TRANSCRIBE = "transcribe"  # transcript only (JSON, SRT, VTT)
+    COMPOSE = "compose"  # a video rendered from a timeline (and a transcript, if asked)
 
 
 FORMATS = ("json", "srt", "vtt")
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # a clip's name in a timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +80,13 @@ class Options:
     language: str | None = "en"  # None = let Whisper detect it
     burn_subtitles: bool = True
     formats: tuple[str, ...] = FORMATS
+    transcribe: str = ""  # compose: the clip whose sound is transcribed first (none: "")
+    preview: bool = False  # compose: a low-resolution proxy before the video
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Options:
         """Validate options as a client sent them; raise `PermanentError` saying what is wrong."""
-        unknown = set(data) - {"language", "burn_subtitles", "formats"}
+        unknown = set(data) - {"language", "burn_subtitles", "formats", "transcribe", "preview"}
         if unknown:
             raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))[:80]}")
         language = data.get("language", "en")
@@ -105,14 +109,24 @@ class Options:
             raise _invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from json, srt, vtt")
         # The word-level JSON is the source of truth the render stage reads, so it is always kept.
         chosen = tuple(f for f in FORMATS if f in formats or f == "json")
-        return cls(language=language, burn_subtitles=burn, formats=chosen)
+        transcribe, preview = data.get("transcribe", ""), data.get("preview", False)
+        if not isinstance(transcribe, str) or not _NAME_RE.fullmatch(transcribe or "x"):
+            raise _invalid("transcribe must name a clip of the timeline")
+        if not isinstance(preview, bool):
+            raise _invalid("preview must be true or false")
+        return cls(language, burn, chosen, transcribe, preview)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "language": self.language,
             "burn_subtitles": self.burn_subtitles,
             "formats": list(self.formats),
         }
+        if self.transcribe:
+            data["transcribe"] = self.transcribe
+        if self.preview:
+            data["preview"] = True
+        return data
 
 
 def parse_kind(value: object) -> Kind:
@@ -174,6 +188,8 @@ class Job:
     source_name: str = ""  # the client's file name, cleaned; names the downloads
     request_id: str = ""  # of the HTTP request that created it: one grep follows it everywhere
     priority: Priority = Priority.NORMAL
+    timeline: str = ""  # compose: the timeline (JSON, every default filled in)
+    assets: tuple[str, ...] = ()  # compose: the uploads its timeline reads; deleted with it
     # Kept by the protocol alone (never written from here), so not part of equality.
     run_from: str = field(default="", compare=False)  # where its latest run began (a replay)
     last_event: str = field(default="", compare=False)  # the id of its newest event
@@ -216,6 +232,8 @@ class Job:
             "source_name": self.source_name,
             "request_id": self.request_id,
             "priority": self.priority.value,
+            "timeline": self.timeline,
+            "assets": json.dumps(list(self.assets)) if self.assets else "",
         }
 
     @classmethod
@@ -243,6 +261,8 @@ class Job:
             source_name=raw.get("source_name", ""),
             request_id=raw.get("request_id", ""),
             priority=Priority(raw.get("priority") or Priority.NORMAL),
+            timeline=raw.get("timeline", ""),
+            assets=tuple(json.loads(raw["assets"])) if raw.get("assets") else (),
             run_from=raw.get("run_from", ""),
             last_event=raw.get("last_event", ""),
         )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from vidstream import bus, lua
 from vidstream.jobs import PRIORITIES, Job, Stage, Status
 from vidstream.keys import Keys
-from vidstream.pipelines import pipeline
+from vidstream.pipelines import pipeline_of
 from vidstream.protocol import Event, Op, Outcome, Push, PushKind
 from vidstream.protocol.ops import encode, push_of, target_status
 
@@ -68,7 +68,7 @@ class JobStore:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
         in one step. Ids are random, so a job that exists already is this request resent."""
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
-        keys.append(self.keys.stage_stream(pipeline(job.kind).first, job.priority))
+        keys.append(self.keys.stage_stream(pipeline_of(job).first, job.priority))
         keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts, self.keys.events]
         args: list[str | int] = [json.dumps(job.to_redis()), self.history_max, self.feed_max]
         await self._create(keys=keys, args=args)

@@ -138,6 +138,10 @@ class Keys:
         client's file name); taken by the one job that uses it."""
         return f"{self.prefix}:upload:{key}"
 
+    def templates(self, tenant: str) -> str:
+        """Hash: the tenant's compose templates, name -> JSON (`compose.templates`)."""
+        return f"{self.prefix}:tenant:{tenant}:templates"
+
     def lock(self, name: str) -> str:
         """String with a short TTL: which process does the periodic step `name` this period."""
         return f"{self.prefix}:lock:{name}"

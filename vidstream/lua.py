@@ -92,8 +92,14 @@ if op == 'claim' then
 elseif op == 'progress' then
   if stage ~= a.stage then return refuse('rejected') end
   if owner ~= a.owner then return refuse('lost') end
-  if a.progress <= progress then return refuse('unchanged') end
-  progress = a.progress
+  if a.outputs then  -- a stage's early output (a preview): stored whatever the progress
+    local outputs = cjson.decode(f[4] or '{}')
+    for k, v in pairs(a.outputs) do outputs[k] = v end
+    redis.call('HSET', KEYS[1], 'outputs', cjson.encode(outputs))
+  elseif a.progress <= progress then
+    return refuse('unchanged')
+  end
+  if a.progress > progress then progress = a.progress end
 elseif op == 'finish' then
   if stage ~= a.stage then return refuse('rejected') end
   if owner ~= a.owner then return refuse('lost') end

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from vidstream.jobs import Kind, Options, Stage
+from vidstream.jobs import Job, Kind, Options, Stage
 
 Weights = Mapping[Stage, float]
 
@@ -50,13 +50,28 @@ def _subtitle_weights(options: Options) -> Weights:
     return {Stage.TRANSCRIBE: 0.9, Stage.RENDER: 0.1}
 
 
+# Composing costs what encoding the output does; transcribing the narration first is quick.
+COMPOSE_TRANSCRIBED = Pipeline(
+    Kind.COMPOSE, (Stage.TRANSCRIBE, Stage.RENDER),
+    lambda _: {Stage.TRANSCRIBE: 0.25, Stage.RENDER: 0.75},
+)  # fmt: skip
+
 PIPELINES: Mapping[Kind, Pipeline] = {
     Kind.SUBTITLE: Pipeline(Kind.SUBTITLE, (Stage.TRANSCRIBE, Stage.RENDER), _subtitle_weights),
     Kind.TRANSCRIBE: Pipeline(
         Kind.TRANSCRIBE, (Stage.TRANSCRIBE,), lambda _: {Stage.TRANSCRIBE: 1.0}
     ),
+    Kind.COMPOSE: Pipeline(Kind.COMPOSE, (Stage.RENDER,), lambda _: {Stage.RENDER: 1.0}),
 }
 
 
-def pipeline(kind: Kind) -> Pipeline:
+def pipeline(kind: Kind, options: Options | None = None) -> Pipeline:
+    """The pipeline of a job of `kind` with `options`: a compose job that transcribes a clip
+    first has a transcribe stage too."""
+    if kind is Kind.COMPOSE and options is not None and options.transcribe:
+        return COMPOSE_TRANSCRIBED
     return PIPELINES[kind]
+
+
+def pipeline_of(job: Job) -> Pipeline:
+    return pipeline(job.kind, job.options)

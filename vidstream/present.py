@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vidstream.jobs import Job, isoformat
-from vidstream.pipelines import pipeline
+from vidstream.pipelines import pipeline_of
 from vidstream.storage.base import ObjectStore
 
 _SUFFIX = {"transcript": ".json", "srt": ".srt", "vtt": ".vtt", "video": ".subtitled.mp4"}
@@ -35,7 +35,7 @@ async def present_job(job: Job, store: ObjectStore, url_ttl_s: int) -> dict[str,
         "tenant": job.tenant,
         "kind": job.kind.value,
         "priority": job.priority.value,
-        "stages": [stage.value for stage in pipeline(job.kind).stages],
+        "stages": [stage.value for stage in pipeline_of(job).stages],
         "request_id": job.request_id or None,
         "status": job.status.value,
         "stage": job.stage.value if job.stage else None,

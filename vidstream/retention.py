@@ -71,7 +71,8 @@ class Retention:
         if job is not None and not job.status.terminal:  # replayed meanwhile: kept
             return 0
         if job is not None and not self.keep_outputs:
-            objects = [job.source_key, *(out.key for out in job.outputs.values())]
+            owned = [job.source_key, *job.assets, *(out.key for out in job.outputs.values())]
+            objects = list(dict.fromkeys(key for key in owned if key))  # a compose job: no source
             if not await self._delete(objects, job_id):
                 return 0  # storage is away: due again next sweep
         idem = raw.get("idempotency") or self.keys.job(job_id)

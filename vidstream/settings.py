@@ -1,9 +1,10 @@
 """One frozen `Settings`, read from the environment once in `main()` and passed explicitly.
 
-Each setting is declared once, with `setting()`: variable, default, bounds and help. Parsing
-(`from_env`), validation (`__post_init__`, so settings built in code are checked too) and the
-README's table (`python -m vidstream.settings`) all follow from that declaration. A malformed value
-fails loudly at start-up naming the variable, so a typo never becomes a job failing an hour later.
+Each setting is declared once, with `declare.setting()`: variable, default, bounds, help.
+Parsing (`from_env`), validation (`__post_init__`, so settings built in code are checked too)
+and the README's table (`python -m vidstream.settings`) all follow from that declaration. A
+malformed value fails loudly at start-up naming the variable, so a typo never becomes a job
+failing an hour later.
 
 To add a setting, declare a field with `setting()`, then paste `python -m vidstream.settings` into
 README.md (tests/test_settings.py checks that it was) and regenerate deploy/.env.example with
@@ -14,23 +15,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import re
-import shlex
-import textwrap
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
+from vidstream.declare import GiB, MiB, Spec, checked, declarations, env_file, parse, setting, table
 from vidstream.errors import ConfigError
 
-T = TypeVar("T")
-MiB = 1024 * 1024
-GiB = 1024 * MiB
+__all__ = ["GiB", "MiB", "Settings", "Spec", "env_example", "settings_table"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -38,39 +33,6 @@ _X264_PRESETS: tuple[str, ...] = ("ultrafast", "superfast", "veryfast", "faster"
 _X264_PRESETS += ("medium", "slow", "slower", "veryslow")
 _HTTP, _WS, _REDIS = ("http", "https"), ("ws", "wss"), ("redis", "rediss", "unix")
 _LEVELS, _FORMATS = ("debug", "info", "warning", "error"), ("auto", "json", "console")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-_CSV = tuple[str, ...]
-_KINDS: tuple[Any, ...] = (str, int, float, bool, Path, _CSV)
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """How one setting is read, checked and documented."""
-
-    env: str
-    help: str
-    low: float = -math.inf
-    high: float = math.inf
-    choices: tuple[str, ...] = ()
-    url: tuple[str, ...] = ()  # accepted schemes
-    shown_default: str | None = None  # markdown, for defaults derived from other settings
-
-
-def setting(
-    env: str,
-    default: T,
-    help: str,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    choices: tuple[str, ...] = (),
-    url: tuple[str, ...] = (),
-    secret: bool = False,
-    shown_default: str | None = None,
-) -> T:
-    """Declare a `Settings` field read from `env`; a `secret` one stays out of repr (and logs)."""
-    spec = Spec(env, help, low, high, choices, url, shown_default)
-    return dataclasses.field(default=default, repr=not secret, metadata={"setting": spec})
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +211,15 @@ class Settings:
         "X264_PRESET", "veryfast", "burn-in encoder speed", choices=_X264_PRESETS
     )
     x264_crf: int = setting("X264_CRF", 21, "burn-in encoder quality", low=0, high=51)
+    compose_segment_s: float = setting(
+        "COMPOSE_SEGMENT_S",
+        60.0,
+        "a compose job at least twice this long renders in segments of about this length at "
+        "once, up to the render role's concurrency; 0 turns segments off",
+        low=0,
+    )
+    max_tracks: int = setting("MAX_TRACKS", 32, "tracks a timeline may have", low=1, high=1000)
+    max_clips: int = setting("MAX_CLIPS", 500, "clips a timeline may have", low=1, high=10_000)
     whisper_model: str = setting(
         "WHISPER_MODEL",
         "",
@@ -344,7 +315,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f, kind, spec in _FIELDS:
-            value = _checked(spec, kind, f.default, getattr(self, f.name))
+            value = checked(spec, kind, f.default, getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # frozen: normalising bypasses __setattr__
         if not _PREFIX_RE.match(self.redis_prefix):
             raise ConfigError(
@@ -360,7 +331,7 @@ class Settings:
         for f, kind, spec in _FIELDS:
             raw = env.get(spec.env, "").strip()
             if raw:  # blank means unset, so `FOO=` in an env file keeps the default
-                values[f.name] = _parse(spec, kind, raw)
+                values[f.name] = parse(spec, kind, raw)
         return cls(**values)
 
     def check_storage(self) -> None:
@@ -413,134 +384,17 @@ def _client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _declarations() -> tuple[tuple[dataclasses.Field[Any], Any, Spec], ...]:
-    hints = typing.get_type_hints(Settings)  # annotations are strings (PEP 563): resolve once
-    for f in dataclasses.fields(Settings):
-        if not isinstance(f.metadata.get("setting"), Spec) or hints[f.name] not in _KINDS:
-            raise TypeError(f"Settings.{f.name}: declare it with setting(), as one of {_KINDS}")
-    return tuple((f, hints[f.name], f.metadata["setting"]) for f in dataclasses.fields(Settings))
-
-
-def _parse(spec: Spec, kind: Any, raw: str) -> Any:
-    """The typed value of a non-blank variable; `__post_init__` checks its range."""
-    if kind == _CSV:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if kind is bool and raw.lower() in _TRUE + _FALSE:
-        return raw.lower() in _TRUE
-    if kind is bool:
-        raise ConfigError(f"{spec.env} must be one of {', '.join(_TRUE + _FALSE)}; got {raw!r}")
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{spec.env} must be a {kind.__name__}, got {raw!r}") from None
-
-
-def _checked(spec: Spec, kind: Any, default: Any, value: Any) -> Any:
-    """`value`, normalised, or a `ConfigError` naming the variable and the value."""
-    if kind is float and type(value) is int:
-        value = float(value)
-    if kind == _CSV:
-        ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise ConfigError(f"{spec.env} must be a {kind.__name__}, got {value!r}")
-    if kind in (int, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"{spec.env} must be a finite number, got {value!r}")
-        if not spec.low <= value <= spec.high:
-            raise ConfigError(f"{spec.env} must be {_range(spec)}, got {value!r}")
-    if kind is not str or value == default == "":  # "" means unset, or derived from others
-        return value
-    if spec.choices and value.lower() not in spec.choices:
-        raise ConfigError(f"{spec.env} must be one of {', '.join(spec.choices)}; got {value!r}")
-    if spec.url:
-        try:
-            parts = urlsplit(value)
-        except ValueError:  # an unclosed [ in an IPv6 host
-            parts = urlsplit("")
-        # A Unix socket URL names a path, not a host.
-        if parts.scheme not in spec.url or not (parts.netloc or parts.scheme == "unix"):
-            raise ConfigError(f"{spec.env} must be a {' or '.join(spec.url)} URL, got {value!r}")
-    return value.lower() if spec.choices else value
-
-
-def _range(spec: Spec) -> str:
-    low, high = _human(spec.low), _human(spec.high)
-    if math.isfinite(spec.low) and math.isfinite(spec.high):
-        return f"between {low} and {high}"
-    return f"at least {low}" if math.isfinite(spec.low) else f"at most {high}"
-
-
-def _human(value: Any) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", MiB)):
-        if isinstance(value, int) and value >= size and value % size == 0:
-            return f"{value // size} {unit}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _shown(default: Any, spec: Spec) -> str:
-    if spec.shown_default is not None:
-        return spec.shown_default
-    if default in ("", ()):
-        return "-"
-    if isinstance(default, bool | tuple):
-        return f"`{str(default).lower() if isinstance(default, bool) else ','.join(default)}`"
-    return _human(default) if isinstance(default, int | float) else f"`{default}`"
-
-
-def _meaning(spec: Spec) -> str:
-    """The help of a setting with what it accepts (markdown)."""
-    meaning = spec.help
-    if spec.choices:
-        meaning += "; one of " + ", ".join(f"`{choice}`" for choice in spec.choices)
-    elif spec.url:
-        meaning += "; a URL: " + ", ".join(f"`{scheme}://`" for scheme in spec.url)
-    elif math.isfinite(spec.low) or math.isfinite(spec.high):
-        meaning += f"; {_range(spec)}"
-    return meaning
-
-
 def settings_table() -> str:
     """The README's configuration table (markdown), one row per declared setting."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for f, _kind, spec in _FIELDS:
-        rows.append(f"| `{spec.env}` | {_shown(f.default, spec)} | {_meaning(spec)} |")
-    return "\n".join(rows)
+    return table(_FIELDS)
 
 
 def env_example() -> str:
-    """Every declared setting as an env file (deploy/.env.example): its help as comments, then
-    `NAME=default`. Secrets and defaults derived from other settings are left empty, which
-    vidstream reads as unset; a comment says what empty means."""
-    blocks = []
-    for f, _kind, spec in _FIELDS:
-        notes = [_meaning(spec).replace("`", "")]
-        secret = not f.repr
-        if secret:
-            notes.append("secret: keep the file private")
-        if f.default in ("", ()) and spec.shown_default is not None:  # derived from others
-            notes.append("default: " + spec.shown_default.replace("`", ""))
-        lines = [line for note in notes for line in textwrap.wrap(note, 98)]
-        value = "" if secret else _env_value(f.default)
-        blocks.append("\n".join([*(f"# {line}" for line in lines), f"{spec.env}={value}"]))
-    return "\n\n".join(blocks)
+    """Every declared setting as an env file (deploy/.env.example)."""
+    return env_file(_FIELDS)
 
 
-def _env_value(default: Any) -> str:
-    """`default` as `from_env` reads it back, quoted when a shell or systemd would split it."""
-    if isinstance(default, bool):
-        text = "true" if default else "false"
-    elif isinstance(default, float):
-        text = str(int(default)) if default.is_integer() else repr(default)
-    elif isinstance(default, tuple):
-        text = ",".join(default)
-    else:
-        text = str(default)
-    return shlex.quote(text) if text else ""
-
-
-_FIELDS = _declarations()
+_FIELDS = declarations(Settings)
 
 if __name__ == "__main__":
     cli = argparse.ArgumentParser(

@@ -1,27 +1,27 @@
-"""The render stage: FFmpeg burns the subtitles in (or muxes a soft track) and stores the MP4."""
+"""The render stage: FFmpeg burns the subtitles in (or muxes a soft track) and stores the MP4;
+for a compose job, renders its timeline (`actors.compose`)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from vidstream import process
+from vidstream.actors.compose import Composer
+from vidstream.actors.encode import run_ffmpeg
 from vidstream.actors.run import Run
 from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
 from vidstream.errors import JobCancelled, TransientError
-from vidstream.jobs import Job, Output, Stage
+from vidstream.jobs import Job, Kind, Output, Stage
 from vidstream.media import ffmpeg
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
-from vidstream.media.progress import FfmpegProgress
 from vidstream.media.subtitles import Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
 from vidstream.services import Services
 from vidstream.storage.names import rendered_key
 
 OUTPUT = "output.mp4"
-STALL_TIMEOUT_S = 300.0  # FFmpeg reports progress twice a second; silence this long is a hang
 
 
 class RenderWorker(Worker):
@@ -35,8 +35,12 @@ class RenderWorker(Worker):
         self.encoder = ffmpeg.Encoder(preset=self.settings.x264_preset, crf=self.settings.x264_crf)
         # Whatever the source's header says: no larger picture is decoded, no longer video made.
         self.bounds = ffmpeg.Bounds(self.settings.max_pixels, self.settings.max_duration_s)
+        self.composer = Composer(self)
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
+        if job.kind is Kind.COMPOSE:
+            await self.composer.process(job, workdir, run)
+            return
         if "transcript" not in job.outputs:
             raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
         s = self.settings
@@ -80,42 +84,10 @@ class RenderWorker(Worker):
     async def _run(
         self, job: Job, run: Run, argv: list[str], workdir: Path, media: MediaInfo
     ) -> None:
-        """Run FFmpeg, reporting its progress, within a deadline that follows from the video's
-        duration; past it, or silent too long, FFmpeg's process group is stopped."""
+        """Run FFmpeg within a deadline that follows from the video's duration."""
         duration = min(media.duration, self.settings.max_duration_s)
-        deadline_s = run_timeout(duration, self.settings.media_timeout_factor)
-        progress = FfmpegProgress(media.duration)
-        proc = await process.spawn(argv, cwd=workdir)
-        stderr = process.Tail(proc.stderr)
-        async with process.running(proc):
-            try:
-                async with asyncio.timeout(deadline_s):
-                    await self._follow(proc, run, progress)
-                    code = await proc.wait()
-            except TimeoutError:
-                run.log.warning("ffmpeg_timeout", deadline_s=deadline_s, duration_s=duration)
-                raise TransientError(
-                    f"Rendering took longer than {deadline_s:g} s.", code="timeout"
-                ) from None
-        if code != 0:
-            tail = await stderr.text()
-            run.log.warning("ffmpeg_failed", exit_status=code, stderr=tail[-2000:])
-            raise ffmpeg.render_failure(code, tail)
-
-    async def _follow(
-        self, proc: asyncio.subprocess.Process, run: Run, progress: FfmpegProgress
-    ) -> None:
-        assert proc.stdout is not None
-        while True:
-            try:
-                async with asyncio.timeout(STALL_TIMEOUT_S):
-                    line = await proc.stdout.readline()
-            except TimeoutError:
-                raise TransientError(
-                    f"FFmpeg reported no progress for {STALL_TIMEOUT_S:g} s.", code="timeout"
-                ) from None
-            if not line:
-                return
-            fraction = progress.feed(line.decode(errors="replace"))
-            if fraction is not None:
-                await run.report(fraction)
+        await run_ffmpeg(
+            argv, workdir, duration_s=media.duration,
+            deadline_s=run_timeout(duration, self.settings.media_timeout_factor),
+            report=run.report, log=run.log,
+        )  # fmt: skip

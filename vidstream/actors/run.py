@@ -16,7 +16,7 @@ from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.jobstore import Applied, JobStore
 from vidstream.media.info import MediaInfo
 from vidstream.media.progress import Eta, Throttle
-from vidstream.pipelines import pipeline
+from vidstream.pipelines import pipeline_of
 from vidstream.protocol import Claim, FinishStage, Op, Outcome, Progress
 
 WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
@@ -74,7 +74,7 @@ class Run:
         self.fraction = max(self.fraction, min(fraction, 1.0))
         if not self.throttle.should_emit(round(fraction, 3)):
             return
-        overall = pipeline(self.job.kind).progress(self.job.options, self.stage, fraction)
+        overall = pipeline_of(self.job).progress(self.job.options, self.stage, fraction)
         eta = self.eta.estimate(overall)
         op = Progress.of(self.job, self.stage, fraction, owner=self.owner, eta_s=eta)
         try:
@@ -84,6 +84,15 @@ class Run:
             return
         if applied.outcome is Outcome.LOST:
             raise RunLost(self.job_id)
+        if applied.outcome in (Outcome.REJECTED, Outcome.MISSING):
+            raise JobCancelled(self.job_id)
+
+    async def publish(self, fraction: float, outputs: dict[str, Output]) -> None:
+        """Store outputs the stage made before its end (a compose job's preview) with how far
+        it is; raise `JobCancelled` once the job no longer runs this stage."""
+        assert self.job is not None
+        op = Progress.of(self.job, self.stage, fraction, owner=self.owner, outputs=outputs)
+        applied = await self.record(op)
         if applied.outcome in (Outcome.REJECTED, Outcome.MISSING):
             raise JobCancelled(self.job_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
-from vidstream.http import admin, health, jobs, openapi, page, recovery, sse, uploads
+from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
@@ -34,6 +34,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
     app[sse.STREAMS] = set()
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(compose.routes)
     app.add_routes(job_logs.routes)
     app.add_routes(uploads.routes)
     app.add_routes(recovery.routes)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
 from vidstream import logs
+from vidstream.compose.rules import InvalidTimeline
 from vidstream.errors import (
     InvalidKey,
     ObjectNotFound,
@@ -35,10 +37,13 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers=headers)
+    status: int, code: str, message: str, headers: dict[str, str] | None = None,
+    details: list[dict[str, str]] | None = None,
+) -> web.Response:  # fmt: skip
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:  # where and why, one entry per problem (a timeline's fields)
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 def _code_for(status: int) -> str:
@@ -54,6 +59,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.headers)
+    except InvalidTimeline as exc:
+        details = [problem.to_dict() for problem in exc.problems]
+        response = error_response(422, exc.code, exc.message, details=details)
     except PermanentError as exc:
         response = error_response(_STATUS_FOR_CODE.get(exc.code, 400), exc.code, exc.message)
     except web.HTTPException as exc:

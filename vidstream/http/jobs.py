@@ -17,9 +17,10 @@ from aiohttp import BodyPartReader, web
 from vidstream import bus
 from vidstream.bus import is_stream_id
 from vidstream.errors import PermanentError
-from vidstream.http import sse
+from vidstream.http import compose, sse
 from vidstream.http.auth import tenant_of
 from vidstream.http.bodies import Form, parts, read_json, short, text_field
+from vidstream.http.compose import COMPOSE_FIELDS
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.observe import request_id
@@ -47,6 +48,7 @@ routes = web.RouteTableDef()
 
 _OPTION_FIELDS = ("language", "burn_subtitles", "formats")
 _JOB_FIELDS = ("kind", "priority", "webhook_url", *_OPTION_FIELDS)
+_COMPOSE_JOB_FIELDS = {"kind", "priority", "webhook_url", "language", "formats", *COMPOSE_FIELDS}
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 QUEUE_CHECK_S = 1.0  # how stale the queue depth behind `overloaded` may be
 
@@ -62,11 +64,15 @@ class JobRequest:
     kind: Kind
     webhook_url: str
     priority: Priority = Priority.NORMAL
+    timeline: str = ""
+    assets: tuple[str, ...] = ()
 
     def job(self, tenant: str) -> Job:
         job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
                       self.source_name)  # fmt: skip
-        return job.with_changes(id=self.id, priority=self.priority)
+        return job.with_changes(
+            id=self.id, priority=self.priority, timeline=self.timeline, assets=self.assets
+        )
 
 
 @routes.post("/v1/jobs")
@@ -136,17 +142,24 @@ def _webhook(value: object, services: Services) -> str:
 async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     services = request.app[SERVICES]
     body = await read_json(request)
-    unknown = set(body) - {"source", *_JOB_FIELDS}
+    kind = parse_kind(body.get("kind", Kind.SUBTITLE))
+    known = _COMPOSE_JOB_FIELDS if kind is Kind.COMPOSE else {"source", *_JOB_FIELDS}
+    unknown = set(body) - known
     if unknown:
         names = ", ".join(short(n, 30) for n in sorted(unknown)[:5])
-        raise ApiError(400, "invalid_request", f"unknown field(s): {names}")
+        raise ApiError(400, "invalid_request", f"unknown field(s) for a {kind} job: {names}")
+    webhook_url = _webhook(body.get("webhook_url"), services)
+    priority = parse_priority(body.get("priority", Priority.NORMAL))
+    if kind is Kind.COMPOSE:
+        job_id = new_job_id()
+        made = await compose.composition(services, tenant, job_id, body)
+        return JobRequest(job_id, made.source_key, made.source_name, made.options, kind,
+                          webhook_url, priority, made.timeline, made.assets)  # fmt: skip
     source = body.get("source")
     if not isinstance(source, dict) or not isinstance(source.get("key"), str):
         raise ApiError(400, "invalid_request", 'source must be {"key": "<storage key>"}')
     key = check_source_key(source["key"])
     options = Options.parse({k: body[k] for k in _OPTION_FIELDS if k in body})
-    kind = parse_kind(body.get("kind", Kind.SUBTITLE))
-    webhook_url = _webhook(body.get("webhook_url"), services)
     job_id = new_job_id()
     tickets = Tickets(services.redis, services.keys)
     # A key is usable once, and only by the tenant that was given it; to anyone else it is as
@@ -164,7 +177,6 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     except BaseException:
         await asyncio.shield(tickets.give_back(key, job_id))
         raise
-    priority = parse_priority(body.get("priority", Priority.NORMAL))
     return JobRequest(job_id, key, ticket.filename, options, kind, webhook_url, priority)
 
 
@@ -194,6 +206,13 @@ async def _receive_upload(request: web.Request) -> JobRequest:
         if "burn_subtitles" in fields:
             fields["burn_subtitles"] = _form_bool(fields["burn_subtitles"])
         kind = parse_kind(fields.pop("kind", Kind.SUBTITLE))
+        if kind is Kind.COMPOSE:
+            raise ApiError(
+                400,
+                "invalid_request",
+                "A compose job is JSON: upload its files "
+                "(POST /v1/uploads), then send the timeline naming their keys.",
+            )
         webhook_url = _webhook(fields.pop("webhook_url", ""), services)
         priority = parse_priority(fields.pop("priority", Priority.NORMAL))
         options = Options.parse(fields)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from vidstream import __version__
+from vidstream.http import openapi_compose
 from vidstream.http.state import base_url
 
 routes = web.RouteTableDef()
@@ -66,7 +67,11 @@ SCHEMAS: dict[str, Any] = {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "array", "items": {"type": "object"}},
+                },
             }
         },
     },
@@ -86,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _ID,
             "tenant": {"type": "string"},
-            "kind": {"type": "string", "enum": ["subtitle", "transcribe"]},
+            "kind": {"type": "string", "enum": ["subtitle", "transcribe", "compose"]},
             "status": {
                 "type": "string",
                 "enum": ["queued", "running", "completed", "failed", "cancelled"],
@@ -225,7 +230,7 @@ PATHS: dict[str, Any] = {
             "requestBody": {
                 "required": True,
                 "content": {
-                    JSON: {"schema": _ref("JobRequest")},
+                    JSON: {"schema": {"anyOf": [_ref("JobRequest"), _ref("ComposeRequest")]}},
                     "multipart/form-data": {"schema": _ref("JobForm")},
                 },
             },
@@ -237,7 +242,10 @@ PATHS: dict[str, Any] = {
                 "409": _error("A request with this Idempotency-Key is in progress."),
                 "413": _error("The source is too large."),
                 "415": _error("Neither JSON nor multipart."),
-                "422": _error("This Idempotency-Key was used with another request."),
+                "422": _error(
+                    "A compose timeline cannot be rendered (`details` names each problem), or "
+                    "this Idempotency-Key was used with another request."
+                ),
                 **_COMMON,
             },
         },
@@ -477,9 +485,9 @@ def document(server_url: str) -> dict[str, Any]:
         "info": {"title": "vidstream", "version": __version__},
         "servers": [{"url": server_url}],
         "security": [{"apiKey": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **openapi_compose.paths(_COMMON)},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **openapi_compose.SCHEMAS},
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidstream.errors import ConfigError, InvalidMedia, JobError, PermanentError, TransientError
-from vidstream.media.info import ACCEPTED_DEMUXERS, MediaInfo, decoder_max_pixels, refusal
+from vidstream.media.info import ALL_DEMUXERS, MediaInfo, decoder_max_pixels, refusal
 
 # Codecs an MP4 carries and common players (browsers included) play, so they can be copied.
 MP4_VIDEO = frozenset({"h264", "hevc", "av1", "mpeg4", "vp9"})
@@ -69,9 +69,10 @@ def _base(ffmpeg: str) -> list[str]:
 
 
 def source_input(source: str, demuxer: str, max_pixels: int | None = None) -> list[str]:
-    """The options and `-i` that open a source: its probed demuxer forced, local files only,
-    and (with `max_pixels`) no picture far larger decoded, whatever the header said."""
-    if demuxer not in ACCEPTED_DEMUXERS:
+    """The options and `-i` that open a source or an asset (a video, a sound, a still picture):
+    its probed demuxer forced, local files only, and (with `max_pixels`) no picture far larger
+    decoded, whatever the header said."""
+    if demuxer not in ALL_DEMUXERS:
         raise InvalidMedia(refusal(demuxer))
     argv = ["-f", demuxer, "-protocol_whitelist", "file"]
     if max_pixels is not None:
@@ -82,9 +83,9 @@ def source_input(source: str, demuxer: str, max_pixels: int | None = None) -> li
 def audio_pcm(
     ffmpeg: str, source: str, demuxer: str, *, start: float = 0.0, end: float
 ) -> list[str]:
-    """Decode the first audio track from `start` to `end` seconds to 16 kHz mono s16le on
-    stdout. The end is always given: a header that lies about the length cannot make FFmpeg
-    decode more."""
+    """Decode the first audio track (of a video, or of a file of sound alone) from `start` to
+    `end` seconds to 16 kHz mono s16le on stdout. The end is always given: a header that lies
+    about the length cannot make FFmpeg decode more."""
     argv = _base(ffmpeg)
     if start > 0:
         argv += ["-ss", f"{start:.3f}"]

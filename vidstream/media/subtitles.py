@@ -33,6 +33,17 @@ class Layout:
 
 
 def build_cues(transcript: Transcript, layout: Layout = Layout()) -> list[Cue]:
+    return [cue for cue, _ in cue_groups(transcript, layout)]
+
+
+def cue_groups(
+    transcript: Transcript, layout: Layout = Layout()
+) -> list[tuple[Cue, tuple[Word, ...]]]:
+    """Each cue with the words it shows, timed as spoken.
+
+    The cue's own times are adjusted afterwards (minimum duration, no overlap), so a word may lie
+    partly outside its cue; karaoke (`captions.word_cues`) clips them.
+    """
     groups: list[list[Word]] = []
     for segment in transcript.segments:
         groups.extend(_split(_words_of(segment), layout))
@@ -44,7 +55,8 @@ def build_cues(transcript: Transcript, layout: Layout = Layout()) -> list[Cue]:
         )
         for group in groups
     ]
-    return _fix_timing(cues, layout)
+    fixed = _fix_timing(cues, layout)
+    return [(cue, tuple(group)) for cue, group in zip(fixed, groups, strict=True)]
 
 
 def _words_of(segment: Segment) -> list[Word]:
@@ -195,20 +207,34 @@ def to_ass(cues: Sequence[Cue], width: int, height: int, font: str = "DejaVu San
     outline = max(round(size / 14), 1)
     margin_v = max(round(height * 0.05), 8)
     margin_h = max(round(width * 0.05), 8)
+    style = (
+        f"{font},{size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,0,0,0,0,"
+        f"100,100,0,0,1,{outline},0,2,{margin_h},{margin_h},{margin_v},1"
+    )
+    events = [(c.start, c.end, "\\N".join(_ass_escape(line) for line in c.lines)) for c in cues]
+    return ass_document(width, height, style, events)
+
+
+def ass_document(
+    width: int, height: int, style: str, events: Iterable[tuple[float, float, str]]
+) -> str:
+    """An ASS file for a `width` x `height` picture with one style, named Default.
+
+    `style` holds the style's fields after its name (Fontname to Encoding); each event is a start,
+    an end and its text, already escaped.
+    """
     header = (
         "[Script Info]\nScriptType: v4.00+\nWrapStyle: 0\nScaledBorderAndShadow: yes\n"
         f"PlayResX: {width}\nPlayResY: {height}\n\n"
         "[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, "
         "OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, "
         "Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
-        f"Style: Default,{font},{size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,0,0,0,0,"
-        f"100,100,0,0,1,{outline},0,2,{margin_h},{margin_h},{margin_v},1\n\n"
+        f"Style: Default,{style}\n\n"
         "[Events]\n"
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
     )
-    events = [
-        f"Dialogue: 0,{ass_time(c.start)},{ass_time(c.end)},Default,,0,0,0,,"
-        + "\\N".join(_ass_escape(line) for line in c.lines)
-        for c in cues
+    lines = [
+        f"Dialogue: 0,{ass_time(start)},{ass_time(end)},Default,,0,0,0,,{text}"
+        for start, end, text in events
     ]
-    return header + "\n".join(events) + "\n"
+    return header + "\n".join(lines) + "\n"

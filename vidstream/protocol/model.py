@@ -101,9 +101,13 @@ def apply(job: Mapping[str, str], op: Op, now_ms: int, now: float) -> Step:
                 return refuse(Outcome.REJECTED)
             if owner != op.owner:
                 return refuse(Outcome.LOST)
-            if op.progress <= progress:
+            if op.outputs:  # a stage's early output (a preview): stored whatever the progress
+                outputs = json.loads(job.get(Field.OUTPUTS) or "{}")
+                outputs.update({k: v.to_dict() for k, v in op.outputs.items()})
+                writes = {Field.OUTPUTS: json.dumps(outputs)}
+            elif op.progress <= progress:
                 return refuse(Outcome.UNCHANGED)
-            progress = op.progress
+            progress = max(progress, op.progress)
         case FinishStage():
             if stage != op.stage.value:
                 return refuse(Outcome.REJECTED)

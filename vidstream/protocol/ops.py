@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from vidstream.jobs import ACTIVE, ErrorInfo, Job, Output, Stage, Status
 from vidstream.media.info import MediaInfo
-from vidstream.pipelines import pipeline
+from vidstream.pipelines import pipeline_of
 from vidstream.protocol.schema import EventName, PushKind
 
 RUNNING = frozenset({Status.RUNNING})
@@ -61,7 +61,7 @@ class Claim:
         cls, job: Job, stage: Stage, *, owner: str, lease_ms: int, max_attempts: int,
         gen: int | None = None,
     ) -> Claim:  # fmt: skip
-        start = pipeline(job.kind).progress(job.options, stage, 0.0)
+        start = pipeline_of(job).progress(job.options, stage, 0.0)
         return cls(stage=stage, owner=owner, lease_ms=lease_ms, max_attempts=max_attempts,
                    progress=start, gen=gen)  # fmt: skip
 
@@ -78,15 +78,18 @@ class Progress:
     progress: float
     stage_progress: float
     eta_s: float | None = None  # seconds until the job ends, once it can be estimated
+    outputs: dict[str, Output] = field(default_factory=dict)  # stored early (a preview)
     tx: str = field(default_factory=_tx)
 
     @classmethod
     def of(
-        cls, job: Job, stage: Stage, fraction: float, *, owner: str, eta_s: float | None = None
-    ) -> Progress:
-        overall = pipeline(job.kind).progress(job.options, stage, fraction)
+        cls, job: Job, stage: Stage, fraction: float, *, owner: str, eta_s: float | None = None,
+        outputs: dict[str, Output] | None = None,
+    ) -> Progress:  # fmt: skip
+        overall = pipeline_of(job).progress(job.options, stage, fraction)
         return cls(stage=stage, owner=owner, progress=overall, stage_progress=_clamp(fraction),
-                   eta_s=None if eta_s is None else round(max(eta_s, 0.0), 1))  # fmt: skip
+                   eta_s=None if eta_s is None else round(max(eta_s, 0.0), 1),
+                   outputs=dict(outputs or {}))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +116,7 @@ class FinishStage:
         cls, job: Job, stage: Stage, outputs: dict[str, Output], *, owner: str,
         media: MediaInfo | None = None,
     ) -> FinishStage:  # fmt: skip
-        flow = pipeline(job.kind)
+        flow = pipeline_of(job)
         return cls(stage=stage, owner=owner, outputs=outputs, next_stage=flow.next_stage(stage),
                    progress=flow.progress(job.options, stage, 1.0), media=media)  # fmt: skip
 
@@ -185,7 +188,7 @@ class Replay:
 
     @classmethod
     def of(cls, job: Job) -> Replay:
-        return cls(first_stage=pipeline(job.kind).first_unfinished(job.done))
+        return cls(first_stage=pipeline_of(job).first_unfinished(job.done))
 
 
 Op = Claim | Progress | FinishStage | Retry | Fail | Cancel | HandBack | Replay
@@ -214,7 +217,8 @@ def event_data(op: Op) -> dict[str, Any]:
     match op:
         case Progress():
             eta = {} if op.eta_s is None else {"eta_s": op.eta_s}
-            return {"stage_progress": op.stage_progress, **eta}
+            early = {"outputs": sorted(op.outputs)} if op.outputs else {}
+            return {"stage_progress": op.stage_progress, **eta, **early}
         case FinishStage():
             return {"outputs": sorted(op.outputs)}
         case Retry():
@@ -266,6 +270,8 @@ def encode(op: Op, now: float) -> dict[str, Any]:
                         gen=-1 if op.gen is None else op.gen)  # fmt: skip
         case Progress():
             args.update(stage=op.stage.value, owner=op.owner, progress=op.progress)
+            if op.outputs:  # absent rather than empty: Lua's cjson makes {} and [] alike
+                args["outputs"] = {k: v.to_dict() for k, v in op.outputs.items()}
         case FinishStage():
             args.update(stage=op.stage.value, owner=op.owner, progress=op.progress,
                         outputs={k: v.to_dict() for k, v in op.outputs.items()},

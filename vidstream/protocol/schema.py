@@ -53,6 +53,8 @@ class Field(StrEnum):
     SOURCE = "source"
     SOURCE_NAME = "source_name"
     OPTIONS = "options"
+    TIMELINE = "timeline"
+    ASSETS = "assets"
     STATUS = "status"
     STAGE = "stage"
     PROGRESS = "progress"
@@ -83,6 +85,8 @@ MEANING: dict[Field, str] = {
     Field.SOURCE: "the storage key of the source video",
     Field.SOURCE_NAME: "the client's name for it, cleaned (names the downloads)",
     Field.OPTIONS: "JSON of jobs.Options",
+    Field.TIMELINE: "compose: the timeline, JSON with every default filled in (else empty)",
+    Field.ASSETS: "compose: JSON list of the upload keys the timeline reads, deleted with it",
     Field.STATUS: "queued | running | completed | failed | cancelled",
     Field.STAGE: "the stage last claimed (empty while queued and once completed)",
     Field.PROGRESS: "0..1 over the whole job; never decreases",

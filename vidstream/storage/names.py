@@ -25,6 +25,8 @@ CONTENT_TYPES = {
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
     "mp4": "video/mp4",
+    "webm": "video/webm",
+    "jpg": "image/jpeg",
 }
 
 
@@ -83,9 +85,10 @@ def transcript_key(job_id: str, fmt: str) -> str:
     return f"jobs/{job_id}/transcript.{fmt}"
 
 
-def rendered_key(job_id: str, now: float | None = None) -> str:
+def rendered_key(job_id: str, now: float | None = None, part: str = "", ext: str = "mp4") -> str:
+    """Where a job's rendered file goes (`part`: "-poster", "-preview" beside the video)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    return f"rendered/{job_id}-{stamp}.mp4"
+    return f"rendered/{job_id}-{stamp}{part}.{ext}"
 
 
 def content_disposition(filename: str) -> str:

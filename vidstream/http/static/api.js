@@ -5,11 +5,12 @@
 export const FINAL = new Set(["completed", "failed", "cancelled"]);
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter = null) {
+  constructor(status, code, message, retryAfter = null, details = []) {
     super(message);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter; // seconds, from Retry-After on 429 and 503
+    this.details = details; // [{path, rule, message}]: each problem of a refused timeline
   }
 }
 
@@ -66,6 +67,8 @@ export class Client {
   getJob(id) { return this.call("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
   cancelJob(id) { return this.call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`); }
   retryJob(id) { return this.call("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`); }
+  // A job that needs no upload of its own, such as {kind: "compose", timeline, variables}.
+  createJob(request) { return this.call("POST", "/v1/jobs", request); }
 
   // Ask for a signed upload link, PUT the bytes there, and make the job from the stored key.
   // With a bucket the bytes never pass through the gateway.
@@ -103,7 +106,8 @@ function put(ticket, file, onProgress) {
 function errorOf(status, payload, retryAfter) {
   const error = payload?.error ?? {};
   const code = error.code ?? (status === 413 ? "too_large" : `http_${status}`);
-  return new ApiError(status, code, error.message ?? "", retryAfter && Number(retryAfter));
+  const details = Array.isArray(error.details) ? error.details : [];
+  return new ApiError(status, code, error.message ?? "", retryAfter && Number(retryAfter), details);
 }
 
 // Event ids are Redis stream ids, "<ms>-<seq>": compared as numbers, not as strings.

@@ -1,5 +1,6 @@
-// The page: choose a video and options, upload, watch the job live, play and download the result,
-// and come back to recent jobs. Talking to vidstream is api.js's part; this file only draws.
+// The page: choose a video and options, upload (or write a timeline to compose), watch the job
+// live, play and download the result, and come back to recent jobs. Talking to vidstream is
+// api.js's part; this file only draws.
 
 import { ApiError, Client, FINAL, Watcher } from "./api.js";
 
@@ -14,8 +15,11 @@ const gateway = (
 ).replace(/\/+$/, "");
 const client = new Client(gateway, askForKey);
 
-// The stages each kind of job runs, in order (vidstream/pipelines.py).
-const STAGES = { subtitle: ["transcribe", "render"], transcribe: ["transcribe"] };
+// The stages each kind of job runs, in order (vidstream/pipelines.py), when the job does not
+// list its own (a compose job that transcribes a clip runs both).
+const STAGES = {
+  subtitle: ["transcribe", "render"], transcribe: ["transcribe"], compose: ["render"],
+};
 const STAGE_NAMES = { transcribe: "Transcribe", render: "Render" };
 const STAGE_DOING = { transcribe: "Transcribing…", render: "Rendering…" };
 const STATUS_NAMES = {
@@ -24,7 +28,18 @@ const STATUS_NAMES = {
 };
 const OUTPUT_NAMES = {
   video: "Video (MP4)", vtt: "Subtitles (VTT)", srt: "Subtitles (SRT)",
-  transcript: "Transcript (JSON)",
+  transcript: "Transcript (JSON)", poster: "Poster (JPEG)", preview: "Preview (low resolution)",
+};
+
+// The compose example: needs no uploads, and fills `{{name}}` from the page's one variable.
+const EXAMPLE_TIMELINE = {
+  output: { width: 640, height: 360, fps: 25, duration: 4 },
+  tracks: [
+    { clips: [{ type: "color", start: 0, duration: 4, color: "#1d3557",
+      gradient: { to: "#457b9d" } }] },
+    { clips: [{ type: "text", text: "Hello {{name}}", start: 0.5, duration: 3, size: 64,
+      bold: true, transition_in: { type: "fade", duration: 0.5 } }] },
+  ],
 };
 
 // -- errors as sentences ------------------------------------------------------------------------
@@ -59,6 +74,8 @@ const SENTENCES = {
   link_used: () => "The upload link was already used. Start the upload again.",
   invalid_signature: () => "The upload link expired. Start the upload again.",
   network: () => "The service could not be reached. Check your connection and try again.",
+  invalid_timeline: (m) =>
+    `The timeline can't be rendered: ${m || "it does not follow the timeline schema."}`,
 };
 SENTENCES.storage_unavailable = SENTENCES.storage_error;
 
@@ -68,9 +85,20 @@ function explain(error) {
   return error.message || `Something went wrong (${error.code ?? "unknown error"}).`;
 }
 
+// A refused timeline (the only error with `details`) names each problem by where it is:
+// one "path: message" a line.
 function say(error) {
-  $("notice").textContent = error ? explain(error) : "";
-  $("notice").hidden = !error;
+  const notice = $("notice");
+  const details = error?.details ?? [];
+  notice.textContent = error ? explain(error) : "";
+  if (details.length) {
+    notice.textContent = "The timeline can't be rendered:";
+    const list = text("ul", "");
+    const line = ({ path, message }) => text("li", path ? `${path}: ${message}` : message);
+    list.append(...details.map(line));
+    notice.append(list);
+  }
+  notice.hidden = !error;
 }
 
 // -- the API key ------------------------------------------------------------------------------
@@ -144,7 +172,7 @@ function drawRecent() {
     li.dataset.id = id;
     if (view.job?.id === id) li.setAttribute("aria-current", "true");
     const open = button("", "open", () => openJob(known.get(id)));
-    open.append(text("strong", job.source?.name || job.id),
+    open.append(text("strong", titleOf(job, job.id)),
       text("small", `${new Date(job.created_at).toLocaleString()} · ${job.kind}`));
     li.append(open, pill(job.status));
     if (!FINAL.has(job.status)) li.append(button("Cancel", "quiet", () => cancel(id)));
@@ -232,9 +260,52 @@ async function submit(event) {
   }
 }
 
+// -- compose ----------------------------------------------------------------------------------
+
+// The timeline is checked whole by the gateway; only "is it JSON at all" is the page's to say.
+function timelineError(message) {
+  $("timeline-error").textContent = message ?? "";
+  $("timeline-error").hidden = !message;
+  if (message) $("timeline").setAttribute("aria-invalid", "true");
+  else $("timeline").removeAttribute("aria-invalid");
+}
+
+async function compose(event) {
+  event.preventDefault();
+  let timeline;
+  try {
+    timeline = JSON.parse($("timeline").value);
+  } catch (error) {
+    timelineError(`This is not JSON: ${error.message}`);
+    $("timeline").focus();
+    return;
+  }
+  if (timeline === null || typeof timeline !== "object" || Array.isArray(timeline)) {
+    timelineError('A timeline is a JSON object: { "output": {…}, "tracks": […] }.');
+    $("timeline").focus();
+    return;
+  }
+  timelineError(null);
+  say(null);
+  $("render").disabled = true;
+  try {
+    const job = await client.createJob({
+      kind: "compose", timeline, variables: { name: $("var-name").value }, preview: true,
+    });
+    remember(job.id);
+    known.set(job.id, job);
+    openJob(job);
+  } catch (error) {
+    if (error.details?.length) $("timeline").setAttribute("aria-invalid", "true");
+    say(error);
+  } finally {
+    $("render").disabled = false;
+  }
+}
+
 // -- the job ----------------------------------------------------------------------------------
 
-const view = { job: null, watcher: null, pace: null, trackUrl: null };
+const view = { job: null, watcher: null, pace: null, trackUrl: null, reads: 0 };
 
 function openJob(job, since = "0-0") {
   view.watcher?.stop();
@@ -242,7 +313,7 @@ function openJob(job, since = "0-0") {
   view.pace = null;
   $("welcome").hidden = true;
   $("job").hidden = false;
-  $("job-title").textContent = job.source?.name || "Video";
+  $("job-title").textContent = titleOf(job, "Video");
   $("job-id").textContent = job.id;
   if (since === "0-0") {
     $("log").replaceChildren();
@@ -250,7 +321,8 @@ function openJob(job, since = "0-0") {
     $("result").hidden = true;
     $("player").removeAttribute("src");
     delete $("player").dataset.job;
-    $("stages").replaceChildren(...(STAGES[job.kind] ?? []).map(stageRow));
+    $("player").removeAttribute("poster");
+    $("stages").replaceChildren(...stagesOf(job).map(stageRow));
   }
   drawJob();
   drawRecent();
@@ -291,7 +363,7 @@ function onEvent(event) {
   Object.assign(job, { status: event.status, stage: event.stage, progress: event.progress });
   if (event.event === "progress") setStage(event.stage, event.stage_progress ?? 0);
   if (event.event === "stage_completed") setStage(event.stage, 1);
-  if (event.event === "completed") (STAGES[job.kind] ?? []).forEach((stage) => setStage(stage, 1));
+  if (event.event === "completed") stagesOf(job).forEach((stage) => setStage(stage, 1));
   if (event.event === "started" || event.event === "queued") job.error = null;
   if (event.error) job.error = { ...event.error, retryIn: event.retry_in_s };
   if (event.event === "failed" && job.error) delete job.error.retryIn;
@@ -300,21 +372,24 @@ function onEvent(event) {
   drawJob();
   known.set(job.id, { ...known.get(job.id), ...job });
   drawRecent();
-  if (FINAL.has(event.event)) finish(job.id);
+  if (FINAL.has(event.event)) readOutputs(job.id);
+  // An output stored before its stage ends (a compose job's preview): shown while it renders.
+  else if (event.event === "progress" && event.outputs?.length) readOutputs(job.id);
 }
 
 // The events missed are no longer all kept: take the job as it is now, and say so in the log.
 function onReset(fresh, lastId) {
   view.job = { ...view.job, ...fresh };
   view.pace = null;
-  const done = (STAGES[fresh.kind] ?? []).indexOf(fresh.stage);
-  (STAGES[fresh.kind] ?? []).forEach((stage, i) => { if (i < done) setStage(stage, 1); });
-  if (fresh.status === "completed") (STAGES[fresh.kind] ?? []).forEach((s) => setStage(s, 1));
+  const done = stagesOf(fresh).indexOf(fresh.stage);
+  stagesOf(fresh).forEach((stage, i) => { if (i < done) setStage(stage, 1); });
+  if (fresh.status === "completed") stagesOf(fresh).forEach((s) => setStage(s, 1));
   log({ id: lastId, event: "reset", at: fresh.updated_at, progress: fresh.progress ?? 0 });
   drawJob();
   known.set(fresh.id, { ...known.get(fresh.id), ...fresh });
   drawRecent();
-  if (FINAL.has(fresh.status)) finish(fresh.id);
+  if (FINAL.has(fresh.status)) readOutputs(fresh.id);
+  else if (fresh.outputs?.preview) showResult(fresh);
 }
 
 // Time left: the server's estimate (`eta_s`) when it sends one, else the job's pace so far,
@@ -334,10 +409,13 @@ function estimate(event) {
   $("eta").hidden = !$("eta").textContent;
 }
 
-// Outputs in events are names only; the job read afresh carries their signed links.
-async function finish(id) {
+// Outputs in events are names only; the job read afresh carries their signed links. Only the
+// newest read is shown: an early one answered late would take the final outputs away.
+async function readOutputs(id) {
+  const read = (view.reads += 1);
   try {
     const job = await client.getJob(id);
+    if (read !== view.reads) return;
     known.set(id, job);
     if (view.job?.id === id) showResult(job);
   } catch (error) {
@@ -396,9 +474,9 @@ function showConnection(state, detail) {
 }
 
 async function showResult(job) {
-  const { video, vtt } = job.outputs ?? {};
+  const { video, vtt, preview, poster } = job.outputs ?? {};
   $("result").hidden = Object.keys(job.outputs ?? {}).length === 0;
-  $("no-video").hidden = Boolean(video) || job.kind !== "transcribe";
+  $("no-video").hidden = Boolean(video ?? preview) || job.kind !== "transcribe";
   $("downloads").replaceChildren(...Object.entries(job.outputs ?? {}).map(([name, out]) => {
     const link = text("a", OUTPUT_NAMES[name] ?? name);
     link.href = out.url;
@@ -408,12 +486,17 @@ async function showResult(job) {
     li.append(link);
     return li;
   }));
+  // A compose job's preview plays until its video is stored, then the video replaces it.
+  const playing = video ? "video" : "preview";
   const player = $("player");
-  player.hidden = !video;
-  if (!video || player.dataset.job === job.id) return;
+  player.hidden = !(video ?? preview);
+  if (!(video ?? preview)) return;
+  if (player.dataset.job === job.id && player.dataset.output === playing) return;
   player.dataset.job = job.id;
+  player.dataset.output = playing;
+  if (poster) player.poster = poster.url;
   player.replaceChildren();
-  player.src = video.url;
+  player.src = (video ?? preview).url;
   if (!vtt) return;
   const track = document.createElement("track");
   track.kind = "subtitles";
@@ -440,6 +523,15 @@ async function subtitleUrl(url) {
 }
 
 // -- small helpers ----------------------------------------------------------------------------
+
+function stagesOf(job) {
+  return job.stages ?? STAGES[job.kind] ?? [];
+}
+
+// A compose job has no uploaded file to be named after.
+function titleOf(job, otherwise) {
+  return job.source?.name || (job.kind === "compose" ? "Composed video" : otherwise);
+}
 
 function text(tag, content, className) {
   const node = document.createElement(tag);
@@ -481,6 +573,11 @@ $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
   $("burn-choice").disabled = new FormData($("job-form")).get("kind") !== "subtitle";
 };
+$("compose-form").onsubmit = compose;
+$("timeline").value = JSON.stringify(EXAMPLE_TIMELINE, null, 2);
+$("timeline").oninput = () => timelineError(null);
+$("var-name").value = "vidstream";
+$("schema-link").href = `${gateway}/v1/schemas/timeline.json`;
 $("cancel").onclick = () => cancel(view.job.id);
 $("retry").onclick = () => retry(view.job.id);
 $("key-button").onclick = () => askForKey(false).then((key) => { client.key = key; }, () => {});

@@ -1,0 +1,250 @@
+"""The render stage of a compose job: fetch and probe the assets, write the captions, run the
+graph (`compose.graph`), and store the video, its poster and (when asked, first) a preview.
+
+Only I/O lives here: what to render is decided by the pure `compose` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vidstream.actors.encode import Report, Share, run_ffmpeg
+from vidstream.actors.run import Run
+from vidstream.actors.sources import object_path
+from vidstream.compose import graph, segments
+from vidstream.compose.graph import Asset, Window
+from vidstream.compose.timeline import (
+    AudioClip,
+    ImageClip,
+    SubtitlesClip,
+    Timeline,
+    VideoClip,
+)
+from vidstream.errors import JobCancelled, PermanentError
+from vidstream.jobs import Job, Output, is_job_id
+from vidstream.media import captions
+from vidstream.media.assets import AssetKind, probe_asset
+from vidstream.media.ffmpeg import Encoder
+from vidstream.media.info import run_timeout
+from vidstream.media.transcript import Transcript
+from vidstream.storage.names import CONTENT_TYPES, rendered_key
+
+if TYPE_CHECKING:
+    from vidstream.actors.render import RenderWorker
+
+PROBES_AT_ONCE = 4
+CAPTIONS_MAX_BYTES = 8 * 1024 * 1024
+# Shares of the stage's progress: the preview comes first when asked, the poster last.
+PREVIEW_SHARE, POSTER_SHARE = 0.15, 0.03
+
+
+class Composer:
+    def __init__(self, worker: RenderWorker) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.store = worker.services.store
+        self.jobs = worker.services.jobs
+
+    async def process(self, job: Job, workdir: Path, run: Run) -> None:
+        timeline = Timeline.model_validate_json(job.timeline)
+        assets = await self._assets(timeline, workdir)
+        await self._captions(job, timeline, workdir)
+        stored: list[str] = []
+        try:
+            outputs = await self._render(job, timeline, assets, workdir, run, stored)
+            await run.finish(outputs)
+        except JobCancelled as exc:
+            if exc.cancelled:  # cancelled meanwhile: keep nothing
+                await asyncio.gather(*(self.store.delete(key) for key in stored))
+            raise
+
+    async def _render(
+        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run,
+        stored: list[str],
+    ) -> dict[str, Output]:  # fmt: skip
+        fmt = timeline.output.format
+        base = 0.0
+        if job.options.preview:
+            preview = await self._preview(timeline, assets, workdir, run)
+            key = rendered_key(job.id, job.created_at, "-preview", fmt)
+            early = {"preview": await self._put(key, workdir / preview, stored)}
+            await run.publish(PREVIEW_SHARE, early)
+            base = PREVIEW_SHARE
+        span = 1.0 - base - POSTER_SHARE
+        video = await self._video(timeline, assets, workdir, run, base, span)
+        poster = "poster.jpg"
+        at = segments.poster_time(timeline)
+        await self._ffmpeg(segments.poster_args(video, at, poster), workdir, 1.0, run, None)
+        return {
+            "video": await self._put(rendered_key(job.id, job.created_at, "", fmt),
+                                     workdir / video, stored),
+            "poster": await self._put(rendered_key(job.id, job.created_at, "-poster", "jpg"),
+                                      workdir / poster, stored),
+        }  # fmt: skip
+
+    async def _preview(
+        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run
+    ) -> str:
+        name = f"preview.{timeline.output.format}"
+        window = Window(
+            scale=segments.preview_scale(timeline), encoder=Encoder("ultrafast", 30, "96k"),
+            max_pixels=self.settings.max_pixels,
+        )  # fmt: skip
+        plan = graph.build(timeline, assets, name, window)
+        await self._write(workdir, plan.files)
+        share = Share(run.report, [1.0], 0.0, PREVIEW_SHARE)
+        await self._ffmpeg(plan.args, workdir, timeline.duration, run, share.part(0))
+        return name
+
+    async def _video(
+        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run,
+        base: float, span: float,
+    ) -> str:  # fmt: skip
+        """The finished video: one FFmpeg, or segments at once joined with the sound."""
+        fmt, s = timeline.output.format, self.settings
+        name = f"output.{fmt}"
+        enc = self.worker.encoder
+        total = graph.total_frames(timeline)
+        ranges = segments.plan(timeline, total, s.compose_segment_s, self.worker.concurrency)
+        run.log.info(
+            "compose_planned",
+            frames=total,
+            segments=len(ranges),
+            tracks=len(timeline.tracks),
+            clips=sum(1 for _ in timeline.clips()),
+        )
+        if len(ranges) == 1:
+            plan = graph.build(timeline, assets, name, Window(encoder=enc, max_pixels=s.max_pixels))
+            await self._write(workdir, plan.files)
+            share = Share(run.report, [1.0], base, span)
+            await self._ffmpeg(plan.args, workdir, timeline.duration, run, share.part(0))
+            return name
+        rate = timeline.output.rate
+        lengths = [float((last - first) / rate) for first, last in ranges]
+        sound = f"sound.{'webm' if fmt == 'webm' else 'm4a'}"
+        # The sound weighs little next to a segment's picture.
+        share = Share(run.report, [*lengths, timeline.duration / 10], base, span)
+        jobs = []
+        names = [f"segment-{i}.{fmt}" for i in range(len(ranges))]
+        for i, (first, last) in enumerate(ranges):
+            window = Window(first, last, audio=False, encoder=enc, max_pixels=s.max_pixels)
+            plan = graph.build(timeline, assets, names[i], window)
+            await self._write(workdir, plan.files)
+            jobs.append((plan.args, lengths[i], share.part(i)))
+        plan = graph.build(timeline, assets, sound, Window(video=False, encoder=enc))
+        jobs.append((plan.args, timeline.duration, share.part(len(ranges))))
+        slots = asyncio.Semaphore(max(self.worker.concurrency, 1))
+
+        async def render(args: list[str], seconds: float, report: Report) -> None:
+            async with slots:
+                await self._ffmpeg(args, workdir, seconds, run, report)
+
+        await asyncio.gather(*(render(*job) for job in jobs))
+        await asyncio.to_thread((workdir / "segments.txt").write_text, segments.concat_list(names))
+        await self._ffmpeg(segments.join_args("segments.txt", sound, name, fmt), workdir, 1.0,
+                           run, None)  # fmt: skip
+        return name
+
+    async def _ffmpeg(
+        self, args: list[str], workdir: Path, seconds: float, run: Run,
+        report: Report | None,
+    ) -> None:  # fmt: skip
+        async def quiet(_fraction: float) -> None:
+            return None
+
+        argv = [self.worker.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+        if "-progress" not in argv:
+            argv[-1:-1] = ["-progress", "pipe:1", "-nostats"]
+        await run_ffmpeg(
+            argv, workdir, duration_s=max(seconds, 0.001),
+            deadline_s=run_timeout(seconds, self.settings.media_timeout_factor),
+            report=report or quiet, log=run.log,
+        )  # fmt: skip
+
+    async def _put(self, key: str, path: Path, stored: list[str]) -> Output:
+        info = await self.store.put_file(key, path, CONTENT_TYPES[key.rsplit(".", 1)[-1]])
+        stored.append(key)
+        return Output(info.key, info.size, info.content_type)
+
+    @staticmethod
+    async def _write(workdir: Path, files: dict[str, str]) -> None:
+        def write() -> None:
+            for name, text in files.items():
+                (workdir / name).write_text(text, encoding="utf-8")
+
+        await asyncio.to_thread(write)
+
+    async def _assets(self, timeline: Timeline, workdir: Path) -> dict[str, Asset]:
+        """Every key a clip draws or plays, as a local file, probed for what the clip wants."""
+        kinds: dict[str, AssetKind] = {}
+        for _, _, clip in timeline.clips():
+            if isinstance(clip, VideoClip):
+                kinds[clip.key] = AssetKind.VIDEO
+            elif isinstance(clip, ImageClip):
+                kinds.setdefault(clip.key, AssetKind.IMAGE)
+            elif isinstance(clip, AudioClip):
+                kinds.setdefault(clip.key, AssetKind.AUDIO)
+        s = self.settings
+        slots = asyncio.Semaphore(PROBES_AT_ONCE)
+
+        async def one(index: int, key: str, kind: AssetKind) -> tuple[str, Asset]:
+            async with slots:
+                dest = workdir / f"asset-{index}"
+                path = await object_path(self.store, key, dest, s.max_upload_bytes,
+                                         what=f"{kind.noun} {key!r}")  # fmt: skip
+                info = await probe_asset(path, kind, s.probe_timeout_s, max_pixels=s.max_pixels,
+                                         max_duration_s=s.max_duration_s)  # fmt: skip
+            return key, Asset(str(path), info.demuxer, info.duration, info.has_audio)
+
+        found = await asyncio.gather(
+            *(one(i, k, kind) for i, (k, kind) in enumerate(kinds.items()))
+        )
+        assets = dict(found)
+        for _, _, clip in timeline.clips():
+            if isinstance(clip, AudioClip) and not assets[clip.key].has_audio:
+                raise PermanentError(
+                    f"The audio file {clip.key!r} has no sound.", code="invalid_media"
+                )
+        return assets
+
+    async def _captions(self, job: Job, timeline: Timeline, workdir: Path) -> None:
+        """Each subtitles clip's captions as an ASS file, timed on the timeline."""
+        out = timeline.output
+        for t, c, clip in timeline.clips():
+            if not isinstance(clip, SubtitlesClip):
+                continue
+            items = await self._timed(job, timeline, clip)
+            document = captions.to_ass_styled(items, out.width, out.height, clip.style,
+                                              karaoke=clip.karaoke)  # fmt: skip
+            await self._write(workdir, {graph.captions_file(t, c): document})
+
+    async def _timed(
+        self, job: Job, timeline: Timeline, clip: SubtitlesClip
+    ) -> list[captions.Timed]:
+        if clip.job is None and clip.key is None:  # this job's transcript of its clip
+            if "transcript" not in job.outputs or not job.options.transcribe:
+                raise PermanentError(
+                    "The timeline's subtitles need a transcript.", code="invalid_timeline"
+                )
+            raw = await self.store.get_bytes(job.outputs["transcript"].key, CAPTIONS_MAX_BYTES)
+            heard = timeline.named(job.options.transcribe)
+            assert isinstance(heard, VideoClip | AudioClip)
+            speed = heard.speed if isinstance(heard, VideoClip) else 1.0
+            begin = heard.trim.start
+            items = captions.shift(captions.timed(Transcript.from_json(raw)), heard.start, begin,
+                                   begin + heard.duration * speed, speed=speed)  # fmt: skip
+            return captions.shift(items, clip.start, clip.start, clip.end)  # its window only
+        if clip.job is not None:
+            other = await self.jobs.get(clip.job) if is_job_id(clip.job) else None
+            if other is None or other.tenant != job.tenant or "transcript" not in other.outputs:
+                raise PermanentError(f"The job {clip.job} has no transcript (any more).",
+                                     code="source_not_found")  # fmt: skip
+            key = other.outputs["transcript"].key
+        else:
+            assert clip.key is not None
+            key = clip.key
+        raw = await self.store.get_bytes(key, CAPTIONS_MAX_BYTES)
+        return captions.shift(captions.timed(captions.parse_captions(raw)), clip.start, 0.0,
+                              clip.duration)  # fmt: skip

@@ -1,0 +1,214 @@
+"""Whether a timeline can be rendered: its shape (the models), then the rules across fields and
+the operator's limits. Every problem names its path (`tracks[2].clips[0].start`) and its rule, so
+a client can point at the field; all of them are reported at once, not the first only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from vidstream.compose.timeline import (
+    SOUNDING,
+    AudioClip,
+    Clip,
+    SubtitlesClip,
+    TextClip,
+    Timeline,
+    VideoClip,
+    frames,
+)
+from vidstream.errors import PermanentError
+
+MAX_PROBLEMS = 20  # reported at once; a timeline wrong everywhere needs no longer list
+_CLIP_TYPES = frozenset({"video", "image", "color", "text", "audio", "subtitles"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str  # such as "tracks[2].clips[0].start"; "" for the timeline as a whole
+    rule: str  # a short name: "greater_than_equal", "too_long", "overlaps_end"
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "rule": self.rule, "message": self.message}
+
+
+class InvalidTimeline(PermanentError):
+    """The timeline cannot be rendered; `problems` says where and why."""
+
+    code = "invalid_timeline"
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        where = f"{first.path}: " if first.path else ""
+        super().__init__(f"{where}{first.message}{more}")
+        self.problems = list(problems)[:MAX_PROBLEMS]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_tracks: int
+    max_clips: int
+    max_duration_s: float
+    max_pixels: int
+
+
+def path_of(loc: Sequence[int | str], prefix: str = "") -> str:
+    """pydantic's error location as a path a person reads; the union's tag is left out."""
+    text = prefix
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not (part in _CLIP_TYPES and i > 0 and isinstance(loc[i - 1], int)):
+            text += f".{part}" if text else part
+    return text
+
+
+def parse(data: object, limits: Limits, prefix: str = "timeline") -> Timeline:
+    """A `Timeline` from a client's JSON, or `InvalidTimeline` naming every problem."""
+    try:
+        timeline = Timeline.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            Problem(path_of(err["loc"], prefix), err["type"], err["msg"])
+            for err in exc.errors(include_url=False)
+        ]
+        raise InvalidTimeline(problems) from None
+    problems = list(check(timeline, limits, prefix))
+    if problems:
+        raise InvalidTimeline(problems)
+    return timeline
+
+
+def check(timeline: Timeline, limits: Limits, prefix: str = "timeline") -> Iterator[Problem]:
+    """The rules the models cannot say alone."""
+    out = timeline.output
+    if len(timeline.tracks) > limits.max_tracks:
+        yield Problem(
+            f"{prefix}.tracks",
+            "too_many_tracks",
+            f"{len(timeline.tracks)} tracks; at most {limits.max_tracks}",
+        )
+    count = sum(len(track.clips) for track in timeline.tracks)
+    if count > limits.max_clips:
+        yield Problem(
+            f"{prefix}.tracks", "too_many_clips", f"{count} clips; at most {limits.max_clips}"
+        )
+    if out.width * out.height > limits.max_pixels:
+        yield Problem(
+            f"{prefix}.output",
+            "too_many_pixels",
+            f"{out.width}x{out.height} is more than {limits.max_pixels:,} pixels",
+        )
+    if timeline.duration > limits.max_duration_s:
+        yield Problem(
+            f"{prefix}.output.duration",
+            "too_long",
+            f"the video would last {timeline.duration:g} s; at most {limits.max_duration_s:g} s",
+        )
+    if out.poster is not None and out.poster >= timeline.duration:
+        yield Problem(
+            f"{prefix}.output.poster",
+            "after_the_end",
+            f"{out.poster:g} s is not before the end ({timeline.duration:g} s)",
+        )
+    yield from _names(timeline, prefix)
+    for t, c, clip in timeline.clips():
+        yield from _clip(timeline, clip, f"{prefix}.tracks[{t}].clips[{c}]")
+
+
+def _names(timeline: Timeline, prefix: str) -> Iterator[Problem]:
+    seen: set[str] = set()
+    tracks: dict[str, int] = {}
+    for t, track in enumerate(timeline.tracks):
+        if track.name is not None:
+            if track.name in tracks:
+                yield Problem(
+                    f"{prefix}.tracks[{t}].name",
+                    "duplicate_name",
+                    f"another track is named {track.name!r}",
+                )
+            tracks[track.name] = t
+    for t, c, clip in timeline.clips():
+        if clip.name is not None:
+            if clip.name in seen:
+                yield Problem(
+                    f"{prefix}.tracks[{t}].clips[{c}].name",
+                    "duplicate_name",
+                    f"another clip is named {clip.name!r}",
+                )
+            seen.add(clip.name)
+        if isinstance(clip, AudioClip) and clip.duck is not None:
+            path = f"{prefix}.tracks[{t}].clips[{c}].duck.under"
+            under = tracks.get(clip.duck.under)
+            if under is None:
+                yield Problem(path, "unknown_track", f"no track is named {clip.duck.under!r}")
+            elif under == t:
+                yield Problem(path, "ducks_itself", "a track cannot duck under itself")
+            elif not any(_sounds(x) for x in timeline.tracks[under].clips):
+                yield Problem(
+                    path,
+                    "silent_track",
+                    f"the track {clip.duck.under!r} has no sound to duck under",
+                )
+
+
+def _sounds(clip: Clip) -> bool:
+    return isinstance(clip, SOUNDING) and clip.volume > 0
+
+
+def _clip(timeline: Timeline, clip: Clip, path: str) -> Iterator[Problem]:
+    rate, end = timeline.output.rate, timeline.duration
+    if frames(clip.duration, rate) < 1:
+        yield Problem(
+            f"{path}.duration",
+            "shorter_than_a_frame",
+            f"{clip.duration:g} s is less than one frame at {float(rate):g} fps",
+        )
+    if clip.end > end + 1e-9:
+        yield Problem(
+            f"{path}.duration",
+            "after_the_end",
+            f"the clip ends at {clip.end:g} s, after the video's end ({end:g} s)",
+        )
+    ins = clip.transition_in.duration if clip.transition_in else 0.0
+    outs = clip.transition_out.duration if clip.transition_out else 0.0
+    if ins + outs > clip.duration + 1e-9:
+        yield Problem(
+            f"{path}.transition_in",
+            "transitions_too_long",
+            f"transitions of {ins + outs:g} s do not fit a {clip.duration:g} s clip",
+        )
+    if isinstance(clip, AudioClip) and clip.fade_in + clip.fade_out > clip.duration + 1e-9:
+        yield Problem(
+            f"{path}.fade_in",
+            "fades_too_long",
+            f"fades of {clip.fade_in + clip.fade_out:g} s do not fit a {clip.duration:g} s clip",
+        )
+    if isinstance(clip, VideoClip | AudioClip) and clip.trim.end is not None:
+        speed = clip.speed if isinstance(clip, VideoClip) else 1.0
+        span = (clip.trim.end - clip.trim.start) / speed
+        if clip.trim.end <= clip.trim.start:
+            yield Problem(
+                f"{path}.trim.end", "before_the_start", "the trim must end after it starts"
+            )
+        elif span + 1e-9 < clip.duration:
+            yield Problem(
+                f"{path}.trim",
+                "shorter_than_the_clip",
+                f"the trimmed part plays {span:g} s, less than the clip's {clip.duration:g} s",
+            )
+    if isinstance(clip, TextClip) and not clip.text.strip():
+        yield Problem(f"{path}.text", "empty", "the text is empty")
+    if isinstance(clip, SubtitlesClip) and clip.job is not None and clip.key is not None:
+        yield Problem(f"{path}.key", "one_source", "give job or key, not both")
+
+
+def as_json(timeline: Timeline) -> dict[str, Any]:
+    """The timeline as stored with the job: every default spelled out."""
+    return timeline.model_dump(mode="json")

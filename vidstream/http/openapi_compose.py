@@ -1,0 +1,145 @@
+"""The compose part of the OpenAPI document: compose job requests, templates, the timeline's
+JSON Schema. The timeline itself is described once, by `GET /v1/schemas/timeline.json` (made
+from the models that check it), not copied here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+_TIMELINE = {
+    "type": "object",
+    "description": "A timeline: see GET /v1/schemas/timeline.json.",
+}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+SCHEMAS: dict[str, Any] = {
+    "ComposeRequest": {
+        "type": "object",
+        "required": ["kind"],
+        "additionalProperties": False,
+        "description": "Give `timeline`, or `template` and its `variables`.",
+        "properties": {
+            "kind": {"const": "compose"},
+            "timeline": _TIMELINE,
+            "template": _NAME,
+            "variables": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number"], "maxLength": 1000},
+            },
+            "transcribe": {
+                "type": ["boolean", "string"],
+                "description": "true, or the name of the audio or video clip to transcribe",
+            },
+            "preview": {"type": "boolean", "default": False},
+            "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+            "language": {"type": ["string", "null"]},
+            "formats": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["json", "srt", "vtt"]},
+            },
+            "webhook_url": {"type": "string", "format": "uri", "maxLength": 2048},
+        },
+    },
+    "TemplateRequest": {
+        "type": "object",
+        "required": ["name", "timeline"],
+        "additionalProperties": False,
+        "properties": {
+            "name": _NAME,
+            "timeline": _TIMELINE,
+            "description": {"type": "string", "maxLength": 500},
+        },
+    },
+    "Template": {
+        "type": "object",
+        "required": ["name", "variables", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "timeline": {"type": "object"},
+            "variables": {"type": "array", "items": {"type": "string"}},
+            "description": {"type": "string"},
+            "created_at": {"type": "string"},
+            "updated_at": {"type": "string"},
+        },
+    },
+}
+
+_PATH = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def paths(common: dict[str, Any]) -> dict[str, Any]:
+    invalid = _error("The timeline cannot be rendered; `details` names each problem's path.")
+    return {
+        "/v1/templates": {
+            "get": {
+                "summary": "Your templates (without their timelines).",
+                "responses": {
+                    "200": _ok(
+                        "The templates.",
+                        {
+                            "type": "object",
+                            "required": ["templates"],
+                            "properties": {
+                                "templates": {"type": "array", "items": _ref("Template")}
+                            },
+                        },
+                    ),
+                    **common,
+                },
+            },
+            "post": {
+                "summary": "Save (or replace) a named timeline with {{placeholders}}.",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("TemplateRequest")}},
+                },
+                "responses": {
+                    "201": _ok("Saved.", _ref("Template")),
+                    "200": _ok("Replaced.", _ref("Template")),
+                    "409": _error("You have the most templates allowed."),
+                    "413": _error("The template is too large."),
+                    "422": invalid,
+                    **common,
+                },
+            },
+        },
+        "/v1/templates/{name}": {
+            "get": {
+                "parameters": _PATH,
+                "responses": {
+                    "200": _ok("The template.", _ref("Template")),
+                    "404": _error("No such template of yours."),
+                    **common,
+                },
+            },
+            "delete": {
+                "parameters": _PATH,
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "404": _error("No such template of yours."),
+                    **common,
+                },
+            },
+        },
+        "/v1/schemas/timeline.json": {
+            "get": {
+                "security": [],
+                "summary": "The JSON Schema of a compose timeline.",
+                "responses": {"200": _ok("The schema.", {"type": "object"})},
+            }
+        },
+    }
