@@ -240,17 +240,27 @@ async def watch_until(
     job: dict[str, Any], done: Callable[[dict[str, Any]], bool], timeout_s: float = 90.0,
     since: str = "0-0",
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The job's events up to the first one for which `done` is true (or a terminal one)."""
+    """The job's events up to the first one for which `done` is true, or the job's end (a
+    terminal event no older than the snapshot: a retried job's history holds earlier ends)."""
     events: list[dict[str, Any]] = []
+    newest = (0, 0)
+
+    def stream_id(text: str) -> tuple[int, int]:
+        ms, seq = text.split("-")
+        return int(ms), int(seq)
+
     async with asyncio.timeout(timeout_s), connect(job["links"]["ws"]) as ws:
         await ws.send(json.dumps({"type": "subscribe", "job_id": job["id"],
                                   "token": job["ws_token"], "last_event_id": since}))  # fmt: skip
         async for raw in ws:
             msg = json.loads(raw)
-            assert msg["type"] != "error", msg
-            if msg["type"] == "event":
+            assert msg["type"] not in ("error", "reset"), msg
+            if msg["type"] == "snapshot":
+                newest = stream_id(msg["last_event_id"] or "0-0")
+            elif msg["type"] == "event":
                 events.append(msg)
-                if done(msg) or msg["status"] in TERMINAL:
+                ended = msg["status"] in TERMINAL and stream_id(msg["id"]) >= newest
+                if done(msg) or ended:
                     return events
     raise AssertionError(f"the connection closed first: {events}")
 

@@ -3,10 +3,9 @@ after the id it gave, or a reset when that history is no longer whole.
 
 A resume is partial, and answered with `reset` (a fresh snapshot, then live events), when the
 client's last id is older than what is kept (the history was trimmed to its newest entries, or
-expired `EVENT_RETENTION_S` after the job ended). A replayed job keeps one history across its
-runs, so an id of an earlier run resumes whole: the rest of that run, then the new run's
-`queued`. Never a partial replay: a client either gets every event after its id, or is told to
-start over.
+expired `EVENT_RETENTION_S` after the job ended), or belongs to an earlier run of a job that was
+replayed since. Never a partial replay: a client either gets every event after its id, or is
+told to start over.
 """
 
 from __future__ import annotations
@@ -50,6 +49,8 @@ async def start(services: Services, job: Job, last_id: str, after: str | None) -
 
 async def _partial(services: Services, job: Job, after: str) -> bool:
     wanted = bus.stream_id(after)
+    if job.run_from and (0, 0) < wanted < bus.stream_id(job.run_from):
+        return True  # an id of an earlier run ("0-0", the whole history, is of none)
     try:
         info: dict[str, Any] = await services.redis.xinfo_stream(services.keys.job_events(job.id))
     except ResponseError:  # no history at all: it expired with the job's end

@@ -184,7 +184,7 @@ export class Watcher {
       this.snapshotId = msg.last_event_id;
       this.handlers.onSnapshot(msg.job);
     } else if (msg.type === "reset") {
-      // The events since our last id are no longer all kept (trimmed, or expired):
+      // The events since our last id are no longer all kept (or the job was retried since):
       // the server sends the job as it is now instead, and live events after it.
       this.failures = 0;
       this.renewedToken = false;
