@@ -10,30 +10,30 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from vidstream import logs
-from vidstream.actors.render import RenderWorker
-from vidstream.actors.transcribe import TranscribeWorker
-from vidstream.actors.worker import Worker
 from vidstream.auth import KeyRing
 from vidstream.backoff import Backoff
 from vidstream.devredis import PrivateRedis
 from vidstream.errors import ConfigError, StorageError
-from vidstream.http.app import Gateway
 from vidstream.joblogs import JobLogShipper
 from vidstream.lifecycle import Component
 from vidstream.maintenance import Maintenance
 from vidstream.metrics import MetricsServer
-from vidstream.notifier.server import Notifier
 from vidstream.retention import Retention
 from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
 from vidstream.storage import LocalStore, ObjectStore, open_store
-from vidstream.webhooks.deliver import WebhookDeliverer
+
+if TYPE_CHECKING:  # each role's modules are imported by the processes that run it (memory)
+    from vidstream.actors.worker import Worker
+    from vidstream.http.app import Gateway
+    from vidstream.notifier.server import Notifier
 
 ROLES = ("gateway", "transcribe", "render", "notifier")
 STORAGE_CHECK_TIMEOUT_S = 15.0
@@ -97,8 +97,13 @@ class Stack(Component):
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.
         if "notifier" in self.roles:
+            from vidstream.notifier.server import Notifier
+
             self.notifier = await enter(Notifier(services))
         if "gateway" in self.roles:
+            from vidstream.http.app import Gateway
+            from vidstream.webhooks.deliver import WebhookDeliverer
+
             ws_url = self.notifier.url if self.notifier else None
             self.gateway = await enter(Gateway(services, ws_url=ws_url))
             if self.notifier is not None:  # the gateway's page may watch jobs
@@ -107,9 +112,14 @@ class Stack(Component):
                 store.base_url = self.gateway.url
             # Every gateway process delivers webhooks (after the links in them are known).
             await enter(WebhookDeliverer(services))
-        for role, cls in (("transcribe", TranscribeWorker), ("render", RenderWorker)):
-            if role in self.roles:
-                self.workers.append(await enter(cls(services, concurrency=s.concurrency)))
+        if "transcribe" in self.roles:
+            from vidstream.actors.transcribe import TranscribeWorker
+
+            self.workers.append(await enter(TranscribeWorker(services, concurrency=s.concurrency)))
+        if "render" in self.roles:
+            from vidstream.actors.render import RenderWorker
+
+            self.workers.append(await enter(RenderWorker(services, concurrency=s.concurrency)))
         if s.metrics_port and "gateway" not in self.roles:  # the gateway serves /metrics itself
             metrics = MetricsServer(services.metrics, redis, services.keys, s.metrics_host,
                                     s.metrics_port)  # fmt: skip
