@@ -30,6 +30,9 @@ from vidstream.services import BLOCK_MS
 
 _CLAIM_CALLS = 50
 FAIR_EVERY = 5  # one pick in five starts with the lowest priority
+# While work keeps coming, the pause flag is read at most this often rather than before every
+# entry (a round trip a job less); after a blocking read it is read again at once.
+PAUSE_CHECK_S = 0.5
 
 
 class StageConsumer:
@@ -51,6 +54,7 @@ class StageConsumer:
         self._next_claim = 0.0
         self._picks = 0
         self._ready: deque[tuple[int, Entry]] = deque()  # one blocking read got several
+        self._pause_checked = 0.0
 
     @property
     def stream(self) -> str:
@@ -93,8 +97,11 @@ class StageConsumer:
             return None
 
     async def _next(self) -> tuple[Entry, bool] | None:
-        if self.paused_key is not None:
+        if self.paused_key is not None and (
+            self.paused or time.monotonic() - self._pause_checked >= PAUSE_CHECK_S
+        ):
             self.paused = bool(await self.redis.exists(self.paused_key))
+            self._pause_checked = time.monotonic()
             if self.paused:  # take nothing: not our own, not a dead worker's, not a new one
                 await pause(BLOCK_MS / 1000, self._woken)
                 return None
@@ -157,6 +164,7 @@ class StageConsumer:
         except RedisError:
             self.waker.lost()
             raise
+        self._pause_checked = 0.0  # it may have waited long: read the pause flag next time
         # Entries on several streams at once: take the highest priority now, the rest next
         # (they are delivered to us already).
         got = sorted((self.streams.index(stream), entry) for stream, entry in found)

@@ -29,6 +29,10 @@ from vidstream.services import BLOCK_MS, Services
 from vidstream.tasks import cancel_and_wait
 
 SWEEP_INTERVAL_S = 10.0
+# Jobs checked per pipelined read of the sweep: a notifier watching 5,000 jobs parsed all their
+# replies in one go and stalled live events for 230-470 ms (bench/notifier.py); slices this
+# size keep each step to a few ms, and live events are sent between them.
+SWEEP_SLICE = 250
 FEED_BATCH = 1000
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
 Id = tuple[int, int]
@@ -204,8 +208,10 @@ class Hub:
     async def _close_gaps(self, job_ids: Iterable[str]) -> None:
         """Catch up the subscribers of any job whose last event they were not sent."""
         job_ids = list(job_ids)
-        if not job_ids:
-            return
+        for start in range(0, len(job_ids), SWEEP_SLICE):
+            await self._close_slice(job_ids[start : start + SWEEP_SLICE])
+
+    async def _close_slice(self, job_ids: list[str]) -> None:
         keys = self.services.keys
         async with self.services.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
