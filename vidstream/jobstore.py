@@ -60,6 +60,7 @@ class JobStore:
         self.history_max = history_max
         self.feed_max = feed_max
         self._create = redis.register_script(lua.CREATE)
+        self._create_from_upload = redis.register_script(lua.CREATE_FROM_UPLOAD)
         self._transition = redis.register_script(lua.TRANSITION)
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
@@ -67,11 +68,29 @@ class JobStore:
     async def create(self, job: Job) -> None:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
         in one step. Ids are random, so a job that exists already is this request resent."""
+        keys, args = self._create_args(job)
+        await self._create(keys=keys, args=args)
+
+    async def create_from_upload(
+        self, job: Job, upload_key: str, found: str, paused_key: str
+    ) -> tuple[str, str]:
+        """`create` for a job whose source is an upload, in the same one step: unless
+        `paused_key` exists, take the upload's ticket (the job's tenant's, unused) and, if the
+        storage check `found` it `ok`, create the job. Returns the outcome (`ok`, `paused`,
+        `not_yours`, `missing`, `too_large`) and, when `ok`, the upload's file name."""
+        keys, args = self._create_args(job)
+        keys += [self.keys.upload(upload_key), self.keys.abandoned_uploads, paused_key]
+        args += [job.tenant, upload_key, found]
+        answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
+        if answer[0] != "ok":
+            return answer[0], ""
+        return "ok", str(json.loads(answer[2]).get("filename", ""))
+
+    def _create_args(self, job: Job) -> tuple[list[str], list[str | int]]:
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
         keys.append(self.keys.stage_stream(pipeline_of(job).first, job.priority))
         keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts, self.keys.events]
-        args: list[str | int] = [json.dumps(job.to_redis()), self.history_max, self.feed_max]
-        await self._create(keys=keys, args=args)
+        return keys, [json.dumps(job.to_redis()), self.history_max, self.feed_max]
 
     async def recent(self, tenant: str, limit: int, before: float | None = None) -> list[Job]:
         """The tenant's newest jobs first, created before `before` (a Unix time) if given."""

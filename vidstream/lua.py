@@ -23,14 +23,10 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: job hash, job events, first stage's stream (at the job's priority), the tenant's job
-# index, the status counts, the events feed. ARGV: JSON of the job's fields, history length,
-# feed length. A resend finds the job there and writes nothing.
-CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
-local fields = cjson.decode(ARGV[1])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('HSET', KEYS[1], 'gen', 1)
+# What CREATE and CREATE_FROM_UPLOAD share: `fields` and `flat` are set. One HSET of all fields.
+_CREATE_JOB = """
+for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
 redis.call('ZADD', KEYS[4], fields.created_at, fields.id)
 redis.call('HINCRBY', KEYS[5], 'queued', 1)
@@ -41,8 +37,44 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'job_id', fields.id, 'i
   'event', 'queued', 'status', fields.status, 'stage', '', 'progress', fields.progress,
   'at', fields.created_at, 'attempts', 0, 'data', '', 'kind', fields.kind)
 redis.call('HSET', KEYS[1], 'last_event', id)
-return id
 """
+# KEYS: job hash, job events, the first stage's stream, the tenant's jobs, the status counts,
+# the events feed. ARGV: the job's fields (JSON), history maxlen, feed maxlen. Returns the
+# `queued` event's id, or '' when the job exists already (a resent request).
+CREATE = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
+local fields = cjson.decode(ARGV[1])
+local flat = {'gen', 1}
+"""
+    + _CREATE_JOB
+    + "return id\n"
+)
+# A job from an upload, in one round trip (the gateway's hot path): CREATE's keys and arguments,
+# then KEYS 7-9: the upload's ticket, the abandoned-uploads index, the gateway's pause flag, and
+# ARGV 4-6: the tenant, the upload's key, what the storage check found (`ok`, `missing`,
+# `too_large`; told only to the ticket's tenant). The ticket is taken (the upload is the job's
+# now) only when the job is made. Returns {outcome} or {'ok', event id, the ticket's JSON}.
+CREATE_FROM_UPLOAD = (
+    """
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'paused'} end
+local raw = redis.call('HGET', KEYS[7], 'ticket')
+if not raw then return {'not_yours'} end
+local ticket = cjson.decode(raw)
+if ticket.tenant ~= ARGV[4] or redis.call('HEXISTS', KEYS[7], 'job') == 1 then
+  return {'not_yours'}
+end
+if ARGV[6] ~= 'ok' then return {ARGV[6]} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local fields = cjson.decode(ARGV[1])
+redis.call('HSET', KEYS[7], 'job', fields.id)
+redis.call('ZREM', KEYS[8], ARGV[5])  -- the job's now: removed with it
+fields.source_name = ticket.filename
+local flat = {'gen', 1}
+"""
+    + _CREATE_JOB
+    + "return {'ok', id, raw}\n"
+)
 
 # KEYS: job hash, job events, the webhook stream (a terminal operation of a job that has a
 # webhook_url leaves an entry there for the deliverer), the status counts, the retention set,

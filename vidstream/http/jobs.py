@@ -41,7 +41,6 @@ from vidstream.present import present_job
 from vidstream.protocol import Cancel
 from vidstream.services import Services
 from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
-from vidstream.tickets import Tickets
 from vidstream.webhooks.targets import check_webhook_url
 
 routes = web.RouteTableDef()
@@ -66,6 +65,7 @@ class JobRequest:
     priority: Priority = Priority.NORMAL
     timeline: str = ""
     assets: tuple[str, ...] = ()
+    found: str = ""  # a JSON job's upload as the storage check found it: `ok`, `missing`, ...
 
     def job(self, tenant: str) -> Job:
         job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
@@ -86,11 +86,8 @@ async def create_job(request: web.Request) -> web.Response:
             "Send application/json, or multipart/form-data with a 'file' field.",
         )
     await _check_load(request)
-    if await services.redis.exists(services.keys.paused("gateway")):
-        raise ApiError(
-            503, "paused", "New jobs are paused for maintenance; try again shortly.",
-            headers={"Retry-After": "60"},
-        )  # fmt: skip
+    if multipart:  # before the upload streams in; a JSON job learns it as it is created
+        await _refuse_if_paused(services)
     idem = None
     if header := request.headers.get("Idempotency-Key"):
         # An upload's bytes are unknown before they are read, so a multipart request is
@@ -103,8 +100,8 @@ async def create_job(request: web.Request) -> web.Response:
                 return web.json_response(await job_body(request, job), status=200)
     try:
         spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
-        job = spec.job(tenant).with_changes(request_id=request_id(request))
-        await services.jobs.create(job)
+        job = await _create(services, spec.job(tenant).with_changes(request_id=request_id(request)),
+                            spec.found)  # fmt: skip
         services.metrics.jobs_created.labels(job.kind.value).inc()
     except BaseException:
         if idem is not None:
@@ -114,6 +111,40 @@ async def create_job(request: web.Request) -> web.Response:
         await idem.bind(job.id, services.keys.job(job.id))
     body = await job_body(request, job)
     return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
+
+
+async def _refuse_if_paused(services: Services) -> None:
+    if await services.redis.exists(services.keys.paused("gateway")):
+        raise _paused()
+
+
+def _paused() -> ApiError:
+    return ApiError(
+        503, "paused", "New jobs are paused for maintenance; try again shortly.",
+        headers={"Retry-After": "60"},
+    )  # fmt: skip
+
+
+async def _create(services: Services, job: Job, found: str) -> Job:
+    """Store the job. One from an upload (`found`: what the storage check saw) takes the
+    upload's ticket in the same step, after the pause flag: one round trip for the whole job."""
+    if not found:
+        await services.jobs.create(job)
+        return job
+    key, paused = job.source_key, services.keys.paused("gateway")
+    outcome, filename = await services.jobs.create_from_upload(job, key, found, paused)
+    if outcome == "ok":
+        return job.with_changes(source_name=filename)
+    if outcome == "paused":
+        raise _paused()
+    if outcome == "missing":
+        raise ApiError(400, "source_not_found", "Nothing was uploaded to that key yet.")
+    if outcome == "too_large":
+        limit = services.settings.max_upload_bytes
+        raise ApiError(413, "too_large", f"The source is larger than {limit} bytes.")
+    # A key is usable once, and only by the tenant that was given it; to anyone else it is as
+    # unknown as a key that was never handed out.
+    raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
 
 
 async def job_body(request: web.Request, job: Job) -> dict[str, Any]:
@@ -151,6 +182,7 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     webhook_url = _webhook(body.get("webhook_url"), services)
     priority = parse_priority(body.get("priority", Priority.NORMAL))
     if kind is Kind.COMPOSE:
+        await _refuse_if_paused(services)  # before its uploads are taken
         job_id = new_job_id()
         made = await compose.composition(services, tenant, job_id, body)
         return JobRequest(job_id, made.source_key, made.source_name, made.options, kind,
@@ -160,24 +192,13 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
         raise ApiError(400, "invalid_request", 'source must be {"key": "<storage key>"}')
     key = check_source_key(source["key"])
     options = Options.parse({k: body[k] for k in _OPTION_FIELDS if k in body})
-    job_id = new_job_id()
-    tickets = Tickets(services.redis, services.keys)
-    # A key is usable once, and only by the tenant that was given it; to anyone else it is as
-    # unknown as a key that was never handed out.
-    ticket = await tickets.take(key, tenant, job_id)
-    if ticket is None:
-        raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
-    try:
-        info = await services.store.head(key)
-        if info is None:
-            raise ApiError(400, "source_not_found", "Nothing was uploaded to that key yet.")
-        if info.size > services.settings.max_upload_bytes:
-            limit = services.settings.max_upload_bytes
-            raise ApiError(413, "too_large", f"The source is larger than {limit} bytes.")
-    except BaseException:
-        await asyncio.shield(tickets.give_back(key, job_id))
-        raise
-    return JobRequest(job_id, key, ticket.filename, options, kind, webhook_url, priority)
+    # Checked before the ticket is (in the step that creates the job), but told only to the
+    # tenant the upload is for.
+    info = await services.store.head(key)
+    found = "missing" if info is None else "ok"
+    if info is not None and info.size > services.settings.max_upload_bytes:
+        found = "too_large"
+    return JobRequest(new_job_id(), key, "", options, kind, webhook_url, priority, found=found)
 
 
 async def _receive_upload(request: web.Request) -> JobRequest:
