@@ -168,3 +168,10 @@ async def test_dev_starts_a_private_redis_and_stops_it(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_the_cli_knows_every_role() -> None:
+    """The CLI names the roles without importing them (a client command starts faster)."""
+    from vidstream import cli, runtime
+
+    assert cli._ROLES == runtime.ROLES

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vidstream: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    serving = args.command == "dev" or args.command in _ROLES
+    logs.configure(settings.log_level, settings.log_format, keep_with_jobs=serving)
     try:
         return _run(_command(args, settings))
     except ConfigError as exc:
@@ -114,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
-    from vidstream import runtime
+_ROLES = ("gateway", "transcribe", "render", "notifier")  # runtime.ROLES, without importing it
 
-    if args.command == "dev":
-        return runtime.serve(settings, runtime.ROLES, dev=True)
-    if args.command in runtime.ROLES:
-        return runtime.serve(settings, (args.command,))
+
+def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+    if args.command == "dev" or args.command in _ROLES:
+        # Only the processes that serve import the roles: a client command starts faster.
+        from vidstream import runtime
+
+        roles = runtime.ROLES if args.command == "dev" else (args.command,)
+        return runtime.serve(settings, roles, dev=args.command == "dev")
     if args.command in ("submit", "jobs"):
         return _submit(args, settings)
     if args.command == "logs":
