@@ -7,7 +7,7 @@ SRC    := $(wildcard vidstream tests bench)
 # Tests use their own Redis database and a key prefix per run; they never flush anything else.
 export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install system-deps redis check lint format typecheck bench procs sample clean
+.PHONY: run test install system-deps redis check lint format typecheck bench bench-quick procs sample clean
 
 run: install
 	$(BIN)/vidstream dev
@@ -47,12 +47,14 @@ format:
 typecheck:
 	$(BIN)/mypy
 
+# Every benchmark, one after the other (about 40 min on 2 cores): tables printed, JSON written
+# under bench/results/. See bench/README.md. `make bench-quick` runs each in its quick mode.
+BENCHES := pipeline bus gateway memory notifier compose
 bench: install redis
-	$(BIN)/python bench/ffmpeg_builds.py
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/whisper_threads.py
-	$(BIN)/python bench/soak.py --seconds 60
-	$(BIN)/python bench/compose.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+
+bench-quick: install redis
+	@for b in $(BENCHES); do echo "== bench/$$b.py --quick"; $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 # The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
 procs: install

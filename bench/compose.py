@@ -292,8 +292,9 @@ def report(results: dict[str, Any]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one repetition")
     args = parser.parse_args()
-    found = asyncio.run(main(args.reps))
+    found = asyncio.run(main(1 if args.quick else args.reps))
     report(found)
     out = REPO / "bench" / "results" / "compose.json"
     out.write_text(

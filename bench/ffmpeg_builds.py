@@ -148,7 +148,7 @@ def commands(exe: str, source: Path, media: MediaInfo, enc: ffmpeg.Encoder) -> d
     src = str(source)
     return {
         "burn": ffmpeg.burn_subtitles(exe, src, "subs.ass", "burned.mp4", media, enc),
-        "pcm": ffmpeg.audio_pcm(exe, src),
+        "pcm": ffmpeg.audio_pcm(exe, src, media.demuxer, end=media.duration),
         "soft": ffmpeg.soft_subtitles(exe, src, "subs.srt", "soft.mp4", media, enc, "en"),
     }
 

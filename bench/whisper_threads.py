@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.media import speech_wav
+from tests.media import GAP_S, speech_wav
 from vidstream.media.ffmpeg import audio_pcm, resolve_binary
 
 SENTENCES = (
@@ -55,9 +55,13 @@ def main() -> None:
     from faster_whisper import WhisperModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        wav, _ = speech_wav(Path(tmp), SENTENCES)
+        wav, spoken = speech_wav(Path(tmp), SENTENCES)
+        # The Whisper server's decoder: the demuxer forced, and an end always given.
+        end = spoken[-1].end + GAP_S
         pcm = subprocess.run(
-            audio_pcm(resolve_binary("auto"), str(wav)), capture_output=True, check=True
+            audio_pcm(resolve_binary("auto"), str(wav), "wav", end=end),
+            capture_output=True,
+            check=True,
         )
     audio = np.frombuffer(pcm.stdout, np.int16).astype(np.float32) / 32768.0
     print(f"audio {len(audio) / 16000:.1f} s; {os.cpu_count()} CPUs; model tiny.en int8; beam 5")
