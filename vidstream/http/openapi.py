@@ -12,25 +12,14 @@ from aiohttp import web
 
 from vidstream import __version__
 from vidstream.http import openapi_compose
+from vidstream.http.openapi_compose import JSON
 from vidstream.http.state import base_url
 
 routes = web.RouteTableDef()
 
-JSON = "application/json"
 _ID = {"type": "string", "pattern": "^[0-9a-hjkmnp-tv-z]{26}$"}
 _EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
-
-
-def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+_ref, _error, _ok = openapi_compose.ref, openapi_compose.error, openapi_compose.ok
 
 
 # Answers any authenticated route may give, besides its own.

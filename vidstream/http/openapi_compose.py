@@ -1,29 +1,32 @@
 """The compose part of the OpenAPI document: compose job requests, templates, the timeline's
-JSON Schema. The timeline itself is described once, by `GET /v1/schemas/timeline.json` (made
-from the models that check it), not copied here."""
+JSON Schema; and the helpers both parts write answers with. The timeline itself is described
+once, by `GET /v1/schemas/timeline.json` (made from the models that check it), not copied here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 JSON = "application/json"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": ref("Error")}}}
+
+
+def ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
 _TIMELINE = {
     "type": "object",
     "description": "A timeline: see GET /v1/schemas/timeline.json.",
 }
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
-
-
-def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -82,19 +85,19 @@ _PATH = [{"name": "name", "in": "path", "required": True, "schema": {"type": "st
 
 
 def paths(common: dict[str, Any]) -> dict[str, Any]:
-    invalid = _error("The timeline cannot be rendered; `details` names each problem's path.")
+    invalid = error("The timeline cannot be rendered; `details` names each problem's path.")
     return {
         "/v1/templates": {
             "get": {
                 "summary": "Your templates (without their timelines).",
                 "responses": {
-                    "200": _ok(
+                    "200": ok(
                         "The templates.",
                         {
                             "type": "object",
                             "required": ["templates"],
                             "properties": {
-                                "templates": {"type": "array", "items": _ref("Template")}
+                                "templates": {"type": "array", "items": ref("Template")}
                             },
                         },
                     ),
@@ -105,13 +108,13 @@ def paths(common: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Save (or replace) a named timeline with {{placeholders}}.",
                 "requestBody": {
                     "required": True,
-                    "content": {JSON: {"schema": _ref("TemplateRequest")}},
+                    "content": {JSON: {"schema": ref("TemplateRequest")}},
                 },
                 "responses": {
-                    "201": _ok("Saved.", _ref("Template")),
-                    "200": _ok("Replaced.", _ref("Template")),
-                    "409": _error("You have the most templates allowed."),
-                    "413": _error("The template is too large."),
+                    "201": ok("Saved.", ref("Template")),
+                    "200": ok("Replaced.", ref("Template")),
+                    "409": error("You have the most templates allowed."),
+                    "413": error("The template is too large."),
                     "422": invalid,
                     **common,
                 },
@@ -121,8 +124,8 @@ def paths(common: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "parameters": _PATH,
                 "responses": {
-                    "200": _ok("The template.", _ref("Template")),
-                    "404": _error("No such template of yours."),
+                    "200": ok("The template.", ref("Template")),
+                    "404": error("No such template of yours."),
                     **common,
                 },
             },
@@ -130,7 +133,7 @@ def paths(common: dict[str, Any]) -> dict[str, Any]:
                 "parameters": _PATH,
                 "responses": {
                     "204": {"description": "Deleted."},
-                    "404": _error("No such template of yours."),
+                    "404": error("No such template of yours."),
                     **common,
                 },
             },
@@ -139,7 +142,7 @@ def paths(common: dict[str, Any]) -> dict[str, Any]:
             "get": {
                 "security": [],
                 "summary": "The JSON Schema of a compose timeline.",
-                "responses": {"200": _ok("The schema.", {"type": "object"})},
+                "responses": {"200": ok("The schema.", {"type": "object"})},
             }
         },
     }
