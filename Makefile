@@ -51,10 +51,14 @@ typecheck:
 # under bench/results/. See bench/README.md. `make bench-quick` runs each in its quick mode.
 BENCHES := pipeline bus gateway memory notifier compose
 bench: install redis
-	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+	@failed=""; for b in $(BENCHES); do echo "== bench/$$b.py"; \
+	  $(BIN)/python bench/$$b.py || failed="$$failed $$b"; done; \
+	  if [ -n "$$failed" ]; then echo "benchmarks that stopped early:$$failed"; exit 1; fi
 
 bench-quick: install redis
-	@for b in $(BENCHES); do echo "== bench/$$b.py --quick"; $(BIN)/python bench/$$b.py --quick || exit 1; done
+	@failed=""; for b in $(BENCHES); do echo "== bench/$$b.py --quick"; \
+	  $(BIN)/python bench/$$b.py --quick || failed="$$failed $$b"; done; \
+	  if [ -n "$$failed" ]; then echo "benchmarks that stopped early:$$failed"; exit 1; fi
 
 # The Procfile's four roles as separate processes (scale one: make procs ARGS="-c transcribe=2").
 procs: install
