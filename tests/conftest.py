@@ -25,6 +25,7 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
+from tests.faults import Faults
 from tests.media import Clip, make_clip
 from vidstream import logs
 from vidstream.runtime import Stack
@@ -267,6 +268,27 @@ async def watch_until(
                 if done(msg) or ended:
                     return events
     raise AssertionError(f"the connection closed first: {events}")
+
+
+async def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
+    """Run `vidstream ARGS` as a user would; its exit status and output (with the end of
+    what it wrote to stderr when it failed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidstream", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(timeout_s):
+        out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode() + err.decode()[-2000:] * (proc.returncode != 0)
+
+
+@pytest.fixture
+def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:
+    """Switches that make the fake FFmpeg and Whisper fail or slow down, for this test's roles."""
+    switches = Faults(tmp_path / "faults")
+    for name, value in switches.env.items():
+        monkeypatch.setenv(name, value)
+    return switches
 
 
 async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import upload_job, watch
+from tests.conftest import cli, upload_job, watch
 from tests.media import Clip
 from vidstream import joblogs, logs
 from vidstream.joblogs import PER_JOB_MAX, JobLogShipper
@@ -226,13 +225,3 @@ async def get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         body: dict[str, Any] = await r.json()
         assert r.status == 200, body
         return body
-
-
-async def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vidstream", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(timeout_s):
-        out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode() + err.decode()[-2000:] * (proc.returncode != 0)

@@ -3,11 +3,9 @@ follows a job through every role's logs, and CLI commands whose --json output pa
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import upload_job, watch
+from tests.conftest import cli, upload_job, watch
 from tests.media import Clip
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
@@ -107,16 +105,6 @@ async def test_a_request_id_follows_the_job(
     for bad in ("x" * 300, "two words", "<script>"):
         async with http.get(f"{stack.gateway.url}/healthz", headers={"X-Request-Id": bad}) as r:
             assert r.headers["X-Request-Id"] != bad  # not an id: a fresh one instead
-
-
-async def cli(env: dict[str, str], *args: str, timeout_s: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vidstream", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(timeout_s):
-        out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode() + err.decode()[-2000:] * (proc.returncode != 0)
 
 
 async def test_cli_submits_two_files_and_prints_json(

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +17,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from tests.conftest import upload_job, watch
+from tests.conftest import cli, upload_job, watch
 from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
-from tests.test_observability import cli
 from tests.test_processes import ROOT, Role
 from vidstream import __version__
 from vidstream.actors.registry import list_workers
@@ -34,14 +32,6 @@ from vidstream.maintenance import Maintenance
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 from vidstream.stats import Runs, age_s, percentile, run_member, throughput
-
-
-@pytest.fixture
-def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:
-    switches = Faults(tmp_path / "faults")
-    for name, value in switches.env.items():
-        monkeypatch.setenv(name, value)
-    return switches
 
 
 def gateway(stack: Stack) -> str:

@@ -28,14 +28,6 @@ pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
 
 
 @pytest.fixture
-def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:
-    switches = Faults(tmp_path / "faults")
-    for name, value in switches.env.items():
-        monkeypatch.setenv(name, value)
-    return switches
-
-
-@pytest.fixture
 async def stack(
     make_settings: Callable[..., Settings], redis: Redis, faults: Faults
 ) -> AsyncIterator[Stack]:
