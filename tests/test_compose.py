@@ -276,6 +276,13 @@ async def test_every_mistake_in_a_timeline_is_named_by_its_path(
     assert {"timeline.output.width", "timeline.tracks[0].clips[1].text",
             "timeline.tracks[0].clips[2]"} <= paths, paths  # fmt: skip
     assert all(d["rule"] and d["message"] for d in body["error"]["details"])
+    # A placeholder without its variable comes in the same answer as the timeline's mistakes.
+    bad["tracks"][0]["clips"].append({"type": "text", "text": "Hi {{who}}", "start": 0,
+                                      "duration": 1})  # fmt: skip
+    async with await post_job(http, api, {"timeline": bad}) as r:
+        body = await r.json()
+    paths = {d["path"] for d in body["error"]["details"]}
+    assert {"timeline.output.width", "variables.who"} <= paths, paths
 
     # The shape is right, the rules across fields are not: those come by path too.
     crossed = timeline()

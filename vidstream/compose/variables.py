@@ -65,23 +65,31 @@ def check(variables: object) -> dict[str, str]:
 def fill(raw: Any, variables: Mapping[str, str]) -> Any:
     """`raw` with every placeholder replaced; `InvalidTimeline` naming each placeholder that
     has no variable (and where it is used)."""
+    filled, missing = fill_known(raw, variables)
+    if missing:
+        raise InvalidTimeline(missing)
+    return filled
+
+
+def fill_known(raw: Any, variables: Mapping[str, str]) -> tuple[Any, list[Problem]]:
+    """`raw` with each placeholder that has a variable replaced (the others left as they are),
+    and a problem for each that has none: so they can be reported with the timeline's own."""
     missing: dict[str, str] = {}
     for path, text in _strings(raw, "timeline"):
         for match in PLACEHOLDER.finditer(text):
             if match.group(1) not in variables:
                 missing.setdefault(match.group(1), path)
-    if missing:
-        raise InvalidTimeline([
-            Problem(f"variables.{name}", "missing_variable", f"{path} uses {{{{{name}}}}}")
-            for name, path in missing.items()
-        ])  # fmt: skip
-    return _filled(raw, variables)
+    problems = [
+        Problem(f"variables.{name}", "missing_variable", f"{path} uses {{{{{name}}}}}")
+        for name, path in missing.items()
+    ]
+    return _filled(raw, variables), problems
 
 
 def _filled(value: Any, variables: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {
-            name: PLACEHOLDER.sub(lambda m: variables[m.group(1)], item)
+            name: PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), item)
             if name in FILLED and isinstance(item, str) else _filled(item, variables)
             for name, item in value.items()
         }  # fmt: skip

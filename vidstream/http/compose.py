@@ -57,8 +57,14 @@ async def timeline_of(services: Services, tenant: str, body: dict[str, Any]) -> 
         if template is None:
             raise InvalidTimeline([Problem("template", "unknown", f"no template {named!r}")])
         given = template.timeline
-    raw = variables.fill(given, variables.check(body.get("variables")))
-    return rules.parse(raw, limits(services))
+    raw, missing = variables.fill_known(given, variables.check(body.get("variables")))
+    try:
+        timeline = rules.parse(raw, limits(services))
+    except InvalidTimeline as exc:  # every problem at once: the variables' and the timeline's
+        raise InvalidTimeline([*missing, *exc.problems]) from None
+    if missing:
+        raise InvalidTimeline(missing)
+    return timeline
 
 
 def transcribed(timeline: Timeline, value: object) -> str:
