@@ -69,12 +69,10 @@ class Bars:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            DownloadColumn,
             Progress,
             TaskProgressColumn,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.progress = Progress(
@@ -82,7 +80,6 @@ class Bars:
             TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
             console=Console(file=out), transient=False,
         )  # fmt: skip
-        self._transfer = (DownloadColumn(), TransferSpeedColumn())
 
     def __enter__(self) -> Bars:
         self.progress.start()
@@ -92,12 +89,12 @@ class Bars:
         self.progress.stop()
 
     def bar(self, label: str, total: float, *, transfer: bool = False) -> Any:
-        return self.progress.add_task(label, total=total, detail="")
+        return self.progress.add_task(label, total=total, detail="", transfer=transfer)
 
     def set(self, bar: Any, value: float) -> None:
         task = self.progress.tasks[bar]
         detail = ""
-        if task.total and task.total > 10_000:  # bytes: say how many, and how fast
+        if task.fields["transfer"] and task.total:  # bytes: say how many, and how fast
             speed = task.speed or 0.0
             detail = f"{value / 1e6:.1f}/{task.total / 1e6:.1f} MB {speed / 1e6:.1f} MB/s"
         self.progress.update(bar, completed=max(value, task.completed), detail=detail)
@@ -216,6 +213,7 @@ async def follow(job: dict[str, Any], display: Display, label: str, retries: int
     """
     bars: dict[str, Any] = {}
     last_id = "0-0"  # from the start of the job's history: no early event is missed
+    floor = (0, 0)  # the snapshot's last event: a final event older than it is of an old run
     failures, backoff = 0, Backoff(0.5, 5.0)
     while True:
         try:
@@ -229,17 +227,34 @@ async def follow(job: dict[str, Any], display: Display, label: str, retries: int
                     msg = json.loads(raw)
                     if msg["type"] == "error":
                         raise SubmitError(f"{msg['code']}: {msg['message']}")
+                    if msg["type"] in ("snapshot", "reset"):
+                        # The job as it is now. After a reset (history trimmed or expired during
+                        # a drop) no event may follow for a job that ended meanwhile, so its
+                        # status is the answer; only events at or after it may end the job.
+                        floor = _order(msg.get("last_event_id") or "0-0")
+                        if msg["type"] == "reset":
+                            last_id = msg.get("last_event_id") or last_id
+                            if msg["job"].get("status") in TERMINAL:
+                                return str(msg["job"]["status"])
+                        continue
                     if msg["type"] != "event":
                         continue
                     last_id = msg["id"]
-                    if (status := _show(msg, bars, display, label)) is not None:
-                        return status
+                    status = _show(msg, bars, display, label)
+                    if status is not None and _order(last_id) >= floor:
+                        return status  # an earlier run's final event (a replay) does not end it
         except (ConnectionClosed, OSError, TimeoutError) as exc:
             failures += 1
             if failures > retries:
                 raise SubmitError(f"lost the connection to the notifier: {exc}") from None
             display.note(f"connection to the notifier lost ({exc}); resuming")
             await backoff.sleep()
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    """An event id ("ms-seq") as a tuple that sorts as the server orders events."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _show(msg: dict[str, Any], bars: dict[str, Any], display: Display, label: str) -> str | None:
