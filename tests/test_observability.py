@@ -84,8 +84,8 @@ async def test_metrics_move_with_a_job(
 async def test_a_request_id_follows_the_job(
     stack: Stack, http: aiohttp.ClientSession, clip: Clip, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The client's X-Request-Id comes back, is stored on the job, and is on the worker's log
-    lines for that job; without one, the gateway makes one."""
+    """The client's X-Request-Id comes back, is stored on the job, and is on the gateway's and
+    the worker's log lines for that job; without one, the gateway makes one."""
     assert stack.gateway is not None
     async with http.get(f"{stack.gateway.url}/healthz") as r:
         made = r.headers["X-Request-Id"]
@@ -100,8 +100,11 @@ async def test_a_request_id_follows_the_job(
     assert job["request_id"] == "req-abc.123"
     assert (await watch(job))[-1]["event"] == "completed"
     logged = capfd.readouterr().err
-    worker_lines = [line for line in logged.splitlines() if "run_started" in line]
-    assert any("req-abc.123" in line and job["id"] in line for line in worker_lines), logged[-3000:]
+    # One grep for the request id finds the gateway's line for the request that made the job,
+    # and each worker's lines for it.
+    found = [line for line in logged.splitlines() if "req-abc.123" in line]
+    assert any("http_request" in line and job["id"] in line for line in found), logged[-3000:]
+    assert any("run_started" in line and job["id"] in line for line in found), logged[-3000:]
     for bad in ("x" * 300, "two words", "<script>"):
         async with http.get(f"{stack.gateway.url}/healthz", headers={"X-Request-Id": bad}) as r:
             assert r.headers["X-Request-Id"] != bad  # not an id: a fresh one instead

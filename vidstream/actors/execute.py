@@ -77,6 +77,8 @@ class Executor:
     async def _execute(self, run: Run) -> bool:
         """Claim and run the stage; return whether the entry is done with (to be acked)."""
         job = await self.jobs.get(run.job_id) if is_job_id(run.job_id) else None
+        if job is not None and job.request_id:  # every line of this run, skipped or not
+            run.log = run.log.bind(request_id=job.request_id)
         if job is None or job.status.terminal:
             run.log.info("entry_skipped", reason="no such job" if job is None else job.status)
             return True
@@ -96,8 +98,6 @@ class Executor:
                 self._ended(job, "failed", dead=True)
                 return True
         run.job, run.started, run.attempts = job, True, applied.attempts
-        if job.request_id:
-            run.log = run.log.bind(request_id=job.request_id)
         run.log.info("run_started", attempt=applied.attempts)
         workdir = self.tmp_root / job.id
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +114,8 @@ class Executor:
         decision = policy.after_error(exc, self.stage, run.attempts, self.limits, jitter)
         if not isinstance(exc, CodedError | RedisError | RunLost | JobCancelled):
             run.log.error("stage_crashed", exc_info=exc)  # a bug: the user sees internal_error
+        elif (hidden := policy.hidden(exc, self.stage)) is not None:
+            run.log.warning("stage_error", error=hidden)  # what the user's job error leaves out
         if isinstance(decision, policy.FailJob | policy.DeadLetter | policy.RetryLater):
             self.metrics.stage_failures.labels(self.stage.value, decision.error.code).inc()
         match decision:

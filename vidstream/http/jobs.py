@@ -23,7 +23,7 @@ from vidstream.http.bodies import Form, parts, read_json, short, text_field
 from vidstream.http.compose import COMPOSE_FIELDS
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
-from vidstream.http.observe import request_id
+from vidstream.http.observe import JOB_ID, request_id
 from vidstream.http.state import SERVICES, URLS, base_url
 from vidstream.jobs import (
     Job,
@@ -103,6 +103,7 @@ async def create_job(request: web.Request) -> web.Response:
         job = await _create(services, spec.job(tenant).with_changes(request_id=request_id(request)),
                             spec.found)  # fmt: skip
         services.metrics.jobs_created.labels(job.kind.value).inc()
+        request[JOB_ID] = job.id  # the request's log line names the job it made
     except BaseException:
         if idem is not None:
             await asyncio.shield(idem.release())

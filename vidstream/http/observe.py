@@ -19,6 +19,7 @@ from vidstream import logs
 from vidstream.metrics import Metrics
 
 REQUEST_ID = web.RequestKey("request_id", str)
+JOB_ID = web.RequestKey("job_id", str)  # set by a handler that creates a job: logged with it
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # anything else could forge log lines
 log = logs.get(role="gateway")
 
@@ -54,7 +55,8 @@ def observe_middleware(metrics: Metrics) -> Middleware:
             route = resource.canonical if resource is not None else "unmatched"
             metrics.http_requests.labels(route, request.method, str(status)).inc()
             metrics.http_latency.labels(route, request.method).observe(took)
+            job_id = request.match_info.get("job_id") or request.get(JOB_ID)
             log.info("http_request", method=request.method, route=route, status=status,
-                     took_ms=round(took * 1000, 1), request_id=rid)  # fmt: skip
+                     took_ms=round(took * 1000, 1), request_id=rid, job_id=job_id)  # fmt: skip
 
     return observe
