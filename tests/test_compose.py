@@ -143,6 +143,7 @@ async def upload_file(http: aiohttp.ClientSession, stack: Stack, path: Path) -> 
     return await upload(http, stack, path.read_bytes(), path.name)
 
 
+@pytest.mark.slow  # real Whisper, FFmpeg and OCR
 async def test_a_timeline_becomes_the_video_it_describes(
     stack: Stack, http: aiohttp.ClientSession, media: Media, tmp_path: Path
 ) -> None:
@@ -209,6 +210,7 @@ def looks_and_sounds_right(video: Path, preview: Path, tmp_path: Path) -> None:
     assert under < alone / 2, (alone, under)
 
 
+@pytest.mark.slow  # a full stack (Whisper loads) and a 30 s render
 async def test_a_long_timeline_renders_in_segments_with_every_frame(
     make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
     media: Media, tmp_path: Path,

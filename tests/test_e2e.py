@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -161,7 +162,10 @@ async def test_other_containers(
     """WebM (VP9/Opus), MOV (PCM audio) and MKV sources all come back as playable MP4s."""
     assert stack.gateway is not None
     video, audio = CONTAINERS[container]
-    source = make_clip(tmp_path, f"clip.{container}", size="320x180", video=video, audio=audio)
+    # In a thread: encoding VP9 takes about a second, which would block the stack's loop.
+    source = await asyncio.to_thread(
+        make_clip, tmp_path, f"clip.{container}", size="320x180", video=video, audio=audio
+    )
     job = await upload_job(http, stack.gateway.url, source.path, burn_subtitles=burn)
     events = await watch(job)
     assert events[-1]["event"] == "completed", events[-1]

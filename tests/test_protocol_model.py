@@ -236,7 +236,10 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             ref = RunRef(self.owner(), stage)
             claim = Claim.of(self.job, stage, owner=ref.owner, lease_ms=LEASE_MS,
                              max_attempts=MAX_ATTEMPTS, gen=int(gen))  # fmt: skip
-            self.step(claim)
+            held = self.w.job.get("owner", "") != "" and int(self.w.job.get("lease_until", 0)) > 0
+            _, model = self.step(claim)
+            if model.outcome is Outcome.OK:
+                assert not held, "a claim never takes a live lease: at most one owner"
             return ref
 
         def by_run(self, ref: RunRef, op: Op) -> None:
@@ -390,11 +393,12 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
             assert len(entries) <= 1 and len(delayed) <= 1 and not (entries and delayed), (
                 "and only one"
             )
+            assert not (live and delayed), "a run holding the job is not also waiting to retry"
 
     return ProtocolMachine
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(60)
 def test_lua_and_the_model_agree_and_the_invariants_hold(prefix: str) -> None:
     """However operations interleave, Redis does exactly what the protocol model says, and no
     job is ever stuck, doubly scheduled, changed after it ended, or moved backwards."""

@@ -1,8 +1,8 @@
 """Job state in Redis: create, read, and apply `protocol.ops` operations atomically (`lua.py`).
 
-After each operation that records an event, a short entry naming the job goes on the shared
-events stream, which the notifiers tail to learn whose history to read. Retries wait in a sorted
-set until they are due.
+After each operation that records an event, the event itself also goes on the shared events
+feed, which the notifiers tail to push it to subscribers without reading the job's history.
+Retries wait in a sorted set until they are due.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from vidstream import bus, lua
 from vidstream.jobs import PRIORITIES, Job, Stage, Status
 from vidstream.keys import Keys
 from vidstream.pipelines import pipeline_of
-from vidstream.protocol import Event, Op, Outcome, Push, PushKind
+from vidstream.protocol import Event, Intake, Op, Outcome, Push, PushKind
 from vidstream.protocol.ops import encode, push_of, target_status
 
 # Shared streams (dead letters, cancel notices) keep about this many entries.
@@ -72,19 +72,19 @@ class JobStore:
         await self._create(keys=keys, args=args)
 
     async def create_from_upload(
-        self, job: Job, upload_key: str, found: str, paused_key: str
-    ) -> tuple[str, str]:
+        self, job: Job, upload_key: str, found: Intake, paused_key: str
+    ) -> tuple[Intake, str]:
         """`create` for a job whose source is an upload, in the same one step: unless
         `paused_key` exists, take the upload's ticket (the job's tenant's, unused) and, if the
-        storage check `found` it `ok`, create the job. Returns the outcome (`ok`, `paused`,
-        `not_yours`, `missing`, `too_large`) and, when `ok`, the upload's file name."""
+        storage check `found` it OK, create the job. Returns the outcome and, when OK, the
+        upload's file name."""
         keys, args = self._create_args(job)
         keys += [self.keys.upload(upload_key), self.keys.abandoned_uploads, paused_key]
         args += [job.tenant, upload_key, found]
         answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
-        if answer[0] != "ok":
-            return answer[0], ""
-        return "ok", str(json.loads(answer[2]).get("filename", ""))
+        if answer[0] != Intake.OK:
+            return Intake(answer[0]), ""
+        return Intake.OK, str(json.loads(answer[2]).get("filename", ""))
 
     def _create_args(self, job: Job) -> tuple[list[str], list[str | int]]:
         keys = [self.keys.job(job.id), self.keys.job_events(job.id)]

@@ -70,8 +70,8 @@ class Keys:
 
     @property
     def delayed(self) -> str:
-        """Sorted set: retries waiting to run, `stage|job id|generation` scored by due time
-        (ms, Redis time)."""
+        """Sorted set: retries waiting to run, `stage|job id|generation|priority` scored by due
+        time (ms, Redis time)."""
         return f"{self.prefix}:delayed"
 
     @property

@@ -8,12 +8,13 @@ waiting for an entry that was never written. `protocol.model.apply` is the refer
 branch for branch; `tests/test_protocol_model.py` checks that the two agree.
 
 Each hand-off bumps the job's generation and stamps it on the entry; a claim carrying an older
-generation is stale, which makes duplicate entries harmless. The scripts touch the job's two keys
-(one hash slot) plus at most one shared key. Times come from Redis (`TIME`), never from a
+generation is stale, which makes duplicate entries harmless. The scripts touch the job's keys
+(one hash slot) plus shared ones: the stage streams, the delayed set, the events feed, the status
+counts, the retention set and the webhook queue. Times come from Redis (`TIME`), never from a
 worker's clock, so leases and retry delays mean the same thing on every machine.
 
-The other scripts that guard a single key live with their only user (`actors/slots.py`,
-`maintenance.py`).
+Scripts that serve one component live with it (slots, maintenance, stats, rate limits, upload
+tickets, the webhook queue, retention, templates, job logs); these are the job's own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Job kinds as declared pipelines: which stages a job runs, in what order, and what each weighs.
 
-A new kind is one entry in `PIPELINES` plus the actor of any stage it adds; the worker, the Lua
-scripts and the gateway read everything else from here.
+A new kind is one entry in `PIPELINES` plus the actor of any stage it adds; the worker and the
+Lua scripts read everything else from here. The gateway changes only when the kind takes a
+different request body (compose takes a timeline).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Pipeline:
     stages: tuple[Stage, ...]
     # How much of the whole job each stage accounts for, given the job's options.
     weigh: Callable[[Options], Weights]
+    # Whether the source must have a picture: its video is rendered. Otherwise sound alone (a
+    # podcast, a compose job's narration) will do.
+    needs_picture: bool = False
 
     @property
     def first(self) -> Stage:
@@ -57,7 +61,9 @@ COMPOSE_TRANSCRIBED = Pipeline(
 )  # fmt: skip
 
 PIPELINES: Mapping[Kind, Pipeline] = {
-    Kind.SUBTITLE: Pipeline(Kind.SUBTITLE, (Stage.TRANSCRIBE, Stage.RENDER), _subtitle_weights),
+    Kind.SUBTITLE: Pipeline(
+        Kind.SUBTITLE, (Stage.TRANSCRIBE, Stage.RENDER), _subtitle_weights, needs_picture=True
+    ),
     Kind.TRANSCRIBE: Pipeline(
         Kind.TRANSCRIBE, (Stage.TRANSCRIBE,), lambda _: {Stage.TRANSCRIBE: 1.0}
     ),

@@ -29,6 +29,7 @@ from vidstream.services import Services, connect_redis
 from vidstream.settings import Settings
 from vidstream.signing import Signer, load_secret
 from vidstream.storage import LocalStore, ObjectStore, open_store
+from vidstream.tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # each role's modules are imported by the processes that run it (memory)
     from vidstream.actors.worker import Worker
@@ -127,7 +128,14 @@ class Stack(Component):
 
     def _api_keys(self) -> KeyRing | None:
         """The keys the client-facing roles accept, or None when authentication is off."""
-        if self.settings.auth == "off" or not {"gateway", "notifier"} & set(self.roles):
+        if not {"gateway", "notifier"} & set(self.roles):
+            return None
+        if self.settings.auth == "off":
+            log.warning(
+                "authentication_off",
+                reason="VIDSTREAM_AUTH=off; anyone who reaches the gateway can use it, as admin",
+                fix="create keys (vidstream keys create --tenant NAME) and unset VIDSTREAM_AUTH",
+            )
             return None
         ring = KeyRing(self.settings)
         if len(ring):
@@ -175,8 +183,7 @@ async def serve(settings: Settings, roles: tuple[str, ...], *, dev: bool = False
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():  # a signal while waiting for Redis: give up starting
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
+            await cancel_and_wait([starting, stopped])
             return 0
         stopped.cancel()
         starting.result()

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from vidstream import bus
 from vidstream.backoff import Backoff
+from vidstream.protocol import Notice
 from vidstream.services import BLOCK_MS
 from vidstream.tasks import Service
 
@@ -58,5 +59,5 @@ class ControlListener(Service):
         for _, messages in found:
             for entry_id, fields in messages:
                 self._cursor = entry_id
-                if fields.get("action") == "cancel" and fields.get("job_id"):
+                if fields.get("action") == Notice.CANCEL and fields.get("job_id"):
                     self.on_cancel(fields["job_id"])

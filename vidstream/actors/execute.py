@@ -20,12 +20,16 @@ import structlog
 from redis.exceptions import RedisError
 
 from vidstream import policy
-from vidstream.actors.run import Run
+from vidstream.actors.run import Run, RunEnd
 from vidstream.errors import CodedError, JobCancelled, RunLost
-from vidstream.jobs import Job, Stage, is_job_id
+from vidstream.jobs import Job, Stage, Status, is_job_id
 from vidstream.jobstore import JobStore
 from vidstream.metrics import Metrics
 from vidstream.protocol import Claim, Fail, HandBack, Retry
+
+# The runs that end the job, and how (a handed-on, retried or cancelled run does not).
+_JOB_ENDS = {RunEnd.COMPLETED: Status.COMPLETED, RunEnd.FAILED: Status.FAILED,
+             RunEnd.DEAD_LETTER: Status.FAILED}  # fmt: skip
 
 Process = Callable[[Job, Path, Run], Awaitable[None]]
 Ack = Callable[[str], Awaitable[object]]
@@ -95,7 +99,7 @@ class Executor:
             case policy.DeadLetter(error):
                 run.log.warning("job_dead_lettered", code=error.code, attempts=applied.attempts)
                 await run.record(Fail(error=error, dead_letter=self.stage))
-                self._ended(job, "failed", dead=True)
+                self._ended(job, Status.FAILED, dead=True)
                 return True
         run.job, run.started, run.attempts = job, True, applied.attempts
         run.log.info("run_started", attempt=applied.attempts)
@@ -127,17 +131,17 @@ class Executor:
             case policy.FailJob(error):
                 run.log.warning("job_failed", code=error.code, error=error.message)
                 await run.record(Fail(error=error, owner=run.owner))
-                run.outcome = "failed"
+                run.outcome = RunEnd.FAILED
             case policy.DeadLetter(error):
                 run.log.warning("job_dead_lettered", code=error.code, attempts=run.attempts)
                 await run.record(Fail(error=error, owner=run.owner, dead_letter=self.stage))
-                run.outcome = "dead_letter"
+                run.outcome = RunEnd.DEAD_LETTER
             case policy.RetryLater(error, delay_s):
                 run.log.warning("job_retrying", code=error.code, attempt=run.attempts,
                                 delay_s=round(delay_s, 2))  # fmt: skip
                 await run.record(Retry(stage=self.stage, owner=run.owner, error=error,
                                        attempt=run.attempts, delay_s=delay_s))  # fmt: skip
-                run.outcome = "retry"
+                run.outcome = RunEnd.RETRY
                 self.metrics.retries.labels(self.stage.value, error.code).inc()
         return True
 
@@ -145,12 +149,11 @@ class Executor:
         """Count how the run ended, and how long it took."""
         took = time.monotonic() - started
         self.metrics.stage_duration.labels(self.stage.value, run.outcome).observe(took)
-        if run.job is not None and run.outcome in ("completed", "failed", "dead_letter"):
-            self._ended(run.job, "completed" if run.outcome == "completed" else "failed",
-                        dead=run.outcome == "dead_letter")  # fmt: skip
+        if run.job is not None and run.outcome in _JOB_ENDS:
+            self._ended(run.job, _JOB_ENDS[run.outcome], dead=run.outcome is RunEnd.DEAD_LETTER)
 
-    def _ended(self, job: Job, status: str, *, dead: bool = False) -> None:
-        self.metrics.jobs_finished.labels(job.kind.value, status).inc()
+    def _ended(self, job: Job, status: Status, *, dead: bool = False) -> None:
+        self.metrics.jobs_finished.labels(job.kind.value, status.value).inc()
         if dead:
             self.metrics.dead_letters.labels(self.stage.value).inc()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import structlog
 from redis.exceptions import RedisError
@@ -20,6 +21,17 @@ from vidstream.pipelines import pipeline_of
 from vidstream.protocol import Claim, FinishStage, Op, Outcome, Progress
 
 WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
+
+
+class RunEnd(StrEnum):
+    """How a run of a stage ended: the `outcome` label of the stage-duration metric."""
+
+    CANCELLED = "cancelled"  # by the user, by shutdown, or lost to another run
+    HANDED_ON = "handed_on"  # to the pipeline's next stage
+    COMPLETED = "completed"  # the job's last stage
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"  # failed, out of attempts
+    RETRY = "retry"  # to run again after a delay
 
 
 @dataclass(eq=False)
@@ -46,7 +58,7 @@ class Run:
     started_at: float = field(default_factory=time.time)  # Unix time the entry was taken
     # How the run ended, for metrics: handed_on | completed | retry | failed | dead_letter |
     # cancelled (what a run that stopped without recording anything counts as).
-    outcome: str = "cancelled"
+    outcome: RunEnd = RunEnd.CANCELLED
 
     @property
     def holds_lease(self) -> bool:
@@ -103,6 +115,6 @@ class Run:
         op = FinishStage.of(self.job, self.stage, outputs, owner=self.owner, media=media)
         applied = await self.record(op)
         if applied.ok or applied.outcome is Outcome.DONE:  # DONE: a resend found it finished
-            self.outcome = "handed_on" if op.next_stage else "completed"
+            self.outcome = RunEnd.HANDED_ON if op.next_stage else RunEnd.COMPLETED
             return
         raise JobCancelled(self.job_id, cancelled=applied.status is Status.CANCELLED)

@@ -12,7 +12,7 @@ from vidstream.actors.run import Run
 from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
 from vidstream.errors import TooLong
-from vidstream.jobs import Job, Kind, Output, Stage
+from vidstream.jobs import Job, Output, Stage
 from vidstream.media import ffmpeg
 from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
@@ -20,6 +20,7 @@ from vidstream.media.progress import segment_fraction
 from vidstream.media.subtitles import build_cues, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperConfig, WhisperPool
+from vidstream.pipelines import pipeline_of
 from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
 
@@ -66,10 +67,9 @@ class TranscribeWorker(Worker):
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         s = self.settings
         source = await source_path(self.store, job, workdir, s.max_upload_bytes)
-        # Only a subtitled video needs a picture: a transcript of sound alone (a podcast) will do.
         media = await probe(
             source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
-            need_video=job.kind is Kind.SUBTITLE,
+            need_video=pipeline_of(job).needs_picture,
         )  # fmt: skip
 
         async def on_segment(segment: Segment) -> None:

@@ -38,7 +38,7 @@ from vidstream.jobs import (
     parse_priority,
 )
 from vidstream.present import present_job
-from vidstream.protocol import Cancel
+from vidstream.protocol import Cancel, Intake
 from vidstream.services import Services
 from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
 from vidstream.webhooks.targets import check_webhook_url
@@ -65,7 +65,7 @@ class JobRequest:
     priority: Priority = Priority.NORMAL
     timeline: str = ""
     assets: tuple[str, ...] = ()
-    found: str = ""  # a JSON job's upload as the storage check found it: `ok`, `missing`, ...
+    found: Intake | None = None  # a JSON job's upload as the storage check found it
 
     def job(self, tenant: str) -> Job:
         job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
@@ -126,23 +126,24 @@ def _paused() -> ApiError:
     )  # fmt: skip
 
 
-async def _create(services: Services, job: Job, found: str) -> Job:
+async def _create(services: Services, job: Job, found: Intake | None) -> Job:
     """Store the job. One from an upload (`found`: what the storage check saw) takes the
     upload's ticket in the same step, after the pause flag: one round trip for the whole job."""
-    if not found:
+    if found is None:
         await services.jobs.create(job)
         return job
     key, paused = job.source_key, services.keys.paused("gateway")
     outcome, filename = await services.jobs.create_from_upload(job, key, found, paused)
-    if outcome == "ok":
-        return job.with_changes(source_name=filename)
-    if outcome == "paused":
-        raise _paused()
-    if outcome == "missing":
-        raise ApiError(400, "source_not_found", "Nothing was uploaded to that key yet.")
-    if outcome == "too_large":
-        limit = services.settings.max_upload_bytes
-        raise ApiError(413, "too_large", f"The source is larger than {limit} bytes.")
+    match outcome:
+        case Intake.OK:
+            return job.with_changes(source_name=filename)
+        case Intake.PAUSED:
+            raise _paused()
+        case Intake.MISSING:
+            raise ApiError(400, "source_not_found", "Nothing was uploaded to that key yet.")
+        case Intake.TOO_LARGE:
+            limit = services.settings.max_upload_bytes
+            raise ApiError(413, "too_large", f"The source is larger than {limit} bytes.")
     # A key is usable once, and only by the tenant that was given it; to anyone else it is as
     # unknown as a key that was never handed out.
     raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
@@ -196,9 +197,9 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
     # Checked before the ticket is (in the step that creates the job), but told only to the
     # tenant the upload is for.
     info = await services.store.head(key)
-    found = "missing" if info is None else "ok"
+    found = Intake.MISSING if info is None else Intake.OK
     if info is not None and info.size > services.settings.max_upload_bytes:
-        found = "too_large"
+        found = Intake.TOO_LARGE
     return JobRequest(new_job_id(), key, "", options, kind, webhook_url, priority, found=found)
 
 

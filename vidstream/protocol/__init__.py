@@ -30,7 +30,7 @@ from vidstream.protocol.ops import (
     Replay,
     Retry,
 )
-from vidstream.protocol.schema import EventName, Field, Outcome, PushKind
+from vidstream.protocol.schema import EventName, Field, Intake, Notice, Outcome, PushKind
 
 __all__ = [
     "Cancel",
@@ -41,6 +41,8 @@ __all__ = [
     "Field",
     "FinishStage",
     "HandBack",
+    "Intake",
+    "Notice",
     "Op",
     "Outcome",
     "Progress",

@@ -31,7 +31,8 @@ from vidstream.protocol.schema import Field, Outcome, PushKind
 
 def out_of_attempts(attempt: int, max_attempts: int) -> bool:
     """Whether try number `attempt` of a stage is one too many. The one place this is decided:
-    claims (here and in Lua) and the retry policy both ask it."""
+    claims here and the retry policy ask it; the Lua claim mirrors the comparison (the count is
+    read inside the atomic step) and tests/test_protocol_model.py checks that the two agree."""
     return max_attempts > 0 and attempt > max_attempts
 
 

@@ -37,6 +37,19 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"  # progress that does not move the job forward
 
 
+class Intake(StrEnum):
+    """What became of creating a job from an upload in one step (`lua.CREATE_FROM_UPLOAD`), and
+    what the gateway's storage check found (OK, MISSING or TOO_LARGE), which the step reports
+    only to the upload's own tenant."""
+
+    OK = "ok"
+    PAUSED = "paused"  # the gateway's intake is paused
+    NOT_YOURS = "not_yours"  # no ticket, another tenant's, or used by a job already
+    MISSING = "missing"  # nothing was uploaded to the key
+    TOO_LARGE = "too_large"  # the upload is over MAX_UPLOAD_BYTES
+    EXISTS = "exists"  # the job id is taken
+
+
 class PushKind(StrEnum):
     """The hand-off an operation makes in the same atomic step."""
 
@@ -44,6 +57,12 @@ class PushKind(StrEnum):
     RETRY = "retry"  # a member of the delayed set, due after a delay
     DEAD = "dead"  # an entry on the dead-letter stream
     NOTICE = "notice"  # a cancel notice on the control stream, for the worker running the job
+
+
+class Notice(StrEnum):
+    """The `action` of an entry on the control stream (a NOTICE hand-off), read by workers."""
+
+    CANCEL = "cancel"  # stop the job's run now; written by `lua.TRANSITION` on a cancel
 
 
 class Field(StrEnum):
