@@ -54,6 +54,12 @@ const SENTENCES = {
     "The picture is larger than the service accepts. Scale the video down and try again.",
   unsupported_language: () =>
     "The speech model here does not know that language. Choose English or Detect.",
+  paused: () => "New jobs are paused for maintenance. Try again in a minute.",
+  model_load_failed: () =>
+    "The speech model could not be loaded on the server. Tell the operator; retry later.",
+  whisper_error: () => "Speech recognition failed on this file. Retrying may help.",
+  invalid_subtitles: (m) => `The subtitles can't be used: ${m || "they are not valid SRT or VTT."}`,
+  forbidden: () => "This key may not do that, or the job belongs to someone else.",
   source_not_found: () => "The uploaded file is no longer there. Upload it again.",
   ffmpeg_failed: () =>
     "The video could not be converted. Retrying may help; if not, the file may be damaged.",
@@ -239,7 +245,11 @@ async function submit(event) {
   const file = chosen; // the person may pick another while this one uploads
   if (!file) return;
   const form = new FormData($("job-form"));
-  const options = { kind: form.get("kind"), language: form.get("language") };
+  // "Other" takes a code the server checks against its model (a multilingual WHISPER_MODEL).
+  const language = form.get("language") === "other"
+    ? (form.get("language_code") || "").trim().toLowerCase() || "auto"
+    : form.get("language");
+  const options = { kind: form.get("kind"), language };
   if (options.kind === "subtitle") options.burn_subtitles = form.get("burn") === "true";
   say(null);
   $("start").disabled = true;
@@ -572,6 +582,9 @@ $("file").onchange = (event) => choose(event.target.files[0]);
 $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
   $("burn-choice").disabled = new FormData($("job-form")).get("kind") !== "subtitle";
+};
+$("language-code").oninput = () => {
+  document.querySelector('input[name="language"][value="other"]').checked = true;
 };
 $("compose-form").onsubmit = compose;
 $("timeline").value = JSON.stringify(EXAMPLE_TIMELINE, null, 2);
