@@ -14,8 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from tests.conftest import cli, upload_job, watch
+from tests.conftest import cli, free_port, upload_job, watch
 from tests.media import Clip
+from vidstream.jobs import Job, Options
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
@@ -79,6 +80,22 @@ async def test_metrics_move_with_a_job(
     async with http.get(f"{notifier_http}/metrics") as r:
         assert r.status == 200
         assert "vidstream_ws_connections" in await r.text()
+
+
+async def test_a_worker_only_process_serves_metrics_on_its_port(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession
+) -> None:
+    """A render worker on its own (no gateway) answers /metrics on METRICS_PORT, with the queue
+    gauges read from Redis: a subtitle job waiting for transcription shows in its numbers."""
+    port = free_port()
+    async with Stack(make_settings(metrics_port=port), ("render",)) as running:
+        assert running.gateway is None and running.services is not None
+        await running.services.jobs.create(Job.new("uploads/waiting/source", Options()))
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            found = samples(await r.text())
+    assert value(found, "vidstream_queue_length", stage="transcribe") == 1
+    assert value(found, "vidstream_queue_lag", stage="render") == 0
 
 
 async def test_a_request_id_follows_the_job(
