@@ -73,8 +73,10 @@ async def test_metrics_move_with_a_job(
                  status="202") == 1  # fmt: skip
     assert moved("vidstream_ws_messages_sent_total") >= 3  # snapshot, started, ... completed
     for stage in ("transcribe", "render"):
-        assert ("vidstream_queue_length", (("stage", stage),)) in after
-        assert ("vidstream_queue_lag", (("stage", stage),)) in after
+        for priority in ("high", "normal", "low"):  # a gauge per stream
+            labels = (("priority", priority), ("stage", stage))
+            assert ("vidstream_queue_length", labels) in after
+            assert ("vidstream_queue_lag", labels) in after
     # The notifier answers /metrics on its own port too.
     notifier_http = stack.notifier.url.replace("ws://", "http://").removesuffix("/v1/ws")
     async with http.get(f"{notifier_http}/metrics") as r:
@@ -94,8 +96,9 @@ async def test_a_worker_only_process_serves_metrics_on_its_port(
         async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
             found = samples(await r.text())
-    assert value(found, "vidstream_queue_length", stage="transcribe") == 1
-    assert value(found, "vidstream_queue_lag", stage="render") == 0
+    assert value(found, "vidstream_queue_length", stage="transcribe", priority="normal") == 1
+    assert value(found, "vidstream_queue_length", stage="transcribe", priority="high") == 0
+    assert ("vidstream_queue_lag", (("priority", "normal"), ("stage", "render"))) in found
 
 
 async def test_a_request_id_follows_the_job(

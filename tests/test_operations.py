@@ -22,7 +22,7 @@ from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
 from tests.test_processes import ROOT, Role
 from vidstream import __version__
-from vidstream.actors.registry import list_workers
+from vidstream.actors.registry import WorkerRegistry, list_workers
 from vidstream.actors.render import RenderWorker
 from vidstream.auth import KeysFile, new_key
 from vidstream.jobs import Stage
@@ -117,6 +117,7 @@ async def test_workers_list_themselves_and_their_running_job(
         ]  # fmt: skip
         assert {w["name"] for w in listed} == {w.name for w in stack.workers}
         assert all(w["pid"] == os.getpid() and w["jobs"] == [] for w in listed)
+        assert all(w["slot"] == 0 and w["name"].endswith("-0") for w in listed)
 
         faults.delay("render", 60)
         rendering = faults.announce("render")
@@ -204,6 +205,20 @@ async def test_a_killed_worker_disappears_and_its_consumer_goes(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_worker_given_a_name_has_no_slot(redis: Redis, prefix: str) -> None:
+    """A worker started with an explicit name lists `slot` as null (a leased one as its N);
+    the hash of a worker from before the field reads back with no slot."""
+    keys = Keys(prefix)
+    named = WorkerRegistry(redis, keys, "edge-render", "render", 1, list, 5.0, 30.0)
+    leased = WorkerRegistry(redis, keys, "host-render-3", "render", 1, list, 5.0, 30.0, slot=3)
+    await named.beat()
+    await leased.beat()
+    listed = {w.name: w.to_public()["slot"] for w in await list_workers(redis, keys)}
+    assert listed == {"edge-render": None, "host-render-3": 3}
+    await redis.hdel(keys.worker("host-render-3"), "slot")
+    assert [w.slot for w in await list_workers(redis, keys)] == [None, None]
 
 
 async def test_maintenance_removes_only_dead_idle_consumers_with_nothing_pending(
@@ -324,6 +339,7 @@ async def test_cli_prints_workers_and_stats(
         workers = json.loads(out)["workers"]
         assert {w["name"] for w in workers} == {w.name for w in stack.workers}
         assert {w["role"] for w in workers} == {"transcribe", "render"}
+        assert [w["slot"] for w in workers] == [0, 0]  # each role's first slot on this host
         code, out = await cli(role_env, "stats", "--json")
         assert code == 0, out
         numbers = json.loads(out)
@@ -332,6 +348,7 @@ async def test_cli_prints_workers_and_stats(
         code, out = await cli(role_env, "status")
         assert code == 0, out
         assert "done/failed" in out and all(w.name in out for w in stack.workers)
+        assert "slot" in out.split("\n\n")[-1]  # a column of the workers table
         code, out = await cli(role_env, "stats")
         assert code == 0 and "p95" in out and "dead letters" in out, out
         code, out = await cli(role_env, "status", "--json")

@@ -4,9 +4,11 @@ jobs with 503, resuming carries on, and drain waits until nothing runs."""
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
@@ -14,7 +16,11 @@ from redis.asyncio import Redis
 
 from tests.conftest import upload_job, watch
 from tests.media import Clip
-from vidstream.jobs import Stage
+from vidstream.actors.run import Run
+from vidstream.actors.worker import Worker
+from vidstream.jobs import Job, Kind, Options, Stage
+from vidstream.keys import Keys
+from vidstream.pausing import command, set_paused
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
@@ -108,3 +114,87 @@ async def test_a_paused_gateway_refuses_new_jobs(
         headers = {"Authorization": "Bearer vs_plain_tenant_key_for_the_test"}
         async with http.post(f"{stack.gateway.url}/v1/admin/pause/gateway", headers=headers) as r:
             assert r.status == 404
+
+
+class HeldWorker(Worker):
+    """A transcribe worker whose run starts, then holds until the test lets it finish."""
+
+    stage: ClassVar[Stage] = Stage.TRANSCRIBE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+
+    async def process(self, job: Job, workdir: Path, run: Run) -> None:
+        self.started.set()
+        await self.release.wait()
+        await run.finish({})
+
+
+class Lines(io.StringIO):
+    """Output that announces each line written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def write(self, text: str, /) -> int:
+        for line in text.splitlines():
+            self.lines.put_nowait(line)
+        return super().write(text)
+
+
+async def test_drain_waits_for_a_running_job(
+    make_settings: Callable[..., Settings], role_env: dict[str, str], redis: Redis
+) -> None:
+    """With a job running, `vidstream drain --timeout 0.5` says how many runs are left and
+    exits 1 once the time is up; a drain with time to spare waits, and ends with exit 0 as
+    soon as the job is done."""
+    async with Stack(make_settings(), ("gateway",)) as stack:
+        services = stack.services
+        assert services is not None
+        async with HeldWorker(services) as worker:
+            job = Job.new("uploads/x/source", Options(), kind=Kind.TRANSCRIBE)
+            await services.jobs.create(job)
+            async with asyncio.timeout(5):
+                await worker.started.wait()
+            out = Lines()
+            patient = asyncio.create_task(command(redis, services.keys, "drain", None, 30, out))
+            async with asyncio.timeout(10):
+                assert await out.lines.get() == "waiting for 1 run(s) to finish"
+                code, printed = await cli(role_env, "drain", "--timeout", "0.5")
+                assert code == 1 and printed.splitlines() == [
+                    "waiting for 1 run(s) to finish", "still running after 0.5 s",
+                ]  # fmt: skip
+                assert not patient.done()
+                worker.release.set()
+                assert await patient == 0
+            assert out.getvalue().splitlines()[-1] == "drained: nothing is running"
+            done = await services.jobs.get(job.id)
+            assert done is not None and done.status.value == "completed"
+
+
+async def test_drain_does_not_wait_for_what_a_dead_worker_left(redis: Redis, prefix: str) -> None:
+    """An entry pending under a consumer whose worker has no heartbeat (it died) is nobody's
+    while its role is paused: drain reports it and returns at once, exit 0; one under a live
+    worker is waited for."""
+    keys = Keys(prefix)
+    stream, group = keys.stage_stream(Stage.TRANSCRIBE), keys.stage_group(Stage.TRANSCRIBE)
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    await set_paused(redis, keys, "transcribe", True)
+    await redis.xadd(stream, {"job_id": "x"})
+    await redis.xreadgroup(group, "host-transcribe-3", {stream: ">"}, count=1)  # then it died
+    out = io.StringIO()
+    async with asyncio.timeout(3):
+        assert await command(redis, keys, "drain", None, 30.0, out) == 0
+    assert out.getvalue().splitlines() == [
+        "1 run(s) left by workers that died (no heartbeat): not waited for; a live worker of "
+        "their role takes them over when not paused",
+        "drained: no live worker runs anything",
+    ]  # fmt: skip
+    await redis.hset(keys.worker("host-transcribe-3"), "name", "host-transcribe-3")  # alive
+    out = io.StringIO()
+    assert await command(redis, keys, "drain", None, 0.0, out) == 1
+    assert out.getvalue().splitlines() == [
+        "waiting for 1 run(s) to finish", "still running after 0 s",
+    ]  # fmt: skip

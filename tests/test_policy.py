@@ -7,9 +7,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from vidstream import policy
 from vidstream.errors import (
+    InvalidKey,
     InvalidMedia,
     JobCancelled,
     ObjectNotFound,
+    ObjectTooLarge,
     RunLost,
     StorageError,
     TooLong,
@@ -67,10 +69,12 @@ def test_a_transient_error_retries_until_out_of_attempts(attempts: int, expected
     assert decision.error == ErrorInfo("ffmpeg_failed", "FFmpeg crashed")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("attempts", [1, 2, 3])
+@pytest.mark.parametrize("attempts", [1, 2, 3, 4])
 @pytest.mark.parametrize(
-    "exc", [InvalidMedia("no audio"), TooLong("5 hours"), ObjectNotFound("gone")]
-)
+    "exc",
+    [InvalidMedia("no audio"), TooLong("5 hours"), ObjectNotFound("gone"),
+     ObjectTooLarge("over 1000 bytes"), InvalidKey("bad key")],
+)  # fmt: skip
 def test_input_at_fault_fails_at_once(exc: Exception, attempts: int) -> None:
     """Bad input never retries: the job fails with the error's own code, whatever the try."""
     decision = policy.after_error(exc, RENDER, attempts, LIMITS)
@@ -78,19 +82,64 @@ def test_input_at_fault_fails_at_once(exc: Exception, attempts: int) -> None:
     assert decision.error.code == exc.code  # type: ignore[attr-defined]
 
 
-def test_a_storage_failure_retries() -> None:
-    """Object storage timing out is the system's fault: the stage runs again later."""
-    decision = policy.after_error(StorageError("timed out"), RENDER, 1, LIMITS)
-    assert isinstance(decision, policy.RetryLater)
-    assert decision.error.code == "storage_error"
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [(1, policy.RetryLater), (2, policy.RetryLater), (3, policy.DeadLetter),
+     (4, policy.DeadLetter)],
+)  # fmt: skip
+def test_a_storage_failure_retries(attempts: int, expected: type) -> None:
+    """Object storage timing out is the system's fault: the stage runs again later, until the
+    last try failed."""
+    decision = policy.after_error(StorageError("timed out"), RENDER, attempts, LIMITS)
+    assert isinstance(decision, expected)
+    assert decision.error.code == "storage_error"  # type: ignore[union-attr]
 
 
-def test_a_bug_retries_as_an_internal_error_without_details() -> None:
-    """An unexpected exception is retried and shown as internal_error, never its text."""
-    decision = policy.after_error(KeyError("secret path"), RENDER, 1, LIMITS)
-    assert isinstance(decision, policy.RetryLater)
-    assert decision.error.code == "internal_error"
-    assert "secret" not in decision.error.message and "KeyError" in decision.error.message
+@pytest.mark.parametrize(
+    "exc",
+    [
+        StorageError("could not store jobs/x/a.srt: [Errno 28] No space left on device: '/srv/d'"),
+        StorageError("object storage failed for uploads/x/source: Could not connect to the "
+                     "endpoint URL: \"http://minio:9000/vidstream/uploads/x/source\""),
+        StorageError("s3 at http://minio:9000 answered 500", code="storage_error"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_a_storage_failure_shows_no_internals(exc: StorageError, attempts: int) -> None:
+    """A storage failure the tenant sees (retrying or dead-lettered) names no path, OS error or
+    endpoint: a short generic message; its details are for the logs."""
+    decision = policy.after_error(exc, RENDER, attempts, LIMITS)
+    assert isinstance(decision, policy.RetryLater | policy.DeadLetter)
+    assert decision.error == ErrorInfo(
+        "storage_error", "Object storage failed; the job can be retried."
+    )
+    assert policy.hidden(exc, RENDER) == str(exc)  # what the worker logs instead
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ObjectNotFound("uploads/x/source does not exist"), ObjectTooLarge("over 1000 bytes"),
+     InvalidKey("a source key must start with 'uploads/'")],
+)  # fmt: skip
+def test_a_missing_or_oversized_object_keeps_its_own_message(exc: StorageError) -> None:
+    """A storage error caused by the input says what is wrong with it, under its own code."""
+    decision = policy.after_error(exc, RENDER, 1, LIMITS)
+    assert isinstance(decision, policy.FailJob)
+    assert decision.error == ErrorInfo(exc.code, exc.message)
+    assert policy.hidden(exc, RENDER) is None
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [(1, policy.RetryLater), (3, policy.DeadLetter), (4, policy.DeadLetter)],
+)
+def test_a_bug_retries_as_an_internal_error_without_details(attempts: int, expected: type) -> None:
+    """An unexpected exception is retried (until out of attempts) and shown as internal_error,
+    never its text."""
+    decision = policy.after_error(KeyError("secret path"), RENDER, attempts, LIMITS)
+    assert isinstance(decision, expected)
+    assert decision.error.code == "internal_error"  # type: ignore[union-attr]
+    assert "secret" not in decision.error.message and "KeyError" in decision.error.message  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -101,10 +150,14 @@ def test_a_bug_retries_as_an_internal_error_without_details() -> None:
         (RedisConnectionError("down"), policy.Leave),
     ],
 )
-def test_cancellation_and_lost_runs_record_nothing(exc: Exception, expected: type) -> None:
+@pytest.mark.parametrize("attempts", [1, 3, 4])
+def test_cancellation_and_lost_runs_record_nothing(
+    exc: Exception, expected: type, attempts: int
+) -> None:
     """A cancelled job stops quietly; a run that lost its stage, or cannot reach Redis, leaves
-    the entry to whoever holds it now (or to a reclaim)."""
-    assert isinstance(policy.after_error(exc, RENDER, 1, LIMITS), expected)
+    the entry to whoever holds it now (or to a reclaim), on the last try as on the first: none
+    of them used up a try."""
+    assert isinstance(policy.after_error(exc, RENDER, attempts, LIMITS), expected)
 
 
 @pytest.mark.parametrize(

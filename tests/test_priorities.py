@@ -3,6 +3,10 @@ steady load of high."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -10,6 +14,8 @@ from vidstream.actors.consumer import FAIR_EVERY, StageConsumer
 from vidstream.jobs import Job, Options, Priority, Stage
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
 
 
 @pytest.fixture
@@ -86,3 +92,53 @@ async def test_entries_of_each_priority_land_on_their_own_stream(redis: Redis, k
     await queue(store, Priority.HIGH)
     lengths = [await redis.xlen(s) for s in keys.stage_streams(Stage.TRANSCRIBE)]
     assert lengths == [1, 0, 0]
+
+
+async def test_a_priority_sent_to_the_gateway_shows_in_the_job(
+    make_settings: Callable[..., Settings], http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    """`"priority": "high"` on POST /v1/jobs (JSON) and `low` (multipart) show in GET
+    /v1/jobs/{id} and put the job on that priority's stream; any other value is a 400 naming
+    the choices, and no job is made."""
+    async with Stack(make_settings(), ("gateway",)) as stack:
+        assert stack.gateway is not None
+        base = stack.gateway.url
+
+        async def upload() -> str:
+            body = {"filename": "talk.mp4", "content_type": "video/mp4", "size": 4}
+            async with http.post(f"{base}/v1/uploads", json=body) as r:
+                ticket = await r.json()
+            async with http.put(ticket["upload_url"], data=b"abcd",
+                                headers=ticket["headers"]) as r:  # fmt: skip
+                assert r.status == 200
+            return str(ticket["key"])
+
+        async def read(job_id: str) -> dict[str, Any]:
+            async with http.get(f"{base}/v1/jobs/{job_id}") as r:
+                assert r.status == 200
+                job: dict[str, Any] = await r.json()
+                return job
+
+        create = {"source": {"key": await upload()}, "priority": "high"}
+        async with http.post(f"{base}/v1/jobs", json=create) as r:
+            assert r.status == 202, await r.text()
+            high = await r.json()
+        assert high["priority"] == "high" and (await read(high["id"]))["priority"] == "high"
+
+        form = aiohttp.FormData({"priority": "low"})
+        form.add_field("file", b"x" * 10, filename="a.mp4", content_type="video/mp4")
+        async with http.post(f"{base}/v1/jobs", data=form) as r:
+            assert r.status == 202, await r.text()
+            low = await r.json()
+        assert (await read(low["id"]))["priority"] == "low"
+        lengths = [await redis.xlen(s) for s in keys.stage_streams(Stage.TRANSCRIBE)]
+        assert lengths == [1, 0, 1]  # high, normal, low
+
+        create = {"source": {"key": await upload()}, "priority": "urgent"}
+        async with http.post(f"{base}/v1/jobs", json=create) as r:
+            body = await r.json()
+            assert r.status == 400, body
+        assert body["error"]["code"] == "invalid_request"
+        assert "high, normal, low" in body["error"]["message"]
+        async with http.get(f"{base}/v1/jobs") as r:
+            assert len((await r.json())["jobs"]) == 2

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from vidstream.jobs import Job, Options
+from vidstream.errors import StorageError
+from vidstream.jobs import ErrorInfo, Job, Options, Output, Stage
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
-from vidstream.protocol import Cancel
-from vidstream.retention import Retention
+from vidstream.maintenance import Maintenance
+from vidstream.protocol import Cancel, Claim, Fail, FinishStage
+from vidstream.retention import RETRY_AFTER_S, Retention
 from vidstream.runtime import Stack
 from vidstream.services import Services
 from vidstream.settings import Settings
+from vidstream.storage.base import ObjectStore
+from vidstream.storage.names import rendered_key, transcript_key
 
 RETAIN_S = 60
 
@@ -87,6 +92,149 @@ async def test_an_ended_job_is_removed_with_all_it_left(
         assert r.status == 404
 
 
+async def test_a_completed_job_takes_its_outputs_with_it(
+    stack: Stack, http: aiohttp.ClientSession, redis: Redis, prefix: str, tmp_path: Path
+) -> None:
+    """A job that completed (transcript in three formats, a rendered video) is removed with its
+    source and every output file once its retention passed."""
+    services = services_of(stack)
+    created = await upload_and_create(http, stack)
+    job_id, owner = created["id"], "host-render-0:run1"
+    outputs: dict[Stage, dict[str, Output]] = {Stage.TRANSCRIBE: {}, Stage.RENDER: {}}
+    for name, key in [("json", transcript_key(job_id, "json")),
+                      ("srt", transcript_key(job_id, "srt")),
+                      ("vtt", transcript_key(job_id, "vtt")),
+                      ("video", rendered_key(job_id))]:  # fmt: skip
+        (tmp_path / name).write_bytes(b"x")
+        info = await services.store.put_file(key, tmp_path / name, "application/octet-stream")
+        stage = Stage.RENDER if name == "video" else Stage.TRANSCRIBE
+        outputs[stage][name] = Output(key, info.size, "application/octet-stream")
+    for stage in (Stage.TRANSCRIBE, Stage.RENDER):  # what each worker records, in turn
+        job = await services.jobs.get(job_id)
+        assert job is not None
+        claim = Claim.of(job, stage, owner=owner, lease_ms=30_000, max_attempts=3)
+        assert (await services.jobs.apply(job_id, claim)).ok
+        assert (await services.jobs.apply(job_id, FinishStage.of(job, stage, outputs[stage],
+                                                                 owner=owner))).ok  # fmt: skip
+    done = await services.jobs.get(job_id)
+    assert done is not None and done.status.value == "completed" and len(done.outputs) == 4
+    files = [services.store.local_path(o.key) for o in done.outputs.values()]
+    files.append(services.store.local_path(created["source"]["key"]))  # type: ignore[index]
+    assert all(f is not None and f.exists() for f in files)
+    retention = Retention(redis, services.keys, services.store, keep_outputs=False)
+
+    assert (await retention.sweep(now=time.time() + RETAIN_S + 1)).jobs == 1
+    assert [f for f in files if f is not None and f.exists()] == []
+    assert await keys_of(redis, prefix, job_id) == []
+
+
+async def test_a_failed_job_is_kept_for_failed_job_retention(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """With FAILED_JOB_RETENTION_S set, a failed job is due that long after it failed; a
+    cancelled one still JOB_RETENTION_S after it ended."""
+    settings = make_settings(job_retention_s=RETAIN_S, failed_job_retention_s=10 * RETAIN_S)
+    async with Stack(settings, ("gateway",)) as stack:
+        services = services_of(stack)
+        failed, cancelled = Job.new("uploads/x/a", Options()), Job.new("uploads/x/b", Options())
+        for job in (failed, cancelled):
+            await services.jobs.create(job)
+        ended = time.time()
+        assert (await services.jobs.apply(failed.id, Fail(error=ErrorInfo("x", "y")))).ok
+        assert (await services.jobs.apply(cancelled.id, Cancel())).ok
+        failed_due = await redis.zscore(services.keys.retention, failed.id)
+        cancelled_due = await redis.zscore(services.keys.retention, cancelled.id)
+    assert failed_due is not None and cancelled_due is not None
+    assert abs(failed_due - (ended + 10 * RETAIN_S)) <= 2  # whole seconds, in Redis's clock
+    assert abs(cancelled_due - (ended + RETAIN_S)) <= 2
+
+
+class RefusingDeletes:
+    """A store whose deletes of some keys fail, as a bucket policy refusing them would."""
+
+    def __init__(self, store: ObjectStore, refused: set[str]) -> None:
+        self.store, self.refused = store, refused
+        self.name = store.name
+
+    async def delete(self, key: str) -> None:
+        if key in self.refused:
+            raise StorageError(f"AccessDenied: {key}")
+        await self.store.delete(key)
+
+
+async def test_a_job_whose_objects_cannot_be_deleted_holds_nobody_up(
+    stack: Stack, http: aiohttp.ClientSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A due job whose source storage refuses to delete is tried again RETRY_AFTER_S later:
+    the job behind it goes at the next sweep (one job per sweep here, so a job left at the
+    head would block all the rest); the refused one goes once storage lets it."""
+    monkeypatch.setattr("vidstream.retention.BATCH", 1)
+    services = services_of(stack)
+    for job in [await upload_and_create(http, stack) for _ in range(2)]:
+        async with http.delete(f"{stack.gateway.url}/v1/jobs/{job['id']}") as r:  # type: ignore[union-attr]
+            assert r.status == 200
+    [head, behind] = [str(m) for m in await redis.zrange(services.keys.retention, 0, -1)]
+    stuck = await services.jobs.get(head)
+    assert stuck is not None
+    store = RefusingDeletes(services.store, {stuck.source_key})
+    retention = Retention(redis, services.keys, store, keep_outputs=False)  # type: ignore[arg-type]
+    now = time.time() + RETAIN_S + 1
+
+    assert (await retention.sweep(now=now)).jobs == 0
+    assert await redis.zscore(services.keys.retention, head) == now + RETRY_AFTER_S
+    assert (await retention.sweep(now=now)).jobs == 1
+    assert await services.jobs.get(behind) is None
+    assert await services.jobs.get(head) is not None  # kept until its files can go
+
+    store.refused.clear()
+    assert (await retention.sweep(now=now + RETRY_AFTER_S)).jobs == 1
+    assert await services.jobs.get(head) is None
+    source = services.store.local_path(stuck.source_key)
+    assert source is not None and not source.exists()
+
+
+async def test_an_upload_that_cannot_be_deleted_holds_nobody_up(
+    stack: Stack, http: aiohttp.ClientSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An abandoned upload storage refuses to delete is tried again later; the next one goes."""
+    monkeypatch.setattr("vidstream.retention.BATCH", 1)
+    services = services_of(stack)
+    assert stack.gateway is not None
+    for name in ("a.mp4", "b.mp4"):
+        body = {"filename": name, "content_type": "video/mp4", "size": 4}
+        async with http.post(f"{stack.gateway.url}/v1/uploads", json=body) as r:
+            assert r.status in (200, 201)
+    index = services.keys.abandoned_uploads
+    [head, behind] = [str(m) for m in await redis.zrange(index, 0, -1)]
+    retention = Retention(redis, services.keys, RefusingDeletes(services.store, {head}),  # type: ignore[arg-type]
+                          keep_outputs=False)  # fmt: skip
+    now = time.time() + 3 * 86400
+    assert (await retention.sweep(now=now)).uploads == 0
+    assert await redis.zscore(index, head) == now + RETRY_AFTER_S
+    assert (await retention.sweep(now=now)).uploads == 1
+    assert await redis.zscore(index, behind) is None
+
+
+async def test_a_reused_idempotency_key_stays_with_its_new_job(
+    stack: Stack, http: aiohttp.ClientSession, redis: Redis, prefix: str
+) -> None:
+    """Once an Idempotency-Key's 24 h passed, the tenant may send it again for a new job;
+    removing the old job leaves the key naming the new one."""
+    services = services_of(stack)
+    old = await upload_and_create(http, stack, idem="order-7")
+    async with http.delete(f"{stack.gateway.url}/v1/jobs/{old['id']}") as r:  # type: ignore[union-attr]
+        assert r.status == 200
+    [entry] = [k async for k in redis.scan_iter(match=f"{prefix}:idem:*")]
+    await redis.delete(entry)  # its 24 h passed
+    new = await upload_and_create(http, stack, idem="order-7")
+    assert new["id"] != old["id"]
+    retention = Retention(redis, services.keys, services.store, keep_outputs=False)
+    assert (await retention.sweep(now=time.time() + RETAIN_S + 1)).jobs == 1
+    assert await services.jobs.get(old["id"]) is None
+    bound = await redis.get(entry)
+    assert bound is not None and str(bound).startswith(f"{new['id']} ")
+
+
 async def test_running_and_recent_jobs_stay(
     stack: Stack, http: aiohttp.ClientSession, redis: Redis
 ) -> None:
@@ -127,6 +275,41 @@ async def test_uploads_no_job_took_are_deleted(
     assert (await retention.sweep(now=time.time() + 60)).uploads == 0  # its link is valid
     assert (await retention.sweep(now=time.time() + 3 * 86400)).uploads == 1
     assert not abandoned.exists() and kept.exists()
+
+
+async def test_maintenance_sweeps_batch_after_batch_under_its_lock(
+    redis: Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One retention turn of maintenance removes every due job, a batch at a time, while it
+    holds the lock; a second process in the same period does nothing."""
+    monkeypatch.setattr("vidstream.retention.BATCH", 2)
+    keys = Keys(prefix)
+    store = JobStore(redis, keys, ttl_s=1)
+    for _ in range(5):
+        job = Job.new("uploads/x/source", Options())
+        await store.create(job)
+        assert (await store.apply(job.id, Cancel())).ok
+    due = [str(m) for m in await redis.zrange(keys.retention, 0, -1)]
+    await redis.zadd(keys.retention, dict.fromkeys(due, 0))
+
+    class NoStorage:
+        name = "none"
+
+        async def delete(self, key: str) -> None:
+            pass
+
+    def maintenance() -> Maintenance:
+        retention = Retention(redis, keys, NoStorage(), keep_outputs=False)  # type: ignore[arg-type]
+        return Maintenance(redis, keys, store, retention=retention)
+
+    await maintenance().retain()
+    assert await redis.zcard(keys.retention) == 0
+    job = Job.new("uploads/x/source", Options())
+    await store.create(job)
+    assert (await store.apply(job.id, Cancel())).ok
+    await redis.zadd(keys.retention, {job.id: 0})
+    await maintenance().retain()  # not its turn: the first one holds the lock
+    assert await redis.zcard(keys.retention) == 1
 
 
 async def test_redis_stays_flat_under_a_steady_load(redis: Redis, prefix: str) -> None:

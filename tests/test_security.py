@@ -3,7 +3,9 @@ tokens and origins, CORS, rate limits and overload, and request bodies built to 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import resource
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +17,12 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.conftest import cli
 from tests.test_redis_outage import OwnRedis
 from tests.test_redis_outage import own_redis as own_redis
 from vidstream.auth import KeyRing, KeysFile, new_key
+from vidstream.http.app import create_app
+from vidstream.http.auth import needs_key
 from vidstream.jobs import ErrorInfo, Stage
 from vidstream.protocol import Claim, Fail
 from vidstream.runtime import Stack
@@ -83,27 +88,64 @@ async def create(http: aiohttp.ClientSession, stack: Stack, key: str, source: st
 
 
 async def test_every_v1_route_needs_a_key(secured: Stack, http: aiohttp.ClientSession) -> None:
-    """No key or a wrong key is a 401 on every /v1 route; health, the API document and signed
-    object links need none."""
-    base, job = gw(secured), "0" * 26
-    calls = [
-        ("POST", "/v1/uploads"), ("POST", "/v1/jobs"), ("GET", f"/v1/jobs/{job}"),
-        ("GET", f"/v1/jobs/{job}/events"), ("DELETE", f"/v1/jobs/{job}"),
-        ("POST", f"/v1/jobs/{job}/retry"), ("GET", "/v1/dead-letters"),
-    ]  # fmt: skip
-    for method, path in calls:
-        for headers in ({}, auth("vs_nope_wrong"), {"Authorization": A_KEY}):
-            async with http.request(method, base + path, headers=headers) as r:
-                assert await error_of(r, 401) == "unauthorized", (method, path)
+    """No key or a wrong key is a 401 on every /v1 route of the gateway's route table; health,
+    the API documents and signed object links need none."""
+    assert secured.services is not None and secured.gateway is not None
+    base, checked, open_paths = gw(secured), [], set()
+    app = create_app(secured.services, secured.gateway.urls)
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource else ""
+        path = re.sub(r"\{[^}]*\}", "0" * 26, canonical)
+        if route.method in ("HEAD", "OPTIONS") or not path.startswith("/v1/"):
+            continue
+        if not needs_key(path):
+            open_paths.add(canonical)
+            continue
+        checked.append((route.method, path))
+        tries = [({}, path), (auth("vs_nope_wrong"), path), ({"Authorization": A_KEY}, path)]
+        if not canonical.endswith("/events"):  # `?token=` opens the events route only, not
+            # another route's path that happens to end in /events (a template named so).
+            events = re.sub(r"\{[^}]*\}", "events", canonical)
+            tries += [({}, f"{path}?token={A_KEY}"), ({}, f"{events}?token={A_KEY}")]
+        for headers, target in tries:
+            async with http.request(route.method, base + target, headers=headers) as r:
+                assert await error_of(r, 401) == "unauthorized", (route.method, target)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
-    for path in ("/healthz", "/readyz", "/v1/openapi.json"):
+    assert len(checked) >= 15, checked  # the route table was read, not a few routes
+    assert open_paths == {"/v1/objects/{key}", "/v1/openapi.json", "/v1/schemas/timeline.json"}
+    for path in ("/healthz", "/readyz", "/v1/openapi.json", "/v1/schemas/timeline.json"):
         async with http.get(base + path) as r:
             assert r.status == 200, path
+    async with http.get(f"{base}/v1/objects/uploads/0/source") as r:  # unsigned: refused,
+        assert await error_of(r, 403) == "invalid_signature"  # by its signature, not a key
+    # A job's event stream opened with `?token=` is the one exception (its handler checks it).
+    async with http.get(f"{base}/v1/jobs/{'0' * 26}/events?token=x") as r:
+        assert await error_of(r, 404) == "not_found"
+
+
+async def test_the_api_document_describes_every_route(
+    secured: Stack, http: aiohttp.ClientSession
+) -> None:
+    """`GET /v1/openapi.json` holds every route of the API, and says which need no key."""
+    assert secured.services is not None and secured.gateway is not None
+    async with http.get(f"{gw(secured)}/v1/openapi.json") as r:
+        paths = (await r.json())["paths"]
+    app = create_app(secured.services, secured.gateway.urls)
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource else ""
+        if route.method in ("HEAD", "OPTIONS") or not canonical.startswith(("/v1/", "/healthz",
+                                                                           "/readyz")):  # fmt: skip
+            continue
+        operation = paths.get(canonical, {}).get(route.method.lower())
+        assert operation is not None, f"{route.method} {canonical} is not in the document"
+        open_route = not needs_key(canonical) or not canonical.startswith("/v1/")
+        assert (operation.get("security") == []) == open_route, (route.method, canonical)
 
 
 async def test_another_tenant_sees_nothing(secured: Stack, http: aiohttp.ClientSession) -> None:
-    """Tenant b gets 404 for everything of tenant a's (never 403): its job, events, cancel,
-    retry, dead letters, upload key and idempotency key."""
+    """Tenant b gets 404 for everything of tenant a's (never 403): its job, events (also as a
+    stream opened with b's key or b's job's token), cancel, retry; b's dead letters and job list
+    hold none of a's; nor can b use a's upload key or idempotency key."""
     base = gw(secured)
     key = await upload(http, secured, A_KEY, b"\0" * 100)
     job = await create(http, secured, A_KEY, key)
@@ -122,6 +164,21 @@ async def test_another_tenant_sees_nothing(secured: Stack, http: aiohttp.ClientS
     async with http.get(f"{base}/v1/dead-letters", headers=auth(A_KEY)) as r:
         assert [d["job_id"] for d in (await r.json())["dead_letters"]] == [job["id"]]
 
+    # Nor in the listing, nor as an event stream opened with b's key or b's job's token.
+    async with http.get(f"{base}/v1/jobs", headers=auth(B_KEY)) as r:
+        assert job["id"] not in [j["id"] for j in (await r.json())["jobs"]]
+    async with http.get(f"{base}/v1/jobs", headers=auth(A_KEY)) as r:
+        assert job["id"] in [j["id"] for j in (await r.json())["jobs"]]
+    b_job = await create(http, secured, B_KEY, await upload(http, secured, B_KEY, b"\0" * 10))
+    sse = {"Accept": "text/event-stream"}
+    for token in (B_KEY, b_job["ws_token"], job["ws_token"] + "x"):
+        url = f"{base}/v1/jobs/{job['id']}/events?token={token}"
+        async with http.get(url, headers=sse) as r:
+            assert await error_of(r, 404) == "not_found", token
+    async with http.get(f"{base}/v1/jobs/{job['id']}/events?token={job['ws_token']}",
+                        headers=sse) as r:  # fmt: skip
+        assert r.status == 200 and r.content_type == "text/event-stream"
+        assert b"event: snapshot" in await r.read()  # the job has failed: the snapshot is all
     for method, path in [
         ("GET", f"/v1/jobs/{job['id']}"), ("GET", f"/v1/jobs/{job['id']}/events"),
         ("DELETE", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/retry"),
@@ -185,13 +242,56 @@ async def test_keys_file_keys_work_and_revoking_stops_them(
     assert ring.find(key) is None
 
 
-async def test_roles_refuse_to_start_without_keys(make_settings: Callable[..., Settings]) -> None:
-    """A gateway exposed without any key refuses to start, naming the fix."""
+async def test_roles_refuse_to_start_without_keys(
+    make_settings: Callable[..., Settings], redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway or a notifier exposed without any key refuses to start, naming the fix; with
+    VIDSTREAM_AUTH=off set explicitly, or under `vidstream dev`, it starts and says so loudly."""
     from vidstream.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="keys create"):
-        async with Stack(make_settings(auth="on"), ("gateway",)):
-            pass
+    for role in ("gateway", "notifier"):
+        with pytest.raises(ConfigError, match="keys create"):
+            async with Stack(make_settings(auth="on"), (role,)):
+                pass
+    capsys.readouterr()
+    for role in ("gateway", "notifier"):
+        async with Stack(make_settings(auth="off"), (role,)) as stack:
+            assert stack.services is not None and stack.services.api_keys is None
+        logged = capsys.readouterr().err
+        assert "authentication_off" in logged and "VIDSTREAM_AUTH=off" in logged, role
+    async with Stack(make_settings(auth="on"), ("gateway",), dev=True):
+        pass
+    logged = capsys.readouterr().err
+    assert "authentication_off" in logged and "no API keys exist" in logged
+
+
+async def test_the_keys_command_creates_lists_and_revokes(
+    make_settings: Callable[..., Settings], role_env: dict[str, str], http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`vidstream keys create` prints the key alone, keeps only its hash, and the gateway takes
+    it; `keys list --json` lists it (never the key); `keys revoke` stops it."""
+    monkeypatch.setattr("vidstream.auth.RELOAD_EVERY_S", 0.0)
+    settings = make_settings(auth="on")
+    status, out = await cli(role_env, "keys", "create", "--tenant", "acme", "--label", "ci")
+    assert status == 0, out
+    key = out.removesuffix("\n")
+    assert re.fullmatch(r"vs_[0-9a-f]{8}_[A-Za-z0-9_-]{40,}", key), out  # the key alone
+    stored = (settings.data_dir / "api-keys.jsonl").read_text()
+    assert key not in stored and _sha(key) in stored
+    listing = asyncio.create_task(cli(role_env, "keys", "list", "--json"))
+    async with Stack(settings, ("gateway",)) as stack:
+        async with http.get(f"{gw(stack)}/v1/jobs", headers=auth(key)) as r:
+            assert r.status == 200, await r.text()
+        status, out = await listing
+        assert status == 0, out
+        (listed,) = json.loads(out)["keys"]
+        assert (listed["tenant"], listed["label"], listed["admin"]) == ("acme", "ci", False)
+        assert key.startswith(f"vs_{listed['id']}_") and _sha(key) not in out
+        status, out = await cli(role_env, "keys", "revoke", listed["id"])
+        assert (status, out) == (0, f"revoked {listed['id']}\n")
+        async with http.get(f"{gw(stack)}/v1/jobs", headers=auth(key)) as r:
+            assert await error_of(r, 401) == "unauthorized"
 
 
 # -- WebSocket tokens and origins ------------------------------------------------------------
@@ -241,6 +341,44 @@ async def test_the_notifier_checks_the_browser_origin(secured: Stack) -> None:
         pass
 
 
+async def test_connections_per_address_are_capped(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Past WS_MAX_CONNECTIONS_PER_IP open connections from one address, the next is refused
+    with 429; the open ones go on working."""
+    settings = make_settings(auth="on", api_keys=f"a:{A_KEY}", ws_max_connections_per_ip=2)
+    async with Stack(settings, ("notifier",)) as stack:
+        assert stack.notifier is not None
+        url = stack.notifier.url
+        async with connect(url) as first, connect(url) as second:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url):
+                    pass
+            assert refused.value.response.status_code == 429
+            for ws in (first, second):
+                await ws.send(json.dumps({"type": "ping"}))
+                assert json.loads(await ws.recv()) == {"type": "pong"}
+
+
+async def test_a_connection_guessing_tokens_is_closed(secured: Stack) -> None:
+    """Each refused subscribe is answered `forbidden`; the one after MAX_REFUSED (the 11th)
+    closes the connection with 1008."""
+    from websockets.exceptions import ConnectionClosed
+
+    from vidstream.notifier.server import MAX_REFUSED
+
+    assert secured.notifier is not None
+    async with asyncio.timeout(10), connect(secured.notifier.url) as ws:
+        guess = {"type": "subscribe", "job_id": "0" * 26, "token": "guess"}
+        for _ in range(MAX_REFUSED):
+            await ws.send(json.dumps(guess))
+            assert json.loads(await ws.recv())["code"] == "forbidden"
+        await ws.send(json.dumps(guess))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
 # -- limits -----------------------------------------------------------------------------------
 
 
@@ -271,6 +409,29 @@ async def test_rate_limit_and_overload_answer_with_retry_after(
             assert r.headers["Retry-After"] == "30"
 
 
+async def test_event_stream_token_guesses_are_throttled(
+    make_settings: Callable[..., Settings], http: aiohttp.ClientSession, redis: Redis
+) -> None:
+    """`?token=` on an event stream needs no key, so its refusals count per address: past
+    RATE_LIMIT_PER_MIN of them, that address gets 429 with Retry-After, even for a good token,
+    while a key's own requests go on."""
+    settings = make_settings(auth="on", api_keys=f"a:{A_KEY}", rate_limit_per_min=3)
+    async with Stack(settings, ("gateway",)) as stack:
+        job = await create(http, stack, A_KEY, await upload(http, stack, A_KEY, b"\0" * 10))
+        events = f"{gw(stack)}/v1/jobs/{job['id']}/events"
+        async with http.get(f"{events}?token={job['ws_token']}") as r:
+            assert r.status == 200  # a good token is no refusal: it counts for nothing
+        for attempt in range(3):
+            async with http.get(f"{events}?token=guess{attempt}") as r:
+                assert await error_of(r, 404) == "not_found"
+        for token in ("guess3", job["ws_token"]):
+            async with http.get(f"{events}?token={token}") as r:
+                assert await error_of(r, 429) == "rate_limited"
+                assert int(r.headers["Retry-After"]) >= 1
+        async with http.get(events, headers=auth(A_KEY)) as r:
+            assert r.status == 200
+
+
 async def _wait_for_queue_check() -> None:
     """The gateway reads the queue depth at most once a second; let that second pass."""
     import asyncio
@@ -299,6 +460,9 @@ def _multipart(parts: list[tuple[str, bytes]], boundary: str = "XyZ") -> bytes:
          "invalid_json"),
         ("application/json", b'{"source": {"key": "uploads/' + b"a" * 300 + b'/x"}}',
          "invalid_key"),
+        ("application/json",  # UTF-16: no quote or bracket where a UTF-8 scan looks for one
+         ('{"a": "\u2200", "b": ' + "[" * 3000 + "]" * 3000 + "}").encode("utf-16-le"),
+         "invalid_json"),
         ("multipart/form-data", b"no boundary here", "invalid_multipart"),
         ("multipart/form-data; boundary=XyZ", b"--XyZ\r\nContent-Disposition: form-data; na",
          "invalid_multipart"),

@@ -106,12 +106,15 @@ REFUSED = [
     "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1",
     "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "2002:7f00:0001::1", "64:ff9b::7f00:1",
     "64:ff9b::a00:1", "2001:0:4136:e378:8000:63bf:80ff:fffe", "::7f00:1", "198.18.0.1",
+    "fec0::1", "3fff::1", "3fff:fff::1", "64:ff9b:1::1", "100:0:0:1::1", "5f00::1",
+    "192.0.0.8", "192.0.0.255", "192.88.99.1", "::ffff:192.0.0.8",
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("address", REFUSED)
 def test_non_public_addresses_are_refused(address: str) -> None:
-    """No webhook goes to a non-public address, nor one inside IPv6 (mapped, 6to4, NAT64)."""
+    """No webhook goes to a non-public or special-purpose address (fec0::/10, 3fff::/20...),
+    nor to one inside IPv6 (mapped, 6to4, NAT64)."""
     assert refusal(ip_address(address)) is not None
     host = f"[{address}]" if ":" in address else address
     with pytest.raises(PermanentError) as err:
@@ -140,7 +143,9 @@ def test_public_addresses_are_allowed(address: str) -> None:
         ("https://example.com/" + "a" * 2048, "2048"),
         ("https://example.com/a b", "spaces"),
         ("https://example.com/\r\nX-Evil: 1", "control"),
-        ("https://example.com:99999/hook", "Port"),
+        ("https://example.com:99999/hook", "port"),
+        ("http://example.com:" + "9" * 1800 + "/hook", "port"),
+        ("http://[" + "f" * 1000 + "]/hook", "host"),
         ("http://2130706433/hook", "loopback"),  # 127.0.0.1 written as one number
         ("http://0x7f.1/hook", "loopback"),
         ("http://[fe80::1%25eth0]/hook", "link-local"),
@@ -151,6 +156,7 @@ def test_malformed_webhook_urls_are_refused(url: str, needle: str) -> None:
     with pytest.raises(PermanentError, match=needle) as err:
         check_webhook_url(url)
     assert err.value.code == "invalid_webhook_url"
+    assert len(err.value.message) < 300, "the client's value is not echoed back at length"
 
 
 async def test_a_name_resolving_to_loopback_is_refused() -> None:
@@ -171,11 +177,13 @@ class Received:
 
 
 class Receiver:
-    """A webhook endpoint on 127.0.0.1, port 0, answering `statuses` in turn (then 200)."""
+    """A webhook endpoint on 127.0.0.1, port 0, answering `statuses` in turn (then 200). A 3xx
+    points (`Location`) at a second route of the same server, which records every request."""
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
         self.requests: list[Received] = []
+        self.redirected: list[str] = []  # requests that reached the second route
         self.arrived: asyncio.Queue[Received] = asyncio.Queue()
         self.url = ""
 
@@ -183,7 +191,14 @@ class Receiver:
         received = Received(dict(request.headers), await request.read())
         self.requests.append(received)
         self.arrived.put_nowait(received)
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+        status = self.statuses.pop(0) if self.statuses else 200
+        if 300 <= status < 400:
+            return web.Response(status=status, headers={"Location": "/elsewhere"})
+        return web.Response(status=status)
+
+    async def elsewhere(self, request: web.Request) -> web.Response:
+        self.redirected.append(request.method)
+        return web.Response(status=200)
 
     async def next(self, timeout_s: float = 15.0) -> Received:
         async with asyncio.timeout(timeout_s):
@@ -195,6 +210,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     hook = Receiver([])
     app = web.Application()
     app.router.add_post("/hook", hook.handle)
+    app.router.add_route("*", "/elsewhere", hook.elsewhere)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -261,7 +277,8 @@ async def test_a_failed_delivery_is_retried_then_acknowledged(
     make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
     receiver: Receiver, tmp_path: Path,
 ) -> None:  # fmt: skip
-    """A receiver that answers 500, then 302, gets the same delivery again until it says 200."""
+    """A receiver that answers 500, then 302 to another route, gets the same delivery again
+    (the redirect is not followed) until it says 200."""
     receiver.statuses = [500, 302]
     settings = make_settings(webhook_allow_private=True, webhook_retry_base_s=0.1)
     stack = Stack(settings, ("gateway", "notifier"))
@@ -269,6 +286,7 @@ async def test_a_failed_delivery_is_retried_then_acknowledged(
         await cancelled_job(http, stack, tmp_path, receiver.url)
         attempts = [await receiver.next() for _ in range(3)]
     assert len(receiver.requests) == 3
+    assert receiver.redirected == []
     assert await settled(redis, services_of(stack)) == (0, 0)
     assert len({a.headers["Vidstream-Delivery"] for a in attempts}) == 1
     assert len({a.body for a in attempts}) == 1
@@ -384,3 +402,16 @@ async def test_the_target_is_looked_up_once_per_attempt(
     answer = await post(receiver.url, b"{}", {}, allow_private=True, timeout_s=10)
     assert answer.ok and lookups == ["localhost"]
     assert len(receiver.requests) == 1
+
+
+async def test_a_redirect_is_not_followed(receiver: Receiver) -> None:
+    """A 302 with a Location is an unacknowledged attempt: the place it points at is never hit."""
+    receiver.statuses = [302]
+    answer = await post(receiver.url, b"{}", {}, allow_private=True, timeout_s=10)
+    assert (answer.status, answer.ok, answer.location) == (302, False, "/elsewhere")
+    assert len(receiver.requests) == 1 and receiver.redirected == []
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(receiver.url.replace("hook", "elsewhere")) as r,
+    ):
+        assert r.status == 200 and receiver.redirected == ["GET"]  # the route is there to hit

@@ -128,12 +128,13 @@ def _workers_table(out: TextIO, workers: list[WorkerState]) -> None:
         return
     now = time.time()
     rows = [
-        [w.role, w.name, w.host, str(w.pid), w.version, str(w.concurrency),
+        [w.role, w.name, "-" if w.slot is None else str(w.slot), w.host, str(w.pid), w.version,
+         str(w.concurrency),
          ", ".join(f"{j.job_id} {j.stage} {round(100 * j.progress)}%" for j in w.jobs) or "-",
          _span(now - w.started_at), f"{w.done}/{w.failed}", f"{_span(now - w.seen_at)} ago"]
         for w in workers
     ]  # fmt: skip
-    columns = ["role", "name", "host", "pid", "version", "concurrency", "running", "up",
+    columns = ["role", "name", "slot", "host", "pid", "version", "concurrency", "running", "up",
                "done/failed", "seen"]  # fmt: skip
     _table(out, "workers", columns, rows)
 

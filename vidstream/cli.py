@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True, help="the tenant the key acts for")
     create.add_argument("--admin", action="store_true", help="may also use operator routes")
     create.add_argument("--label", default="", help="a note to recognise the key by")
-    keys_sub.add_parser("list", help="list keys (ids and tenants; never the keys)")
+    keys_list = keys_sub.add_parser("list", help="list keys (ids and tenants; never the keys)")
+    keys_list.add_argument("--json", action="store_true", help="print JSON, for scripts")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     secret = keys_sub.add_parser(
@@ -143,7 +144,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
         return keyscli.create(settings, args.tenant, args.admin, args.label, sys.stdout,
                               sys.stderr)  # fmt: skip
     if args.keys_command == "list":
-        return keyscli.list_keys(settings, sys.stdout)
+        return keyscli.list_keys(settings, sys.stdout, as_json=args.json)
     if args.keys_command == "revoke":
         return keyscli.revoke(settings, args.key_id, sys.stdout)
     return keyscli.webhook_secret(settings, args.tenant, sys.stdout)

@@ -45,7 +45,7 @@ class Keys:
 
     @property
     def events(self) -> str:
-        """Stream: one entry per job event, naming the job; every notifier tails it."""
+        """Stream: every job event, whole, with its job id; every notifier tails it."""
         return f"{self.prefix}:events"
 
     def slot(self, host: str, role: str, index: int | str) -> str:

@@ -6,6 +6,7 @@ working without a restart.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TextIO
 
@@ -27,8 +28,17 @@ def create(settings: Settings, tenant: str, admin: bool, label: str, out: TextIO
     return 0
 
 
-def list_keys(settings: Settings, out: TextIO) -> int:
+def list_keys(settings: Settings, out: TextIO, as_json: bool = False) -> int:
+    """The keys file's keys: ids, tenants, labels; never a key, nor its hash."""
     records = keys_file(settings).read()
+    if as_json:
+        listed = [
+            {"id": r.id, "tenant": r.tenant, "admin": r.admin, "label": r.label,
+             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.created_at))}
+            for r in records
+        ]  # fmt: skip
+        out.write(json.dumps({"keys": listed}, indent=2) + "\n")
+        return 0
     if not records:
         out.write("no keys (create one with: vidstream keys create --tenant NAME)\n")
         return 0

@@ -13,7 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from vidstream import bus
-from vidstream.jobs import Stage
+from vidstream.jobs import PRIORITIES, Stage
 from vidstream.keys import Keys
 from vidstream.lifecycle import Component
 
@@ -66,7 +66,7 @@ class Metrics:
             "vidstream_http_request_duration_seconds", "HTTP request latency, by route",
             ["route", "method"], buckets=_HTTP_SECONDS, registry=r,
         )  # fmt: skip
-        labels = ["stage"]
+        labels = ["stage", "priority"]  # one stream each; `sum by (stage)` for the stage
         self.queue_length = Gauge(
             "vidstream_queue_length", "Entries in a stage's stream", labels, registry=r
         )
@@ -80,14 +80,15 @@ class Metrics:
         )  # fmt: skip
 
     async def refresh(self, redis: Redis, keys: Keys) -> None:
-        """Read each stage's length, lag and pending entries (all priorities) into the gauges."""
+        """Read each stage stream's length, lag and pending entries into the gauges."""
         for stage in Stage:
             group = keys.stage_group(stage)
-            counts = [await bus.group_counts(redis, s, group) for s in keys.stage_streams(stage)]
-            length, lag, pending = (sum(c[i] for c in counts) for i in range(3))
-            self.queue_length.labels(stage.value).set(length)
-            self.queue_lag.labels(stage.value).set(lag)
-            self.queue_pending.labels(stage.value).set(pending)
+            for priority in PRIORITIES:
+                stream = keys.stage_stream(stage, priority)
+                length, lag, pending = await bus.group_counts(redis, stream, group)
+                self.queue_length.labels(stage.value, priority.value).set(length)
+                self.queue_lag.labels(stage.value, priority.value).set(lag)
+                self.queue_pending.labels(stage.value, priority.value).set(pending)
 
     async def exposition(self, redis: Redis, keys: Keys) -> bytes:
         """The registry in the Prometheus text format, queue gauges read just now."""

@@ -3,6 +3,10 @@ runs; a paused gateway answers new jobs with 503 `paused`; drain waits until not
 
 A pause is a Redis key per role, so it holds for every process of the role on every machine,
 and for processes that start while it is set.
+
+Drain waits for the stage entries live workers hold. Entries pending under a consumer with no
+heartbeat were left by a worker that died; another worker of the role takes them over, but not
+while the role is paused, so drain reports them rather than waiting for them.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from vidstream import bus
 from vidstream.errors import ConfigError
 from vidstream.jobs import Stage
 from vidstream.keys import Keys
@@ -43,29 +48,54 @@ async def paused_roles(redis: Redis, keys: Keys) -> dict[str, bool]:
     return {role: bool(n) for role, n in zip(PAUSABLE, found, strict=True)}
 
 
-async def running(redis: Redis, keys: Keys) -> int:
-    """How many stage runs are under way: entries read by a worker and not yet acked."""
-    total = 0
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Stage entries read and not yet acked: those live workers hold (`runs`), and those left
+    under a consumer whose worker has no heartbeat (`orphaned`: it died)."""
+
+    runs: int = 0
+    orphaned: int = 0
+
+
+async def running(redis: Redis, keys: Keys) -> Running:
+    """What is under way now, by whether its worker is alive."""
+    runs = orphaned = 0
+    alive: dict[str, bool] = {}
     for stage in Stage:
         group = keys.stage_group(stage)
         for stream in keys.stage_streams(stage):
-            total += (await bus.group_counts(redis, stream, group))[2]
-    return total
+            try:
+                consumers: list[dict[str, Any]] = await redis.xinfo_consumers(stream, group)
+            except ResponseError:  # no such stream or group: nothing read from it
+                continue
+            for consumer in consumers:
+                pending, name = int(consumer["pending"]), str(consumer["name"])
+                if not pending:
+                    continue
+                if name not in alive:  # a worker's consumer name is its registry name
+                    alive[name] = bool(await redis.exists(keys.worker(name)))
+                if alive[name]:
+                    runs += pending
+                else:
+                    orphaned += pending
+    return Running(runs, orphaned)
 
 
 async def drain(
-    redis: Redis, keys: Keys, timeout_s: float, on_wait: Callable[[int], None],
+    redis: Redis, keys: Keys, timeout_s: float, on_wait: Callable[[Running], None],
     poll_s: float = 1.0,
-) -> bool:  # fmt: skip
-    """Wait until nothing runs (True), or `timeout_s` passed (False); `on_wait` hears how many
-    runs are left after each look."""
+) -> Running:  # fmt: skip
+    """Wait until no live worker runs anything, or `timeout_s` passed; return what was left at
+    the last look (drained: `runs` is 0). `on_wait` hears each look while runs are left. A dead
+    worker's entries are not waited for (they would keep a paused role from draining)."""
     deadline = time.monotonic() + timeout_s
-    while (left := await running(redis, keys)) > 0:
+    while (left := await running(redis, keys)).runs > 0:
         on_wait(left)
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(poll_s)  # polling Redis while workers finish: no event to wait on
-    return True
+        if (remaining := deadline - time.monotonic()) <= 0:
+            break
+        # Polling Redis while workers finish: no event to wait on.
+        await asyncio.sleep(min(poll_s, remaining))
+    return left
 
 
 async def command(
@@ -84,14 +114,19 @@ async def command(
         return 0
     shown: list[int] = []
 
-    def progress(left: int) -> None:
-        if not shown or shown[-1] != left:
-            out.write(f"waiting for {left} run(s) to finish\n")
+    def progress(left: Running) -> None:
+        if not shown or shown[-1] != left.runs:
+            out.write(f"waiting for {left.runs} run(s) to finish\n")
             out.flush()
-        shown.append(left)
+        shown.append(left.runs)
 
-    if await drain(redis, keys, timeout_s, progress):
-        out.write("drained: nothing is running\n")
+    left = await drain(redis, keys, timeout_s, progress)
+    if left.orphaned:
+        out.write(f"{left.orphaned} run(s) left by workers that died (no heartbeat): not waited "
+                  "for; a live worker of their role takes them over when not paused\n")  # fmt: skip
+    if left.runs == 0:
+        out.write("drained: no live worker runs anything\n" if left.orphaned
+                  else "drained: nothing is running\n")  # fmt: skip
         return 0
     out.write(f"still running after {timeout_s:g} s\n")
     return 1

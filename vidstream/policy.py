@@ -21,6 +21,7 @@ from vidstream.errors import (
     ObjectTooLarge,
     PermanentError,
     RunLost,
+    StorageError,
 )
 from vidstream.jobs import ErrorInfo, Stage
 from vidstream.protocol import Outcome
@@ -106,14 +107,28 @@ def retry_delay(attempt: int, limits: Limits, jitter: float) -> float:
     return float(min(limits.base_delay_s * 2.0 ** max(attempt - 1, 0), limits.max_delay_s) * jitter)
 
 
+# What a tenant sees of a storage failure: its message holds OS error text, paths or the
+# storage endpoint's URL, which are the operator's business (the worker logs them).
+STORAGE_FAILED = ErrorInfo("storage_error", "Object storage failed; the job can be retried.")
+
+
 def describe(exc: BaseException, stage: Stage) -> ErrorInfo:
     """The error as the user sees it: a job error's code and message, else a generic one (the
     exception itself goes to the logs, not to the user)."""
+    if isinstance(exc, StorageError) and not isinstance(exc, PERMANENT):
+        return STORAGE_FAILED  # a missing, oversized or misnamed object says which, below
     if isinstance(exc, CodedError):
         return ErrorInfo(exc.code, exc.message)
     return ErrorInfo(
         "internal_error", f"An internal error stopped the {stage} stage ({type(exc).__name__})."
     )
+
+
+def hidden(exc: BaseException, stage: Stage) -> str | None:
+    """What a coded error said that the user does not see (`describe`): for the logs."""
+    if isinstance(exc, CodedError) and describe(exc, stage).message != exc.message:
+        return str(exc)
+    return None
 
 
 def after_error(

@@ -141,7 +141,7 @@ class Settings:
     max_queue_depth: int = setting(
         "MAX_QUEUE_DEPTH",
         1000,
-        "jobs waiting to be transcribed beyond which new jobs get 503 `overloaded` (0: no limit)",
+        "new jobs get 503 `overloaded` once this many wait to be transcribed (0: no limit)",
         low=0,
     )
     ws_ping_interval_s: float = setting(

@@ -45,7 +45,7 @@ class CurrentJob:
 class WorkerState:
     """One worker as its last heartbeat described it."""
 
-    name: str  # its consumer name, `host-role-N`
+    name: str  # its consumer name, `host-role-N` (or the name it was given)
     role: str
     host: str
     pid: int
@@ -57,28 +57,32 @@ class WorkerState:
     failed: int  # runs that ended in an error (retried, failed or dead-lettered)
     jobs: tuple[CurrentJob, ...]
     visibility_timeout_s: float  # its setting: how long maintenance leaves its consumer be
+    slot: int | None = None  # N of its leased `host-role-N` slot; None for a name it was given
 
     def to_redis(self) -> dict[str, str | int | float]:
-        fields = {k: v for k, v in asdict(self).items() if k != "jobs"}
-        return {**fields, "jobs": json.dumps([asdict(j) for j in self.jobs])}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("jobs", "slot")}
+        slot = "" if self.slot is None else self.slot  # Redis stores no None
+        return {**fields, "slot": slot, "jobs": json.dumps([asdict(j) for j in self.jobs])}
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> WorkerState | None:
         """None for a hash that is not a whole worker (one that expired while being read)."""
         try:
             jobs = tuple(CurrentJob(**j) for j in json.loads(raw["jobs"]))
+            slot = int(raw["slot"]) if raw.get("slot") else None  # none from an older version
             return cls(
                 raw["name"], raw["role"], raw["host"], int(raw["pid"]), raw["version"],
                 int(raw["concurrency"]), float(raw["started_at"]), float(raw["seen_at"]),
                 int(raw["done"]), int(raw["failed"]), jobs, float(raw["visibility_timeout_s"]),
+                slot,
             )  # fmt: skip
         except (KeyError, ValueError, TypeError):
             return None
 
     def to_public(self) -> dict[str, Any]:
         return {
-            "name": self.name, "role": self.role, "host": self.host, "pid": self.pid,
-            "version": self.version, "concurrency": self.concurrency,
+            "name": self.name, "role": self.role, "slot": self.slot, "host": self.host,
+            "pid": self.pid, "version": self.version, "concurrency": self.concurrency,
             "jobs": [
                 {"job_id": j.job_id, "stage": j.stage, "attempt": j.attempt,
                  "progress": round(j.progress, 4), "started_at": isoformat(j.started_at)}
@@ -95,8 +99,9 @@ class WorkerRegistry(Service):
     def __init__(
         self, redis: Redis, keys: Keys, name: str, role: str, concurrency: int,
         runs: Callable[[], Collection[Run]], interval_s: float, visibility_timeout_s: float,
+        slot: int | None = None,
     ) -> None:  # fmt: skip
-        self.redis, self.keys, self.name, self.role = redis, keys, name, role
+        self.redis, self.keys, self.name, self.role, self.slot = redis, keys, name, role, slot
         self.concurrency, self.runs, self.interval_s = concurrency, runs, interval_s
         self.visibility_timeout_s = visibility_timeout_s
         self.ttl_ms = max(int(interval_s * 3000), 1000)  # about three heartbeats
@@ -112,6 +117,7 @@ class WorkerRegistry(Service):
         return WorkerState(
             self.name, self.role, self.host, self.pid, __version__, self.concurrency,
             self.started_at, time.time(), self.done, self.failed, jobs, self.visibility_timeout_s,
+            self.slot,
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -95,7 +95,8 @@ class Worker(Component, abc.ABC):
         limits = policy.Limits(s.job_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
         self.registry = WorkerRegistry(services.redis, services.keys, self.name, self.stage.value,
                                        self.concurrency, self._runs.values, self.heartbeat_s,
-                                       s.visibility_timeout_s)  # fmt: skip
+                                       s.visibility_timeout_s,
+                                       self.slot.index if self.slot else None)  # fmt: skip
         self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, limits,
                                  self.lease_ms, self.tmp_root, services.metrics,
                                  self.registry.ended)  # fmt: skip

@@ -1,13 +1,16 @@
 """Who is calling: the API key on every `/v1` route (but signed object links and the API
-document), its tenant, and a rate limit per key.
+documents), its tenant, and a rate limit per key.
 
-A key that is missing or unknown gets 401; a key over its rate gets 429 with `Retry-After`. With
+A key that is missing or unknown gets 401; a key over its rate gets 429 with `Retry-After`. An
+event stream opened with `?token=` has no key to count against: its refusals are counted per
+client address instead, with the same rate, so tokens cannot be guessed at speed. With
 `VIDSTREAM_AUTH=off` every caller is the tenant `default`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,9 +22,12 @@ from vidstream.services import Services
 
 DEFAULT_TENANT = "default"
 _OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/")  # signed, or public documents
+# The one route a `?token=` opens instead of a key (not `/v1/templates/events`, say).
+_EVENTS = re.compile(r"/v1/jobs/[^/]+/events")
 
 # GCRA: a key may send `limit` requests at once, then one every minute/limit. The script keeps
-# one timestamp per key (the "theoretical arrival time"), in Redis time.
+# one timestamp per key (the "theoretical arrival time"), in Redis time. With a third argument
+# `peek` it only says whether a request would pass, and counts nothing.
 RATE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -30,6 +36,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local allowed_at = tat + interval - burst
 if allowed_at > now then return allowed_at - now end
+if ARGV[3] == 'peek' then return 0 end
 redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now + 1000)
 return 0
 """
@@ -64,14 +71,36 @@ def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
     settings = services.settings
     limiter = services.redis.register_script(RATE_SCRIPT)
 
+    async def wait_ms(bucket: str, *, peek: bool = False) -> int:
+        """How long the bucket's owner must wait (0: go on); counts this request unless `peek`."""
+        if not settings.rate_limit_per_min:
+            return 0
+        interval = 60_000 / settings.rate_limit_per_min
+        args: list[str | float] = [interval, interval * settings.rate_limit_per_min]
+        if peek:
+            args.append("peek")
+        return int(await limiter(keys=[services.keys.rate(bucket)], args=args))
+
+    async def token_stream(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """An event stream from EventSource, which cannot send headers: its handler checks the
+        token (the job's ws_token, or a key) against the job (`http.sse`). Refusals count per
+        address (a proxy's address behind one: legitimate streams are seldom refused)."""
+        bucket = f"addr:{request.remote or '?'}"
+        if waited := await wait_ms(bucket, peek=True):
+            raise _rate_limited(waited)
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if exc.status == 404:
+                await wait_ms(bucket)
+            raise
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method == "OPTIONS" or not needs_key(request.path):
             return await handler(request)
-        if "token" in request.query and request.path.endswith("/events"):
-            # An event stream from EventSource, which cannot send headers: its handler checks
-            # the token (the job's ws_token, or a key) against the job (`http.sse`).
-            return await handler(request)
+        if "token" in request.query and _EVENTS.fullmatch(request.path):
+            return await token_stream(request, handler)
         if ring is None:
             request[TENANT] = DEFAULT_TENANT
             return await handler(request)
@@ -82,21 +111,19 @@ def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
                 headers={"WWW-Authenticate": 'Bearer realm="vidstream"'},
             )  # fmt: skip
         request[TENANT], request[API_KEY] = record.tenant, record
-        if settings.rate_limit_per_min:
-            interval = 60_000 / settings.rate_limit_per_min
-            wait_ms = await limiter(
-                keys=[services.keys.rate(record.id)],
-                args=[interval, interval * settings.rate_limit_per_min],
-            )
-            if int(wait_ms) > 0:
-                retry_after = str(max(1, math.ceil(int(wait_ms) / 1000)))
-                raise ApiError(
-                    429, "rate_limited", f"Too many requests; try again in {retry_after} s.",
-                    headers={"Retry-After": retry_after},
-                )  # fmt: skip
+        if waited := await wait_ms(record.id):
+            raise _rate_limited(waited)
         return await handler(request)
 
     return authenticate
+
+
+def _rate_limited(wait_ms: int) -> ApiError:
+    retry_after = str(max(1, math.ceil(wait_ms / 1000)))
+    return ApiError(
+        429, "rate_limited", f"Too many requests; try again in {retry_after} s.",
+        headers={"Retry-After": retry_after},
+    )  # fmt: skip
 
 
 def require_admin(request: web.Request) -> None:

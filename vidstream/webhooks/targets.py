@@ -23,6 +23,17 @@ Address = IPv4Address | IPv6Address
 
 _SHARED = IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not global, yet not "private"
 _NAT64 = IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: traffic goes to the IPv4 inside
+# IANA special-purpose ranges that are not globally reachable, yet Python 3.11's `is_global`
+# (and every other `is_*`) lets through: refused by name, whatever the Python version says.
+_SPECIAL: tuple[IPv4Network | IPv6Network, ...] = (
+    IPv4Network("192.0.0.0/24"),  # IETF protocol assignments (RFC 6890), dummy 192.0.0.8
+    IPv4Network("192.88.99.0/24"),  # deprecated 6to4 relay anycast (RFC 7526)
+    IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879): still routed inside some sites
+    IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    IPv6Network("64:ff9b:1::/48"),  # local-use IPv4/IPv6 translation (RFC 8215)
+    IPv6Network("100:0:0:1::/64"),  # dummy prefix (RFC 9780)
+    IPv6Network("5f00::/16"),  # segment routing SIDs (RFC 9602)
+)
 _LEGACY_V4 = re.compile(r"^[0-9a-fx.]+$")  # 127.1, 0x7f.0.0.1, 2130706433: inet_aton still parses
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -63,6 +74,7 @@ def _refusal(ip: Address) -> str | None:
         (isinstance(ip, IPv4Address) and ip in _SHARED, "shared"),
         (ip.is_private, "private"),
         (ip.is_reserved, "reserved"),
+        (any(ip in net for net in _SPECIAL), "special-purpose"),
         (not ip.is_global, "non-global"),
     )
     return next((reason for refused, reason in checks if refused), None)
@@ -98,8 +110,9 @@ def check_webhook_url(url: object, *, allow_private: bool = False) -> str:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError on a malformed port)
-    except ValueError as exc:
-        raise _invalid(f"webhook_url is not a valid URL: {exc}") from None
+    except ValueError:
+        # Not the ValueError's text: it quotes the client's port or host, at any length.
+        raise _invalid("webhook_url is not a valid URL (its host or port is malformed)") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise _invalid("webhook_url must be an http or https URL")
     if "@" in parts.netloc:
