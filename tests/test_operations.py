@@ -328,6 +328,7 @@ async def test_operator_routes_need_an_admin_key(
             assert set(body) & {"workers", "stages"}
 
 
+@pytest.mark.slow  # a full stack: the Whisper model loads
 async def test_cli_prints_workers_and_stats(
     make_settings: Callable[..., Settings], role_env: dict[str, str]
 ) -> None:
