@@ -12,8 +12,10 @@ export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 run: install
 	$(BIN)/vidstream dev
 
+# One pytest worker per core: most tests wait on FFmpeg, Whisper or a browser, so two cores
+# run the suite in about two thirds of the time (each test keeps its own Redis prefix and ports).
 test: install redis check
-	$(BIN)/pytest --cov --cov-branch --cov-report=term:skip-covered
+	$(BIN)/pytest -n auto --dist worksteal --cov --cov-branch --cov-report=term:skip-covered
 
 install: system-deps $(STAMP)
 

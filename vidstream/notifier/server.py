@@ -41,6 +41,9 @@ MAX_SUBSCRIPTIONS = 100
 SLOW_BYTES = 1024 * 1024  # unsent bytes to a client that make it too slow: closed with 1013
 SEND_BUFFER = 64 * 1024  # the kernel's send buffer per client
 MAX_REFUSED = 10  # refused subscribes before a connection is closed (1008)
+# How long a closing connection waits for the client's close frame before dropping the TCP
+# connection: a slow reader closed with 1013 sees the frame only after reading its backlog.
+CLOSE_TIMEOUT_S = 10.0
 
 
 class Connection:
@@ -182,6 +185,7 @@ class Notifier(Component):
             # small JSON messages gain little from it, and it costs memory per connection.
             ping_interval=self.services.settings.ws_ping_interval_s,
             ping_timeout=self.services.settings.ws_ping_interval_s,
+            close_timeout=CLOSE_TIMEOUT_S,
             compression=None,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
