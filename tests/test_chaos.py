@@ -155,13 +155,13 @@ async def test_sigkill_under_load_loses_nothing(
     cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, redis: Redis,
     prefix: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    """12 jobs, two workers per stage; workers holding a job are killed with SIGKILL and
+    """9 jobs, two workers per stage; workers holding a job are killed with SIGKILL and
     replaced. Every job completes once, with one video, and nothing stays pending."""
     faults.delay("render", 1.0)
     faults.delay("transcribe", 0.5)
     for role in ("gateway", "notifier", "transcribe", "transcribe", "render", "render"):
         await cluster.start(role, JOB_MAX_ATTEMPTS="5")
-    jobs = [await submit(http, cluster, clip) for _ in range(12)]
+    jobs = [await submit(http, cluster, clip) for _ in range(9)]
     by_id = {job["id"]: job for job in jobs}
     try:
         async with asyncio.timeout(100):

@@ -29,7 +29,7 @@ EXCLUDED = "use_after_free,positive_data_acceptance,negative_data_rejection"
 async def test_no_request_breaks_the_gateway_or_its_document(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    """Fuzzed for 25 s with a valid key: no 5xx, and every response matches the document."""
+    """Fuzzed for 15 s with a valid key: no 5xx, and every response matches the document."""
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is installed with the dev dependencies"
     settings = make_settings(
@@ -39,7 +39,7 @@ async def test_no_request_breaks_the_gateway_or_its_document(
         assert stack.gateway is not None
         proc = await asyncio.create_subprocess_exec(
             st, "run", f"{stack.gateway.url}/v1/openapi.json", "--checks", "all",
-            "--exclude-checks", EXCLUDED, "--max-time", "25", "--workers", "1",
+            "--exclude-checks", EXCLUDED, "--max-time", "15", "--workers", "1",
             "--header", f"Authorization: Bearer {KEY}", "--seed", "1", "--no-color",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
