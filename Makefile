@@ -19,11 +19,14 @@ test: install redis check
 
 install: system-deps $(STAMP)
 
+# uv (from PyPI, into the venv) installs the same packages as pip in about 10 s instead of
+# 100 on two cores; pip does it if uv cannot be had. --no-compile: Python compiles what it
+# imports when it first does (compiling every dependency took a third of pip's time).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# --no-compile: Python compiles what it imports when it first does; compiling every file
-	# of every dependency here took a third of the install.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check uv \
+	  && UV_NATIVE_TLS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' \
+	  || $(BIN)/pip install --quiet --disable-pip-version-check --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 system-deps:
