@@ -100,6 +100,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from vidstream import process
 from vidstream.keys import Keys
 from vidstream.settings import Settings
 from vidstream.signing import Signer
@@ -194,7 +195,7 @@ class Server:
     async def start(cls, name: str, argv: list[str], env: dict[str, str], port: int,
                     log: Path) -> Server:  # fmt: skip
         with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=out)
+            proc = await process.spawn(argv, env=env, stdout=out.fileno(), stderr=out.fileno())
         server = cls(name, proc, f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + START_TIMEOUT_S
         async with aiohttp.ClientSession() as http:
@@ -220,14 +221,7 @@ class Server:
             )
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await process.terminate(self.proc, grace_s=15)  # its whole group: what it started too
 
 
 def ensure_wrk() -> str:

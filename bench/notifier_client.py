@@ -43,6 +43,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from vidstream import process
+
 GROUPS = {"vidstream": 0, "floor": 1, "warm": 2}  # counter slot of each group in a process
 SLOTS = len(GROUPS)
 CONNECT_CONCURRENCY = 32  # handshakes in flight per process: beyond, the listen backlog drops SYNs
@@ -301,7 +303,7 @@ class Server:
         cls, name: str, argv: list[str], env: dict[str, str], port: int, log: Path
     ) -> Server:
         with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=out)
+            proc = await process.spawn(argv, env=env, stdout=out.fileno(), stderr=out.fileno())
         server = cls(name, proc, port, log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -321,14 +323,7 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                async with asyncio.timeout(15):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await process.terminate(self.proc, grace_s=15)  # its whole group: what it started too
 
 
 def base_env() -> dict[str, str]:
