@@ -409,6 +409,29 @@ async def test_rate_limit_and_overload_answer_with_retry_after(
             assert r.headers["Retry-After"] == "30"
 
 
+async def test_compose_jobs_count_towards_overload(
+    make_settings: Callable[..., Settings], http: aiohttp.ClientSession, redis: Redis
+) -> None:
+    """Compose jobs, which wait for render rather than transcribe, fill MAX_QUEUE_DEPTH too:
+    past it the next compose job and the next subtitle job both get 503 `overloaded`."""
+    settings = make_settings(auth="on", api_keys=f"a:{A_KEY}", max_queue_depth=2)
+    clip = {"type": "color", "color": "#ff0000", "start": 0, "duration": 1}
+    colour = {"kind": "compose", "timeline": {"output": {"width": 320, "height": 240},
+                                              "tracks": [{"clips": [clip]}]}}  # fmt: skip
+    async with Stack(settings, ("gateway",)) as stack:
+        for _ in range(2):
+            async with http.post(f"{gw(stack)}/v1/jobs", json=colour, headers=auth(A_KEY)) as r:
+                assert r.status == 202, await r.text()
+        await _wait_for_queue_check()
+        async with http.post(f"{gw(stack)}/v1/jobs", json=colour, headers=auth(A_KEY)) as r:
+            assert await error_of(r, 503) == "overloaded"
+        key = await upload(http, stack, A_KEY, b"\0" * 10)
+        async with http.post(
+            f"{gw(stack)}/v1/jobs", json={"source": {"key": key}}, headers=auth(A_KEY)
+        ) as r:
+            assert await error_of(r, 503) == "overloaded"
+
+
 async def test_event_stream_token_guesses_are_throttled(
     make_settings: Callable[..., Settings], http: aiohttp.ClientSession, redis: Redis
 ) -> None:

@@ -141,7 +141,8 @@ class Settings:
     max_queue_depth: int = setting(
         "MAX_QUEUE_DEPTH",
         1000,
-        "new jobs get 503 `overloaded` once this many wait to be transcribed (0: no limit)",
+        "new jobs get 503 `overloaded` once this many wait for a worker, every stage counted "
+        "(0: no limit)",
         low=0,
     )
     ws_ping_interval_s: float = setting(

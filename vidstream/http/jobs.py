@@ -263,7 +263,8 @@ _queue_depth: dict[str, tuple[float, int]] = {}
 
 
 async def _check_load(request: web.Request) -> None:
-    """Refuse new jobs (503 `overloaded`) while the transcribe backlog passes MAX_QUEUE_DEPTH."""
+    """Refuse new jobs (503 `overloaded`) while the backlog of every stage together passes
+    MAX_QUEUE_DEPTH."""
     services = request.app[SERVICES]
     limit = services.settings.max_queue_depth
     if not limit:
@@ -277,16 +278,18 @@ async def _check_load(request: web.Request) -> None:
 
 
 async def queue_depth(services: Services) -> int:
-    """Jobs waiting for their first stage (the group's lag, every priority), read at most once
-    a second."""
+    """Jobs waiting for a worker: the lag of every stage's group, every priority, read at most
+    once a second. Every stage, not the first only: a compose job starts at render, and a
+    subtitle job waits twice (transcribe, then render), so a render backlog is a backlog too."""
     keys = services.keys
     checked_at, depth = _queue_depth.get(keys.prefix, (0.0, 0))
     if time.monotonic() - checked_at < QUEUE_CHECK_S:
         return depth
-    group = keys.stage_group(Stage.TRANSCRIBE)
     depth = 0
-    for stream in keys.stage_streams(Stage.TRANSCRIBE):
-        depth += (await bus.group_counts(services.redis, stream, group))[1]
+    for stage in Stage:
+        group = keys.stage_group(stage)
+        for stream in keys.stage_streams(stage):
+            depth += (await bus.group_counts(services.redis, stream, group))[1]
     _queue_depth[keys.prefix] = (time.monotonic(), depth)
     return depth
 
