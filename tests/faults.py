@@ -1,11 +1,17 @@
-"""Fault injection for the recovery tests: a fake FFmpeg that is slow or fails on demand."""
+"""Fault injection for the recovery tests: a fake FFmpeg that is slow or fails on demand, and a
+redis-server of a test's own that it stops, restarts or freezes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from vidstream.media.ffmpeg import resolve_binary
 
@@ -91,3 +97,57 @@ class Announcement:
             os.close(self.fd)
             self.path.unlink(missing_ok=True)
         return int(data.split()[0])
+
+
+class OwnRedis:
+    """A redis-server of this test's own, with AOF, that the test stops and starts, or freezes
+    (SIGSTOP: it keeps its connections and accepts new ones, and answers nothing)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tests.conftest import free_port  # here: conftest imports this module
+
+        self.port = free_port()
+        self.dir = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed (make test installs it)"
+        self.proc = await asyncio.create_subprocess_exec(
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(10):
+            while b"Ready to accept connections" not in await self.proc.stdout.readline():
+                pass
+        self._drain = asyncio.create_task(self.proc.stdout.read())  # keep its log flowing
+
+    def freeze(self) -> None:
+        """Stop the process where it is: the kernel still accepts connections for it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.thaw()  # a frozen server would never act on SIGTERM
+            self.proc.terminate()  # SIGTERM: Redis writes its AOF and exits
+            async with asyncio.timeout(10):
+                await self.proc.wait()
+                await self._drain
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -2,63 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import free_port, upload_job, watch
-from tests.faults import FAKE_FFMPEG, Faults
+from tests.conftest import upload_job, watch
+from tests.faults import FAKE_FFMPEG, Faults, OwnRedis
+from tests.faults import own_redis as own_redis
 from tests.media import Clip
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
 pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
-
-
-class OwnRedis:
-    """A redis-server of this test's own, with AOF, that the test stops and starts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is needed (make test installs it)"
-        self.proc = await asyncio.create_subprocess_exec(
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(10):
-            while b"Ready to accept connections" not in await self.proc.stdout.readline():
-                pass
-        self._drain = asyncio.create_task(self.proc.stdout.read())  # keep its log flowing
-
-    async def stop(self) -> None:
-        if self.proc and self.proc.returncode is None:
-            self.proc.terminate()  # SIGTERM: Redis writes its AOF and exits
-            async with asyncio.timeout(10):
-                await self.proc.wait()
-                await self._drain
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_redis_restart_under_a_running_job(

@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import cli
-from tests.test_redis_outage import OwnRedis
-from tests.test_redis_outage import own_redis as own_redis
+from tests.faults import OwnRedis
+from tests.faults import own_redis as own_redis
 from vidstream.auth import KeyRing, KeysFile, new_key
 from vidstream.http.app import create_app
 from vidstream.http.auth import needs_key

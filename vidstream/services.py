@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from vidstream.auth import KeyRing
+from vidstream.budget import BudgetedRedis
 from vidstream.jobstore import JobStore
 from vidstream.keys import Keys
 from vidstream.metrics import Metrics
@@ -29,7 +30,9 @@ MAX_CONNECTIONS = 500
 
 
 def connect_redis(settings: Settings) -> Redis:
-    """A Redis client with timeouts on every call and retries on dropped connections."""
+    """A Redis client with timeouts on every call and retries on dropped connections; inside a
+    `budget.redis_budget` (a gateway request, a WebSocket subscribe) all of its calls together
+    keep to that budget instead."""
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=MAX_CONNECTIONS,
@@ -41,7 +44,7 @@ def connect_redis(settings: Settings) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
     )
-    client: Redis = Redis.from_pool(pool)  # closing the client closes its pool
+    client: Redis = BudgetedRedis.from_pool(pool)  # closing the client closes its pool
     return client
 
 

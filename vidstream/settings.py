@@ -44,6 +44,15 @@ class Settings:
     redis_timeout_s: float = setting(
         "REDIS_TIMEOUT_S", 5.0, "Redis connect and reply timeout", low=0.1
     )
+    # A bound per request, not per command: five commands to a Redis that accepts and never
+    # answers took 25 s with the per-command timeout and retries alone (vidstream/budget.py).
+    redis_request_timeout_s: float = setting(
+        "REDIS_REQUEST_TIMEOUT_S",
+        2.0,
+        "the longest an API request (or a WebSocket subscribe) waits on Redis, all its commands "
+        "together; past it the answer is 503 `unavailable`",
+        low=0.1,
+    )
     data_dir: Path = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)
         "VIDSTREAM_DATA_DIR", Path("data"), "local storage, private Redis, worker temp dirs"
     )

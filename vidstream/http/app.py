@@ -11,6 +11,7 @@ from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
+from vidstream.http.limits import redis_budget_middleware
 from vidstream.http.observe import observe_middleware
 from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
@@ -25,6 +26,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
             observe_middleware(services.metrics),
             cors_middleware(services.settings.cors_origins),
             errors_middleware,
+            redis_budget_middleware(services.settings.redis_request_timeout_s),
             auth_middleware(services, services.api_keys),
         ],
     )

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from vidstream import logs
+from vidstream.budget import redis_budget
 from vidstream.bus import is_stream_id
 from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
@@ -90,7 +91,9 @@ class Connection:
         kind = msg.get("type")
         if kind == "subscribe":
             try:
-                return await self.subscribe(msg)
+                # One bound for the subscribe's reads: a hung Redis gets the client an answer.
+                with redis_budget(self.notifier.services.settings.redis_request_timeout_s):
+                    return await self.subscribe(msg)
             except RedisError:
                 return self.error("unavailable", "The job store is unavailable; try again shortly.")
         if kind == "unsubscribe":

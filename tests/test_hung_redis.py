@@ -1,0 +1,113 @@
+"""A Redis that accepts connections and answers nothing (SIGSTOP): the API still answers, 503
+`unavailable` within REDIS_REQUEST_TIMEOUT_S, and /readyz within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.faults import OwnRedis
+from tests.faults import own_redis as own_redis
+from tests.test_gateway import gw, upload
+from vidstream.budget import BudgetedRedis, redis_budget
+from vidstream.runtime import Stack
+from vidstream.settings import Settings
+
+# The bounds asserted: REDIS_REQUEST_TIMEOUT_S (2 s) and /readyz's second, with margin for a
+# loaded machine. Before the budget these took 25 s, over 60 s and 5 s.
+REQUEST_BOUND_S = 4.0
+READY_BOUND_S = 2.0
+
+
+async def timed(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[float, int, Any]:
+    started = time.monotonic()
+    async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=15), **kwargs) as r:
+        body = await r.json()
+    return time.monotonic() - started, r.status, body
+
+
+async def test_a_frozen_redis_gets_answers_within_a_bound(
+    make_settings: Callable[..., Settings], own_redis: OwnRedis, http: aiohttp.ClientSession
+) -> None:
+    """With Redis frozen, creating a job (with and without Idempotency-Key), reading one and
+    listing its events answer 503 `unavailable` in about 2 s, /readyz 503 within a second, a
+    WebSocket subscribe an `unavailable` error; once Redis is back the API works again."""
+    settings = make_settings(redis_url=own_redis.url)  # REDIS_TIMEOUT_S at its default, 5 s
+    async with Stack(settings, ("gateway", "notifier")) as stack:
+        assert stack.notifier is not None
+        base = gw(stack)
+        keys = [await upload(http, stack, b"\0" * 100) for _ in range(3)]
+        async with http.post(f"{base}/v1/jobs", json={"source": {"key": keys[0]}}) as r:
+            assert r.status == 202
+            job = await r.json()
+        async with connect(stack.notifier.url, open_timeout=5) as ws:
+            own_redis.freeze()
+            try:
+                subscribe = {"type": "subscribe", "job_id": job["id"], "token": job["ws_token"]}
+                started = time.monotonic()
+                await ws.send(json.dumps(subscribe))
+                again = {"Idempotency-Key": "frozen-1"}
+                calls = asyncio.gather(
+                    timed(http, "POST", f"{base}/v1/jobs", json={"source": {"key": keys[1]}}),
+                    timed(
+                        http,
+                        "POST",
+                        f"{base}/v1/jobs",
+                        json={"source": {"key": keys[2]}},
+                        headers=again,
+                    ),
+                    timed(http, "GET", job["links"]["self"]),
+                    timed(http, "GET", job["links"]["events"]),
+                    timed(http, "GET", f"{base}/readyz"),
+                )
+                async with asyncio.timeout(REQUEST_BOUND_S):
+                    answer = json.loads(await ws.recv())
+                ws_took = time.monotonic() - started
+                *api, ready = await calls
+            finally:
+                own_redis.thaw()
+        for took, status, body in api:
+            assert status == 503 and body["error"]["code"] == "unavailable", body
+            assert took < REQUEST_BOUND_S, f"answered after {took:.1f} s"
+        took, status, body = ready
+        assert status == 503 and body["checks"]["redis"] == "unavailable", body
+        assert took < READY_BOUND_S, f"/readyz answered after {took:.1f} s"
+        assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+        assert ws_took < REQUEST_BOUND_S
+
+        async with http.get(job["links"]["self"]) as r:  # Redis is back, and so is the API
+            assert r.status == 200
+
+
+async def test_the_budget_counts_time_in_redis_only(own_redis: OwnRedis) -> None:
+    """Time between commands is not spent; commands past the budget fail at once."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    client = BudgetedRedis.from_url(own_redis.url)
+    try:
+        with redis_budget(0.5) as budget:
+            await client.ping()
+            await asyncio.sleep(0.6)  # a client sending its upload: not Redis time
+            await client.ping()
+            assert budget.left > 0.3
+            own_redis.freeze()
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError):
+                await client.ping()
+            assert time.monotonic() - started < 1.0
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError):
+                await client.pipeline().ping().ping().execute()
+            assert time.monotonic() - started < 0.1  # spent: no wait at all
+    finally:
+        own_redis.thaw()
+        await client.aclose()
