@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidstream.admission import Networks, networks
 from vidstream.declare import GiB, MiB, Spec, checked, declarations, env_file, parse, setting, table
 from vidstream.errors import ConfigError
 
@@ -121,6 +122,50 @@ class Settings:
         "exact origins (`https://app.example.com`) allowed to call the API and the WebSocket "
         "from a browser, comma-separated",
         shown_default="none",
+    )
+    # Behind a proxy every connection comes from the proxy: without this, per-address limits
+    # (connections, refused tokens) count every client together (vidstream/admission.py).
+    trusted_proxies: tuple[str, ...] = setting(
+        "TRUSTED_PROXIES",
+        (),
+        "addresses or networks (`127.0.0.1`, `10.0.0.0/8`) of reverse proxies whose "
+        "`X-Forwarded-For` names the client, comma-separated; anyone else's is ignored",
+        shown_default="none",
+    )
+    max_connections: int = setting(
+        "MAX_CONNECTIONS",
+        0,
+        "connections the gateway, and each notifier, hold at most; past it a new one gets 503 "
+        "(0: a third of the process's open-file limit)",
+        low=0,
+    )
+    gateway_max_connections_per_ip: int = setting(
+        "GATEWAY_MAX_CONNECTIONS_PER_IP",
+        100,
+        "connections one client address (an IPv6 /64) may hold to the gateway (429 beyond); "
+        "a trusted proxy's are not counted, its clients' are limited at the proxy",
+        low=1,
+    )
+    http_header_timeout_s: float = setting(
+        "HTTP_HEADER_TIMEOUT_S",
+        10.0,
+        "how long a new connection may take to send its whole request head (408 and closed "
+        "beyond), and a WebSocket to finish its handshake",
+        low=0.1,
+    )
+    http_idle_timeout_s: float = setting(
+        "HTTP_IDLE_TIMEOUT_S",
+        30.0,
+        "how long the gateway keeps an idle keep-alive connection for its next request (keep "
+        "a proxy's own idle timeout below it)",
+        low=0.1,
+    )
+    http_body_timeout_s: float = setting(
+        "HTTP_BODY_TIMEOUT_S",
+        60.0,
+        "the longest gap in a request body (an upload ends with 408 `request_timeout` "
+        "beyond); however long the whole body takes",
+        low=0.1,
     )
     auth: str = setting(
         "VIDSTREAM_AUTH",
@@ -327,6 +372,10 @@ class Settings:
         for f, kind, spec in _FIELDS:
             value = checked(spec, kind, f.default, getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # frozen: normalising bypasses __setattr__
+        try:
+            networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"TRUSTED_PROXIES: {exc}") from None
         if not _PREFIX_RE.match(self.redis_prefix):
             raise ConfigError(
                 f"REDIS_PREFIX must be 1-32 of letters, digits, _ . -; got {self.redis_prefix!r}"
@@ -367,6 +416,11 @@ class Settings:
     @property
     def s3_addressing(self) -> str:
         return self.s3_addressing_style or ("path" if self.s3_endpoint_url else "auto")
+
+    @property
+    def proxies(self) -> Networks:
+        """TRUSTED_PROXIES as networks."""
+        return networks(self.trusted_proxies)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

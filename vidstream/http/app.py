@@ -5,13 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidstream import logs
+from vidstream.admission import Admission, connection_cap
 from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
+from vidstream.http.connections import GuardedSite, client_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
-from vidstream.http.limits import redis_budget_middleware
+from vidstream.http.limits import body_timeout_middleware, redis_budget_middleware
 from vidstream.http.observe import observe_middleware
 from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
@@ -20,13 +22,16 @@ from vidstream.services import Services
 
 
 def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> web.Application:
+    settings = services.settings
     app = web.Application(
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
         middlewares=[
+            client_middleware(settings.proxies),  # first: every other one sees the client
             observe_middleware(services.metrics),
-            cors_middleware(services.settings.cors_origins),
+            cors_middleware(settings.cors_origins),
             errors_middleware,
-            redis_budget_middleware(services.settings.redis_request_timeout_s),
+            body_timeout_middleware(settings.http_body_timeout_s),
+            redis_budget_middleware(settings.redis_request_timeout_s),
             auth_middleware(services, services.api_keys),
         ],
     )
@@ -69,11 +74,16 @@ class Gateway(Component):
         if self._runner is not None:
             return
         await self.hub.start()
+        settings = self.services.settings
         self._runner = web.AppRunner(
-            create_app(self.services, self.urls, self.hub), access_log=None, shutdown_timeout=5.0
-        )
+            create_app(self.services, self.urls, self.hub), access_log=None, shutdown_timeout=5.0,
+            keepalive_timeout=settings.http_idle_timeout_s,
+        )  # fmt: skip
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        cap = connection_cap(settings.max_connections)
+        admission = Admission(cap, settings.gateway_max_connections_per_ip, settings.proxies)
+        site = GuardedSite(self._runner, self.host, self.port, admission=admission,
+                           header_timeout_s=settings.http_header_timeout_s)  # fmt: skip
         await site.start()
         self.port = self._runner.addresses[0][1]
         if not self.services.settings.public_url:

@@ -15,6 +15,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from vidstream.admission import bucket as address_bucket
 from vidstream.auth import ApiKey, KeyRing
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
@@ -84,8 +85,8 @@ def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
     async def token_stream(request: web.Request, handler: Handler) -> web.StreamResponse:
         """An event stream from EventSource, which cannot send headers: its handler checks the
         token (the job's ws_token, or a key) against the job (`http.sse`). Refusals count per
-        address (a proxy's address behind one: legitimate streams are seldom refused)."""
-        bucket = f"addr:{request.remote or '?'}"
+        client address (behind TRUSTED_PROXIES, the one `X-Forwarded-For` names)."""
+        bucket = f"addr:{address_bucket(request.remote or '?')}"
         if waited := await wait_ms(bucket, peek=True):
             raise _rate_limited(waited)
         try:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
-from collections import Counter
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
@@ -26,12 +26,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from vidstream import logs
+from vidstream.admission import Admission, Refusal, client_address, connection_cap
 from vidstream.budget import redis_budget
 from vidstream.bus import is_stream_id
 from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
 from vidstream.metrics import CONTENT_TYPE
 from vidstream.notifier import resume
+from vidstream.notifier.guard import GuardedConnection
 from vidstream.notifier.hub import Hub
 from vidstream.present import present_job
 from vidstream.services import Services
@@ -149,7 +151,9 @@ class Notifier(Component):
         self.host, self.port = services.settings.notifier_host, services.settings.notifier_port
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._per_address: Counter[str] = Counter()
+        settings = services.settings
+        cap = connection_cap(settings.max_connections)
+        self.admission = Admission(cap, settings.ws_max_connections_per_ip, settings.proxies)
         # Browsers may connect from CORS_ORIGINS and from the gateway's own page.
         self.origins = set(services.settings.cors_origins)
         self.allow_origin(services.settings.gateway_url)
@@ -178,11 +182,17 @@ class Notifier(Component):
         if self._server is not None:
             return
         await self.hub.start()
+        # `serve` names a connection class; this one needs the notifier's admission too.
+        connection = functools.partial(GuardedConnection, self.admission)
         self._server = await serve(
             self._handle,
             self.host,
             self.port,
             process_request=self._admit,
+            create_connection=cast(type[ServerConnection], connection),
+            # The whole handshake, from the TCP accept: a client sending half a request head is
+            # closed then (websockets' own default is 10 s too; set here, it is one setting).
+            open_timeout=self.services.settings.http_header_timeout_s,
             max_size=64 * 1024,
             # Peers that do not answer a ping in time are dropped; compression is off: these
             # small JSON messages gain little from it, and it costs memory per connection.
@@ -222,11 +232,17 @@ class Notifier(Component):
         # ride on a user's network position.
         if origin is not None and origin not in self.origins:
             return connection.respond(HTTPStatus.FORBIDDEN, "This origin may not connect.\n")
-        address = _address(connection)
-        if self._per_address[address] >= self.services.settings.ws_max_connections_per_ip:
-            return connection.respond(
-                HTTPStatus.TOO_MANY_REQUESTS, "Too many connections from this address.\n"
-            )
+        # Counted per address since it was accepted, unless it came through a trusted proxy:
+        # then the client is known only now, from X-Forwarded-For.
+        if isinstance(connection, GuardedConnection) and connection.slot is not None:
+            peer = connection.remote_address
+            forwarded = request.headers.get_all("X-Forwarded-For")
+            client = client_address(str(peer[0]) if peer else None, forwarded,
+                                    self.admission.proxies)  # fmt: skip
+            if connection.slot.claim(client) is Refusal.ADDRESS:
+                return connection.respond(
+                    HTTPStatus.TOO_MANY_REQUESTS, "Too many connections from this address.\n"
+                )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -237,8 +253,6 @@ class Notifier(Component):
             # it, and an idle connection holds little memory.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        address = _address(ws)
-        self._per_address[address] += 1
         self.services.metrics.ws_connections.inc()
         conn = Connection(ws, self)
         try:
@@ -247,14 +261,6 @@ class Notifier(Component):
         except ConnectionClosed:
             pass
         finally:
-            self._per_address[address] -= 1
             self.services.metrics.ws_connections.dec()
-            if not self._per_address[address]:
-                del self._per_address[address]
             conn.closing = True
             self.hub.drop(conn)
-
-
-def _address(connection: ServerConnection) -> str:
-    peer = connection.remote_address
-    return str(peer[0]) if peer else "?"
