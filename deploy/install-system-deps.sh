@@ -4,7 +4,10 @@
 #   espeak-ng (the tests speak known sentences), fonts-dejavu-core (subtitle font),
 #   chromium (the page's tests drive it with Playwright; never a downloaded browser),
 #   fonts-liberation2 (the timeline's Liberation families), tesseract-ocr (the compose tests
-#   read the drawn text back).
+#   read the drawn text back), nginx and openssl (tests/test_nginx.py runs the documented site
+#   in front of a gateway; the test starts its own nginx on free ports, never the system one;
+#   Debian's package starts its default site on port 80 where systemd runs: on a machine that
+#   is not to serve it, `systemctl disable --now nginx`).
 # As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -14,6 +17,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ -d /usr/share/fonts/truetype/liberation2 ] || missing+=(fonts-liberation2)
 [ ${#missing[@]} -eq 0 ] && exit 0

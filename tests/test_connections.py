@@ -4,6 +4,7 @@ closed in time, connections are capped per address and in all, and everyone gets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,21 +16,37 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
-TIMEOUT_S = 0.5  # the header, body and idle timeouts these tests set
+TIMEOUT_S = 0.5  # the header and body timeouts these tests set
+IDLE_S = 1.0  # and the idle one: longer, as in production (aiohttp's own would close first)
 BOUND_S = 3.0  # how soon after it a connection must be closed (margin for a loaded machine)
+Streams = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
 
 
 @pytest.fixture
 async def gateway(make_settings: Callable[..., Settings], redis: Redis) -> AsyncIterator[Stack]:
     settings = make_settings(
         http_header_timeout_s=TIMEOUT_S, http_body_timeout_s=TIMEOUT_S,
-        http_idle_timeout_s=TIMEOUT_S, gateway_max_connections_per_ip=1000,
+        http_idle_timeout_s=IDLE_S, gateway_max_connections_per_ip=1000,
     )  # fmt: skip
     async with Stack(settings, ("gateway",)) as stack:
         yield stack
+
+
+@contextlib.asynccontextmanager
+async def raw(host: str, port: int, count: int = 1) -> AsyncIterator[Streams]:
+    """`count` plain TCP connections, closed at the end whatever happened."""
+    streams: Streams = []
+    try:
+        for _ in range(count):
+            streams.append(await asyncio.open_connection(host, port))
+        yield streams
+    finally:
+        for _, writer in streams:
+            writer.close()
 
 
 def hostport(stack: Stack) -> tuple[str, int]:
@@ -59,40 +76,35 @@ async def test_half_sent_request_heads_are_closed(gateway: Stack) -> None:
     """Many connections that each send half a request head are answered 408 and closed after
     HTTP_HEADER_TIMEOUT_S, and a well-behaved client is served meanwhile."""
     host, port = hostport(gateway)
-    streams = [await asyncio.open_connection(host, port) for _ in range(50)]
-    for _, writer in streams:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: slow")
-    started = time.monotonic()
-    async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/healthz") as r:
-        assert r.status == 200
-    closed = await asyncio.gather(*(until_closed(reader, BOUND_S) for reader, _ in streams))
-    assert time.monotonic() - started < TIMEOUT_S + BOUND_S
-    for raw in closed:
-        status, body = answer(raw)
-        assert status == 408 and body["error"]["code"] == "request_timeout", raw
-    for _, writer in streams:
-        writer.close()
+    async with raw(host, port, 50) as streams:
+        for _, writer in streams:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: slow")
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/healthz") as r:
+            assert r.status == 200
+        closed = await asyncio.gather(*(until_closed(reader, BOUND_S) for reader, _ in streams))
+        assert time.monotonic() - started < TIMEOUT_S + BOUND_S
+    for got in closed:
+        status, body = answer(got)
+        assert status == 408 and body["error"]["code"] == "request_timeout", got
 
 
 async def test_idle_keep_alive_connections_are_closed(gateway: Stack) -> None:
     """A kept-alive connection that sends no next request is closed after HTTP_IDLE_TIMEOUT_S."""
-    reader, writer = await asyncio.open_connection(*hostport(gateway))
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    raw = await until_closed(reader, TIMEOUT_S + BOUND_S)
-    assert raw.startswith(b"HTTP/1.1 200")
-    writer.close()
+    async with raw(*hostport(gateway)) as [(reader, writer)]:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await until_closed(reader, IDLE_S + BOUND_S)).startswith(b"HTTP/1.1 200")
 
 
 async def test_a_stalled_body_ends_with_408_and_a_slow_one_streams(gateway: Stack) -> None:
     """A body that stops arriving ends with 408 `request_timeout` after HTTP_BODY_TIMEOUT_S;
     one that trickles in for several times that long is taken whole."""
     host, port = hostport(gateway)
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b'Content-Length: 1000\r\n\r\n{"source": ')  # fmt: skip
-    status, body = answer(await until_closed(reader, TIMEOUT_S + BOUND_S))
+    async with raw(host, port) as [(reader, writer)]:
+        writer.write(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b'Content-Length: 1000\r\n\r\n{"source": ')  # fmt: skip
+        status, body = answer(await until_closed(reader, TIMEOUT_S + BOUND_S))
     assert status == 408 and body["error"]["code"] == "request_timeout", body
-    writer.close()
 
     async def trickle() -> AsyncIterator[bytes]:
         for _ in range(8):  # 8 x 0.2 s: three times the timeout in all, no gap as long as it
@@ -119,30 +131,24 @@ async def test_connections_are_capped_with_an_answer(
     answered with a JSON error and closed; those held go on working, and closing one makes room."""
     async with Stack(make_settings(**caps), ("gateway",)) as stack:
         host, port = hostport(stack)
-        held = [await asyncio.open_connection(host, port) for _ in range(3)]
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        got, body = answer(await until_closed(reader, BOUND_S))
-        assert got == status and body["error"]["code"] == "too_many_connections", body
-        writer.close()
-        first_reader, first = held[0]
-        first.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert answer(await until_closed(first_reader, BOUND_S))[0] == 200
-        first.close()
-        await first.wait_closed()
-        await _served_eventually(host, port)
-        for _, other in held[1:]:
-            other.close()
+        async with raw(host, port, 3) as held:
+            async with raw(host, port) as [(reader, writer)]:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                got, body = answer(await until_closed(reader, BOUND_S))
+            assert got == status and body["error"]["code"] == "too_many_connections", body
+            first_reader, first = held[0]
+            first.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer(await until_closed(first_reader, BOUND_S))[0] == 200
+            await _served_eventually(host, port)
 
 
 async def _served_eventually(host: str, port: int) -> None:
     """A new connection is served once the server has seen a held one close."""
     async with asyncio.timeout(BOUND_S):
         while True:
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            status, _ = answer(await until_closed(reader, BOUND_S))
-            writer.close()
+            async with raw(host, port) as [(reader, writer)]:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                status, _ = answer(await until_closed(reader, BOUND_S))
             if status == 200:
                 return
 
@@ -159,18 +165,17 @@ async def test_the_notifier_counts_connections_before_their_handshake(
     async with Stack(settings, ("notifier",)) as stack:
         assert stack.notifier is not None
         url, port = stack.notifier.url, stack.notifier.port
-        half = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-        for _, writer in half:
-            writer.write(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(url, open_timeout=BOUND_S):
-                pass
-        assert refused.value.response.status_code == 429
-        started = time.monotonic()
-        for reader, writer in half:
-            await until_closed(reader, TIMEOUT_S + BOUND_S)
-            writer.close()
-        assert time.monotonic() - started < TIMEOUT_S + BOUND_S
+        async with raw("127.0.0.1", port, 2) as half:
+            for _, writer in half:
+                writer.write(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, open_timeout=BOUND_S):
+                    pass
+            assert refused.value.response.status_code == 429
+            started = time.monotonic()
+            for reader, _ in half:
+                await until_closed(reader, TIMEOUT_S + BOUND_S)
+            assert time.monotonic() - started < TIMEOUT_S + BOUND_S
         async with asyncio.timeout(BOUND_S), connect(url) as ws:
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await ws.recv()) == {"type": "pong"}

@@ -17,6 +17,7 @@ from tests.faults import OwnRedis
 from tests.faults import own_redis as own_redis
 from tests.test_gateway import gw, upload
 from vidstream.budget import BudgetedRedis, redis_budget
+from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 

@@ -213,7 +213,10 @@ class Settings:
         low=60,
     )
     ws_max_connections_per_ip: int = setting(
-        "WS_MAX_CONNECTIONS_PER_IP", 50, "WebSocket connections one address may hold", low=1
+        "WS_MAX_CONNECTIONS_PER_IP",
+        50,
+        "WebSocket connections one client address (an IPv6 /64) may hold, handshakes included",
+        low=1,
     )
     metrics_port: int = setting(
         "METRICS_PORT",
