@@ -26,8 +26,14 @@ _ref, _error, _ok = openapi_compose.ref, openapi_compose.error, openapi_compose.
 _COMMON = {
     "400": _error("The request is malformed; the message says what is wrong."),
     "401": _error("No API key, or an unknown one."),
-    "429": _error("Too many requests for this key; see Retry-After."),
-    "503": _error("Redis or object storage is unavailable; try again shortly."),
+    "429": _error(
+        "Too many requests for this key (`rate_limited`), or connections from this address "
+        "(`too_many_connections`); see Retry-After."
+    ),
+    "503": _error(
+        "Redis or object storage is unavailable, or the gateway holds all the connections it "
+        "can (`too_many_connections`); try again shortly."
+    ),
 }
 _JOB_PATH = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
@@ -224,6 +230,7 @@ PATHS: dict[str, Any] = {
                 "200": _ok(
                     "The job an earlier request with this Idempotency-Key made.", _ref("Job")
                 ),
+                "408": _error("The body stopped arriving for HTTP_BODY_TIMEOUT_S."),
                 "409": _error("A request with this Idempotency-Key is in progress."),
                 "413": _error("The source is too large."),
                 "415": _error("Neither JSON nor multipart."),

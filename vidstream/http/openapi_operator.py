@@ -177,6 +177,7 @@ def paths(common: dict[str, Any]) -> dict[str, Any]:
                         "(`link_used`)."
                     ),
                     "404": _error("This gateway does not serve objects (S3 storage)."),
+                    "408": _error("The body stopped arriving for HTTP_BODY_TIMEOUT_S."),
                     "413": _error("More bytes than `max_size` (`too_large`)."),
                     "503": _error("Redis or object storage is unavailable; try again shortly."),
                 },
