@@ -8,10 +8,13 @@ commands took 25 s to fail, and one with a shielded clean-up over a minute.
 Inside `redis_budget(seconds)`, every command and pipeline runs with what the budget has left,
 and the time it took is spent; once nothing is left a command fails at once. Either way the
 caller sees redis' own `TimeoutError` (a `RedisError`: the gateway answers 503 `unavailable`).
-Only time in Redis counts: reading a large upload between two commands spends nothing. The
-budget lives in a context variable, so it follows the request's task and the tasks that task
-starts (asyncio copies the context); code that sets none (the workers' blocking reads, the
-notifier's feed reader) runs exactly as before.
+Only time in Redis counts: reading a large upload between two commands spends nothing. Once a
+response has started (`lift`), an error can no longer become a 503, so the rest (an event
+stream catching a subscriber up) runs without the budget. The budget lives in a context
+variable, so it follows the request's task and the tasks that task starts (asyncio copies the
+context); code that sets none runs exactly as before: the workers' blocking reads, and the
+notifier, whose subscribes are answered in part before they are done, and where a burst of
+2,000 at once spends seconds of wall time per subscribe waiting for the event loop, not Redis.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ T = TypeVar("T")
 
 
 class Budget:
-    """Seconds of Redis time a request has left (shared by the tasks it starts)."""
+    """Seconds of Redis time a request has left (shared by the tasks it starts); None once
+    lifted."""
 
     __slots__ = ("left",)
 
     def __init__(self, seconds: float) -> None:
-        self.left = seconds
+        self.left: float | None = seconds
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("redis_budget", default=None)
@@ -53,10 +57,18 @@ def redis_budget(seconds: float) -> Iterator[Budget]:
         _BUDGET.reset(token)
 
 
+def lift() -> None:
+    """End the current budget: what follows runs on per-command timeouts alone (an answer that
+    has started, such as an event stream, can no longer turn into a 503)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.left = None
+
+
 async def within_budget(call: Coroutine[Any, Any, T]) -> T:
     """Await `call` (one Redis round trip, retries included) within the current budget."""
     budget = _BUDGET.get()
-    if budget is None:
+    if budget is None or budget.left is None:
         return await call
     if budget.left <= 0:
         call.close()  # never started: no connection was taken, nothing to clean up
@@ -73,7 +85,8 @@ async def within_budget(call: Coroutine[Any, Any, T]) -> T:
             raise RedisTimeoutError("Redis did not answer within the request's time") from None
         raise
     finally:
-        budget.left -= time.monotonic() - started
+        if budget.left is not None:
+            budget.left -= time.monotonic() - started
 
 
 class BudgetedRedis(Redis):

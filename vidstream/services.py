@@ -31,7 +31,7 @@ MAX_CONNECTIONS = 500
 
 def connect_redis(settings: Settings) -> Redis:
     """A Redis client with timeouts on every call and retries on dropped connections; inside a
-    `budget.redis_budget` (a gateway request, a WebSocket subscribe) all of its calls together
+    `budget.redis_budget` (a gateway request, until its answer starts) all of its calls together
     keep to that budget instead."""
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,

@@ -50,8 +50,8 @@ class Settings:
     redis_request_timeout_s: float = setting(
         "REDIS_REQUEST_TIMEOUT_S",
         2.0,
-        "the longest an API request (or a WebSocket subscribe) waits on Redis, all its commands "
-        "together; past it the answer is 503 `unavailable`",
+        "the longest an API request waits on Redis, all its commands together, until its "
+        "answer starts; past it the answer is 503 `unavailable`",
         low=0.1,
     )
     data_dir: Path = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)

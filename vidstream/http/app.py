@@ -13,7 +13,7 @@ from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
 from vidstream.http.connections import GuardedSite, client_middleware
 from vidstream.http.errors import cors_middleware, errors_middleware
-from vidstream.http.limits import body_timeout_middleware, redis_budget_middleware
+from vidstream.http.limits import body_timeout_middleware, lift_budget, redis_budget_middleware
 from vidstream.http.observe import observe_middleware
 from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
 from vidstream.lifecycle import Component
@@ -35,6 +35,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
             auth_middleware(services, services.api_keys),
         ],
     )
+    app.on_response_prepare.append(lift_budget)
     app[SERVICES] = services
     app[URLS] = urls
     app[HUB] = hub or Hub(services)

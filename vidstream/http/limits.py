@@ -8,13 +8,14 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from vidstream.budget import redis_budget
+from vidstream.budget import lift, redis_budget
 from vidstream.http.errors import ApiError
 
 
 def redis_budget_middleware(seconds: float) -> Middleware:
     """Every request's Redis commands, together, answer within `seconds` (REDIS_REQUEST_TIMEOUT_S)
-    or fail as `unavailable` (the error middleware's 503), however many the request sends."""
+    or fail as `unavailable` (the error middleware's 503), however many the request sends, until
+    its answer starts (`lift_budget`)."""
 
     @web.middleware
     async def within_budget(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -22,6 +23,13 @@ def redis_budget_middleware(seconds: float) -> Middleware:
             return await handler(request)
 
     return within_budget
+
+
+async def lift_budget(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: once an answer starts (an event stream's headers, say), an error
+    can no longer become a 503, and a stream's later reads (catching a subscriber up) are not
+    one request's to bound."""
+    lift()
 
 
 def body_timeout_middleware(seconds: float) -> Middleware:

@@ -27,7 +27,6 @@ from websockets.http11 import Request, Response
 
 from vidstream import logs
 from vidstream.admission import Admission, Refusal, client_address, connection_cap
-from vidstream.budget import redis_budget
 from vidstream.bus import is_stream_id
 from vidstream.jobs import Job, is_job_id
 from vidstream.lifecycle import Component
@@ -93,9 +92,7 @@ class Connection:
         kind = msg.get("type")
         if kind == "subscribe":
             try:
-                # One bound for the subscribe's reads: a hung Redis gets the client an answer.
-                with redis_budget(self.notifier.services.settings.redis_request_timeout_s):
-                    return await self.subscribe(msg)
+                return await self.subscribe(msg)
             except RedisError:
                 return self.error("unavailable", "The job store is unavailable; try again shortly.")
         if kind == "unsubscribe":
