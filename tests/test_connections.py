@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.test_processes import ROOT, Role
 from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
@@ -195,3 +197,44 @@ async def test_the_notifier_refuses_past_max_connections(
             assert refused.value.response.status_code == 503
             await first.send(json.dumps({"type": "ping"}))
             assert json.loads(await first.recv()) == {"type": "pong"}
+
+
+# -- as deployed: role processes on uvloop -------------------------------------------------------
+
+
+async def test_role_processes_guard_their_doors(role_env: dict[str, str]) -> None:
+    """`vidstream gateway` and `vidstream notifier` as processes (on uvloop, as deployed): past
+    the per-address caps a connection is answered 429, a half-sent head gets 408, and a
+    stalled body 408."""
+    env = {**role_env, "HTTP_HEADER_TIMEOUT_S": "0.5", "HTTP_BODY_TIMEOUT_S": "0.5",
+           "GATEWAY_MAX_CONNECTIONS_PER_IP": "3", "WS_MAX_CONNECTIONS_PER_IP": "2"}  # fmt: skip
+    roles = []
+    try:
+        for name in ("gateway", "notifier"):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "vidstream", name, env=env, cwd=ROOT,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            roles.append(Role(name, proc))
+        for role in roles:
+            await role.wait_for("vidstream_ready")
+        gateway, notifier = int(env["GATEWAY_PORT"]), int(env["NOTIFIER_PORT"])
+        stalled = (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+        async with raw("127.0.0.1", gateway, 3) as held:
+            heads = [b"GET /healthz HTTP/1.1\r\n"] * 2 + [stalled]
+            for (_, writer), sent in zip(held, heads, strict=True):
+                writer.write(sent)
+            async with raw("127.0.0.1", gateway) as [(reader, _)]:
+                assert answer(await until_closed(reader, BOUND_S))[0] == 429
+            for reader, _ in held:
+                status, body = answer(await until_closed(reader, TIMEOUT_S + BOUND_S))
+                assert status == 408 and body["error"]["code"] == "request_timeout", body
+        async with raw("127.0.0.1", notifier, 2):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://127.0.0.1:{notifier}/v1/ws", open_timeout=BOUND_S):
+                    pass
+            assert refused.value.response.status_code == 429
+    finally:
+        for role in roles:
+            assert await role.stop() == 0

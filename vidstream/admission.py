@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 from http import HTTPStatus
+from typing import cast
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -183,7 +184,7 @@ class Refuser(asyncio.Protocol):
         self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio's subclasses
         self.transport = transport
         if self.admission.lingering >= MAX_LINGERING:
             transport.abort()  # a flood of refusals must not hold descriptors in turn
