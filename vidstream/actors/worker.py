@@ -174,15 +174,22 @@ class Worker(Component, abc.ABC):
         return self.tmp_base / self.name
 
     async def _remove_leftovers(self) -> None:
-        """Remove the temp files of this slot's previous process, and of any other slot of this
-        host and role that no live process holds (a crash leaves them behind)."""
-        held = await self.slot.held_by_others() if self.slot else set()
-        prefix = self.name.rsplit("-", 1)[0] + "-" if self.slot else self.name
+        """Remove the temp files of this slot's previous process, and of every other slot on
+        this host whose process is gone (a crash leaves a rendered video, or a downloaded
+        source, behind), whatever its role."""
         if not self.tmp_base.is_dir():
             return
-        for path in self.tmp_base.iterdir():
-            if path.name.startswith(prefix) and path.name not in held:
-                await asyncio.to_thread(shutil.rmtree, path, True)
+        if self.slot is None:  # a worker given its name: only its own leftovers
+            doomed = [self.tmp_base / self.name]
+        else:
+            live = await self.slot.live_slots()
+            mine = f"{self.slot.host}-"
+            doomed = [
+                path for path in self.tmp_base.iterdir()
+                if path.name.startswith(mine) and path.name not in live
+            ]  # fmt: skip
+        for path in doomed:
+            await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def setup(self) -> None:
         """Start the stage's own resources (before any job is taken)."""
