@@ -102,10 +102,10 @@ async def test_a_completed_job_takes_its_outputs_with_it(
     created = await upload_and_create(http, stack)
     job_id, owner = created["id"], "host-render-0:run1"
     outputs: dict[Stage, dict[str, Output]] = {Stage.TRANSCRIBE: {}, Stage.RENDER: {}}
-    for name, key in [("json", transcript_key(job_id, "json")),
-                      ("srt", transcript_key(job_id, "srt")),
-                      ("vtt", transcript_key(job_id, "vtt")),
-                      ("video", rendered_key(job_id))]:  # fmt: skip
+    for name, key in [("json", transcript_key(job_id, "json", "r1")),
+                      ("srt", transcript_key(job_id, "srt", "r1")),
+                      ("vtt", transcript_key(job_id, "vtt", "r1")),
+                      ("video", rendered_key(job_id, "r2"))]:  # fmt: skip
         (tmp_path / name).write_bytes(b"x")
         info = await services.store.put_file(key, tmp_path / name, "application/octet-stream")
         stage = Stage.RENDER if name == "video" else Stage.TRANSCRIBE

@@ -41,8 +41,9 @@ class Applied:
         return self.outcome is Outcome.OK
 
 
-# What renew() says of each lease.
-HELD, TAKEN, RELEASED = 1, 0, -1
+# What renew() says of each lease: held; taken by another run; released by a cancel (or the job
+# is gone); released by another run that finished the stage (the job went on without this one).
+HELD, TAKEN, RELEASED, MOVED_ON = 1, 0, -1, -2
 
 
 class JobStore:
@@ -145,8 +146,31 @@ class JobStore:
             case PushKind.NOTICE:
                 return [self.keys.control]
 
+    async def own_object(self, job_id: str, stage: Stage, key: str) -> None:
+        """Record that a run of `stage` is about to store `key` for the job: retention deletes
+        every object so recorded, whatever became of the run that wrote it."""
+        owned = self.keys.job_objects(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(owned, f"{stage.value}|{key}")
+            # A backstop only: retention deletes the set with the job.
+            pipe.expire(owned, self.ttl_s + 2 * EXPIRY_MARGIN_S)
+            await pipe.execute()
+
+    async def disown_objects(self, job_id: str, stage: Stage, keys: list[str]) -> None:
+        """The objects are deleted (or never were written)."""
+        if keys:
+            members = [f"{stage.value}|{key}" for key in keys]
+            await self.redis.srem(self.keys.job_objects(job_id), *members)
+
+    async def owned_objects(self, job_id: str, stage: Stage | None = None) -> list[str]:
+        """Keys of the objects recorded for the job (of `stage` only, if given)."""
+        members = await self.redis.smembers(self.keys.job_objects(job_id))
+        found = (str(m).partition("|") for m in members)
+        return sorted(key for name, _, key in found if stage is None or name == stage.value)
+
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
-        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run) or RELEASED."""
+        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run), RELEASED (a
+        cancel) or MOVED_ON (another run finished the stage)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner in leases:
                 await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)

@@ -223,13 +223,15 @@ return {'ok', a.status, id, attempts, gen}
 )
 
 # KEYS: job hash. ARGV: owner, lease in ms. Extends the run's lease if it still holds it.
-# Returns 1, or 0 when another run holds the stage, or -1 when nobody does (released).
+# Returns 1, or 0 when another run holds the stage, or when nobody does: -1 if the job was
+# cancelled, -2 if it went on (or ended) without this run (another run finished the stage).
 RENEW = (
     """
-local owner = redis.call('HGET', KEYS[1], 'owner')
+local owner, status = unpack(redis.call('HMGET', KEYS[1], 'owner', 'status'))
 if owner ~= ARGV[1] then
-  if owner == false or owner == '' then return -1 end
-  return 0
+  if owner and owner ~= '' then return 0 end
+  if status == 'cancelled' or not status then return -1 end
+  return -2
 end
 """
     + _NOW_MS

@@ -97,8 +97,8 @@ class Worker(Component, abc.ABC):
                                        self.concurrency, self._runs.values, self.heartbeat_s,
                                        s.visibility_timeout_s,
                                        self.slot.index if self.slot else None)  # fmt: skip
-        self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, limits,
-                                 self.lease_ms, self.tmp_root, services.metrics,
+        self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, self.store,
+                                 limits, self.lease_ms, self.tmp_root, services.metrics,
                                  self.registry.ended)  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
