@@ -20,8 +20,8 @@ from vidstream.storage.names import (
     check_source_key,
     new_upload_key,
     rendered_key,
-    transcript_key,
     safe_filename,
+    transcript_key,
 )
 
 # -- file names --------------------------------------------------------------------------------
