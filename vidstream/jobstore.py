@@ -41,6 +41,18 @@ class Applied:
         return self.outcome is Outcome.OK
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """An Idempotency-Key to bind to the job in the step that creates it (`http.idempotency`)."""
+
+    key: str  # the Redis key of the entry
+    fingerprint: str
+    ttl_s: int
+
+    def keys_args(self) -> tuple[list[str], list[str | int]]:
+        return [self.key], [self.fingerprint, self.ttl_s]
+
+
 # What renew() says of each lease: held; taken by another run; released by a cancel (or the job
 # is gone); released by another run that finished the stage (the job went on without this one).
 HELD, TAKEN, RELEASED, MOVED_ON = 1, 0, -1, -2
@@ -66,15 +78,20 @@ class JobStore:
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
 
-    async def create(self, job: Job) -> None:
+    async def create(self, job: Job, bind: Binding | None = None) -> None:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
-        in one step. Ids are random, so a job that exists already is this request resent."""
+        in one step (binding the request's Idempotency-Key to it, if given). Ids are random, so
+        a job that exists already is this request resent."""
         keys, args = self._create_args(job)
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
         await self._create(keys=keys, args=args)
 
     async def create_from_upload(
-        self, job: Job, upload_key: str, found: Intake, paused_key: str
-    ) -> tuple[Intake, str]:
+        self, job: Job, upload_key: str, found: Intake, paused_key: str,
+        bind: Binding | None = None,
+    ) -> tuple[Intake, str]:  # fmt: skip
         """`create` for a job whose source is an upload, in the same one step: unless
         `paused_key` exists, take the upload's ticket (the job's tenant's, unused) and, if the
         storage check `found` it OK, create the job. Returns the outcome and, when OK, the
@@ -82,6 +99,9 @@ class JobStore:
         keys, args = self._create_args(job)
         keys += [self.keys.upload(upload_key), self.keys.abandoned_uploads, paused_key]
         args += [job.tenant, upload_key, found]
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
         answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
         if answer[0] != Intake.OK:
             return Intake(answer[0]), ""
