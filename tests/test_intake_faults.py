@@ -112,7 +112,7 @@ async def test_an_upload_whose_job_was_never_made_is_deleted(
         assert r.status == 503
     monkeypatch.undo()
     root = services.settings.data_dir / "storage" / "uploads"
-    stored = [p for p in root.rglob("source")]
+    stored = list(root.rglob("source"))
     assert len(stored) == 1  # kept for now: the job may have been made after all
     retention = Retention(services.redis, services.keys, services.store, keep_outputs=False)
     await retention.sweep(now=time.time() + UPLOAD_TICKET_S + 60)
