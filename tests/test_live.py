@@ -341,14 +341,18 @@ async def test_when_the_feed_goes_back_clients_and_resumes_get_a_reset(
         assert reset["type"] == "reset" and reset["last_event_id"] == kept
         stored = await store.get(job.id)  # as it was at 0.2
         assert stored is not None and reset["job"]["progress"] == round(stored.progress, 4) > 0
-        async with connect(stack.notifier.url) as ws, asyncio.timeout(20):
-            again = await subscribe(ws, job, lost)
-        assert again["type"] == "reset" and again["last_event_id"] == kept
         url = f"{stack.gateway.url}/v1/jobs/{job.id}/events"
         headers = {"Accept": "text/event-stream", "Last-Event-ID": lost}
         async with http.get(url, headers=headers, params={"token": token(job)}) as r:
             frame = (await r.content.readuntil(b"\n\n")).decode()
         assert frame.startswith(f"event: reset\nid: {kept}\ndata: "), frame
+        async with connect(stack.notifier.url) as ws, asyncio.timeout(20):
+            again = await subscribe(ws, job, lost)
+            assert again["type"] == "reset" and again["last_event_id"] == kept
+            # Then Redis loses everything: the job is gone, and the client is told so.
+            await redis.delete(keys.job(job.id), keys.job_events(job.id), keys.events)
+            gone = json.loads(await ws.recv())
+        assert (gone["type"], gone["code"], gone["job_id"]) == ("error", "not_found", job.id)
 
 
 async def test_server_sent_events_with_and_without_last_event_id(

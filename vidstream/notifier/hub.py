@@ -80,6 +80,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.waker = bus.Waker(services.redis)
+        self.look = feed.Looker(services.redis, services.keys.events)
         self.log = logs.get(role="notifier")
 
     async def start(self) -> None:
@@ -221,7 +222,7 @@ class Hub:
                 )
                 # After the read: what it returned may come from a feed that went back since
                 # the last look.
-                state = await feed.look(self.services.redis, events, cursor)
+                state = await self.look(cursor)
                 backoff.reset()
             except RedisError as exc:
                 self.waker.lost()
