@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from redis.exceptions import RedisError
 
-from vidstream import logs, policy
+from vidstream import joblogs, logs, policy
 from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
@@ -81,7 +81,9 @@ class Worker(Component, abc.ABC):
         services, s = self.services, self.settings
         if self.slot is not None:
             self.name = await self.slot.acquire()
-        self.log = self.log.bind(consumer=self.name)
+        # `consumer` names the host, for operators; job logs show tenants `worker` only.
+        label = joblogs.worker_label(services.signer, self.stage.value, self.name)
+        self.log = self.log.bind(consumer=self.name, worker=label)
         self.consumer = consumer = StageConsumer(
             services.redis, services.keys.stage_streams(self.stage),
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
