@@ -87,6 +87,7 @@ def test_empty_names_use_the_default() -> None:
         "x" * (MAX_KEY_LENGTH + 1),
         "/etc/passwd",
         "uploads/../jobs/x/transcript.json",
+        ".partial/abc",
         "../secret",
         "uploads/..",
         "uploads/./a.mp4",

@@ -58,6 +58,8 @@ def check_key(key: str) -> str:
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _bad_key("a key must not contain empty, '.' or '..' segments")
+    if parts[0].startswith("."):  # the stores' own (`.partial/`: files being written)
+        raise _bad_key("a key must not start with '.'")
     if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in parts):
         raise _bad_key("a key segment may be 255 bytes at most")  # a file name's limit
     return key
