@@ -24,7 +24,7 @@ from vidstream.compose.timeline import (
 )
 from vidstream.errors import JobCancelled, PermanentError
 from vidstream.jobs import Job, Output, is_job_id
-from vidstream.media import captions
+from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
@@ -51,6 +51,8 @@ class Composer:
         timeline = Timeline.model_validate_json(job.timeline)
         assets = await self._assets(timeline, workdir)
         await self._captions(job, timeline, workdir)
+        # The graphs name the declared font files in the working directory, never a system path.
+        await asyncio.to_thread(fonts.link, workdir, graph.faces(timeline))
         stored: list[str] = []
         try:
             outputs = await self._render(job, timeline, assets, workdir, run, stored)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidstream.compose.fonts import Family
+from vidstream.media.fonts import Family
 
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 Length = Annotated[float, Field(gt=0, le=86_400)]
