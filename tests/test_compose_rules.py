@@ -107,6 +107,39 @@ def test_every_problem_comes_at_once() -> None:
     assert len(problems(raw)) == 3
 
 
+def test_field_and_cross_field_problems_come_together() -> None:
+    """An odd width, a negative start and a duck under an unknown track: all three at once."""
+    raw = base()
+    raw["output"]["width"] = 641
+    raw["tracks"][2]["clips"][0]["start"] = -1
+    raw["tracks"][1]["clips"][0]["duck"]["under"] = "drums"
+    assert problems(raw) == {
+        ("timeline.output.width", "multiple_of"),
+        ("timeline.tracks[2].clips[0].start", "greater_than_equal"),
+        ("timeline.tracks[1].clips[0].duck.under", "unknown_track"),
+    }
+
+
+def test_a_rule_waits_for_the_parts_it_reads() -> None:
+    """A rule across fields is not guessed from a part that did not parse."""
+    raw = base()
+    raw["output"]["fps"] = "fast"  # frame lengths are unknown
+    raw["tracks"][2]["clips"][0]["duration"] = 0.001
+    raw["tracks"][1]["name"] = 7  # this name did not parse: "drums" may be it
+    raw["tracks"][1]["clips"][0]["duck"]["under"] = "drums"
+    assert problems(raw) == {
+        ("timeline.output.fps", "float_type"),
+        ("timeline.tracks[1].name", "string_type"),
+    }
+    raw = base()
+    raw["output"]["poster"] = 3.5  # before the end, unless the clip that did not parse...
+    raw["tracks"][0]["clips"][0]["volume"] = -1  # ...the voice, which the music ducks under
+    assert problems(raw) == {("timeline.tracks[0].clips[0].volume", "greater_than_equal")}
+    raw["output"]["duration"] = 3  # now the end is known: the poster and the clips are after it
+    assert {("timeline.output.poster", "after_the_end"),
+            ("timeline.tracks[2].clips[0].duration", "after_the_end")} <= problems(raw)  # fmt: skip
+
+
 def test_too_many_clips() -> None:
     raw = base()
     raw["tracks"][2]["clips"] *= 5
