@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -138,6 +139,34 @@ def test_a_rule_waits_for_the_parts_it_reads() -> None:
     raw["output"]["duration"] = 3  # now the end is known: the poster and the clips are after it
     assert {("timeline.output.poster", "after_the_end"),
             ("timeline.tracks[2].clips[0].duration", "after_the_end")} <= problems(raw)  # fmt: skip
+
+
+def test_a_clip_box_is_bounded_like_the_output() -> None:
+    """A box beyond MAX_PIXELS is refused by its clip's path, even in a small output."""
+    raw = base()
+    raw["output"] = {"width": 64, "height": 64}
+    raw["tracks"][2]["clips"][0].update(width=12000, height=12000)
+    assert ("timeline.tracks[2].clips[0]", "too_many_pixels") in problems(raw)
+    raw["tracks"][2]["clips"][0].update(width=1920, height=1080)  # MAX_PIXELS exactly
+    assert rules.parse(raw, LIMITS)
+
+
+def test_the_pictures_held_at_once_are_bounded() -> None:
+    """Boxes each within bounds, together beyond what a render may hold, come with the rest."""
+    limits = replace(LIMITS, max_clips=100, max_memory_bytes=1024**3)
+    still = {"type": "color", "color": "#fff", "duration": 0.04, "width": 1920, "height": 1080}
+    raw = base()
+    raw["tracks"][2]["clips"] = [{**still, "start": i * 0.04} for i in range(31)]
+    assert rules.parse(raw, limits)  # 31 x (1920x1080 x 4 bytes x 4 + 0.5 MB): 1.04 GB, within
+    raw["tracks"][2]["clips"] += [{**still, "start": 2}, {**still, "start": 3}]
+    raw["output"]["width"] = 641  # the clips' own boxes still count
+    with pytest.raises(InvalidTimeline) as caught:
+        rules.parse(raw, limits)
+    assert {(p.path, p.rule) for p in caught.value.problems} == {
+        ("timeline.output.width", "multiple_of"),
+        ("timeline.tracks", "too_much_memory"),
+    }
+    assert "GB" in caught.value.problems[1].message
 
 
 def test_too_many_clips() -> None:

@@ -12,11 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vidstream.compose import memory
 from vidstream.compose.parts import Parts, salvage
 from vidstream.compose.timeline import (
     SOUNDING,
     AudioClip,
     Clip,
+    ColorClip,
+    ImageClip,
     SubtitlesClip,
     TextClip,
     Timeline,
@@ -57,7 +60,8 @@ class Limits:
     max_tracks: int
     max_clips: int
     max_duration_s: float
-    max_pixels: int
+    max_pixels: int  # the output's, and each clip's box
+    max_memory_bytes: int = 4 * 1024**3  # what one FFmpeg holds (`compose.memory`)
 
 
 def path_of(loc: Sequence[int | str], prefix: str = "") -> str:
@@ -124,9 +128,43 @@ def check(parts: Parts, limits: Limits, prefix: str = "timeline") -> Iterator[Pr
             "after_the_end",
             f"{poster:g} s is not before the end ({end:g} s)",
         )
+    yield from _memory(parts, limits, prefix)
     yield from _names(parts, prefix)
     for t, c, clip in parts.clips():
         yield from _clip(parts, clip, f"{prefix}.tracks[{t}].clips[{c}]")
+
+
+def _memory(parts: Parts, limits: Limits, prefix: str) -> Iterator[Problem]:
+    """All the pictures the graph holds within `max_memory_bytes`, and each clip's box within
+    `max_pixels`. Counted over what parsed (without the output's size, over the clips whose
+    size is their own): a floor of the whole when something did not."""
+    size = parts.size
+    held = memory.output_held(size) if size else 0
+    held += sum(
+        memory.held(clip, size or (0, 0))
+        for _, _, clip in parts.clips()
+        if size or memory.known(clip)
+    )
+    if held > limits.max_memory_bytes:
+        yield Problem(
+            f"{prefix}.tracks",
+            "too_much_memory",
+            f"the clips' pictures would take about {memory.gigabytes(held)} of memory at once; "
+            f"at most {memory.gigabytes(limits.max_memory_bytes)}: make boxes or texts "
+            "smaller, or use fewer clips",
+        )
+    for t, c, clip in parts.clips():
+        if not isinstance(clip, VideoClip | ImageClip | ColorClip):
+            continue
+        if size is None and not memory.known(clip):
+            continue  # the box is the output's, whose size did not parse
+        width, height = memory.box(clip, size or (0, 0))
+        if width * height > limits.max_pixels:
+            yield Problem(
+                f"{prefix}.tracks[{t}].clips[{c}]",
+                "too_many_pixels",
+                f"a {width}x{height} box is more than {limits.max_pixels:,} pixels",
+            )
 
 
 def _names(parts: Parts, prefix: str) -> Iterator[Problem]:
