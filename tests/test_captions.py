@@ -13,7 +13,7 @@ import pytest
 
 from tests.media import FFMPEG as PINNED_FFMPEG
 from vidstream.errors import PermanentError
-from vidstream.media import fonts
+from vidstream.media import ass, fonts
 from vidstream.media.captions import (
     STYLES,
     Style,
@@ -504,3 +504,21 @@ def test_burned_captions_draw_with_the_declared_font_file(tmp_path: Path) -> Non
 
     # Eight i's are far wider in a monospaced font.
     assert text_width(tmp_path / "mono", root) > 1.5 * text_width(tmp_path / "real", None)
+
+
+def test_no_style_can_ask_libass_for_more_than_the_bounds() -> None:
+    """A look asking for a font half the picture high, outlines and shadows as large, is drawn
+    at the bounds: 20% of the height, outline a quarter and shadow a half of the font size."""
+    greedy = Style(size=0.5, outline=5.0, shadow=5.0, margin_v=3.0)
+    _, [style], _ = ass_parts(to_ass_styled(PAIRS, 640, 360, greedy))
+    assert (style["Fontsize"], style["Outline"], style["Shadow"]) == ("72", "18", "36")
+    assert (style["ScaleX"], style["ScaleY"], style["MarginV"]) == ("100", "100", "360")
+    with pytest.raises(ValueError, match="font"):
+        to_ass_styled(PAIRS, 640, 360, Style(font="Arial,999"))
+
+
+def test_the_writer_checks_the_document_it_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were an event's text ever let through raw, the writer refuses the document."""
+    monkeypatch.setattr(ass, "event_text", lambda text: text)
+    with pytest.raises(ValueError, match="not the one vidstream writes"):
+        to_ass([Cue(0.0, 1.0, ("hi\n[Fonts]\nfontname: x.ttf",))], 640, 360)
