@@ -13,10 +13,10 @@ from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
 from vidstream.errors import TransientError
 from vidstream.jobs import Job, Kind, Stage
-from vidstream.media import ffmpeg
+from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
-from vidstream.media.subtitles import Cue, build_cues, to_ass, to_srt
+from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
 from vidstream.services import Services
 from vidstream.storage.names import rendered_key
@@ -65,6 +65,7 @@ class RenderWorker(Worker):
         if job.options.burn_subtitles:
             width, height = media.display_size
             await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
+            await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
             return ffmpeg.burn_subtitles(
                 self.ffmpeg, str(source), "subs.ass", OUTPUT, media, self.encoder, self.bounds
             )
