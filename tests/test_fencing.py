@@ -100,6 +100,8 @@ async def test_the_winner_deletes_what_a_killed_run_left(
     left = await store_transcript(killed, tmp_path, b'{"by": "the killed run"}')
     winner = await claimed(services, job, "host-b:bbbb", lease_ms=60_000)
     await winner.finish(await store_transcript(winner, tmp_path, b'{"by": "winner"}'))
+    assert winner.objects is not None
+    await winner.objects.sweep_superseded()  # what the executor does once the run is recorded
     assert await services.store.head(left["transcript"].key) is None
     done = await services.jobs.get(job.id)
     assert done is not None

@@ -51,23 +51,12 @@ class Composer:
         timeline = Timeline.model_validate_json(job.timeline)
         assets = await self._assets(timeline, workdir)
         await self._captions(job, timeline, workdir)
-<<<<<<< HEAD
+        # The graphs name the declared font files in the working directory, never a system path.
+        await asyncio.to_thread(fonts.link, workdir, graph.faces(timeline))
         # Stored under the run's own names; a run that fails, is cancelled or loses its lease
         # keeps nothing (`actors.outputs`).
         outputs = await self._render(job, timeline, assets, workdir, run)
         await run.finish(outputs)
-=======
-        # The graphs name the declared font files in the working directory, never a system path.
-        await asyncio.to_thread(fonts.link, workdir, graph.faces(timeline))
-        stored: list[str] = []
-        try:
-            outputs = await self._render(job, timeline, assets, workdir, run, stored)
-            await run.finish(outputs)
-        except JobCancelled as exc:
-            if exc.cancelled:  # cancelled meanwhile: keep nothing
-                await asyncio.gather(*(self.store.delete(key) for key in stored))
-            raise
->>>>>>> h17-captions
 
     async def _render(
         self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run

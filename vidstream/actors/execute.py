@@ -33,6 +33,7 @@ from vidstream.storage.base import ObjectStore
 _JOB_ENDS = {RunEnd.COMPLETED: Status.COMPLETED, RunEnd.FAILED: Status.FAILED,
              RunEnd.DEAD_LETTER: Status.FAILED}  # fmt: skip
 
+_STAGE_DONE = (RunEnd.HANDED_ON, RunEnd.COMPLETED)  # the run's outputs are the job's
 Process = Callable[[Job, Path, Run], Awaitable[None]]
 Ack = Callable[[str], Awaitable[object]]
 Ended = Callable[[Run, float], Awaitable[None]]  # a started run ended (and its seconds)
@@ -59,6 +60,9 @@ class Executor:
             ack = await self._execute(run)
             if run.started:
                 self._observe(run, started)
+            if run.outcome in _STAGE_DONE and run.objects is not None:
+                # After the metrics: what earlier runs of the stage left is housekeeping.
+                await run.objects.sweep_superseded()
         except asyncio.CancelledError:
             if not (run.cancelled_by_user or run.lost):
                 run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))

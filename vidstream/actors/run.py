@@ -152,8 +152,7 @@ class Run:
         if applied.ok or await self._recorded(outputs):
             self.outcome = RunEnd.HANDED_ON if op.next_stage else RunEnd.COMPLETED
             if self.objects is not None:
-                self.objects.recorded(outputs)
-                await self.objects.sweep_superseded()
+                self.objects.recorded(outputs)  # (the executor sweeps what earlier runs left)
             return
         if applied.status is Status.CANCELLED:
             raise JobCancelled(self.job_id, cancelled=True)
