@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import io
 import json
 import logging
@@ -30,6 +31,15 @@ from tests.media import Clip, make_clip
 from vidstream import logs
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
+
+# A role's modules are imported when its first process starts (so each role loads only its own):
+# inside the event loop, which the blocked-loop check below counts against whichever test
+# starts a role first in a test process. Imported here, before any loop runs.
+importlib.import_module("vidstream.http.app")
+importlib.import_module("vidstream.notifier.server")
+importlib.import_module("vidstream.webhooks.deliver")
+importlib.import_module("vidstream.actors.transcribe")
+importlib.import_module("vidstream.actors.render")
 
 # A callback holding the loop longer fails its test. With parallel workers (pytest-xdist) two
 # test processes and their FFmpeg and Whisper children share the cores, and a start-up callback

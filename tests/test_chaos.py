@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
 from tests.conftest import TERMINAL, watch, watch_until
-from tests.faults import FAKE_FFMPEG, Faults
+from tests.faults import FAKE_FFMPEG, Faults, wait_exit
 from tests.media import Clip
 from tests.test_processes import ROOT, Role
 from vidstream.jobs import Stage
@@ -178,8 +178,9 @@ async def test_sigkill_under_load_loses_nothing(
     storage = tmp_path / "data" / "storage"
     videos = sorted(p.name.split("-")[0] for p in (storage / "rendered").iterdir())
     assert videos == sorted(by_id)  # each job's video exists exactly once
-    for job_id in by_id:
-        assert sorted(p.name for p in (storage / "jobs" / job_id).iterdir()) == [
+    for job_id in by_id:  # one transcript too: what killed runs stored went with them
+        files = [p for p in (storage / "jobs" / job_id).rglob("*") if p.is_file()]
+        assert sorted(p.name for p in files) == [
             "transcript.json", "transcript.srt", "transcript.vtt",
         ]  # fmt: skip
     await drained(redis, prefix)
@@ -242,8 +243,8 @@ async def test_a_killed_workers_job_moves_within_the_visibility_timeout(
     cluster: Cluster, faults: Faults, http: aiohttp.ClientSession, clip: Clip, redis: Redis,
     prefix: str,
 ) -> None:  # fmt: skip
-    """SIGKILL to the worker rendering a job: the other worker starts it within
-    VISIBILITY_TIMEOUT_S of the kill, and it completes."""
+    """SIGKILL to the worker rendering a job: its FFmpeg dies with it, the other worker starts
+    the job within VISIBILITY_TIMEOUT_S of the kill, and it completes."""
     timeout = {"VISIBILITY_TIMEOUT_S": "6"}
     for role in ("gateway", "notifier", "transcribe"):
         await cluster.start(role, **timeout)
@@ -251,7 +252,7 @@ async def test_a_killed_workers_job_moves_within_the_visibility_timeout(
     faults.delay("render", 60)
     rendering = faults.announce("render")
     job = await submit(http, cluster, clip)
-    await rendering.pid()
+    ffmpeg = await rendering.pid()
     second = await cluster.start("render", **timeout)  # idle until the first one dies
     owner = await redis.hget(f"{prefix}:job:{{{job['id']}}}", "owner")
     assert owner is not None
@@ -260,6 +261,7 @@ async def test_a_killed_workers_job_moves_within_the_visibility_timeout(
     history = await watch_until(job, lambda e: e["event"] == "started" and e["stage"] == "render")
     first.proc.send_signal(signal.SIGKILL)
     await first.proc.wait()
+    await wait_exit(ffmpeg, timeout_s=3.0)  # it would have slept 60 s, then written its output
     async with asyncio.timeout(6.0):
         restarted = await watch_until(
             job,

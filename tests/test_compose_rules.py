@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -105,6 +106,67 @@ def test_every_problem_comes_at_once() -> None:
     raw["tracks"][2]["clips"][0]["start"] = -1
     raw["tracks"][1]["clips"][0]["volume"] = 9
     assert len(problems(raw)) == 3
+
+
+def test_field_and_cross_field_problems_come_together() -> None:
+    """An odd width, a negative start and a duck under an unknown track: all three at once."""
+    raw = base()
+    raw["output"]["width"] = 641
+    raw["tracks"][2]["clips"][0]["start"] = -1
+    raw["tracks"][1]["clips"][0]["duck"]["under"] = "drums"
+    assert problems(raw) == {
+        ("timeline.output.width", "multiple_of"),
+        ("timeline.tracks[2].clips[0].start", "greater_than_equal"),
+        ("timeline.tracks[1].clips[0].duck.under", "unknown_track"),
+    }
+
+
+def test_a_rule_waits_for_the_parts_it_reads() -> None:
+    """A rule across fields is not guessed from a part that did not parse."""
+    raw = base()
+    raw["output"]["fps"] = "fast"  # frame lengths are unknown
+    raw["tracks"][2]["clips"][0]["duration"] = 0.001
+    raw["tracks"][1]["name"] = 7  # this name did not parse: "drums" may be it
+    raw["tracks"][1]["clips"][0]["duck"]["under"] = "drums"
+    assert problems(raw) == {
+        ("timeline.output.fps", "float_type"),
+        ("timeline.tracks[1].name", "string_type"),
+    }
+    raw = base()
+    raw["output"]["poster"] = 3.5  # before the end, unless the clip that did not parse...
+    raw["tracks"][0]["clips"][0]["volume"] = -1  # ...the voice, which the music ducks under
+    assert problems(raw) == {("timeline.tracks[0].clips[0].volume", "greater_than_equal")}
+    raw["output"]["duration"] = 3  # now the end is known: the poster and the clips are after it
+    assert {("timeline.output.poster", "after_the_end"),
+            ("timeline.tracks[2].clips[0].duration", "after_the_end")} <= problems(raw)  # fmt: skip
+
+
+def test_a_clip_box_is_bounded_like_the_output() -> None:
+    """A box beyond MAX_PIXELS is refused by its clip's path, even in a small output."""
+    raw = base()
+    raw["output"] = {"width": 64, "height": 64}
+    raw["tracks"][2]["clips"][0].update(width=12000, height=12000)
+    assert ("timeline.tracks[2].clips[0]", "too_many_pixels") in problems(raw)
+    raw["tracks"][2]["clips"][0].update(width=1920, height=1080)  # MAX_PIXELS exactly
+    assert rules.parse(raw, LIMITS)
+
+
+def test_the_pictures_held_at_once_are_bounded() -> None:
+    """Boxes each within bounds, together beyond what a render may hold, come with the rest."""
+    limits = replace(LIMITS, max_clips=100, max_memory_bytes=1024**3)
+    still = {"type": "color", "color": "#fff", "duration": 0.04, "width": 1920, "height": 1080}
+    raw = base()
+    raw["tracks"][2]["clips"] = [{**still, "start": i * 0.04} for i in range(31)]
+    assert rules.parse(raw, limits)  # 31 x (1920x1080 x 4 bytes x 4 + 0.5 MB): 1.04 GB, within
+    raw["tracks"][2]["clips"] += [{**still, "start": 2}, {**still, "start": 3}]
+    raw["output"]["width"] = 641  # the clips' own boxes still count
+    with pytest.raises(InvalidTimeline) as caught:
+        rules.parse(raw, limits)
+    assert {(p.path, p.rule) for p in caught.value.problems} == {
+        ("timeline.output.width", "multiple_of"),
+        ("timeline.tracks", "too_much_memory"),
+    }
+    assert "GB" in caught.value.problems[1].message
 
 
 def test_too_many_clips() -> None:

@@ -76,7 +76,8 @@ def test_burn_re_encodes_with_x264_and_draws_the_ass_file() -> None:
     assert value_after(argv, "-c:v") == "libx264"
     assert value_after(argv, "-preset") == "veryfast"
     assert value_after(argv, "-crf") == "21"
-    assert value_after(argv, "-vf") == "ass=subs.ass,format=yuv420p"
+    # libass draws with the declared font files the render links into fonts/
+    assert value_after(argv, "-vf") == "ass=subs.ass:fontsdir=fonts,format=yuv420p"
     assert value_after(argv, "-progress") == "pipe:1"
     assert value_after(argv, "-movflags") == "+faststart"
     assert "-nostdin" in argv and "-y" in argv
@@ -122,7 +123,7 @@ def test_burn_scales_only_odd_sizes(width: int, height: int, rotation: int, scal
     vf = value_after(burn(media(width=width, height=height, rotation=rotation)), "-vf")
     assert (EVEN_SCALE in vf) is scaled
     parts = vf.split(",")
-    assert parts[0] == "ass=subs.ass" and parts[-1] == "format=yuv420p"
+    assert parts[0] == "ass=subs.ass:fontsdir=fonts" and parts[-1] == "format=yuv420p"
     if scaled:
         assert parts.index(EVEN_SCALE) == 1  # after drawing, before the pixel format
 

@@ -15,12 +15,14 @@ from redis.asyncio import Redis
 
 from tests.conftest import cli, upload_job, watch
 from tests.media import Clip
-from vidstream import joblogs, logs
+from vidstream import bus, joblogs, logs
+from vidstream.actors.render import RenderWorker
 from vidstream.joblogs import PER_JOB_MAX, JobLogShipper
-from vidstream.jobs import new_job_id
+from vidstream.jobs import Job, Kind, Options, new_job_id
 from vidstream.keys import Keys
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
+from vidstream.signing import Signer
 
 KEY_A = "vs_aaaa0000_key-of-tenant-a-for-the-job-log-tests"
 KEY_B = "vs_bbbb0000_key-of-tenant-b-for-the-job-log-tests"
@@ -158,6 +160,51 @@ async def test_another_tenant_cannot_read_a_jobs_logs(
                 assert r.status == 400
         async with http.get(f"{url}/v1/jobs/{job['id']}/logs", headers=auth(KEY_B)) as r:
             assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
+def test_a_line_keeps_the_workers_label_and_drops_its_consumer_name() -> None:
+    """The consumer name (`host-role-N`) names a machine: a job's lines keep the worker's label
+    only. The label is stable, differs between workers, and needs the secret to make."""
+    signer = Signer(b"secret")
+    label = joblogs.worker_label(signer, "render", "vm-render-0")
+    assert label.startswith("render-") and "vm" not in label
+    assert label == joblogs.worker_label(Signer(b"secret"), "render", "vm-render-0")
+    assert label != joblogs.worker_label(signer, "render", "vm-render-1")
+    assert label != joblogs.worker_label(Signer(b"another"), "render", "vm-render-0")
+    event = {"job_id": "j1", "event": "run_started", "consumer": "vm-render-0", "worker": label}
+    line = joblogs.line_of(event, 0.0)
+    assert line is not None and line.fields == {"worker": label}
+
+
+async def test_a_tenant_reads_the_workers_label_never_its_host(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A worker's lines in a job's logs name it by its label (`render-` and a keyed hash), not
+    by its consumer name `host-render-N`; the process's own log keeps both for operators."""
+    async with Stack(make_settings(), ("gateway",)) as stack:
+        assert stack.gateway is not None and stack.services is not None
+        services = stack.services
+        job = Job.new("", Options(), kind=Kind.COMPOSE)  # its first stage is render
+        await services.jobs.create(job)
+        async with RenderWorker(services) as worker:
+            started, after = False, "0-0"
+            async with asyncio.timeout(20):  # until the worker has taken the job up
+                while not started:
+                    found = await bus.read(redis, {services.keys.job_events(job.id): after},
+                                           count=10, block_ms=1000)  # fmt: skip
+                    for _, entries in found:
+                        after = entries[-1][0]
+                        started |= any(f.get("event") == "started" for _, f in entries)
+        async with asyncio.timeout(10):
+            await joblogs.drain()
+        page = await get(http, f"{stack.gateway.url}/v1/jobs/{job.id}/logs?limit=1000")
+    label = joblogs.worker_label(services.signer, "render", worker.name)
+    run_started = [line for line in page["logs"] if line["event"] == "run_started"]
+    assert run_started and run_started[0]["fields"]["worker"] == label
+    assert worker.name not in json.dumps(page) and "consumer" not in json.dumps(page)
+    own = [text for text in capsys.readouterr().err.splitlines() if "run_started" in text]
+    assert own and f"consumer={worker.name}" in own[0] and f"worker={label}" in own[0]
 
 
 @pytest.mark.slow

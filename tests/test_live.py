@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -255,6 +255,104 @@ async def test_a_slow_reader_is_dropped_and_a_fast_one_is_not(
                 code = await closing_code(slow)
             assert code == 1013
         assert received == count
+
+
+async def copy_of_redis(redis: Redis, keys: Keys, job: Job) -> Callable[[], Awaitable[None]]:
+    """A copy of the job and the events feed as Redis holds them now. Calling the function
+    returned puts that copy back in their place: Redis restarted from an older copy, or a
+    replica promoted before it caught up, the writes since lost (the streams made anew)."""
+    record = await redis.hgetall(keys.job(job.id))
+    history = await redis.xrange(keys.job_events(job.id))
+    feed = await redis.xrange(keys.events)
+
+    async def restore() -> None:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.job(job.id), keys.job_events(job.id), keys.events)
+            pipe.hset(keys.job(job.id), mapping=record)
+            for entry_id, fields in history:
+                pipe.xadd(keys.job_events(job.id), fields, id=entry_id)
+            for entry_id, fields in feed:
+                pipe.xadd(keys.events, fields, id=entry_id)
+            await pipe.execute()
+
+    return restore
+
+
+def never_back_without_a_reset(messages: list[dict[str, Any]]) -> None:
+    """The progress a client is shown only goes back with a `reset` (or a snapshot)."""
+    shown = 0.0
+    for message in messages:
+        now = message["job"]["progress"] if "job" in message else message["progress"]
+        assert message["type"] != "event" or now >= shown, messages
+        shown = now
+
+
+async def test_a_client_is_reset_before_progress_goes_back_after_redis_lost_writes(
+    make_settings: Callable[..., Settings], store: JobStore, redis: Redis, prefix: str
+) -> None:
+    """Redis comes back from an older copy: the events a client was sent are gone, and the
+    worker goes on from where Redis is. The client gets `reset` with a fresh snapshot before
+    the next event: the progress it is shown never goes back without one."""
+    keys = Keys(prefix)
+    async with Stack(make_settings(), ("notifier",)) as stack:
+        assert stack.notifier is not None
+        job = await running_job(store)
+        await progress(store, job, 0.2)
+        lose_later_writes = await copy_of_redis(redis, keys, job)
+        async with connect(stack.notifier.url) as ws, asyncio.timeout(20):
+            got = [await subscribe(ws, job)]
+            for fraction in (0.6, 0.8):
+                await progress(store, job, fraction)
+                got.append(json.loads(await ws.recv()))
+            await lose_later_writes()
+            await progress(store, job, 0.3)  # the worker's next report, on what Redis has
+            got.append(json.loads(await ws.recv()))
+            reset = got[-1]
+            assert reset["type"] == "reset", got
+            stored = await store.get(job.id)
+            assert stored is not None and reset["job"]["progress"] == round(stored.progress, 4)
+            assert reset["last_event_id"] == (await store.events(job.id))[-1].id
+            await progress(store, job, 0.4)
+            got.append(json.loads(await ws.recv()))
+        assert got[-1]["type"] == "event" and got[-1]["stage_progress"] == 0.4
+        never_back_without_a_reset(got)
+
+
+async def test_when_the_feed_goes_back_clients_and_resumes_get_a_reset(
+    make_settings: Callable[..., Settings], store: JobStore, redis: Redis, prefix: str,
+    http: aiohttp.ClientSession,
+) -> None:  # fmt: skip
+    """With no write after the loss (the event ids now lower than what clients saw), a
+    watching client still gets `reset`; a client resuming from an id Redis lost gets `reset`
+    on the WebSocket and on Server-Sent Events, never the events after it."""
+    keys = Keys(prefix)
+    async with Stack(make_settings(), ("gateway", "notifier")) as stack:
+        assert stack.notifier is not None and stack.gateway is not None
+        job = await running_job(store)
+        await progress(store, job, 0.2)
+        kept = (await store.events(job.id))[-1].id
+        lose_later_writes = await copy_of_redis(redis, keys, job)
+        async with connect(stack.notifier.url) as ws, asyncio.timeout(20):
+            assert (await subscribe(ws, job))["type"] == "snapshot"
+            await progress(store, job, 0.6)
+            lost = json.loads(await ws.recv())["id"]
+            await lose_later_writes()
+            reset = json.loads(await ws.recv())
+        assert reset["type"] == "reset" and reset["last_event_id"] == kept
+        stored = await store.get(job.id)  # as it was at 0.2
+        assert stored is not None and reset["job"]["progress"] == round(stored.progress, 4) > 0
+        url = f"{stack.gateway.url}/v1/jobs/{job.id}/events"
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": lost}
+        async with http.get(url, headers=headers, params={"token": token(job)}) as r:
+            frame = (await r.content.readuntil(b"\n\n")).decode()
+        assert frame.startswith(f"event: reset\nid: {kept}\ndata: "), frame
+        async with connect(stack.notifier.url) as ws, asyncio.timeout(20):
+            again = await subscribe(ws, job, lost)
+            assert again["type"] == "reset" and again["last_event_id"] == kept
+            # Then Redis loses everything: the job is gone, and the client is told so.
+            await redis.delete(keys.job(job.id), keys.job_events(job.id), keys.events)
+            gone = json.loads(await ws.recv())
+        assert (gone["type"], gone["code"], gone["job_id"]) == ("error", "not_found", job.id)
 
 
 async def test_server_sent_events_with_and_without_last_event_id(

@@ -21,6 +21,7 @@ from vidstream.storage.names import (
     new_upload_key,
     rendered_key,
     safe_filename,
+    transcript_key,
 )
 
 # -- file names --------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ def test_empty_names_use_the_default() -> None:
         "x" * (MAX_KEY_LENGTH + 1),
         "/etc/passwd",
         "uploads/../jobs/x/transcript.json",
+        ".partial/abc",
         "../secret",
         "uploads/..",
         "uploads/./a.mp4",
@@ -147,9 +149,13 @@ def test_new_upload_key_shape() -> None:
 
 def test_rendered_key_format() -> None:
     """Rendered videos are named after the job and the UTC time they were made."""
-    assert rendered_key("job1", now=0) == "rendered/job1-19700101T000000Z.mp4"
-    assert rendered_key("job1", now=1_735_689_599.9) == "rendered/job1-20241231T235959Z.mp4"
-    assert re.fullmatch(r"rendered/j-\d{8}T\d{6}Z\.mp4", rendered_key("j"))
+    assert rendered_key("job1", "r1", now=0) == "rendered/job1-19700101T000000Z-r1.mp4"
+    assert (
+        rendered_key("job1", "r1", now=1_735_689_599.9) == "rendered/job1-20241231T235959Z-r1.mp4"
+    )
+    assert re.fullmatch(r"rendered/j-\d{8}T\d{6}Z-r\.mp4", rendered_key("j", "r"))
+    assert rendered_key("j", "r", 0, "-poster", "jpg") == "rendered/j-19700101T000000Z-r-poster.jpg"
+    assert transcript_key("j", "srt", "r") == "jobs/j/r/transcript.srt"
 
 
 # -- signatures --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from vidstream.notifier.feed import FeedState, went_back
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
@@ -168,3 +169,24 @@ async def test_finished_jobs_free_their_subscription_slot(
         assert (await receive(ws))["event"] == "cancelled"  # jobs[0] is finished: slot free
         await subscribe(ws, jobs[2])
         assert (await receive(ws))["type"] == "snapshot"
+
+
+def test_the_feed_going_back_is_told_from_trimming() -> None:
+    """Lost writes (the feed gone, its ids or its count of entries lower, the entry last read
+    gone while older ones stay) are told apart from trimming, which only drops the oldest."""
+    cursor = (2000, 0)
+
+    def state(last: str = "2000-0", added: int = 10, first: tuple[int, int] | None = (1000, 0),
+              has_cursor: bool = True, exists: bool = True) -> FeedState:  # fmt: skip
+        return FeedState(exists, last, added, first, has_cursor)
+
+    assert not went_back(state(), cursor, 10)
+    assert not went_back(state(last="3000-0", added=12), cursor, 10)  # new entries
+    assert not went_back(state(first=None, has_cursor=False), cursor, 10)  # all trimmed
+    assert not went_back(state(first=(2500, 0), has_cursor=False), cursor, 10)  # trimmed past
+    assert not went_back(state(exists=False, last="0-0", added=0), (0, 0), 0)  # never written
+    assert went_back(state(exists=False, last="0-0", added=0, first=None), cursor, 10)
+    assert went_back(state(last="1500-0"), cursor, 10)  # its ids went back
+    assert went_back(state(added=4), cursor, 10)  # made anew: fewer entries ever added
+    # A replica a few entries behind, promoted; writes went on past the old cursor since.
+    assert went_back(state(last="3000-0", added=11, has_cursor=False), cursor, 10)

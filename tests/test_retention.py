@@ -97,15 +97,15 @@ async def test_a_completed_job_takes_its_outputs_with_it(
     stack: Stack, http: aiohttp.ClientSession, redis: Redis, prefix: str, tmp_path: Path
 ) -> None:
     """A job that completed (transcript in three formats, a rendered video) is removed with its
-    source and every output file once its retention passed."""
+    source and every output file once its retention passed, leaving no empty folder behind."""
     services = services_of(stack)
     created = await upload_and_create(http, stack)
     job_id, owner = created["id"], "host-render-0:run1"
     outputs: dict[Stage, dict[str, Output]] = {Stage.TRANSCRIBE: {}, Stage.RENDER: {}}
-    for name, key in [("json", transcript_key(job_id, "json")),
-                      ("srt", transcript_key(job_id, "srt")),
-                      ("vtt", transcript_key(job_id, "vtt")),
-                      ("video", rendered_key(job_id))]:  # fmt: skip
+    for name, key in [("json", transcript_key(job_id, "json", "r1")),
+                      ("srt", transcript_key(job_id, "srt", "r1")),
+                      ("vtt", transcript_key(job_id, "vtt", "r1")),
+                      ("video", rendered_key(job_id, "r2"))]:  # fmt: skip
         (tmp_path / name).write_bytes(b"x")
         info = await services.store.put_file(key, tmp_path / name, "application/octet-stream")
         stage = Stage.RENDER if name == "video" else Stage.TRANSCRIBE
@@ -127,6 +127,8 @@ async def test_a_completed_job_takes_its_outputs_with_it(
     assert (await retention.sweep(now=time.time() + RETAIN_S + 1)).jobs == 1
     assert [f for f in files if f is not None and f.exists()] == []
     assert await keys_of(redis, prefix, job_id) == []
+    root = Path(services.settings.data_dir).resolve() / "storage"
+    assert [str(p.relative_to(root)) for p in root.rglob("*")] == [".partial"]
 
 
 async def test_a_failed_job_is_kept_for_failed_job_retention(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from vidstream.actors.render import RenderWorker
-from vidstream.actors.slots import SlotLease
+from vidstream.actors.slots import Holder, SlotLease
 from vidstream.keys import Keys
 from vidstream.services import Services
 from vidstream.settings import Settings
@@ -24,7 +26,7 @@ async def test_slots_are_the_lowest_free_and_come_back(redis: Redis, prefix: str
     first, second = SlotLease(redis, keys, "render"), SlotLease(redis, keys, "render")
     assert await first.acquire() == f"{HOST}-render-0"
     assert await second.acquire() == f"{HOST}-render-1"
-    assert await second.held_by_others() == {f"{HOST}-render-0"}
+    assert await second.live_slots() == {f"{HOST}-render-0"}
     await first.release()
     await first.release()  # twice is fine
     again = SlotLease(redis, keys, "render")
@@ -66,3 +68,65 @@ async def test_a_starting_worker_removes_leftovers_of_dead_slots(
             assert not (tmp / f"{HOST}-render-1" / "job").exists()
             assert not (tmp / f"{HOST}-render-2").exists()
     await live.release()
+
+
+async def _dead_holder() -> str:
+    """The lease token a process on this machine wrote before it was killed (SIGKILL)."""
+    proc = await asyncio.create_subprocess_exec("sleep", "60")
+    started = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[19]
+    me = Holder.me()
+    token = Holder(me.boot, me.pidns, proc.pid, started, "deadbeef").token()
+    proc.kill()
+    await proc.wait()
+    return token
+
+
+async def test_a_restarted_worker_gets_its_slot_back_at_once(redis: Redis, prefix: str) -> None:
+    """systemd restarts a killed worker within seconds, while its lease still runs: the new
+    process sees that the holder is gone and takes the same name, not the next one."""
+    keys = Keys(prefix)
+    await redis.set(keys.slot(HOST, "render", 0), await _dead_holder(), ex=30)
+    restarted = SlotLease(redis, keys, "render")
+    assert await restarted.acquire() == f"{HOST}-render-0"
+    await restarted.release()
+
+
+async def test_a_live_holder_keeps_its_slot(redis: Redis, prefix: str) -> None:
+    """A slot held by a live process, or by a process this machine cannot see (another host
+    with the same name, another container, an older version's lease), is never taken over."""
+    keys = Keys(prefix)
+    me = Holder.me()
+    unseen = [
+        me.token(),  # alive: this very process
+        Holder("another-boot", me.pidns, 1, "1", "x").token(),  # another machine
+        Holder(me.boot, "pid:[1]", 999_999, "1", "x").token(),  # another PID namespace
+        "0123456789abcdef",  # an older version's token
+    ]
+    for index, token in enumerate(unseen):
+        await redis.set(keys.slot(HOST, "render", index), token, ex=30)
+    newcomer = SlotLease(redis, keys, "render")
+    assert await newcomer.acquire() == f"{HOST}-render-{len(unseen)}"
+    await newcomer.release()
+
+
+async def test_a_dead_slots_files_go_whoever_starts_next(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A transcribe worker killed mid-job leaves its downloaded source; the next worker to start
+    on the host, a render worker here, removes it, while its own role's live slots keep theirs."""
+    settings = make_settings()
+    keys = Keys(settings.redis_prefix)
+    tmp = settings.data_dir.resolve() / "tmp"
+    dead, live = f"{HOST}-transcribe-0", f"{HOST}-transcribe-1"
+    for name in (dead, live):
+        (tmp / name / "job").mkdir(parents=True)
+        (tmp / name / "job" / "source.mp4").write_bytes(b"x" * 100)
+    await redis.set(keys.slot(HOST, "transcribe", 0), await _dead_holder(), ex=30)
+    await redis.set(keys.slot(HOST, "transcribe", 1), Holder.me().token(), ex=30)
+    store = open_store(settings, Signer(b"s"))
+    async with store:
+        services = Services.build(settings, redis, store, Signer(b"s"))
+        async with RenderWorker(services) as worker:
+            assert worker.name == f"{HOST}-render-0"
+            assert not (tmp / dead).exists()
+            assert (tmp / live / "job" / "source.mp4").exists()

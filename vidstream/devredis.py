@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,6 +75,7 @@ class PrivateRedis(Component):
             ],
             stdout=process.PIPE,
             stderr=process.STDOUT,
+            death_signal=signal.SIGTERM,  # it writes its AOF and exits if `vidstream dev` dies
         )
         await self._ready()
         self.log.info("private_redis_started", url=self.url, dir=str(self.dir))

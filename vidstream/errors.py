@@ -3,7 +3,8 @@
     VidstreamError
     ├── ConfigError              a setting is missing or malformed; the process refuses to start
     ├── JobCancelled             a user cancelled the job while a worker held it
-    ├── RunLost                  another run took over the stage (this one was presumed dead)
+    ├── RunLost                  another run took over or finished the stage (this one was
+    │                            presumed dead)
     └── CodedError               carries a `code` and a `message` a user may see
         ├── StorageError         object storage failed or timed out (worth trying again)
         │   ├── ObjectNotFound   a key does not exist
@@ -40,7 +41,12 @@ class JobCancelled(VidstreamError):
 
 
 class RunLost(VidstreamError):
-    """Another run holds the stage now: this one stops without touching the job or its entry."""
+    """Another run holds the stage now, or finished it: this one stops without touching the job
+    or its entry. `reason` says which, for the logs (`actors.run.Lost`)."""
+
+    def __init__(self, job_id: str, reason: str = "taken_over") -> None:
+        super().__init__(job_id)
+        self.reason = reason
 
 
 class CodedError(VidstreamError):

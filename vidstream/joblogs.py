@@ -26,6 +26,11 @@ Job ids are random, so a job exists under one prefix only: its lines land next t
 stack logged them, and nowhere else. The same check keeps a late line from bringing back the
 logs of a job that retention has removed.
 
+Who: a worker's consumer name (`host-role-N`) names its machine, which is no business of the
+tenants who read a job's logs; their lines carry the worker's `worker` label instead
+(`worker_label`), and the process's own log keeps both, for operators to go from one to the
+other.
+
 Expiry: `SHIP` gives the stream the job hash's remaining TTL when it has one (the job ended), or
 else `ttl_s`, the longest retention, refreshed on every write: a job's logs never outlive it.
 
@@ -55,6 +60,7 @@ from vidstream.backoff import Backoff, pause
 from vidstream.jobs import isoformat
 from vidstream.keys import Keys
 from vidstream.services import Services
+from vidstream.signing import Signer
 from vidstream.tasks import Service
 
 PER_JOB_MAX = 500  # lines kept per job (MAXLEN ~: a little more until Redis trims a whole node)
@@ -68,10 +74,12 @@ MAX_VALUE_CHARS = 300
 MAX_EXCEPTION_CHARS = 4000  # a traceback is the one long value worth keeping
 MAX_NAME_CHARS = 100
 
-# Fields a line has its own place for, or that are structlog's plumbing.
-_NOT_FIELDS = frozenset(
-    {"event", "level", "timestamp", "job_id", "stage", "role", "exc_info", "stack_info", "stack"}
-)
+# Fields a line has its own place for, or that are structlog's plumbing; and `consumer`, which
+# names the worker's host (the module docstring says why).
+_NOT_FIELDS = frozenset({
+    "event", "level", "timestamp", "job_id", "stage", "role", "exc_info", "stack_info", "stack",
+    "consumer",
+})  # fmt: skip
 
 # KEYS: the job hash, its log stream. ARGV: max lines, TTL (s) while the job has none, then six
 # values per line. Writes only for a job that exists (see the module docstring); returns the
@@ -106,6 +114,13 @@ class LogLine:
 
 
 # -- the pure part: a structlog event as a line, a line as stream fields, an entry as JSON -------
+
+
+def worker_label(signer: Signer, role: str, name: str) -> str:
+    """What a job's logs call the worker named `name`: its role and a keyed hash of the name,
+    such as `render-5be0c2a1`. The same for a worker restarted in its slot, another on another
+    host, and no host to be read in it (nor guessed: the hash needs the secret)."""
+    return f"{role}-{signer.label('worker', name)}"
 
 
 def line_of(event_dict: Mapping[str, Any], at: float) -> LogLine | None:

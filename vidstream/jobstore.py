@@ -41,8 +41,21 @@ class Applied:
         return self.outcome is Outcome.OK
 
 
-# What renew() says of each lease.
-HELD, TAKEN, RELEASED = 1, 0, -1
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """An Idempotency-Key to bind to the job in the step that creates it (`http.idempotency`)."""
+
+    key: str  # the Redis key of the entry
+    fingerprint: str
+    ttl_s: int
+
+    def keys_args(self) -> tuple[list[str], list[str | int]]:
+        return [self.key], [self.fingerprint, self.ttl_s]
+
+
+# What renew() says of each lease: held; taken by another run; released by a cancel (or the job
+# is gone); released by another run that finished the stage (the job went on without this one).
+HELD, TAKEN, RELEASED, MOVED_ON = 1, 0, -1, -2
 
 
 class JobStore:
@@ -65,15 +78,20 @@ class JobStore:
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
 
-    async def create(self, job: Job) -> None:
+    async def create(self, job: Job, bind: Binding | None = None) -> None:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
-        in one step. Ids are random, so a job that exists already is this request resent."""
+        in one step (binding the request's Idempotency-Key to it, if given). Ids are random, so
+        a job that exists already is this request resent."""
         keys, args = self._create_args(job)
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
         await self._create(keys=keys, args=args)
 
     async def create_from_upload(
-        self, job: Job, upload_key: str, found: Intake, paused_key: str
-    ) -> tuple[Intake, str]:
+        self, job: Job, upload_key: str, found: Intake, paused_key: str,
+        bind: Binding | None = None,
+    ) -> tuple[Intake, str]:  # fmt: skip
         """`create` for a job whose source is an upload, in the same one step: unless
         `paused_key` exists, take the upload's ticket (the job's tenant's, unused) and, if the
         storage check `found` it OK, create the job. Returns the outcome and, when OK, the
@@ -81,6 +99,9 @@ class JobStore:
         keys, args = self._create_args(job)
         keys += [self.keys.upload(upload_key), self.keys.abandoned_uploads, paused_key]
         args += [job.tenant, upload_key, found]
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
         answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
         if answer[0] != Intake.OK:
             return Intake(answer[0]), ""
@@ -145,8 +166,31 @@ class JobStore:
             case PushKind.NOTICE:
                 return [self.keys.control]
 
+    async def own_object(self, job_id: str, stage: Stage, key: str) -> None:
+        """Record that a run of `stage` is about to store `key` for the job: retention deletes
+        every object so recorded, whatever became of the run that wrote it."""
+        owned = self.keys.job_objects(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(owned, f"{stage.value}|{key}")
+            # A backstop only: retention deletes the set with the job.
+            pipe.expire(owned, self.ttl_s + 2 * EXPIRY_MARGIN_S)
+            await pipe.execute()
+
+    async def disown_objects(self, job_id: str, stage: Stage, keys: list[str]) -> None:
+        """The objects are deleted (or never were written)."""
+        if keys:
+            members = [f"{stage.value}|{key}" for key in keys]
+            await self.redis.srem(self.keys.job_objects(job_id), *members)
+
+    async def owned_objects(self, job_id: str, stage: Stage | None = None) -> list[str]:
+        """Keys of the objects recorded for the job (of `stage` only, if given)."""
+        members = await self.redis.smembers(self.keys.job_objects(job_id))
+        found = (str(m).partition("|") for m in members)
+        return sorted(key for name, _, key in found if stage is None or name == stage.value)
+
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
-        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run) or RELEASED."""
+        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run), RELEASED (a
+        cancel) or MOVED_ON (another run finished the stage)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner in leases:
                 await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)

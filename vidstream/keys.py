@@ -28,6 +28,11 @@ class Keys:
         the job (`joblogs`)."""
         return f"{self.prefix}:job:{{{job_id}}}:logs"
 
+    def job_objects(self, job_id: str) -> str:
+        """Set: `stage|key` of every object a run of the job stored, added before its bytes are
+        written, so retention deletes it whatever became of the run (`actors.outputs`)."""
+        return f"{self.prefix}:job:{{{job_id}}}:objects"
+
     def stage_stream(self, stage: Stage, priority: Priority = Priority.NORMAL) -> str:
         """Stream of work for one stage at one priority, read by that role's consumer group
         (normal keeps the name the only stream had before priorities)."""

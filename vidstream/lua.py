@@ -24,8 +24,18 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# What CREATE and CREATE_FROM_UPLOAD share: `fields` and `flat` are set. One HSET of all fields.
+# What CREATE and CREATE_FROM_UPLOAD share: `fields`, `flat` and `bind` (nil, or the request's
+# Idempotency-Key entry, fingerprint and TTL) are set. One HSET of all fields. The key is bound
+# to the job in this same step, so no crash between the two lets a resend make a second job;
+# only while it is this request's reservation (or lapsed), never over another job's binding.
 _CREATE_JOB = """
+if bind then
+  local held = redis.call('GET', bind[1])
+  if not held or held == 'pending ' .. bind[2] then
+    redis.call('SET', bind[1], fields.id .. ' ' .. bind[2], 'EX', bind[3])
+    fields.idempotency = bind[1]
+  end
+end
 for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('XADD', KEYS[3], '*', 'job_id', fields.id, 'gen', 1)
@@ -40,22 +50,25 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[3], '*', 'job_id', fields.id, 'i
 redis.call('HSET', KEYS[1], 'last_event', id)
 """
 # KEYS: job hash, job events, the first stage's stream, the tenant's jobs, the status counts,
-# the events feed. ARGV: the job's fields (JSON), history maxlen, feed maxlen. Returns the
-# `queued` event's id, or '' when the job exists already (a resent request).
+# the events feed, and the Idempotency-Key entry if any. ARGV: the job's fields (JSON), history
+# maxlen, feed maxlen, then the key's fingerprint and TTL if any. Returns the `queued` event's
+# id, or '' when the job exists already (a resent request).
 CREATE = (
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
 local fields = cjson.decode(ARGV[1])
 local flat = {'gen', 1}
+local bind = KEYS[7] and {KEYS[7], ARGV[4], ARGV[5]}
 """
     + _CREATE_JOB
     + "return id\n"
 )
-# A job from an upload, in one round trip (the gateway's hot path): CREATE's keys and arguments,
-# then KEYS 7-9: the upload's ticket, the abandoned-uploads index, the gateway's pause flag, and
-# ARGV 4-6: the tenant, the upload's key, what the storage check found (`ok`, `missing`,
-# `too_large`; told only to the ticket's tenant). The ticket is taken (the upload is the job's
-# now) only when the job is made. Returns {outcome} or {'ok', event id, the ticket's JSON}.
+# A job from an upload, in one round trip (the gateway's hot path): CREATE's first six keys and
+# three arguments, then KEYS 7-9: the upload's ticket, the abandoned-uploads index, the gateway's
+# pause flag, and ARGV 4-6: the tenant, the upload's key, what the storage check found (`ok`,
+# `missing`, `too_large`; told only to the ticket's tenant); then the Idempotency-Key's entry
+# (KEYS 10), fingerprint and TTL (ARGV 7-8) if any. The ticket is taken (the upload is the
+# job's now) only when the job is made. Returns {outcome} or {'ok', event id, ticket JSON}.
 CREATE_FROM_UPLOAD = (
     """
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'paused'} end
@@ -72,6 +85,7 @@ redis.call('HSET', KEYS[7], 'job', fields.id)
 redis.call('ZREM', KEYS[8], ARGV[5])  -- the job's now: removed with it
 fields.source_name = ticket.filename
 local flat = {'gen', 1}
+local bind = KEYS[10] and {KEYS[10], ARGV[7], ARGV[8]}
 """
     + _CREATE_JOB
     + "return {'ok', id, raw}\n"
@@ -223,13 +237,15 @@ return {'ok', a.status, id, attempts, gen}
 )
 
 # KEYS: job hash. ARGV: owner, lease in ms. Extends the run's lease if it still holds it.
-# Returns 1, or 0 when another run holds the stage, or -1 when nobody does (released).
+# Returns 1, or 0 when another run holds the stage, or when nobody does: -1 if the job was
+# cancelled, -2 if it went on (or ended) without this run (another run finished the stage).
 RENEW = (
     """
-local owner = redis.call('HGET', KEYS[1], 'owner')
+local owner, status = unpack(redis.call('HMGET', KEYS[1], 'owner', 'status'))
 if owner ~= ARGV[1] then
-  if owner == false or owner == '' then return -1 end
-  return 0
+  if owner and owner ~= '' then return 0 end
+  if status == 'cancelled' or not status then return -1 end
+  return -2
 end
 """
     + _NOW_MS

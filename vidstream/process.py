@@ -1,7 +1,8 @@
 """Subprocesses (FFmpeg, Whisper, probes) as asyncio processes in their own process group.
 
 Each child starts a new session, so stopping it stops everything it started (the Whisper server's
-FFmpeg decoder included): SIGTERM to the group, a bounded wait, then SIGKILL.
+FFmpeg decoder included): SIGTERM to the group, a bounded wait, then SIGKILL. Each child also dies
+with its parent (`pdeathsig`): a worker killed with SIGKILL leaves no FFmpeg writing behind it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from vidstream import logs
+from vidstream.pdeathsig import die_with_parent
 
 log = logs.get()
 
@@ -32,7 +34,9 @@ async def spawn(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     limit: int = 2**16,
+    death_signal: int = signal.SIGKILL,
 ) -> asyncio.subprocess.Process:
+    """Start `argv` in a session of its own, sent `death_signal` if this process dies first."""
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=stdin,
@@ -41,6 +45,7 @@ async def spawn(
         cwd=cwd,
         env=None if env is None else dict(env),
         start_new_session=True,
+        preexec_fn=die_with_parent(death_signal),
         limit=limit,
     )
 

@@ -30,7 +30,8 @@ STORAGE_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 300  # a job or upload whose objects could not be deleted is due again then
 
 # KEYS: retention set, job hash, events, logs, tenant listing, status counts, idempotency entry
-# (or the job hash again when it has none). ARGV: job id, now (s). Removes the job if still due.
+# (or the job hash again when it has none), owned objects. ARGV: job id, now (s). Removes the job
+# if still due.
 # The idempotency entry goes only while it still names this job: after its own 24 h the tenant
 # may have sent the same Idempotency-Key again, binding it to a new job.
 _REMOVE = """
@@ -38,7 +39,7 @@ local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
 local status = redis.call('HGET', KEYS[2], 'status')
 if status then redis.call('HINCRBY', KEYS[6], status, -1) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8])
 if KEYS[7] ~= KEYS[2] then
   local bound = redis.call('GET', KEYS[7])
   if bound and string.sub(bound, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
@@ -83,6 +84,9 @@ class Retention:
             return 0
         if job is not None and not self.keep_outputs:
             owned = [job.source_key, *job.assets, *(out.key for out in job.outputs.values())]
+            # And what runs stored that no record names (a run killed before it recorded).
+            members = await self.redis.smembers(self.keys.job_objects(job_id))
+            owned += sorted(str(m).partition("|")[2] for m in members)  # `stage|key`
             objects = list(dict.fromkeys(key for key in owned if key))  # a compose job: no source
             if not await self._delete(objects, job_id):
                 await self._later(self.keys.retention, job_id, now)
@@ -91,7 +95,7 @@ class Retention:
         keys = [
             self.keys.retention, self.keys.job(job_id), self.keys.job_events(job_id),
             self.keys.job_logs(job_id), self.keys.tenant_jobs(job.tenant if job else "default"),
-            self.keys.status_counts, idem,
+            self.keys.status_counts, idem, self.keys.job_objects(job_id),
         ]  # fmt: skip
         return int(await self._remove(keys=keys, args=[job_id, repr(now)]))
 

@@ -278,6 +278,15 @@ class Settings:
     )
     max_tracks: int = setting("MAX_TRACKS", 32, "tracks a timeline may have", low=1, high=1000)
     max_clips: int = setting("MAX_CLIPS", 500, "clips a timeline may have", low=1, high=10_000)
+    # Every clip's pictures are held for the whole render (`compose.memory`): 4 GiB lets a
+    # hundred full-HD stills through (3.4 GB estimated), not eight 12000x12000 boxes (18 GB).
+    compose_max_memory_bytes: int = setting(
+        "COMPOSE_MAX_MEMORY_BYTES",
+        4 * GiB,
+        "memory a timeline's pictures may take in one FFmpeg, estimated from its clips' boxes "
+        "(`too_much_memory` beyond); a render runs up to its concurrency of them at once",
+        low=64 * MiB,
+    )
     whisper_model: str = setting(
         "WHISPER_MODEL",
         "",

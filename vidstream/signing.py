@@ -27,6 +27,12 @@ class Signer:
         digest = hmac.new(self._secret, "\n".join(parts).encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
+    def label(self, *parts: str) -> str:
+        """A short stable name for `parts` that reveals nothing of them without the secret (8
+        hex digits: distinct enough among the workers of one deployment)."""
+        message = "\n".join(("label", *parts)).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:8]
+
     def ws_token(
         self, tenant: str, job_id: str, created_at: float, ttl_s: int, now: float | None = None
     ) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -67,6 +68,30 @@ async def every(
         except Exception:
             log.exception("periodic_step_crashed", step=name)
         await pause(interval_s, stop)
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(
+    refresh: Callable[[], Awaitable[object]], every_s: float, name: str
+) -> AsyncIterator[None]:
+    """Call `refresh` every `every_s` for as long as the block runs: it extends something with
+    a TTL that the block works under (a reservation, an upload's ticket), which must not lapse
+    however long the block takes, yet lapses soon after its process dies."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not await pause(every_s, stop):
+            try:
+                await refresh()
+            except RedisError as exc:  # the next one may land; the TTL has room for it
+                log.warning("keep_alive_failed", what=name, error=str(exc))
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        stop.set()
+        await cancel_and_wait([task], 1.0)
 
 
 class Service(Component, abc.ABC):

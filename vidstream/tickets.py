@@ -51,14 +51,25 @@ class Tickets:
         self._take = redis.register_script(_TAKE)
         self._first_put = redis.register_script(_FIRST_PUT)
 
-    async def issue(self, ticket: Ticket, link_ttl_s: int) -> None:
+    async def issue(self, ticket: Ticket, link_ttl_s: int, margin_s: int = MARGIN_S) -> None:
+        """Record the ticket before any byte is uploaded to its key: what is uploaded is owned
+        from the start, and deleted by retention if no job takes it within the link's life and
+        `margin_s`."""
         key = self.keys.upload(ticket.key)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, "ticket", json.dumps(asdict(ticket)))
-            pipe.expire(key, link_ttl_s + MARGIN_S)
+            pipe.expire(key, link_ttl_s + margin_s)
             # If no job takes it by then, retention deletes what was uploaded.
-            expires = time.time() + link_ttl_s + MARGIN_S
+            expires = time.time() + link_ttl_s + margin_s
             pipe.zadd(self.keys.abandoned_uploads, {ticket.key: expires})
+            await pipe.execute()
+
+    async def extend(self, key: str, ttl_s: int) -> None:
+        """Keep an untaken ticket `ttl_s` longer from now (an upload still streaming in)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.expire(self.keys.upload(key), ttl_s)
+            # XX: not back in the index once a job took it.
+            pipe.zadd(self.keys.abandoned_uploads, {key: time.time() + ttl_s}, xx=True)
             await pipe.execute()
 
     async def first_put(self, key: str) -> bool:

@@ -22,9 +22,9 @@ from vidstream.compose.timeline import (
     Timeline,
     VideoClip,
 )
-from vidstream.errors import JobCancelled, PermanentError
+from vidstream.errors import PermanentError
 from vidstream.jobs import Job, Output, is_job_id
-from vidstream.media import captions
+from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
@@ -51,25 +51,27 @@ class Composer:
         timeline = Timeline.model_validate_json(job.timeline)
         assets = await self._assets(timeline, workdir)
         await self._captions(job, timeline, workdir)
-        stored: list[str] = []
-        try:
-            outputs = await self._render(job, timeline, assets, workdir, run, stored)
-            await run.finish(outputs)
-        except JobCancelled as exc:
-            if exc.cancelled:  # cancelled meanwhile: keep nothing
-                await asyncio.gather(*(self.store.delete(key) for key in stored))
-            raise
+        # The graphs name the declared font files in the working directory, never a system path.
+        await asyncio.to_thread(fonts.link, workdir, graph.faces(timeline))
+        # Stored under the run's own names; a run that fails, is cancelled or loses its lease
+        # keeps nothing (`actors.outputs`).
+        outputs = await self._render(job, timeline, assets, workdir, run)
+        await run.finish(outputs)
 
     async def _render(
-        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run,
-        stored: list[str],
-    ) -> dict[str, Output]:  # fmt: skip
+        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run
+    ) -> dict[str, Output]:
         fmt = timeline.output.format
         base = 0.0
+
+        async def put(part: str, ext: str, path: Path) -> Output:
+            assert run.objects is not None
+            key = rendered_key(job.id, run.tag, job.created_at, part, ext)
+            return await run.objects.put(key, path, CONTENT_TYPES[ext])
+
         if job.options.preview:
             preview = await self._preview(timeline, assets, workdir, run)
-            key = rendered_key(job.id, job.created_at, "-preview", fmt)
-            early = {"preview": await self._put(key, workdir / preview, stored)}
+            early = {"preview": await put("-preview", fmt, workdir / preview)}
             await run.publish(PREVIEW_SHARE, early)
             base = PREVIEW_SHARE
         span = 1.0 - base - POSTER_SHARE
@@ -78,11 +80,9 @@ class Composer:
         at = segments.poster_time(timeline)
         await self._ffmpeg(segments.poster_args(video, at, poster), workdir, 1.0, run, None)
         return {
-            "video": await self._put(rendered_key(job.id, job.created_at, "", fmt),
-                                     workdir / video, stored),
-            "poster": await self._put(rendered_key(job.id, job.created_at, "-poster", "jpg"),
-                                      workdir / poster, stored),
-        }  # fmt: skip
+            "video": await put("", fmt, workdir / video),
+            "poster": await put("-poster", "jpg", workdir / poster),
+        }
 
     async def _preview(
         self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run
@@ -162,11 +162,6 @@ class Composer:
             deadline_s=run_timeout(seconds, self.settings.media_timeout_factor),
             report=report or quiet, log=run.log,
         )  # fmt: skip
-
-    async def _put(self, key: str, path: Path, stored: list[str]) -> Output:
-        info = await self.store.put_file(key, path, CONTENT_TYPES[key.rsplit(".", 1)[-1]])
-        stored.append(key)
-        return Output(info.key, info.size, info.content_type)
 
     @staticmethod
     async def _write(workdir: Path, files: dict[str, str]) -> None:

@@ -20,17 +20,20 @@ import structlog
 from redis.exceptions import RedisError
 
 from vidstream import policy
+from vidstream.actors.outputs import RunObjects
 from vidstream.actors.run import Run, RunEnd
 from vidstream.errors import CodedError, JobCancelled, RunLost
 from vidstream.jobs import Job, Stage, Status, is_job_id
 from vidstream.jobstore import JobStore
 from vidstream.metrics import Metrics
 from vidstream.protocol import Claim, Fail, HandBack, Retry
+from vidstream.storage.base import ObjectStore
 
 # The runs that end the job, and how (a handed-on, retried or cancelled run does not).
 _JOB_ENDS = {RunEnd.COMPLETED: Status.COMPLETED, RunEnd.FAILED: Status.FAILED,
              RunEnd.DEAD_LETTER: Status.FAILED}  # fmt: skip
 
+_STAGE_DONE = (RunEnd.HANDED_ON, RunEnd.COMPLETED)  # the run's outputs are the job's
 Process = Callable[[Job, Path, Run], Awaitable[None]]
 Ack = Callable[[str], Awaitable[object]]
 Ended = Callable[[Run, float], Awaitable[None]]  # a started run ended (and its seconds)
@@ -42,6 +45,7 @@ class Executor:
     stage: Stage
     process: Process  # the stage itself: writes scratch files under the given directory only
     ack: Ack
+    store: ObjectStore  # where the stage stores its outputs (`actors.outputs`)
     limits: policy.Limits
     lease_ms: int
     tmp_root: Path
@@ -56,19 +60,25 @@ class Executor:
             ack = await self._execute(run)
             if run.started:
                 self._observe(run, started)
+            if run.outcome in _STAGE_DONE and run.objects is not None:
+                # After the metrics: what earlier runs of the stage left is housekeeping.
+                await run.objects.sweep_superseded()
         except asyncio.CancelledError:
             if not (run.cancelled_by_user or run.lost):
                 run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
                 await asyncio.shield(self._hand_back(run))
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            run.log.info("job_cancelled" if run.cancelled_by_user else "run_lost")
+            if run.cancelled_by_user:
+                run.log.info("job_cancelled")
+            else:
+                run.log.warning("run_lost", reason=run.lost_reason)
             ack = run.cancelled_by_user
         except RedisError as exc:  # the outcome could not be recorded: the entry is reclaimed
             run.log.warning("job_interrupted", reason="redis", error=str(exc))
             return
-        except RunLost:  # another run holds the stage and its entry: leave both
-            run.log.warning("run_lost")
+        except RunLost as exc:  # another run holds (or finished) the stage: leave it all
+            run.log.warning("run_lost", reason=exc.reason)
             return
         if ack:
             # Shielded: once the outcome is recorded, the ack must land even if we stop now.
@@ -102,6 +112,7 @@ class Executor:
                 self._ended(job, Status.FAILED, dead=True)
                 return True
         run.job, run.started, run.attempts = job, True, applied.attempts
+        run.objects = objects = RunObjects(self.store, self.jobs, self.stage, job.id, run.log)
         run.log.info("run_started", attempt=applied.attempts)
         workdir = self.tmp_root / job.id
         workdir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +121,8 @@ class Executor:
         except Exception as exc:
             return await self._after_error(run, exc)
         finally:
+            # What the run stored but no record names (it failed, was cancelled or lost).
+            await asyncio.shield(objects.discard())
             await asyncio.shield(_remove(workdir))
         return True
 
@@ -125,6 +138,9 @@ class Executor:
         match decision:
             case policy.Stop():
                 run.log.info("job_cancelled")
+            case policy.Leave(reason) if isinstance(exc, RunLost):
+                run.log.warning("run_lost", reason=exc.reason)
+                return False
             case policy.Leave(reason):
                 run.log.warning("entry_left", reason=reason, error=str(exc))
                 return False

@@ -2,8 +2,8 @@
 
 Every `interval_s` it renews the lease of each run in one pipelined call and resets the idle time
 of their stream entries, so no other worker reclaims a job that is still running however long
-it takes. A run whose stage another run took (its lease lapsed: this worker was presumed dead)
-or that someone else released (a cancel whose notice was missed) is stopped.
+it takes. A run whose stage another run took or finished (its lease lapsed: this worker was
+presumed dead) or that a cancel released (whose notice was missed) is stopped.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable, Collection
 import structlog
 
 from vidstream.actors.consumer import StageConsumer
-from vidstream.actors.run import Run
-from vidstream.jobstore import HELD, TAKEN, JobStore
+from vidstream.actors.run import Lost, Run
+from vidstream.jobstore import HELD, MOVED_ON, TAKEN, JobStore
 from vidstream.tasks import Service, every
 
 
@@ -38,9 +38,9 @@ class LeaseKeeper(Service):
         for run, lease in zip(runs, held, strict=True):
             if lease == HELD or run.released or not run.task or run.task.done():
                 continue  # (released meanwhile by the run's own last operation: all is well)
-            if lease == TAKEN:
-                self.log.warning("run_lost", job_id=run.job_id)
+            if lease in (TAKEN, MOVED_ON):  # (logged once the run has stopped)
                 run.lost = True
+                run.lost_reason = Lost.TAKEN_OVER if lease == TAKEN else Lost.FINISHED_ELSEWHERE
             else:  # released by someone else: cancelled (a notice we may have missed)
                 run.cancelled_by_user = True
             run.task.cancel()

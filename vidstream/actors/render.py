@@ -11,12 +11,12 @@ from vidstream.actors.encode import run_ffmpeg
 from vidstream.actors.run import Run
 from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
-from vidstream.errors import JobCancelled, TransientError
-from vidstream.jobs import Job, Kind, Output, Stage
-from vidstream.media import ffmpeg
+from vidstream.errors import TransientError
+from vidstream.jobs import Job, Kind, Stage
+from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
-from vidstream.media.subtitles import Cue, build_cues, to_ass, to_srt
+from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
 from vidstream.services import Services
 from vidstream.storage.names import rendered_key
@@ -52,16 +52,12 @@ class RenderWorker(Worker):
         cues = build_cues(Transcript.from_json(raw))
         argv = await self._command(job, source, media, cues, workdir)
         await self._run(job, run, argv, workdir, media)
-        # The key depends on the job only: a run redone after a crash overwrites the same object,
-        # so each job has one video however often it was rendered.
-        key = rendered_key(job.id, job.created_at)
-        info = await self.store.put_file(key, workdir / OUTPUT, "video/mp4")
-        try:
-            await run.finish({"video": Output(info.key, info.size, info.content_type)})
-        except JobCancelled as exc:
-            if exc.cancelled:
-                await self.store.delete(key)  # cancelled meanwhile: keep nothing
-            raise
+        # Under the run's own name: the finish makes it the job's video only if this run still
+        # holds the stage (`actors.outputs`); otherwise it is deleted, never written over another.
+        assert run.objects is not None
+        key = rendered_key(job.id, run.tag, job.created_at)
+        video = await run.objects.put(key, workdir / OUTPUT, "video/mp4")
+        await run.finish({"video": video})
 
     async def _command(
         self, job: Job, source: Path, media: MediaInfo, cues: list[Cue], workdir: Path
@@ -69,6 +65,7 @@ class RenderWorker(Worker):
         if job.options.burn_subtitles:
             width, height = media.display_size
             await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
+            await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
             return ffmpeg.burn_subtitles(
                 self.ffmpeg, str(source), "subs.ass", OUTPUT, media, self.encoder, self.bounds
             )

@@ -4,6 +4,7 @@ it records progress, success and failure."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,7 +12,8 @@ from enum import StrEnum
 import structlog
 from redis.exceptions import RedisError
 
-from vidstream.backoff import retry
+from vidstream.actors.outputs import RunObjects
+from vidstream.backoff import Backoff, retry
 from vidstream.errors import JobCancelled, RunLost
 from vidstream.jobs import Job, Output, Stage, Status
 from vidstream.jobstore import Applied, JobStore
@@ -20,7 +22,10 @@ from vidstream.media.progress import Eta, Throttle
 from vidstream.pipelines import pipeline_of
 from vidstream.protocol import Claim, FinishStage, Op, Outcome, Progress
 
-WRITE_RETRY_S = 30.0  # how long a finished run keeps trying to record its outcome
+# A run's outcome is kept trying through a Redis outage of any length: the work behind it may be
+# hours of transcription. Each try has the client's timeout; the first after Redis returns is at
+# most a second later, before other workers (whose reads back off further) can reclaim the entry.
+OUTCOME_BACKOFF = (0.25, 1.0)
 
 
 class RunEnd(StrEnum):
@@ -32,6 +37,13 @@ class RunEnd(StrEnum):
     FAILED = "failed"
     DEAD_LETTER = "dead_letter"  # failed, out of attempts
     RETRY = "retry"  # to run again after a delay
+
+
+class Lost(StrEnum):
+    """Why a run stopped without recording anything (the `reason` of its `run_lost` line)."""
+
+    TAKEN_OVER = "taken_over"  # its lease lapsed and another run claimed the stage
+    FINISHED_ELSEWHERE = "finished_elsewhere"  # another run finished the stage (or the job)
 
 
 @dataclass(eq=False)
@@ -50,7 +62,9 @@ class Run:
     started: bool = False
     released: bool = False  # the run's own last operation let the stage go
     cancelled_by_user: bool = False
-    lost: bool = False  # another run took the stage over
+    lost: bool = False  # another run took the stage over, or finished it
+    lost_reason: Lost = Lost.TAKEN_OVER
+    objects: RunObjects | None = None  # what the run stores, fenced (`actors.outputs`)
     task: asyncio.Task[None] | None = None
     throttle: Throttle = field(default_factory=Throttle)
     eta: Eta = field(default_factory=Eta)
@@ -64,17 +78,36 @@ class Run:
     def holds_lease(self) -> bool:
         return self.started and not self.released and not self.lost
 
+    @property
+    def tag(self) -> str:
+        """The run's own short name, in the names of the objects it stores."""
+        return self.owner.rpartition(":")[2]
+
     async def record(self, op: Op) -> Applied:
-        """Apply an operation of this run, retried through a short Redis outage (a resend is
-        harmless: each operation has an id). Raise `RunLost` if another run holds the stage
-        now: its entry is not ours to ack."""
+        """Apply an operation of this run, retried through a Redis outage however long (a resend
+        is harmless: each operation has an id), for as long as the run may still hold its lease;
+        Redis answers whether it does. Raise `RunLost` if another run holds the stage now: its
+        entry is not ours to ack."""
+        waited = False
+
+        async def apply() -> Applied:
+            nonlocal waited
+            try:
+                return await self.jobs.apply(self.job_id, op)
+            except RedisError as exc:
+                if not waited:
+                    waited = True
+                    self.log.warning("outcome_waiting_for_redis", op=op.name, error=str(exc))
+                raise
+
         applied = await retry(
-            lambda: self.jobs.apply(self.job_id, op),
-            retry_on=(RedisError,),
-            give_up_after_s=WRITE_RETRY_S,
-        )
+            apply, retry_on=(RedisError,), give_up_after_s=math.inf,
+            backoff=Backoff(*OUTCOME_BACKOFF),
+        )  # fmt: skip
+        if waited:
+            self.log.info("outcome_recorded_after_outage", op=op.name, outcome=applied.outcome)
         if applied.outcome is Outcome.LOST:
-            raise RunLost(self.job_id)
+            raise RunLost(self.job_id, Lost.TAKEN_OVER)
         if applied.ok and not isinstance(op, Claim | Progress):
             self.released = True  # from here on the lease keeper has nothing to renew
         return applied
@@ -107,6 +140,8 @@ class Run:
         applied = await self.record(op)
         if applied.outcome in (Outcome.REJECTED, Outcome.MISSING):
             raise JobCancelled(self.job_id)
+        if self.objects is not None:
+            self.objects.recorded(outputs)
 
     async def finish(self, outputs: dict[str, Output], media: MediaInfo | None = None) -> None:
         """The stage stored `outputs`: hand the job on to its next stage, or complete it. Raise
@@ -114,7 +149,25 @@ class Run:
         assert self.job is not None
         op = FinishStage.of(self.job, self.stage, outputs, owner=self.owner, media=media)
         applied = await self.record(op)
-        if applied.ok or applied.outcome is Outcome.DONE:  # DONE: a resend found it finished
+        if applied.ok or await self._recorded(outputs):
             self.outcome = RunEnd.HANDED_ON if op.next_stage else RunEnd.COMPLETED
+            if self.objects is not None:
+                self.objects.recorded(outputs)  # (the executor sweeps what earlier runs left)
             return
-        raise JobCancelled(self.job_id, cancelled=applied.status is Status.CANCELLED)
+        if applied.status is Status.CANCELLED:
+            raise JobCancelled(self.job_id, cancelled=True)
+        # The stage is done, or the job moved on or ended, without this run: another run took
+        # over while this one was presumed dead (paused, cut off), and finished first.
+        raise RunLost(self.job_id, Lost.FINISHED_ELSEWHERE)
+
+    async def _recorded(self, outputs: dict[str, Output]) -> bool:
+        """Whether the job names these outputs already: this run's own finish was applied, its
+        answer lost, and the resend found the job moved on (`rejected`) or the stage `done`."""
+        if not outputs:
+            return False
+        try:
+            job = await self.jobs.get(self.job_id)
+        except RedisError:
+            return False
+        named = {out.key for out in job.outputs.values()} if job else set()
+        return all(out.key in named for out in outputs.values())

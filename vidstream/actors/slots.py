@@ -1,17 +1,23 @@
 """Stable worker names: each worker process leases the lowest free slot `host-role-N` in Redis.
 
-A worker restarted after a crash gets its old name back once the dead process's lease has run
-out, so it first takes up the stream entries still pending under that name and removes the
-temp files the dead process left. The lease is refreshed while the worker runs; a process that
-dies without releasing it frees the slot after `ttl_s`.
+A worker restarted after a crash gets its old name back, so it first takes up the stream entries
+still pending under that name and removes the temp files the dead process left. The lease is
+refreshed while the worker runs and carries a TTL, so a slot whose process died frees itself;
+but systemd restarts a crashed worker within seconds, long before that. So a lease names its
+holder (boot, PID namespace, PID and the process's start time): a process starting on the same
+machine sees that the holder is gone and takes the slot over at once, and any worker starting on
+the host removes the temp files of every slot whose process is gone, whatever its role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,6 +39,76 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Take a slot over from a holder seen dead, only if it still holds it (not a live newcomer).
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which
+    tells a PID reused by another process from the one that held it; "" if none runs."""
+    stat = _read(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a slot, as written in its lease: enough to tell, on the same machine and in the
+    same PID namespace, whether that process still runs."""
+
+    boot: str
+    pidns: str
+    pid: int
+    started: str
+    nonce: str
+
+    @classmethod
+    def me(cls) -> Holder:
+        boot = _read("/proc/sys/kernel/random/boot_id")
+        pid = os.getpid()
+        return cls(boot, _pid_namespace(), pid, _start_time(pid), secrets.token_hex(6))
+
+    def token(self) -> str:
+        return "|".join((self.boot, self.pidns, str(self.pid), self.started, self.nonce))
+
+    @classmethod
+    def parse(cls, token: str) -> Holder | None:
+        parts = token.split("|")
+        if len(parts) != 5 or not parts[2].isdigit():
+            return None  # a lease written by an older version: wait for its TTL
+        boot, pidns, pid, started, nonce = parts
+        return cls(boot, pidns, int(pid), started, nonce)
+
+    def gone(self, me: Holder) -> bool:
+        """Whether this holder's process is known to be gone. Only a process of the same boot
+        and PID namespace can tell (another machine or container with the same host name
+        cannot); an unknown start time never counts as gone."""
+        if not (self.boot and self.pidns and self.started):
+            return False
+        if (self.boot, self.pidns) != (me.boot, me.pidns):
+            return False
+        return _start_time(self.pid) != self.started
 
 
 def slot_name(host: str, role: str, index: int) -> str:
@@ -44,10 +120,12 @@ class SlotLease:
         self.redis, self.keys, self.role, self.ttl_s = redis, keys, role, ttl_s
         self.host = socket.gethostname()
         self.index: int | None = None
-        self._token = secrets.token_hex(8)
+        self.holder = Holder.me()
+        self._token = self.holder.token()
         self._refresher: asyncio.Task[None] | None = None
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
+        self._take_over = redis.register_script(_TAKE_OVER)
         self.log = logs.get(role=role)
 
     @property
@@ -56,11 +134,11 @@ class SlotLease:
         return slot_name(self.host, self.role, self.index)
 
     async def acquire(self) -> str:
-        """Lease the lowest free slot and keep it leased; return the worker name."""
+        """Lease the lowest slot that is free or whose process is gone, and keep it leased;
+        return the worker name."""
         if self.index is None:
             for index in range(MAX_SLOTS):
-                key = self.keys.slot(self.host, self.role, index)
-                if await self.redis.set(key, self._token, nx=True, ex=self.ttl_s):
+                if await self._try(index):
                     self.index = index
                     break
             else:
@@ -68,14 +146,33 @@ class SlotLease:
             self._refresher = asyncio.create_task(self._keep(), name=f"{self.name}-lease")
         return self.name
 
-    async def held_by_others(self) -> set[str]:
-        """Names of this host's slots of this role that a live process holds, ours excluded."""
-        pattern = self.keys.slot(self.host, self.role, "*")
+    async def _try(self, index: int) -> bool:
+        key = self.keys.slot(self.host, self.role, index)
+        if await self.redis.set(key, self._token, nx=True, ex=self.ttl_s):
+            return True
+        held = await self.redis.get(key)
+        holder = Holder.parse(str(held)) if held else None
+        if holder is None or not holder.gone(self.holder):
+            return False
+        taken = await self._take_over(keys=[key], args=[str(held), self._token, self.ttl_s])
+        if taken:
+            name = slot_name(self.host, self.role, index)
+            self.log.info("slot_taken_over", slot=name, dead_pid=holder.pid)
+        return bool(taken)
+
+    async def live_slots(self) -> set[str]:
+        """Names of this host's slots (of every role) that a live process holds, ours
+        excluded: the temp directories of all others may go."""
+        pattern = self.keys.slot(self.host, "*", "*")
         names = set()
         async for key in self.redis.scan_iter(match=pattern, count=200):
-            index = int(str(key).rsplit(":", 1)[-1])
-            if index != self.index:
-                names.add(slot_name(self.host, self.role, index))
+            role, index = str(key).rsplit(":", 2)[-2:]
+            if role == self.role and index == str(self.index):
+                continue
+            held = await self.redis.get(key)
+            holder = Holder.parse(str(held)) if held else None
+            if held is not None and (holder is None or not holder.gone(self.holder)):
+                names.add(slot_name(self.host, role, int(index)))
         return names
 
     async def _keep(self) -> None:

@@ -82,7 +82,7 @@ class TranscribeWorker(Worker):
             self.services.metrics.whisper_rtf.observe(rtf)
         if transcript.duration > media.duration:  # it played longer than its header said
             media = dataclasses.replace(media, duration=transcript.duration)
-        outputs = await self._store(job, transcript, workdir)
+        outputs = await self._store(job, transcript, workdir, run)
         # Finished, and handed on to the next stage of the job's pipeline in the same step.
         await run.finish(outputs, media)
 
@@ -124,7 +124,12 @@ class TranscribeWorker(Worker):
             model=parts[0].model,
         )
 
-    async def _store(self, job: Job, transcript: Transcript, workdir: Path) -> dict[str, Output]:
+    async def _store(
+        self, job: Job, transcript: Transcript, workdir: Path, run: Run
+    ) -> dict[str, Output]:
+        """The transcript's files, under the run's own names (`actors.outputs`)."""
+        assert run.objects is not None
+        objects = run.objects
         cues = build_cues(transcript)
         documents = {"transcript": ("json", transcript.to_json())}
         if "srt" in job.options.formats:
@@ -135,8 +140,8 @@ class TranscribeWorker(Worker):
         async def put(name: str, fmt: str, body: bytes) -> tuple[str, Output]:
             path = workdir / f"transcript.{fmt}"
             await asyncio.to_thread(path.write_bytes, body)
-            info = await self.store.put_file(transcript_key(job.id, fmt), path, CONTENT_TYPES[fmt])
-            return name, Output(info.key, info.size, info.content_type)
+            key = transcript_key(job.id, fmt, run.tag)
+            return name, await objects.put(key, path, CONTENT_TYPES[fmt])
 
         stored = await asyncio.gather(*(put(n, f, b) for n, (f, b) in documents.items()))
         return dict(stored)

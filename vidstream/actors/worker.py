@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from redis.exceptions import RedisError
 
-from vidstream import logs, policy
+from vidstream import joblogs, logs, policy
 from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
@@ -81,7 +81,9 @@ class Worker(Component, abc.ABC):
         services, s = self.services, self.settings
         if self.slot is not None:
             self.name = await self.slot.acquire()
-        self.log = self.log.bind(consumer=self.name)
+        # `consumer` names the host, for operators; job logs show tenants `worker` only.
+        label = joblogs.worker_label(services.signer, self.stage.value, self.name)
+        self.log = self.log.bind(consumer=self.name, worker=label)
         self.consumer = consumer = StageConsumer(
             services.redis, services.keys.stage_streams(self.stage),
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
@@ -97,8 +99,8 @@ class Worker(Component, abc.ABC):
                                        self.concurrency, self._runs.values, self.heartbeat_s,
                                        s.visibility_timeout_s,
                                        self.slot.index if self.slot else None)  # fmt: skip
-        self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, limits,
-                                 self.lease_ms, self.tmp_root, services.metrics,
+        self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, self.store,
+                                 limits, self.lease_ms, self.tmp_root, services.metrics,
                                  self.registry.ended)  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
@@ -174,15 +176,22 @@ class Worker(Component, abc.ABC):
         return self.tmp_base / self.name
 
     async def _remove_leftovers(self) -> None:
-        """Remove the temp files of this slot's previous process, and of any other slot of this
-        host and role that no live process holds (a crash leaves them behind)."""
-        held = await self.slot.held_by_others() if self.slot else set()
-        prefix = self.name.rsplit("-", 1)[0] + "-" if self.slot else self.name
+        """Remove the temp files of this slot's previous process, and of every other slot on
+        this host whose process is gone (a crash leaves a rendered video, or a downloaded
+        source, behind), whatever its role."""
         if not self.tmp_base.is_dir():
             return
-        for path in self.tmp_base.iterdir():
-            if path.name.startswith(prefix) and path.name not in held:
-                await asyncio.to_thread(shutil.rmtree, path, True)
+        if self.slot is None:  # a worker given its name: only its own leftovers
+            doomed = [self.tmp_base / self.name]
+        else:
+            live = await self.slot.live_slots()
+            mine = f"{self.slot.host}-"
+            doomed = [
+                path for path in self.tmp_base.iterdir()
+                if path.name.startswith(mine) and path.name not in live
+            ]  # fmt: skip
+        for path in doomed:
+            await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def setup(self) -> None:
         """Start the stage's own resources (before any job is taken)."""

@@ -1,10 +1,10 @@
-"""The font families a text clip may use, where their files are, and line wrapping to a width.
+"""Line wrapping for text clips, measured with the font file `drawtext` draws with.
 
-Two free families from Debian packages (`fonts-dejavu-core`, `fonts-liberation2`, installed by
-`make`): DejaVu (wide Unicode coverage) and Liberation (metric-compatible with Arial, Times and
-Courier). FFmpeg's `drawtext` does not wrap, so lines are broken here, measured with the glyph
-advances of the very file `drawtext` draws with (fontTools reads them; kerning is ignored, which
-errs by a few percent at most).
+FFmpeg's `drawtext` does not wrap, so lines are broken here, measured with the glyph advances
+of the very file it draws with (`media.fonts` says which; fontTools reads them; kerning is
+ignored, which errs by a few percent at most). Each line comes out as one line of plain text:
+it is written to a file of its own, which `drawtext` would draw a line break in on top of the
+next line.
 """
 
 from __future__ import annotations
@@ -12,39 +12,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
-from vidstream.errors import ConfigError
-
-Family = Literal[
-    "DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono",
-    "Liberation Sans", "Liberation Serif", "Liberation Mono",
-]  # fmt: skip
-FAMILIES: tuple[str, ...] = get_args(Family)
-# family -> (regular file, bold file)
-_FILES = {
-    "DejaVu Sans": ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"),
-    "DejaVu Serif": ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf"),
-    "DejaVu Sans Mono": ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf"),
-    "Liberation Sans": ("LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf"),
-    "Liberation Serif": ("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf"),
-    "Liberation Mono": ("LiberationMono-Regular.ttf", "LiberationMono-Bold.ttf"),
-}
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
-
-
-@functools.cache
-def font_file(family: str, bold: bool = False) -> Path:
-    """The file of `family` (bold or regular); `ConfigError` when its package is missing."""
-    name = _FILES[family][1 if bold else 0]
-    for root in FONT_DIRS:
-        found = sorted(root.rglob(name)) if root.is_dir() else []
-        if found:
-            return found[0]
-    raise ConfigError(
-        f"the font file {name} ({family}) is missing: install fonts-dejavu-core and "
-        "fonts-liberation2"
-    )
+from vidstream.media import text as plain
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +41,11 @@ def metrics(path: Path) -> Metrics:
 
 
 def wrap_lines(text: str, metrics: Metrics, size: float, width: float) -> list[str]:
-    """`text` in lines no wider than `width` pixels at `size`: broken at spaces, at the
-    newlines it has, and inside a word only when the word alone is wider than a line."""
+    """`text` in lines no wider than `width` pixels at `size`: broken at spaces, at the line
+    breaks it has (of any kind), and inside a word only when the word alone is wider than a
+    line. No line holds a control character."""
     lines: list[str] = []
-    for paragraph in text.replace("\r\n", "\n").split("\n"):
+    for paragraph in plain.lines(text):
         line = ""
         for word in paragraph.split():
             candidate = f"{line} {word}" if line else word

@@ -31,6 +31,7 @@ from vidstream.compose.timeline import (
     frames,
 )
 from vidstream.compose.visuals import Box, Frame, Span
+from vidstream.media import fonts, subtitles
 from vidstream.media.ffmpeg import Encoder, source_input
 
 
@@ -100,6 +101,19 @@ def build(
     return Plan(args, files, last - first if window.video else 0)
 
 
+def faces(timeline: Timeline) -> tuple[tuple[str, bool], ...]:
+    """The (family, bold) of each font file a timeline's graphs draw with, from `fonts.DIR`:
+    its text clips', and the captions' in both weights (the bold preset is bold)."""
+    found: dict[tuple[str, bool], None] = {}
+    for _, _, clip in timeline.clips():
+        if isinstance(clip, TextClip):
+            found.setdefault((clip.font, clip.bold))
+        elif isinstance(clip, SubtitlesClip):
+            found.setdefault((subtitles.FONT, False))
+            found.setdefault((subtitles.FONT, True))
+    return tuple(found)
+
+
 def _sounds(clip: AudioClip | VideoClip, assets: Mapping[str, Asset]) -> bool:
     """Whether the clip adds sound: not muted, and (a video) its file has some."""
     return clip.volume > 0 and (isinstance(clip, AudioClip) or assets[clip.key].has_audio)
@@ -122,7 +136,8 @@ def _picture(
     for t, c, clip in timeline.clips():
         if isinstance(clip, SubtitlesClip):
             shift = seconds(first, rate)
-            steps = [f"ass=filename={captions_file(t, c)}"]
+            # libass draws with the declared files the render links into `fonts.DIR`.
+            steps = [f"ass=filename={captions_file(t, c)}:fontsdir={fonts.DIR}"]
             if first:  # the captions are timed on the whole video
                 steps = [f"setpts=PTS+{shift}/TB", *steps, f"setpts=PTS-{shift}/TB"]
             current = graph.chain([current], steps, "v")
@@ -267,4 +282,4 @@ def _codecs(container: str, window: Window) -> list[str]:
     return args
 
 
-__all__ = ["Asset", "Plan", "Window", "build", "captions_file", "num", "total_frames"]
+__all__ = ["Asset", "Plan", "Window", "build", "captions_file", "faces", "num", "total_frames"]

@@ -1,6 +1,7 @@
-"""Whether a timeline can be rendered: its shape (the models), then the rules across fields and
+"""Whether a timeline can be rendered: its shape (the models), and the rules across fields and
 the operator's limits. Every problem names its path (`tracks[2].clips[0].start`) and its rule, so
-a client can point at the field; all of them are reported at once, not the first only.
+a client can point at the field; all of them are reported at once, not the first only: the rules
+across fields run on every part that parsed (`compose.parts`), beside the fields' problems.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vidstream.compose import memory
+from vidstream.compose.parts import Parts, salvage
 from vidstream.compose.timeline import (
     SOUNDING,
     AudioClip,
     Clip,
+    ColorClip,
+    ImageClip,
     SubtitlesClip,
     TextClip,
     Timeline,
@@ -55,7 +60,8 @@ class Limits:
     max_tracks: int
     max_clips: int
     max_duration_s: float
-    max_pixels: int
+    max_pixels: int  # the output's, and each clip's box
+    max_memory_bytes: int = 4 * 1024**3  # what one FFmpeg holds (`compose.memory`)
 
 
 def path_of(loc: Sequence[int | str], prefix: str = "") -> str:
@@ -70,7 +76,8 @@ def path_of(loc: Sequence[int | str], prefix: str = "") -> str:
 
 
 def parse(data: object, limits: Limits, prefix: str = "timeline") -> Timeline:
-    """A `Timeline` from a client's JSON, or `InvalidTimeline` naming every problem."""
+    """A `Timeline` from a client's JSON, or `InvalidTimeline` naming every problem: those of
+    its fields, and those across fields among the parts that parsed."""
     try:
         timeline = Timeline.model_validate(data)
     except ValidationError as exc:
@@ -78,54 +85,92 @@ def parse(data: object, limits: Limits, prefix: str = "timeline") -> Timeline:
             Problem(path_of(err["loc"], prefix), err["type"], err["msg"])
             for err in exc.errors(include_url=False)
         ]
-        raise InvalidTimeline(problems) from None
-    problems = list(check(timeline, limits, prefix))
+        raise InvalidTimeline([*problems, *check(salvage(data), limits, prefix)]) from None
+    problems = list(check(Parts.of(timeline), limits, prefix))
     if problems:
         raise InvalidTimeline(problems)
     return timeline
 
 
-def check(timeline: Timeline, limits: Limits, prefix: str = "timeline") -> Iterator[Problem]:
-    """The rules the models cannot say alone."""
-    out = timeline.output
-    if len(timeline.tracks) > limits.max_tracks:
+def check(parts: Parts, limits: Limits, prefix: str = "timeline") -> Iterator[Problem]:
+    """The rules the models cannot say alone, each where the parts it reads parsed."""
+    out = parts.output
+    if len(parts.tracks) > limits.max_tracks:
         yield Problem(
             f"{prefix}.tracks",
             "too_many_tracks",
-            f"{len(timeline.tracks)} tracks; at most {limits.max_tracks}",
+            f"{len(parts.tracks)} tracks; at most {limits.max_tracks}",
         )
-    count = sum(len(track.clips) for track in timeline.tracks)
-    if count > limits.max_clips:
+    if parts.clip_count > limits.max_clips:
         yield Problem(
-            f"{prefix}.tracks", "too_many_clips", f"{count} clips; at most {limits.max_clips}"
+            f"{prefix}.tracks",
+            "too_many_clips",
+            f"{parts.clip_count} clips; at most {limits.max_clips}",
         )
-    if out.width * out.height > limits.max_pixels:
+    if parts.size and parts.size[0] * parts.size[1] > limits.max_pixels:
         yield Problem(
             f"{prefix}.output",
             "too_many_pixels",
             f"{out.width}x{out.height} is more than {limits.max_pixels:,} pixels",
         )
-    if timeline.duration > limits.max_duration_s:
+    least = parts.least_duration()
+    if least is not None and least > limits.max_duration_s:
         yield Problem(
             f"{prefix}.output.duration",
             "too_long",
-            f"the video would last {timeline.duration:g} s; at most {limits.max_duration_s:g} s",
+            f"the video would last {least:g} s; at most {limits.max_duration_s:g} s",
         )
-    if out.poster is not None and out.poster >= timeline.duration:
+    end = parts.duration()
+    poster = None if "poster" in parts.bad else out.poster
+    if poster is not None and end is not None and poster >= end:
         yield Problem(
             f"{prefix}.output.poster",
             "after_the_end",
-            f"{out.poster:g} s is not before the end ({timeline.duration:g} s)",
+            f"{poster:g} s is not before the end ({end:g} s)",
         )
-    yield from _names(timeline, prefix)
-    for t, c, clip in timeline.clips():
-        yield from _clip(timeline, clip, f"{prefix}.tracks[{t}].clips[{c}]")
+    yield from _memory(parts, limits, prefix)
+    yield from _names(parts, prefix)
+    for t, c, clip in parts.clips():
+        yield from _clip(parts, clip, f"{prefix}.tracks[{t}].clips[{c}]")
 
 
-def _names(timeline: Timeline, prefix: str) -> Iterator[Problem]:
+def _memory(parts: Parts, limits: Limits, prefix: str) -> Iterator[Problem]:
+    """All the pictures the graph holds within `max_memory_bytes`, and each clip's box within
+    `max_pixels`. Counted over what parsed (without the output's size, over the clips whose
+    size is their own): a floor of the whole when something did not."""
+    size = parts.size
+    held = memory.output_held(size) if size else 0
+    held += sum(
+        memory.held(clip, size or (0, 0))
+        for _, _, clip in parts.clips()
+        if size or memory.known(clip)
+    )
+    if held > limits.max_memory_bytes:
+        yield Problem(
+            f"{prefix}.tracks",
+            "too_much_memory",
+            f"the clips' pictures would take about {memory.gigabytes(held)} of memory at once; "
+            f"at most {memory.gigabytes(limits.max_memory_bytes)}: make boxes or texts "
+            "smaller, or use fewer clips",
+        )
+    for t, c, clip in parts.clips():
+        if not isinstance(clip, VideoClip | ImageClip | ColorClip):
+            continue
+        if size is None and not memory.known(clip):
+            continue  # the box is the output's, whose size did not parse
+        width, height = memory.box(clip, size or (0, 0))
+        if width * height > limits.max_pixels:
+            yield Problem(
+                f"{prefix}.tracks[{t}].clips[{c}]",
+                "too_many_pixels",
+                f"a {width}x{height} box is more than {limits.max_pixels:,} pixels",
+            )
+
+
+def _names(parts: Parts, prefix: str) -> Iterator[Problem]:
     seen: set[str] = set()
     tracks: dict[str, int] = {}
-    for t, track in enumerate(timeline.tracks):
+    for t, track in enumerate(parts.tracks):
         if track.name is not None:
             if track.name in tracks:
                 yield Problem(
@@ -134,7 +179,7 @@ def _names(timeline: Timeline, prefix: str) -> Iterator[Problem]:
                     f"another track is named {track.name!r}",
                 )
             tracks[track.name] = t
-    for t, c, clip in timeline.clips():
+    for t, c, clip in parts.clips():
         if clip.name is not None:
             if clip.name in seen:
                 yield Problem(
@@ -147,10 +192,13 @@ def _names(timeline: Timeline, prefix: str) -> Iterator[Problem]:
             path = f"{prefix}.tracks[{t}].clips[{c}].duck.under"
             under = tracks.get(clip.duck.under)
             if under is None:
-                yield Problem(path, "unknown_track", f"no track is named {clip.duck.under!r}")
+                if parts.names_parsed:  # else the name may be one that did not parse
+                    yield Problem(path, "unknown_track", f"no track is named {clip.duck.under!r}")
             elif under == t:
                 yield Problem(path, "ducks_itself", "a track cannot duck under itself")
-            elif not any(_sounds(x) for x in timeline.tracks[under].clips):
+            elif not any(_sounds(x) for x in parts.tracks[under].clips) and all(
+                parts.tracks[under].clips
+            ):  # a clip there that did not parse may sound
                 yield Problem(
                     path,
                     "silent_track",
@@ -158,19 +206,19 @@ def _names(timeline: Timeline, prefix: str) -> Iterator[Problem]:
                 )
 
 
-def _sounds(clip: Clip) -> bool:
+def _sounds(clip: Clip | None) -> bool:
     return isinstance(clip, SOUNDING) and clip.volume > 0
 
 
-def _clip(timeline: Timeline, clip: Clip, path: str) -> Iterator[Problem]:
-    rate, end = timeline.output.rate, timeline.duration
-    if frames(clip.duration, rate) < 1:
+def _clip(parts: Parts, clip: Clip, path: str) -> Iterator[Problem]:
+    rate, end = parts.rate, parts.duration()
+    if rate is not None and frames(clip.duration, rate) < 1:
         yield Problem(
             f"{path}.duration",
             "shorter_than_a_frame",
             f"{clip.duration:g} s is less than one frame at {float(rate):g} fps",
         )
-    if clip.end > end + 1e-9:
+    if end is not None and clip.end > end + 1e-9:
         yield Problem(
             f"{path}.duration",
             "after_the_end",

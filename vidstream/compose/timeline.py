@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vidstream.compose.fonts import Family
+from vidstream.media.fonts import Family
 
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 Length = Annotated[float, Field(gt=0, le=86_400)]
@@ -84,8 +84,12 @@ class _Boxed(_Clip):
 
     x: Pixels = 0
     y: Pixels = 0
-    width: Size | None = Field(None, description="default: the output's width")
-    height: Size | None = Field(None, description="default: the output's height")
+    width: Size | None = Field(
+        None, description="default: the output's width; width x height at most MAX_PIXELS"
+    )
+    height: Size | None = Field(
+        None, description="default: the output's height; width x height at most MAX_PIXELS"
+    )
 
 
 class VideoClip(_Boxed):
@@ -184,7 +188,13 @@ class Track(_Model):
 
 
 class Timeline(_Model):
-    """What a compose job renders: tracks drawn in order, the first at the bottom."""
+    """What a compose job renders: tracks drawn in order, the first at the bottom.
+
+    Every clip's pictures are held while it renders, so their memory together (an estimate:
+    4 bytes a pixel of each box, or of a text's canvas, 4 times over for a still, 7 for a video,
+    10 for an image with zoom, 6 for the output) is at most COMPOSE_MAX_MEMORY_BYTES (4 GiB
+    unless the operator says otherwise): beyond, the request is refused with `too_much_memory`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="vidstream timeline")
     output: Output = Output()

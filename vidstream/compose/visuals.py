@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from vidstream.compose.filters import Graph, colour, num, quoted, rate_text, seconds
-from vidstream.compose.fonts import font_file, metrics, wrap_lines
+from vidstream.compose.fonts import metrics, wrap_lines
 from vidstream.compose.timeline import (
     ColorClip,
     ImageClip,
@@ -23,6 +23,7 @@ from vidstream.compose.timeline import (
     VideoClip,
     frames,
 )
+from vidstream.media import fonts
 
 Visual = VideoClip | ImageClip | ColorClip | TextClip
 
@@ -153,7 +154,8 @@ class TextLayout:
 def text_layout(clip: TextClip, frame: Frame) -> TextLayout:
     """Lines wrapped at full size (a preview wraps the same), then scaled."""
     full_width = clip.width or round(frame.width / frame.scale * 0.9)
-    lines = wrap_lines(clip.text, metrics(font_file(clip.font, clip.bold)), clip.size, full_width)
+    measure = metrics(fonts.font_file(clip.font, clip.bold))
+    lines = wrap_lines(clip.text, measure, clip.size, full_width)
     size = max(frame.px(clip.size), 4)
     pad = frame.px(clip.outline + (round(clip.size * 0.25) if clip.box else 0))
     line_height = max(round(size * clip.line_spacing), 1)
@@ -170,7 +172,7 @@ def text_frames(
     """A transparent canvas with the lines drawn once (each from its own file, named in
     `files`: `drawtext` reads text from a file, so nothing in it needs escaping), then held."""
     box, pad = layout.box, layout.pad
-    font = font_file(clip.font, clip.bold)
+    font = fonts.in_workdir(clip.font, clip.bold)  # `fonts.link` puts it there
     x = {"left": str(pad), "right": f"w-text_w-{pad}"}.get(clip.align, "(w-text_w)/2")
     draws = []
     for i, name in enumerate(files):

@@ -42,7 +42,8 @@ _SCHEMA: dict[str, Any] = Timeline.model_json_schema()
 
 def limits(services: Services) -> Limits:
     s = services.settings
-    return Limits(s.max_tracks, s.max_clips, s.max_duration_s, s.max_pixels)
+    return Limits(s.max_tracks, s.max_clips, s.max_duration_s, s.max_pixels,
+                  s.compose_max_memory_bytes)  # fmt: skip
 
 
 async def timeline_of(services: Services, tenant: str, body: dict[str, Any]) -> Timeline:

@@ -1,24 +1,44 @@
 """`Idempotency-Key` on `POST /v1/jobs`: the same key within 24 h returns the same job.
 
 The key is reserved before any work (SET NX), so two concurrent requests with one key create
-one job; it is then bound to the job created, or freed if the request failed, so a client can
-correct its request and send it again with the same key.
+one job, and the reservation is kept alive while the request runs, however long its upload
+streams (a resend meanwhile gets `409`). The step that creates the job binds the key to it
+(`Binding`, written by the creating script itself), so no crash between the two can let a resend
+make a second job. A request that created nothing frees the key, so a client can correct its
+request and send it again with the same key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
 from vidstream.http.errors import ApiError
+from vidstream.jobstore import Binding
 from vidstream.keys import Keys
+from vidstream.tasks import kept_alive
 
 TTL_S = 24 * 3600
+# A reservation lapses this long after its gateway stopped renewing it (it died mid-request).
 PENDING_S = 60
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 _PENDING = "pending"
+
+# KEYS: the key's entry. ARGV: our pending value, TTL. Renew our reservation only.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS: the key's entry. ARGV: our pending value. Free it only if still our reservation: once a
+# job is bound to it (even by a step whose answer was lost), it stays.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class IdempotencyKey:
@@ -35,13 +55,16 @@ class IdempotencyKey:
             keys.idempotency(tenant, digest),
             fingerprint,
         )
-        self._reserved = False
+        self.binding = Binding(self.key, fingerprint, TTL_S)
+        self._pending = f"{_PENDING} {fingerprint}"
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
 
     async def reserve(self) -> str | None:
         """Reserve the key; return the id of the job an earlier request made with it, if any."""
-        # A short reservation: if this gateway dies before binding, the key frees itself soon.
-        if await self.redis.set(self.key, f"{_PENDING} {self.fingerprint}", nx=True, ex=PENDING_S):
-            self._reserved = True
+        # A short reservation, kept alive while the request runs (`held`): if this gateway dies
+        # before the job is made, the key frees itself soon.
+        if await self.redis.set(self.key, self._pending, nx=True, ex=PENDING_S):
             return None
         held = str(await self.redis.get(self.key) or "")
         job_id, _, fingerprint = held.partition(" ")
@@ -52,17 +75,17 @@ class IdempotencyKey:
             raise ApiError(409, "conflict", "A request with this Idempotency-Key is in progress.")
         return job_id
 
-    async def bind(self, job_id: str, job_key: str) -> None:
-        """Bind the key to the job (whose hash is at `job_key`), which names it in turn, so
-        the entry is removed with the job."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.key, f"{job_id} {self.fingerprint}", ex=TTL_S)
-            pipe.hset(job_key, "idempotency", self.key)
-            await pipe.execute()
-        self._reserved = False
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Keep the reservation from lapsing while the block runs (an upload may stream for an
+        hour); free it if the block fails before a job was bound to the key."""
 
-    async def release(self) -> None:
-        """Free the key after a request that created nothing."""
-        if self._reserved:
-            await self.redis.delete(self.key)
-            self._reserved = False
+        async def renew() -> None:
+            await self._renew(keys=[self.key], args=[self._pending, PENDING_S])
+
+        try:
+            async with kept_alive(renew, PENDING_S / 3, "idempotency-reservation"):
+                yield
+        except BaseException:
+            await self._release(keys=[self.key], args=[self._pending])
+            raise

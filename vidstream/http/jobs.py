@@ -7,6 +7,8 @@ exist (404, never 403).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -37,10 +39,13 @@ from vidstream.jobs import (
     parse_kind,
     parse_priority,
 )
+from vidstream.jobstore import Binding
 from vidstream.present import present_job
 from vidstream.protocol import Cancel, Intake
 from vidstream.services import Services
 from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
+from vidstream.tasks import kept_alive
+from vidstream.tickets import Ticket, Tickets
 from vidstream.webhooks.targets import check_webhook_url
 
 routes = web.RouteTableDef()
@@ -50,6 +55,9 @@ _JOB_FIELDS = ("kind", "priority", "webhook_url", *_OPTION_FIELDS)
 _COMPOSE_JOB_FIELDS = {"kind", "priority", "webhook_url", "language", "formats", *COMPOSE_FIELDS}
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 QUEUE_CHECK_S = 1.0  # how stale the queue depth behind `overloaded` may be
+# An upload streamed with its job (multipart) is abandoned this long after its stream stopped
+# without a job taking it; kept alive meanwhile.
+UPLOAD_TICKET_S = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +106,14 @@ async def create_job(request: web.Request) -> web.Response:
             job = await services.jobs.get(existing)
             if job is not None and job.tenant == tenant:
                 return web.json_response(await job_body(request, job), status=200)
-    try:
+    # The reservation is kept alive for as long as the upload streams, and bound to the job by
+    # the step that creates it.
+    async with idem.held() if idem is not None else contextlib.nullcontext():
         spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
-        job = await _create(services, spec.job(tenant).with_changes(request_id=request_id(request)),
-                            spec.found)  # fmt: skip
-        services.metrics.jobs_created.labels(job.kind.value).inc()
-        request[JOB_ID] = job.id  # the request's log line names the job it made
-    except BaseException:
-        if idem is not None:
-            await asyncio.shield(idem.release())
-        raise
-    if idem is not None:
-        await idem.bind(job.id, services.keys.job(job.id))
+        job = spec.job(tenant).with_changes(request_id=request_id(request))
+        job = await _create(services, job, spec.found, idem.binding if idem else None)
+    services.metrics.jobs_created.labels(job.kind.value).inc()
+    request[JOB_ID] = job.id  # the request's log line names the job it made
     body = await job_body(request, job)
     return web.json_response(body, status=202, headers={"Location": body["links"]["self"]})
 
@@ -126,14 +130,15 @@ def _paused() -> ApiError:
     )  # fmt: skip
 
 
-async def _create(services: Services, job: Job, found: Intake | None) -> Job:
-    """Store the job. One from an upload (`found`: what the storage check saw) takes the
-    upload's ticket in the same step, after the pause flag: one round trip for the whole job."""
+async def _create(services: Services, job: Job, found: Intake | None, bind: Binding | None) -> Job:
+    """Store the job (binding the request's Idempotency-Key to it). One from an upload
+    (`found`: what the storage check saw) takes the upload's ticket in the same step, after the
+    pause flag: one round trip for the whole job."""
     if found is None:
-        await services.jobs.create(job)
+        await services.jobs.create(job, bind)
         return job
     key, paused = job.source_key, services.keys.paused("gateway")
-    outcome, filename = await services.jobs.create_from_upload(job, key, found, paused)
+    outcome, filename = await services.jobs.create_from_upload(job, key, found, paused, bind)
     match outcome:
         case Intake.OK:
             return job.with_changes(source_name=filename)
@@ -204,8 +209,14 @@ async def _json_job(request: web.Request, tenant: str) -> JobRequest:
 
 
 async def _receive_upload(request: web.Request) -> JobRequest:
-    """Stream the `file` part to storage as it arrives; collect the job's fields around it."""
+    """Stream the `file` part to storage as it arrives; collect the job's fields around it.
+
+    The upload gets a ticket before its first byte, as one from `POST /v1/uploads` does: it is
+    owned from the start, taken by the job in the step that creates it, and deleted by
+    retention if no job ever does (the job could not be created: Redis went away, the gateway
+    died). The ticket is kept alive while the bytes stream in, and lapses soon after."""
     services = request.app[SERVICES]
+    tickets = Tickets(services.redis, services.keys)
     form = Form()
     key: str | None = None
     filename = ""
@@ -215,10 +226,14 @@ async def _receive_upload(request: web.Request) -> JobRequest:
                 if key is not None:
                     raise ApiError(400, "invalid_request", "send one 'file' part per job")
                 key, filename = new_upload_key(), safe_filename(part.filename or "upload")
-                await services.store.put_stream(
-                    key, _chunks(part), "application/octet-stream",
-                    services.settings.max_upload_bytes,
-                )  # fmt: skip
+                ticket = Ticket(key, tenant_of(request), filename, 0, "application/octet-stream")
+                await tickets.issue(ticket, UPLOAD_TICKET_S, margin_s=0)
+                extend = functools.partial(tickets.extend, key, UPLOAD_TICKET_S)
+                async with kept_alive(extend, UPLOAD_TICKET_S / 3, "upload-ticket"):
+                    await services.store.put_stream(
+                        key, _chunks(part), "application/octet-stream",
+                        services.settings.max_upload_bytes,
+                    )  # fmt: skip
             elif part.name in _JOB_FIELDS:
                 form.add(part.name, await text_field(part, form))
             else:
@@ -239,7 +254,8 @@ async def _receive_upload(request: web.Request) -> JobRequest:
         webhook_url = _webhook(fields.pop("webhook_url", ""), services)
         priority = parse_priority(fields.pop("priority", Priority.NORMAL))
         options = Options.parse(fields)
-        return JobRequest(new_job_id(), key, filename, options, kind, webhook_url, priority)
+        return JobRequest(new_job_id(), key, filename, options, kind, webhook_url, priority,
+                          found=Intake.OK)  # fmt: skip
     except BaseException:
         if key is not None:  # the request failed after the upload: keep nothing behind
             await asyncio.shield(services.store.delete(key))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from aiohttp import web
 
@@ -23,7 +22,6 @@ from vidstream.http.errors import ApiError
 from vidstream.http.state import HUB, SERVICES
 from vidstream.jobs import Job, is_job_id
 from vidstream.notifier import resume
-from vidstream.present import present_job
 
 KEEPALIVE_S = 15.0
 BACKLOG = 2000  # events waiting for a slow client before its stream is ended (it resumes)
@@ -40,14 +38,21 @@ class SseSink:
     def end(self) -> None:
         self.ended.set()
 
-    def send(self, text: str, event_id: str | None = None) -> None:
+    def send(self, text: str, event_id: str | None = None, name: str | None = None) -> None:
         if self.overflowed:
             return
-        frame = (f"id: {event_id}\n" if event_id else "") + f"data: {text}\n\n"
+        frame = _frame(text, event_id, name)
         try:
             self.frames.put_nowait(frame)
         except asyncio.QueueFull:
             self.overflowed = True
+
+
+def _frame(text: str, event_id: str | None = None, name: str | None = None) -> str:
+    # A reset carries the snapshot's last event id: EventSource resumes from there, not from
+    # an event the reset took back.
+    head = (f"event: {name}\n" if name else "") + (f"id: {event_id}\n" if event_id else "")
+    return f"{head}data: {text}\n\n"
 
 
 STREAMS: web.AppKey[set[SseSink]] = web.AppKey("sse_streams")  # the open event streams
@@ -113,10 +118,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     })  # fmt: skip
     await response.prepare(request)
     if after is None or begin.reset:
-        body = await present_job(job, services.store, services.settings.download_url_ttl_s)
         kind = "reset" if begin.reset else "snapshot"
-        snapshot = json.dumps({"type": kind, "job": body, "last_event_id": begin.last_id})
-        await response.write(f"event: {kind}\ndata: {snapshot}\n\n".encode())
+        snapshot = await resume.message(services, kind, job, begin.last_id)
+        event_id = begin.last_id if begin.reset else None
+        await response.write(_frame(snapshot, event_id, kind).encode())
     if seen_all:
         return response  # ended, and the snapshot was everything
     sink = SseSink()

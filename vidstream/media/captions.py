@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vidstream.errors import PermanentError
-from vidstream.media.subtitles import Cue, Layout, _ass_escape, ass_document, cue_groups
+from vidstream.media import ass
+from vidstream.media import text as plain
+from vidstream.media.subtitles import FONT, Cue, Layout, cue_groups
 from vidstream.media.transcript import Transcript, Word
 
 Timed = tuple[Cue, tuple[Word, ...]]
@@ -72,7 +74,7 @@ def _cues(lines: list[str]) -> list[Cue]:
     pending: list[str] = []  # the lines since the last timing line, blank ones included
 
     def close() -> None:
-        texts = [html.unescape(_TAG.sub("", line)).strip() for line in pending]
+        texts = [t.strip() for line in pending for t in _shown(line)]
         if timing and timing[1] > timing[0] and any(texts):
             cues.append(Cue(*timing, tuple(t for t in texts if t)))
 
@@ -97,6 +99,12 @@ def _cues(lines: list[str]) -> list[Cue]:
     return sorted(cues, key=lambda c: c.start)
 
 
+def _shown(line: str) -> list[str]:
+    """A cue's line as shown: tags dropped, entities decoded, then split at each line break it
+    decoded to (`&#10;`) and without control characters (`&#1;`)."""
+    return plain.lines(html.unescape(_TAG.sub("", line)))
+
+
 def parse_captions(data: bytes) -> list[Cue] | Transcript:
     """Cues from an SRT or WebVTT file, or a transcript from its JSON, told apart by content."""
     try:
@@ -111,12 +119,24 @@ def parse_captions(data: bytes) -> list[Cue] | Transcript:
             doc = json.loads(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("segments"), list):
                 raise _invalid("The JSON file is not a transcript: it has no list of segments.")
-            return Transcript.from_json(body)
+            return _timed_well(Transcript.from_json(body))
         except KeyError as exc:
             raise _invalid(f"The transcript JSON has a segment or word without {exc}.") from None
         except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise _invalid(f"The transcript JSON is malformed: {exc}.") from None
     return parse_vtt(body) if body.startswith("WEBVTT") else parse_srt(body)
+
+
+def _timed_well(transcript: Transcript) -> Transcript:
+    """The transcript, when every time in it is a number of seconds (JSON reads NaN too)."""
+    for segment in transcript.segments:
+        times = [segment.start, segment.end, *(t for w in segment.words for t in (w.start, w.end))]
+        if not all(math.isfinite(t) and 0 <= t <= ass.MAX_TIME_S for t in times):
+            raise _invalid(
+                f"The transcript JSON has a time that is not between 0 and {ass.MAX_TIME_S:g} "
+                "seconds."
+            )
+    return transcript
 
 
 def word_cues(transcript: Transcript, layout: Layout = _LAYOUT) -> list[Timed]:
@@ -132,14 +152,9 @@ def _clip(word: Word, lo: float, hi: float) -> Word:
     return Word(word.text, start, min(max(word.end, start), hi), word.probability)
 
 
-def _tokens(line: str) -> list[str]:
-    # Split on plain spaces only: a no-break space (&nbsp;) keeps its words together.
-    return [t for t in line.split(" ") if t]
-
-
 def spread_words(cue: Cue) -> tuple[Word, ...]:
     """The cue's words spread over its span in proportion to their length (no timings known)."""
-    tokens = [t for line in cue.lines for t in _tokens(line)]
+    tokens = [t for line in cue.lines for t in ass.words(line)]
     total, done, words = sum(len(t) for t in tokens), 0, []
     for token in tokens:
         start = cue.start + (cue.end - cue.start) * done / total
@@ -194,7 +209,7 @@ class Style:
     overlap); 4 (libass) puts one box in `back_colour` behind the cue, padded by the shadow.
     """
 
-    font: str = "DejaVu Sans"
+    font: str = FONT
     size: float = 0.055  # of the picture height
     colour: str = "&H00FFFFFF"
     highlight: str = "&H0000FFFF"  # words already spoken, with karaoke
@@ -240,34 +255,30 @@ def to_ass_styled(
             code="invalid_request",
         )
     size = max(round(height * look.size), 12)
-    outline = max(round(size * look.outline), 1) if look.outline else 0
-    margin_v = max(round(height * look.margin_v), 8)
-    margin_h = max(round(width * 0.05), 8)
-    style_fields = (
-        f"{font or look.font},{size},{look.highlight if karaoke else look.colour},{look.colour},"
-        f"{look.outline_colour},{look.back_colour},{-1 if look.bold else 0},0,0,0,100,100,0,0,"
-        f"{look.border_style},{outline},{round(size * look.shadow)},{look.alignment},"
-        f"{margin_h},{margin_h},{margin_v},1"
-    )
+    built = ass.Style(
+        width, height, font or look.font, size,
+        primary=look.highlight if karaoke else look.colour, secondary=look.colour,
+        outline_colour=look.outline_colour, back_colour=look.back_colour,
+        outline=max(round(size * look.outline), 1) if look.outline else 0,
+        shadow=round(size * look.shadow), border_style=look.border_style, bold=look.bold,
+        alignment=look.alignment, margin_h=max(round(width * 0.05), 8),
+        margin_v=max(round(height * look.margin_v), 8),
+    )  # fmt: skip
     events = [
-        (c.start, c.end, _karaoke(c, words) if karaoke else "\\N".join(map(_ass_escape, c.lines)))
+        ass.Event(c.start, c.end, c.lines, _fills(c, words) if karaoke else ())
         for c, words in items
     ]
-    return ass_document(width, height, style_fields, events)
+    return ass.document(built, events)
 
 
-def _karaoke(cue: Cue, words: tuple[Word, ...]) -> str:
-    lines = [_tokens(line) for line in cue.lines]
-    if len(words) != sum(len(tokens) for tokens in lines):
+def _fills(cue: Cue, words: tuple[Word, ...]) -> tuple[int, ...]:
+    """Each word's karaoke fill in centiseconds: from its start to the next word's, so pauses
+    are spent on the word before."""
+    if len(words) != sum(len(ass.words(line)) for line in cue.lines):
         words = spread_words(cue)  # the words do not match the text shown: time it evenly
-    # Each word fills from its start to the next word's, so pauses are spent on the word before.
-    # Marks in whole centiseconds as ass_time rounds them, so the fills add up to the cue exactly.
+    # Marks in whole centiseconds as ass.time rounds them, so the fills add up to the cue exactly.
     end = round(cue.end * 100)
     marks = [round(cue.start * 100)]
     for word in words[1:]:
         marks.append(min(max(round(word.start * 100), marks[-1]), end))
-    fills = iter(b - a for a, b in itertools.pairwise([*marks, end]))
-    return "\\N".join(
-        " ".join(f"{{\\kf{next(fills)}}}{_ass_escape(token)}" for token in tokens)
-        for tokens in lines
-    )
+    return tuple(b - a for a, b in itertools.pairwise([*marks, end]))

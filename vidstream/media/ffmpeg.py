@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidstream.errors import ConfigError, InvalidMedia, JobError, PermanentError, TransientError
+from vidstream.media import fonts
 from vidstream.media.info import ALL_DEMUXERS, MediaInfo, decoder_max_pixels, refusal
 
 # Codecs an MP4 carries and common players (browsers included) play, so they can be copied.
@@ -123,8 +124,9 @@ def _video_filter(media: MediaInfo, subtitles: str | None) -> str:
     filters = []
     if subtitles:
         # FFmpeg applies the rotation before the filter graph, so the subtitles are laid out on
-        # the picture as displayed.
-        filters.append(f"ass={subtitles}")
+        # the picture as displayed. libass draws with the declared font files, which the render
+        # links into `fonts.DIR` (`fonts.link`), not with whatever fontconfig prefers.
+        filters.append(f"ass={subtitles}:fontsdir={fonts.DIR}")
     width, height = media.display_size
     if width % 2 or height % 2:  # 4:2:0 H.264 needs even dimensions
         filters.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
@@ -144,7 +146,8 @@ def burn_subtitles(
     """Re-encode the video with the ASS subtitles drawn in; reports on stdout (`-progress`).
 
     `ass_file` should be a bare file name in the working directory: filter arguments have their
-    own escaping rules, which a plain name never needs.
+    own escaping rules, which a plain name never needs. Its fonts are read from `fonts.DIR`
+    there (`fonts.link`).
     """
     # fmt: off
     return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vidstream.media import ass
 from vidstream.media.transcript import Segment, Transcript, Word
 
 
@@ -168,11 +169,7 @@ def vtt_time(seconds: float) -> str:
 
 
 def ass_time(seconds: float) -> str:
-    cs = max(round(seconds * 100), 0)
-    h, cs = divmod(cs, 360_000)
-    m, cs = divmod(cs, 6000)
-    s, cs = divmod(cs, 100)
-    return f"{h:d}:{m:02d}:{s:02d}.{cs:02d}"
+    return ass.time(seconds)
 
 
 def to_srt(cues: Sequence[Cue]) -> str:
@@ -196,45 +193,15 @@ def to_vtt(cues: Sequence[Cue]) -> str:
     return "WEBVTT\n\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
-def _ass_escape(text: str) -> str:
-    # Braces open override blocks and backslashes start escapes in ASS; show look-alikes instead.
-    return text.replace("\\", "\uff3c").replace("{", "\uff5b").replace("}", "\uff5d")
+FONT = "DejaVu Sans"  # burned captions' (`fonts.link` it where they are rendered)
 
 
-def to_ass(cues: Sequence[Cue], width: int, height: int, font: str = "DejaVu Sans") -> str:
+def to_ass(cues: Sequence[Cue], width: int, height: int, font: str = FONT) -> str:
     """ASS sized for a `width` x `height` picture: white text, black outline, bottom centre."""
     size = max(round(height * 0.055), 12)
-    outline = max(round(size / 14), 1)
-    margin_v = max(round(height * 0.05), 8)
-    margin_h = max(round(width * 0.05), 8)
-    style = (
-        f"{font},{size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,0,0,0,0,"
-        f"100,100,0,0,1,{outline},0,2,{margin_h},{margin_h},{margin_v},1"
-    )
-    events = [(c.start, c.end, "\\N".join(_ass_escape(line) for line in c.lines)) for c in cues]
-    return ass_document(width, height, style, events)
-
-
-def ass_document(
-    width: int, height: int, style: str, events: Iterable[tuple[float, float, str]]
-) -> str:
-    """An ASS file for a `width` x `height` picture with one style, named Default.
-
-    `style` holds the style's fields after its name (Fontname to Encoding); each event is a start,
-    an end and its text, already escaped.
-    """
-    header = (
-        "[Script Info]\nScriptType: v4.00+\nWrapStyle: 0\nScaledBorderAndShadow: yes\n"
-        f"PlayResX: {width}\nPlayResY: {height}\n\n"
-        "[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, "
-        "OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, "
-        "Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
-        f"Style: Default,{style}\n\n"
-        "[Events]\n"
-        "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
-    )
-    lines = [
-        f"Dialogue: 0,{ass_time(start)},{ass_time(end)},Default,,0,0,0,,{text}"
-        for start, end, text in events
-    ]
-    return header + "\n".join(lines) + "\n"
+    style = ass.Style(
+        width, height, font, size, "&H00FFFFFF", "&H00FFFFFF", "&H00000000", "&H80000000",
+        outline=max(round(size / 14), 1), shadow=0, border_style=1, bold=False, alignment=2,
+        margin_h=max(round(width * 0.05), 8), margin_v=max(round(height * 0.05), 8),
+    )  # fmt: skip
+    return ass.document(style, [ass.Event(c.start, c.end, c.lines) for c in cues])

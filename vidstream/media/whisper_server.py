@@ -18,12 +18,8 @@ pointed at stderr before any library loads.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,8 +29,8 @@ from typing import IO, Any
 
 from vidstream.media.ffmpeg import audio_pcm
 from vidstream.media.info import spoken
+from vidstream.pdeathsig import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024
 SLACK_S = 1.0  # decoded past a range's end, to learn whether the sound goes on
@@ -48,16 +44,6 @@ def _protocol_stream() -> IO[str]:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return proto
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this server when the worker that started it dies, even by SIGKILL:
-    the server runs in a session of its own, so nothing else would stop it."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
 
 
 def _send(out: IO[str], **message: Any) -> None:
@@ -91,7 +77,10 @@ def decode_range(
     filled, pending, overflow = 0, b"", False
     argv = audio_pcm(ffmpeg, path, demuxer, start=start, end=end + SLACK_S)
     with tempfile.TemporaryFile() as err:  # a file, so a chatty FFmpeg can never block on it
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+        # It dies with this server, as the server dies with its worker (`pdeathsig`).
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=err, preexec_fn=die_with_parent()
+        )
         assert proc.stdout is not None
         try:
             while chunk := proc.stdout.read(_CHUNK_BYTES):
@@ -204,8 +193,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--vad", action="store_true")
-    args = parser.parse_args()
-    _die_with_parent()
+    args = parser.parse_args()  # (it dies with its worker: `process.spawn` saw to that)
     out = _protocol_stream()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
 

@@ -9,6 +9,12 @@ A new subscriber first catches up from the job's own history (after the id it as
 events that arrive meanwhile are held and sent after, so it sees every event once and in order.
 A periodic sweep compares each watched job's last event with what its subscribers were sent (one
 pipelined read for all jobs) and catches up any gap, for a feed entry missed in a Redis outage.
+
+When Redis loses writes (`notifier.feed`), what a subscriber was sent may be missing from the
+job's history, and what comes next may show the job going back: a subscriber whose last event is
+no longer in the history gets `reset` (a fresh snapshot, as on a resume that cannot be whole)
+and the events after it. The reader checks for that after every read of the feed, and the sweep
+for each job whose last event differs from what its subscribers were sent.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from redis.exceptions import RedisError
 from vidstream import bus, logs
 from vidstream.backoff import Backoff, pause
 from vidstream.jobs import Kind, isoformat
+from vidstream.notifier import feed, resume
 from vidstream.services import BLOCK_MS, Services
 from vidstream.tasks import cancel_and_wait
 
@@ -39,8 +46,10 @@ Id = tuple[int, int]
 
 
 class Sink(Protocol):
-    def send(self, text: str, event_id: str | None = None) -> None:
-        """Pass a message on to the client without waiting (a slow client is dropped)."""
+    def send(self, text: str, event_id: str | None = None, name: str | None = None) -> None:
+        """Pass a message on to the client without waiting (a slow client is dropped): an
+        event (with its id), or another message (`name`: its type, for SSE; a reset's id is
+        the snapshot's last event id)."""
 
 
 def event_text(job_id: str, event_id: str, fields: dict[str, str]) -> str:
@@ -71,6 +80,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.waker = bus.Waker(services.redis)
+        self.look = feed.Looker(services.redis, services.keys.events)
         self.log = logs.get(role="notifier")
 
     async def start(self) -> None:
@@ -118,15 +128,44 @@ class Hub:
         for job_id in [j for j, subs in self._subs.items() if sink in subs]:
             self.unsubscribe(sink, job_id)
 
-    async def _resync(self, sub: Subscription) -> None:
-        """Catch `sub` up from the history, holding live events meanwhile, then send those."""
+    async def _resync(self, sub: Subscription, *, verify: bool = False) -> None:
+        """Catch `sub` up from the history, holding live events meanwhile, then send those;
+        with `verify`, first reset it if the last event it was sent is no longer there."""
         sub.catching_up = True
         try:
+            if verify and not await self._kept(sub):
+                await self._reset(sub)
             await self._catch_up(sub)
         finally:
             held, sub.held, sub.catching_up = sub.held, [], False
             for event_id, raw_id, text, terminal in held:
                 self._send(sub, event_id, raw_id, text, terminal)
+
+    async def _kept(self, sub: Subscription) -> bool:
+        """Whether the last event `sub` was sent is still in the job's history."""
+        if sub.after == (0, 0):
+            return True
+        key, after = self.services.keys.job_events(sub.job_id), "{}-{}".format(*sub.after)
+        return bool(await self.services.redis.xrange(key, after, after, count=1))
+
+    async def _reset(self, sub: Subscription) -> None:
+        """Send `sub` a fresh snapshot as `reset`, and go on from its last event id."""
+        job, last_id = await self.services.jobs.snapshot(sub.job_id)
+        if self._subs.get(sub.job_id, {}).get(sub.sink) is not sub:
+            return  # unsubscribed meanwhile
+        if job is None:  # lost with the rest: nothing more will come
+            sub.sink.send(json.dumps({"type": "error", "code": "not_found",
+                                      "message": "The job no longer exists.",
+                                      "job_id": sub.job_id}))  # fmt: skip
+            self.unsubscribe(sub.sink, sub.job_id)
+            return
+        shown = resume.newest(job, last_id)  # the job's, once its history is gone
+        sub.sink.send(await resume.message(self.services, "reset", job, shown), shown, "reset")
+        # Live events held until now may be ones Redis lost; the catch-up that follows sends
+        # the history after the snapshot instead.
+        sub.after, sub.held = bus.stream_id(last_id), []
+        if job.status.terminal:  # the snapshot shows its end: nothing follows
+            self.unsubscribe(sub.sink, sub.job_id)
 
     async def _catch_up(self, sub: Subscription) -> None:
         """Send `sub` the job's history after its cursor, a page at a time."""
@@ -172,20 +211,32 @@ class Hub:
                 self._send(sub, event_id, raw_id, text, terminal)
 
     async def _read(self, cursor: str) -> None:
-        feed = self.services.keys.events
+        events = self.services.keys.events
         backoff = Backoff()
+        added = 0  # entries ever added to the feed, as last seen
         while not self._stop.is_set():
             try:
                 blocking = await self.waker.connection()
                 found = await bus.read(
-                    blocking, {feed: cursor}, count=FEED_BATCH, block_ms=BLOCK_MS
+                    blocking, {events: cursor}, count=FEED_BATCH, block_ms=BLOCK_MS
                 )
+                # After the read: what it returned may come from a feed that went back since
+                # the last look.
+                state = await self.look(cursor)
                 backoff.reset()
             except RedisError as exc:
                 self.waker.lost()
                 self.log.warning("redis_unavailable", error=str(exc))
                 await backoff.sleep(self._stop)
                 continue
+            if feed.went_back(state, bus.stream_id(cursor), added):
+                # Go on from where the feed is now; what came before is in the histories.
+                self.log.warning("events_feed_went_back", cursor=cursor, now=state.last_id,
+                                 added=state.added, was_added=added)  # fmt: skip
+                cursor, added = state.last_id, state.added
+                await self._recover()
+                continue
+            added = state.added
             for _, entries in found:
                 for entry_id, fields in entries:
                     cursor = entry_id
@@ -195,6 +246,13 @@ class Hub:
                             self.fan_out(job_id, event_id, fields)
                         except (KeyError, ValueError):  # an entry of another shape: skip it
                             self.log.warning("feed_entry_skipped", entry_id=entry_id)
+
+    async def _recover(self) -> None:
+        """Resync every subscription after the feed went back (the sweep retries on failure)."""
+        try:
+            await self._close_gaps(list(self._subs))
+        except RedisError as exc:
+            self.log.warning("redis_unavailable", error=str(exc))
 
     async def _sweep(self) -> None:
         while not await pause(SWEEP_INTERVAL_S, self._stop):  # a periodic safety net
@@ -218,9 +276,9 @@ class Hub:
                 pipe.xrevrange(keys.job_events(job_id), count=1)
             lasts: list[Any] = await pipe.execute()
         for job_id, last in zip(job_ids, lasts, strict=True):
-            if not last:
-                continue
-            newest = bus.stream_id(str(last[0][0]))
+            newest = bus.stream_id(str(last[0][0])) if last else (0, 0)
             for sub in list(self._subs.get(job_id, {}).values()):
-                if not sub.catching_up and sub.after < newest:
-                    await self._resync(sub)
+                # Behind: a gap to fill. Ahead, or past a history that is gone: the history
+                # went back (`_resync` resets it).
+                if not sub.catching_up and sub.after != newest:
+                    await self._resync(sub, verify=True)

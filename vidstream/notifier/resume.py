@@ -2,21 +2,24 @@
 after the id it gave, or a reset when that history is no longer whole.
 
 A resume is partial, and answered with `reset` (a fresh snapshot, then live events), when the
-client's last id is older than what is kept (the history was trimmed to its newest entries, or
-expired `EVENT_RETENTION_S` after the job ended), or belongs to an earlier run of a job that was
-replayed since. Never a partial replay: a client either gets every event after its id, or is
-told to start over.
+client's last id is no longer an event of the job's history: trimmed away (the history keeps its
+newest entries), expired `EVENT_RETENTION_S` after the job ended, lost with writes a Redis
+failure took (a restart without persistence, a replica promoted), or newer than anything kept;
+or when it belongs to an earlier run of a job that was replayed since. Never a partial replay: a
+client either gets every event after its id, or is told to start over. The hub applies the same
+rule to a client it is already serving (`Hub`, when the events feed goes back).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
 
 from redis.exceptions import ResponseError
 
 from vidstream import bus
 from vidstream.jobs import Job
+from vidstream.present import present_job
 from vidstream.services import Services
 
 
@@ -38,29 +41,47 @@ class Start:
     after: str  # send the history after this id, then live events
 
 
+def newest(job: Job, last_id: str) -> str:
+    """The job's newest event id: its history's (`last_id`, read with the job), or once that
+    history is gone, the one the job recorded."""
+    return last_id if last_id != "0-0" else (job.last_event or "0-0")
+
+
+async def message(services: Services, kind: str, job: Job, last_id: str) -> str:
+    """A `snapshot` or `reset` message: the job as clients see it, and its newest event id."""
+    body = await present_job(job, services.store, services.settings.download_url_ttl_s)
+    return json.dumps({"type": kind, "job": body, "last_event_id": last_id})
+
+
 async def start(services: Services, job: Job, last_id: str, after: str | None) -> Start:
     """Decide how a subscription to `job` (read with `last_id`) that asks for `after` begins."""
+    last_id = newest(job, last_id)
     if after is None or after == last_id:
         return Start(job, last_id, False, last_id)
-    if await _partial(services, job, after):
-        return Start(job, last_id or job.last_event, True, last_id or job.last_event)
+    if await partial(services, job, after):
+        return Start(job, last_id, True, last_id)
     return Start(job, last_id, False, after)
 
 
-async def _partial(services: Services, job: Job, after: str) -> bool:
+async def partial(services: Services, job: Job, after: str) -> bool:
+    """Whether the job's history after `after` is not whole (see the module docstring)."""
     wanted = bus.stream_id(after)
     if job.run_from and (0, 0) < wanted < bus.stream_id(job.run_from):
         return True  # an id of an earlier run ("0-0", the whole history, is of none)
-    try:
-        info: dict[str, Any] = await services.redis.xinfo_stream(services.keys.job_events(job.id))
-    except ResponseError:  # no history at all: it expired with the job's end
-        return bool(job.last_event) and wanted < bus.stream_id(job.last_event)
-    # Something after the client's id was removed, and what is left would have a hole: an
-    # entry deleted after it, or the history trimmed (always its oldest entries) to start after
-    # it. The second is conservative: a reset is never wrong, a partial replay always is.
-    deleted = bus.stream_id(str(info.get("max-deleted-entry-id") or "0-0"))
-    first = info.get("first-entry")
-    trimmed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
-    return wanted < deleted or (
-        trimmed and first is not None and wanted < bus.stream_id(str(first[0]))
-    )
+    key = services.keys.job_events(job.id)
+    async with services.redis.pipeline(transaction=False) as pipe:
+        pipe.xinfo_stream(key)
+        pipe.xrange(key, after, after, count=1)
+        info, found = await pipe.execute(raise_on_error=False)
+    if isinstance(info, ResponseError):  # no history at all: it expired, or was lost
+        return bool(job.last_event) or wanted > (0, 0)
+    if isinstance(info, Exception):
+        raise info
+    # An entry deleted after the client's id would leave a hole.
+    if wanted < bus.stream_id(str(info.get("max-deleted-entry-id") or "0-0")):
+        return True
+    if wanted == (0, 0):  # the whole history: whole unless trimmed (always its oldest entries)
+        return int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+    # Everything after an entry that is still there is there too; an id that is not (trimmed
+    # away, lost, or newer than anything kept) cannot be resumed from.
+    return not found

@@ -58,7 +58,7 @@ class Connection:
         self.closing = False
         self.refused = 0  # subscribes refused on this connection
 
-    def send(self, text: str, event_id: str | None = None) -> None:
+    def send(self, text: str, event_id: str | None = None, name: str | None = None) -> None:
         if self.closing:
             return
         transport = self.ws.transport

@@ -13,18 +13,24 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 
 from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.signing import Signer
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_type_for, too_large
+from vidstream.tasks import cancel_and_wait, every
 
 _BATCH = 1024 * 1024  # write to disk in batches this size, off the event loop
-# Partial files of uploads that died with their process. Younger ones may belong to another
-# process sharing the data dir, still writing.
-PARTIAL_MAX_AGE_S = 24 * 3600
+_PUBLISH_TRIES = 5  # renames into a folder that concurrent deletes keep removing
+# Partial files of writes that died with their process (a killed gateway's uploads) go once
+# nothing has touched them for PARTIAL_IDLE_S; every process sweeps every PARTIAL_SWEEP_S. A
+# live upload writes every megabyte it receives, so only one slower than ~300 bytes/s looks
+# idle; a file this process is still writing is never swept (others sharing the data dir are
+# judged by age alone).
+PARTIAL_IDLE_S = 3600.0
+PARTIAL_SWEEP_S = 300.0
 
 
 class LocalStore(ObjectStore):
@@ -37,10 +43,32 @@ class LocalStore(ObjectStore):
         # bound its port (port 0 in tests), before any URL is handed out.
         self.base_url = base_url.rstrip("/")
         self._partial = self.root / ".partial"
+        self._writing: set[Path] = set()  # this process's partial files, still being written
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def start(self) -> None:
+        if self._sweeper is not None:
+            return
         self._partial.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_sweep, self._partial, PARTIAL_MAX_AGE_S)
+        await self.sweep_partials()
+        self._stop.clear()
+        self._sweeper = asyncio.create_task(
+            every(PARTIAL_SWEEP_S, self.sweep_partials, "partials", self._stop),
+            name="local-store-partials",
+        )
+
+    async def close(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            self._stop.set()
+            await cancel_and_wait([sweeper])
+
+    async def sweep_partials(self, now: float | None = None) -> int:
+        """Remove the partial files nobody wrote to for PARTIAL_IDLE_S; return how many."""
+        now = time.time() if now is None else now
+        writing = frozenset(self._writing)
+        return await asyncio.to_thread(_sweep, self._partial, now - PARTIAL_IDLE_S, writing)
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -70,46 +98,18 @@ class LocalStore(ObjectStore):
 
     async def put_file(self, key: str, path: Path, content_type: str) -> ObjectInfo:
         dest = self._path(key)
-        tmp = self._partial_path()
-        try:
+        with self._partial_file(key) as tmp:
             await asyncio.to_thread(_link_or_copy, path, tmp)
             await asyncio.to_thread(_publish, tmp, dest)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _store_error(key, exc) from exc
-            raise
         return ObjectInfo(key, dest.stat().st_size, content_type)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], content_type: str, max_size: int
     ) -> ObjectInfo:
         dest = self._path(key)
-        tmp = self._partial_path()
-        size = 0
-        try:
-            f = await asyncio.to_thread(open, tmp, "wb")
-        except OSError as exc:
-            raise StorageError(f"could not store {key}: {exc}") from exc
-        try:
-            batch = bytearray()
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_size:
-                    raise too_large(max_size)
-                batch += chunk
-                if len(batch) >= _BATCH:
-                    await asyncio.to_thread(f.write, batch)
-                    batch = bytearray()
-            await asyncio.to_thread(f.write, batch)
-            await asyncio.to_thread(f.close)
+        with self._partial_file(key) as tmp:
+            size = await _receive(tmp, chunks, max_size)
             await asyncio.to_thread(_publish, tmp, dest)
-        except BaseException as exc:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _store_error(key, exc) from exc
-            raise
         return ObjectInfo(key, size, content_type)
 
     async def get_file(self, key: str, dest: Path, max_size: int | None = None) -> ObjectInfo:
@@ -133,7 +133,7 @@ class LocalStore(ObjectStore):
         return await asyncio.to_thread(self._path(key).read_bytes)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        await asyncio.to_thread(_remove, self._path(key), (self.root, self._partial))
 
     async def presign_put(self, key: str, content_type: str, max_size: int, expires_s: int) -> str:
         check_key(key)
@@ -145,14 +145,72 @@ class LocalStore(ObjectStore):
         expires = int(time.time()) + expires_s
         return self.signer.object_url(self.base_url, "GET", key, expires, filename=filename)
 
-    def _partial_path(self) -> Path:
-        return self._partial / f"{os.getpid()}-{secrets.token_hex(8)}"
+    @contextlib.contextmanager
+    def _partial_file(self, key: str) -> Iterator[Path]:
+        """A fresh partial file to write `key` in, kept from the sweep while in use; when the
+        write fails it goes, and an OSError becomes the store's error."""
+        tmp = self._partial / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self._writing.add(tmp)
+        try:
+            yield tmp
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _store_error(key, exc) from exc
+            raise
+        finally:
+            self._writing.discard(tmp)
+
+
+async def _receive(tmp: Path, chunks: AsyncIterable[bytes], max_size: int) -> int:
+    """Write `chunks` to `tmp` in batches, off the loop; return the size."""
+    size = 0
+    f = await asyncio.to_thread(open, tmp, "wb")
+    try:
+        batch = bytearray()
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_size:
+                raise too_large(max_size)
+            batch += chunk
+            if len(batch) >= _BATCH:
+                await asyncio.to_thread(f.write, batch)
+                batch = bytearray()
+        await asyncio.to_thread(f.write, batch)
+    except BaseException:
+        f.close()
+        raise
+    await asyncio.to_thread(f.close)
+    return size
 
 
 def _publish(tmp: Path, dest: Path) -> None:
     # Readers see the whole object or none of it: rename is atomic within one filesystem.
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, dest)
+    # A delete in the same folder may remove it between our mkdir and our rename (`_remove`):
+    # then make it again.
+    for attempt in range(_PUBLISH_TRIES):
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            return
+        except FileNotFoundError:
+            if attempt == _PUBLISH_TRIES - 1 or not tmp.exists():
+                raise
+
+
+def _remove(path: Path, keep: tuple[Path, ...]) -> None:
+    """Delete the object at `path` and the folders it leaves empty (a job's folder would stay
+    forever otherwise), up to the store's root; never a folder in `keep`."""
+    path.unlink(missing_ok=True)
+    # rmdir removes only an empty folder, in one step: a file a writer put there meanwhile
+    # stops it, and a writer that loses its folder after its mkdir makes it again (`_publish`).
+    for folder in path.parents:
+        if folder in keep or not folder.is_relative_to(keep[0]):
+            return
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): so are the folders above it
+            return
 
 
 def _copy_at_most(src: Path, dest: Path, max_size: int) -> None:
@@ -179,12 +237,20 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
-def _sweep(directory: Path, max_age_s: float) -> None:
-    cutoff = time.time() - max_age_s
-    for path in directory.iterdir():
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
+def _sweep(directory: Path, cutoff: float, writing: frozenset[Path]) -> int:
+    """Unlink the files of `directory` unchanged since `cutoff`, except those in `writing`."""
+    removed = 0
+    with contextlib.suppress(OSError):  # the folder itself is gone: nothing to sweep
+        for path in directory.iterdir():
+            if path in writing:
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile: published or swept by another
+                # The inode's change time: a write moves it, and so does the hard link that
+                # `put_file` makes (the linked file's own mtime may be much older).
+                if path.lstat().st_ctime < cutoff:
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def _store_error(key: str, exc: OSError) -> StorageError:

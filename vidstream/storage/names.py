@@ -1,8 +1,12 @@
 """Object keys: where each kind of object lives, and rules that keep user input in its prefix.
 
-uploads/{upload_id}/source             sources, uploaded by clients (their names kept aside)
-jobs/{job_id}/transcript.{json,srt,vtt} transcripts
-rendered/{job_id}-{timestamp}.mp4       rendered videos
+uploads/{upload_id}/source                    sources, uploaded by clients (names kept aside)
+jobs/{job_id}/{run}/transcript.{json,srt,vtt}  transcripts
+rendered/{job_id}-{timestamp}-{run}.mp4        rendered videos (and -poster.jpg, -preview.mp4)
+
+`{run}` names the run that wrote the object: a run that lost its lease (its worker was presumed
+dead, then came back) writes beside the run that took over, never over it, and the step that
+records a stage's outputs names only the objects of the run that still holds the lease.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def check_key(key: str) -> str:
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise _bad_key("a key must not contain empty, '.' or '..' segments")
+    if parts[0].startswith("."):  # the stores' own (`.partial/`: files being written)
+        raise _bad_key("a key must not start with '.'")
     if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in parts):
         raise _bad_key("a key segment may be 255 bytes at most")  # a file name's limit
     return key
@@ -81,14 +87,17 @@ def new_upload_key() -> str:
     return f"{UPLOADS}{secrets.token_hex(12)}/source"
 
 
-def transcript_key(job_id: str, fmt: str) -> str:
-    return f"jobs/{job_id}/transcript.{fmt}"
+def transcript_key(job_id: str, fmt: str, run: str) -> str:
+    """Where run `run` of a job's transcription stores its transcript in format `fmt`."""
+    return f"jobs/{job_id}/{run}/transcript.{fmt}"
 
 
-def rendered_key(job_id: str, now: float | None = None, part: str = "", ext: str = "mp4") -> str:
-    """Where a job's rendered file goes (`part`: "-poster", "-preview" beside the video)."""
+def rendered_key(
+    job_id: str, run: str, now: float | None = None, part: str = "", ext: str = "mp4"
+) -> str:
+    """Where run `run` of a job's render stores its file (`part`: "-poster", "-preview")."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    return f"rendered/{job_id}-{stamp}{part}.{ext}"
+    return f"rendered/{job_id}-{stamp}-{run}{part}.{ext}"
 
 
 def content_disposition(filename: str) -> str:

@@ -462,7 +462,7 @@ function log(event) {
     retrying: `${event.stage} failed (${event.error?.code}); `
       + `retry in ${duration(event.retry_in_s ?? 0)}`,
     failed: `failed: ${event.error?.code}`,
-    reset: "caught up: the events missed are no longer kept, so this is the job as it is now",
+    reset: "caught up: the events missed are gone (kept too long ago, or lost by the server), so this is the job as it is now",
   }[event.event] ?? event.event;
   const li = text("li", "");
   li.dataset.id = event.id;
