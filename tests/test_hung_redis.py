@@ -100,6 +100,28 @@ async def test_the_budget_counts_time_in_redis_only(own_redis: OwnRedis) -> None
         await client.aclose()
 
 
+async def test_tasks_a_request_starts_do_not_spend_its_budget(own_redis: OwnRedis) -> None:
+    """A task the request starts (a keep-alive renewing its upload's reservation) is bounded by
+    the budget left, but spends none of it: the request keeps its time for its own commands."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    client = BudgetedRedis.from_url(own_redis.url)
+    try:
+        with redis_budget(0.5) as budget:
+            own_redis.freeze()  # for 0.3 s
+            asyncio.get_running_loop().call_later(0.3, own_redis.thaw)
+            assert await asyncio.create_task(client.ping())
+            assert budget.left is not None and budget.left > 0.45
+            own_redis.freeze()
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.create_task(client.ping())
+            assert 0.4 < time.monotonic() - started < 1.0  # what was left, 0.5 s
+    finally:
+        own_redis.thaw()
+        await client.aclose()
+
+
 async def test_a_started_answer_is_not_cut_by_the_budget(own_redis: OwnRedis) -> None:
     """Once a response has started (an event stream catching a subscriber up), its Redis reads
     are not held to the request's budget: a slow one delays the stream, it does not break it."""

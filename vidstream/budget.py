@@ -10,11 +10,16 @@ and the time it took is spent; once nothing is left a command fails at once. Eit
 caller sees redis' own `TimeoutError` (a `RedisError`: the gateway answers 503 `unavailable`).
 Only time in Redis counts: reading a large upload between two commands spends nothing. Once a
 response has started (`lift`), an error can no longer become a 503, so the rest (an event
-stream catching a subscriber up) runs without the budget. The budget lives in a context
-variable, so it follows the request's task and the tasks that task starts (asyncio copies the
-context); code that sets none runs exactly as before: the workers' blocking reads, and the
-notifier, whose subscribes are answered in part before they are done, and where a burst of
-2,000 at once spends seconds of wall time per subscribe waiting for the event loop, not Redis.
+stream catching a subscriber up) runs without the budget.
+
+The budget lives in a context variable, so it follows the request's task and the tasks that
+task starts (asyncio copies the context). Only the request's own task spends it: a task it
+starts (a shielded clean-up, a keep-alive renewing an upload's reservation every 20 s for an
+hour) is bounded by what is left but spends nothing, so renewals during a long upload never
+leave the request without time for the job it then creates. Code that sets no budget runs as
+before: the workers' blocking reads, and the notifier, whose subscribes are answered in part
+before they are done, and where a burst of 2,000 at once spends seconds of wall time per
+subscribe waiting for the event loop, not Redis.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ T = TypeVar("T")
 
 
 class Budget:
-    """Seconds of Redis time a request has left (shared by the tasks it starts); None once
-    lifted."""
+    """Seconds of Redis time a request has left (None once lifted), and the task that spends
+    them."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "owner")
 
     def __init__(self, seconds: float) -> None:
         self.left: float | None = seconds
+        self.owner = asyncio.current_task()
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("redis_budget", default=None)
@@ -85,7 +91,7 @@ async def within_budget(call: Coroutine[Any, Any, T]) -> T:
             raise RedisTimeoutError("Redis did not answer within the request's time") from None
         raise
     finally:
-        if budget.left is not None:
+        if budget.left is not None and asyncio.current_task() is budget.owner:
             budget.left -= time.monotonic() - started
 
 
