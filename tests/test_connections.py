@@ -18,7 +18,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.test_processes import ROOT, Role
-from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 

@@ -16,7 +16,6 @@ from tests.faults import OwnRedis
 from tests.faults import own_redis as own_redis
 from tests.test_gateway import gw, upload
 from vidstream.budget import BudgetedRedis, lift, redis_budget
-from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.http.limits import lift_budget, redis_budget_middleware
 from vidstream.runtime import Stack
 from vidstream.settings import Settings

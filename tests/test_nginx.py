@@ -23,7 +23,6 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import free_port
 from tests.test_deploy import NGINX, TEMP_PATHS
-from vidstream.http import app as _gateway  # noqa: F401 (imported now, not on a test's loop)
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
