@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.test_processes import ROOT, Role
+from vidstream.admission import LINGER_S
 from vidstream.runtime import Stack
 from vidstream.settings import Settings
 
@@ -152,6 +153,22 @@ async def _served_eventually(host: str, port: int) -> None:
                 status, _ = answer(await until_closed(reader, BOUND_S))
             if status == 200:
                 return
+
+
+async def test_a_flood_of_refusals_holds_few_descriptors(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A refused connection is kept until its answer is read (LINGER_S at most), but only an
+    eighth of MAX_CONNECTIONS of them (16 at least): past that a flood is reset unanswered."""
+    async with Stack(make_settings(max_connections=1), ("gateway",)) as stack:
+        host, port = hostport(stack)
+        async with raw(host, port), raw(host, port, 40) as flood:
+            got = await asyncio.gather(
+                *(until_closed(reader, LINGER_S + BOUND_S) for reader, _ in flood)
+            )
+    answered = [g for g in got if g]
+    assert len(answered) == 16, [g[:20] for g in got]
+    assert all(answer(g)[0] == 503 for g in answered)
 
 
 # -- the notifier --------------------------------------------------------------------------------

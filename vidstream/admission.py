@@ -30,7 +30,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Networks = tuple[IPNetwork, ...]
 UNKNOWN = "?"  # a peer without an IP address (a Unix socket)
 LINGER_S = 2.0  # how long a refused connection may take to read its answer and close
-MAX_LINGERING = 1000  # refused connections waiting to close; past it a flood gets no answer
 
 
 def networks(values: Iterable[str]) -> Networks:
@@ -153,6 +152,9 @@ class Admission:
         self.total = 0
         self.per_address: Counter[str] = Counter()
         self.lingering = 0  # refused connections not yet closed
+        # Refusals waiting to close hold descriptors too: an eighth of the cap at most, then a
+        # flood of refusals is reset without an answer.
+        self.max_lingering = max(16, cap // 8)
 
     def admit(self, peer: str | None) -> Slot | Refusal:
         """Take a new connection from `peer`, counted for its address unless it is a trusted
@@ -186,7 +188,7 @@ class Refuser(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio's subclasses
         self.transport = transport
-        if self.admission.lingering >= MAX_LINGERING:
+        if self.admission.lingering >= self.admission.max_lingering:
             transport.abort()  # a flood of refusals must not hold descriptors in turn
             return
         self.admission.lingering += 1
