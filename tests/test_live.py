@@ -422,3 +422,25 @@ async def test_sigterm_closes_connections_with_1001(
         os.kill(role.proc.pid, signal.SIGTERM)
         async with asyncio.timeout(10):
             assert await closing_code(ws) == 1001
+
+
+async def test_an_event_stream_whose_client_left_ends_quietly(
+    make_settings: Callable[..., Settings], store: JobStore, http: aiohttp.ClientSession
+) -> None:
+    """A browser closes its EventSource; the next events find the connection gone and the
+    stream ends as a 200 in the metrics (it was a 500 with a traceback, `request_crashed`)."""
+    async with Stack(make_settings(), ("gateway",)) as stack:
+        assert stack.gateway is not None and stack.services is not None
+        job = await running_job(store)
+        url = f"{stack.gateway.url}/v1/jobs/{job.id}/events"
+        async with http.get(url, headers={"Accept": "text/event-stream"}) as r:
+            await r.content.readuntil(b"\n\n")  # the snapshot
+        route = "/v1/jobs/{job_id}/events"
+        requests = stack.services.metrics.http_requests
+        async with asyncio.timeout(10):
+            for step in range(1, 1000):  # events until the gateway notices the client left
+                await progress(store, job, step / 1000)
+                if requests.labels(route, "GET", "200")._value.get():
+                    break
+                await asyncio.sleep(0.02)  # a pace for the events, not synchronisation
+        assert not requests.labels(route, "GET", "500")._value.get()

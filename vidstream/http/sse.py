@@ -134,6 +134,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             await response.write(frame.encode() if frame else b": keep-alive\n\n")
             if sink.frames.empty() and not hub.subscribed(sink, job.id):
                 break  # its terminal event was the last one
+    except ConnectionError:  # the client went away: nothing is wrong here
+        return response
     finally:
         streams.discard(sink)
         hub.drop(sink)
