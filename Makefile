@@ -7,7 +7,7 @@ SRC    := $(wildcard vidstream tests bench)
 # Tests use their own Redis database and a key prefix per run; they never flush anything else.
 export VIDSTREAM_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install system-deps redis check lint format typecheck bench bench-quick procs sample clean
+.PHONY: run test install system-deps redis check lint format typecheck imports bench bench-quick procs sample clean
 
 run: install
 	$(BIN)/vidstream dev
@@ -41,7 +41,7 @@ redis:
 	  for i in $$(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done; \
 	fi
 
-check: lint typecheck
+check: lint typecheck imports
 
 lint:
 	$(BIN)/ruff check $(SRC)
@@ -53,6 +53,10 @@ format:
 
 typecheck:
 	$(BIN)/mypy
+
+# The layers and no import cycles, as pyproject.toml's [tool.importlinter] contracts say.
+imports:
+	$(BIN)/lint-imports
 
 # Every benchmark, one after the other (about 55 min on 2 cores): tables printed, JSON written
 # under bench/results/. See bench/README.md. `make bench-quick` runs each in its quick mode.

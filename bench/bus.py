@@ -325,7 +325,7 @@ def quantiles(values: list[float]) -> dict[str, float]:
 
 def completed(redis: Redis, ns: str) -> int:
     """vidstream's own count of completed jobs (kept by its Lua scripts)."""
-    from vidstream.keys import Keys
+    from vidstream.state.keys import Keys
 
     return int(redis.hget(Keys(ns).status_counts, "completed") or 0)  # type: ignore[arg-type]
 
@@ -456,7 +456,7 @@ def top_functions(path: Path, n: int = 10) -> dict[str, Any]:
         own[leaf] += samples
         # Inclusive per function (any line of it), without the entry point every sample is in.
         for name in {frame.rsplit(":", 1)[0] + ")" for frame in frames}:
-            if "(vidstream/" in name and "(vidstream/cli.py" not in name:
+            if "(vidstream/" in name and "(vidstream/cli/main.py" not in name:
                 inclusive[name] += samples
     return {
         "samples": total,

@@ -245,11 +245,12 @@ def vidstream_worker(args: argparse.Namespace) -> int:
     control listener) -> per entry: XREADGROUP, HGETALL, the Claim transition, process(), the
     FinishStage transition (completed, in Lua), XACK, the run log.
     """
-    from vidstream import cli, runtime
+    from vidstream import runtime
     from vidstream.actors import transcribe
     from vidstream.actors.run import Run
     from vidstream.actors.worker import Worker
-    from vidstream.jobs import Job, Stage
+    from vidstream.cli.main import main as cli
+    from vidstream.job.model import Job, Stage
 
     class NoopTranscribeWorker(Worker):
         """The transcribe stage with nothing to do: finish at once, with no outputs."""
@@ -274,10 +275,10 @@ def vidstream_worker(args: argparse.Namespace) -> int:
 
 def _vidstream_store(args: argparse.Namespace) -> tuple[Any, Any]:
     """A Redis client and job store built as the gateway builds them."""
-    from vidstream.jobstore import JobStore
-    from vidstream.keys import Keys
+    from vidstream.core.settings import Settings
     from vidstream.services import connect_redis
-    from vidstream.settings import Settings
+    from vidstream.state.jobstore import JobStore
+    from vidstream.state.keys import Keys
 
     _vidstream_env(args)
     settings = Settings.from_env()
@@ -294,7 +295,7 @@ def _vidstream_store(args: argparse.Namespace) -> tuple[Any, Any]:
 def vidstream_client(args: argparse.Namespace, role: str) -> dict[str, Any]:
     import uvloop
 
-    from vidstream.jobs import Job, Kind, Options
+    from vidstream.job.model import Job, Kind, Options
 
     async def main() -> dict[str, Any]:
         redis, jobs = _vidstream_store(args)

@@ -45,12 +45,13 @@ sys.path.insert(0, str(REPO))
 
 from tests.media import FFMPEG, speech_wav  # noqa: E402
 from tests.test_compose import SENTENCE, example  # noqa: E402
-from vidstream import logs  # noqa: E402
 from vidstream.compose import graph, rules  # noqa: E402
 from vidstream.compose.graph import Asset, Window  # noqa: E402
 from vidstream.compose.rules import Limits  # noqa: E402
+from vidstream.core import logs  # noqa: E402
+from vidstream.core.settings import Settings  # noqa: E402
+from vidstream.ops.joblogs import capture  # noqa: E402
 from vidstream.runtime import Stack  # noqa: E402
-from vidstream.settings import Settings  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
 TERMINAL = ("completed", "failed", "cancelled")
@@ -199,7 +200,7 @@ def spread(values: list[float]) -> str:
 
 
 async def main(reps: int) -> dict[str, Any]:
-    logs.configure("warning", "console")
+    logs.configure("warning", "console", extra=(capture,))
     work = Path(tempfile.mkdtemp(prefix="vs-bench-compose-"))
     prefix = f"vsbench-{secrets.token_hex(4)}"
     results: dict[str, Any] = {}

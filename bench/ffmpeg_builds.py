@@ -38,11 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidstream.core.settings import Settings
 from vidstream.media import ffmpeg
 from vidstream.media.info import MediaInfo
 from vidstream.media.probe import inspect
 from vidstream.media.subtitles import Cue, to_ass, to_srt, wrap
-from vidstream.settings import Settings
 
 OPS = ("burn", "pcm", "soft")
 LABELS = {"burn": "burn (x264+ass)", "pcm": "audio -> pcm", "soft": "soft-sub mux"}

@@ -100,14 +100,14 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from vidstream import process
-from vidstream.keys import Keys
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.core import process
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
+from vidstream.state.keys import Keys
+from vidstream.state.tickets import Ticket, Tickets
 from vidstream.storage import open_store
 from vidstream.storage.base import ObjectStore
 from vidstream.storage.names import new_upload_key
-from vidstream.tickets import Ticket, Tickets
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

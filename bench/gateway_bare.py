@@ -37,7 +37,7 @@ ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, as vidstream'
 
 
 def job_id() -> str:
-    """26 characters, time-ordered: the shape of `vidstream.jobs.new_job_id`."""
+    """26 characters, time-ordered: the shape of `vidstream.job.model.new_job_id`."""
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
     chars = []
     for _ in range(26):

@@ -108,7 +108,7 @@ from redis.asyncio import Redis  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from tests.media import FFMPEG, make_clip  # noqa: E402
-from vidstream.signing import Signer  # noqa: E402
+from vidstream.core.signing import Signer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent

@@ -28,9 +28,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from vidstream import malloc
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.core import malloc
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
 from vidstream.storage import open_store
 
 MiB = 1024 * 1024

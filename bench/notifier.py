@@ -75,11 +75,11 @@ import uvloop  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
-from vidstream.jobs import Job, Kind, Options, Stage, isoformat  # noqa: E402
-from vidstream.jobstore import JobStore  # noqa: E402
-from vidstream.keys import Keys  # noqa: E402
-from vidstream.protocol import Claim, Progress  # noqa: E402
-from vidstream.signing import Signer  # noqa: E402
+from vidstream.core.signing import Signer  # noqa: E402
+from vidstream.job.model import Job, Kind, Options, Stage, isoformat  # noqa: E402
+from vidstream.job.protocol import Claim, Progress  # noqa: E402
+from vidstream.state.jobstore import JobStore  # noqa: E402
+from vidstream.state.keys import Keys  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OWNER = "bench-notifier"

@@ -43,7 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from vidstream import process
+from vidstream.core import process
 
 GROUPS = {"vidstream": 0, "floor": 1, "warm": 2}  # counter slot of each group in a process
 SLOTS = len(GROUPS)

@@ -80,7 +80,7 @@ How to read the output:
                Beside them the floor's own steps: transcribe, srt, burn (compare transcribe with
                transcribe, render with burn). Then reference figures, medians of 3: the CLI's
                round trip (`vidstream jobs --limit 1`), the probe child alone (`python -m
-               vidstream.media.probe FILE`) and a bare `python -c pass`.
+               vidstream.media.prober FILE`) and a bare `python -c pass`.
 The script never fails on speed: it only prints figures. Results go to bench/results/
 pipeline.json for a run with every default; --quick to pipeline.quick.json, any other option to
 pipeline.custom.json, so neither replaces a full run's.
@@ -118,8 +118,8 @@ RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
 from tests.media import FFMPEG, GAP_S, RATE, speech_wav  # noqa: E402
+from vidstream.core.settings import Settings  # noqa: E402
 from vidstream.media.ffmpeg import resolve_binary  # noqa: E402
-from vidstream.settings import Settings  # noqa: E402
 
 # The targets: vidstream / floor per clip length, fixed cost, batch throughput.
 RATIO_TARGETS = {10: 1.10, 30: 1.05, 300: 0.90}
@@ -950,7 +950,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
 
         cli = [*command("vidstream"), "jobs", "--limit", "1", "--gateway", dev.gateway]
-        probe = [sys.executable, "-m", "vidstream.media.probe", str(clips[min(clips)].path)]
+        probe = [sys.executable, "-m", "vidstream.media.prober", str(clips[min(clips)].path)]
         results["reference_ms"] = {
             "cli_round_trip": 1000 * timed(cli, env),
             "probe_child": 1000 * timed(probe, env),

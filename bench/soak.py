@@ -50,18 +50,20 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from vidstream import __version__, logs, stats
+from vidstream import __version__
 from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
+from vidstream.core import logs
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
 from vidstream.http.app import Gateway
-from vidstream.joblogs import JobLogShipper
-from vidstream.jobs import Job, Stage
-from vidstream.jobstore import JobStore
-from vidstream.maintenance import FEED_MAX_AGE_S, RETENTION_INTERVAL_S, Maintenance
-from vidstream.retention import Retention
+from vidstream.job.model import Job, Stage
+from vidstream.ops import stats
+from vidstream.ops.joblogs import JobLogShipper, capture
+from vidstream.ops.maintenance import FEED_MAX_AGE_S, RETENTION_INTERVAL_S, Maintenance
+from vidstream.ops.retention import Retention
 from vidstream.services import Services, connect_redis
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.state.jobstore import JobStore
 from vidstream.storage import LocalStore, open_store
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,7 +123,7 @@ async def soak(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         await enter(Maintenance(redis, services.keys, services.jobs, retention=retention,
                                 trim_interval_s=args.trim_every,
                                 visibility_timeout_s=settings.visibility_timeout_s))  # fmt: skip
-        await enter(JobLogShipper.of(services))
+        await enter(JobLogShipper(services.redis, services.keys, services.jobs.ttl_s))
         gateway = await enter(Gateway(services))
         if isinstance(store, LocalStore):
             store.base_url = gateway.url
@@ -210,7 +212,7 @@ def main() -> None:
         real_stderr = sys.stderr
         with log_path.open("w") as log_file:
             sys.stderr = log_file  # INFO logs, as deployed, kept out of the table
-            logs.configure("info", "json")
+            logs.configure("info", "json", extra=(capture,))
             try:
                 run = asyncio.run(soak(args, Path(tmp) / "data"))
             finally:

@@ -14,9 +14,9 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from vidstream import malloc
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.core import malloc
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
 from vidstream.storage import open_store
 
 MiB = 1024 * 1024

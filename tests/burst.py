@@ -19,11 +19,11 @@ from datetime import datetime
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from vidstream.jobs import Job, Options
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
-from vidstream.protocol import Cancel
-from vidstream.signing import Signer
+from vidstream.core.signing import Signer
+from vidstream.job.model import Job, Options
+from vidstream.job.protocol import Cancel
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 
 
 async def burst(

@@ -28,9 +28,10 @@ from websockets.asyncio.client import connect
 
 from tests.faults import Faults
 from tests.media import Clip, make_clip
-from vidstream import logs
+from vidstream.core import logs
+from vidstream.core.settings import Settings
+from vidstream.ops.joblogs import capture
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 # A role's modules are imported when its first process starts (so each role loads only its own):
 # inside the event loop, which the blocked-loop check below counts against whichever test
@@ -48,7 +49,7 @@ SLOW_CALLBACK_S = 1.0 if os.environ.get("PYTEST_XDIST_WORKER") else 0.5
 REDIS_URL = os.environ.get("VIDSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TERMINAL = ("completed", "failed", "cancelled")
 
-logs.configure("info", "console")
+logs.configure("info", "console", extra=(capture,))
 
 
 # -- Redis -------------------------------------------------------------------------------------

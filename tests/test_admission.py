@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vidstream.admission import Admission, Refusal, bucket, client_address, networks
-from vidstream.errors import ConfigError
-from vidstream.settings import Settings
+from vidstream.core.admission import Admission, Refusal, bucket, client_address, networks
+from vidstream.core.errors import ConfigError
+from vidstream.core.settings import Settings
 
 LOOPBACK = networks(["127.0.0.1", "::1"])
 PRIVATE = networks(["10.0.0.0/8"])

@@ -21,8 +21,8 @@ from tests.media import (
     write_ffconcat,
     write_hls,
 )
-from vidstream import process
-from vidstream.errors import InvalidMedia, PermanentError, TooLong
+from vidstream.core import process
+from vidstream.core.errors import InvalidMedia, PermanentError, TooLong
 from vidstream.media import ffmpeg as commands
 from vidstream.media.assets import NOT_A_PICTURE, AssetInfo, AssetKind, probe_asset, sniff_image
 from vidstream.media.info import (

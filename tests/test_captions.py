@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.media import FFMPEG as PINNED_FFMPEG
-from vidstream.errors import PermanentError
+from vidstream.core.errors import PermanentError
 from vidstream.media import ass, fonts
 from vidstream.media.captions import (
     STYLES,

@@ -21,7 +21,7 @@ from tests.conftest import TERMINAL, watch, watch_until
 from tests.faults import FAKE_FFMPEG, Faults, wait_exit
 from tests.media import Clip
 from tests.test_processes import ROOT, Role
-from vidstream.jobs import Stage
+from vidstream.job.model import Stage
 
 pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # A stand-in for a worker: it starts a long child the way every role does, says its PID, waits.
 PARENT = """
 import asyncio, sys
-from vidstream import process
+from vidstream.core import process
 
 async def main() -> None:
     child = await process.spawn([sys.argv[1], "-c", "import time; time.sleep(60)"])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from vidstream.client import Lines, follow
+from vidstream.cli.client import Lines, follow
 
 JOB_ID = "0123456789"
 

@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 from tests.conftest import fetch, watch
 from tests.media import FFMPEG, speech_wav, words_of
 from tests.test_gateway import expect_error, gw, upload
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 SENTENCE = "Please open the window and let the fresh air in."
 RED, BLUE = (208, 32, 32), (32, 64, 208)

@@ -29,7 +29,7 @@ from vidstream.compose import graph, memory, rules, segments, visuals
 from vidstream.compose.graph import Asset, Window
 from vidstream.compose.rules import InvalidTimeline, Limits
 from vidstream.compose.timeline import SubtitlesClip, TextClip, Timeline
-from vidstream.errors import ConfigError
+from vidstream.core.errors import ConfigError
 from vidstream.media import captions, fonts
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.subtitles import Cue

@@ -18,9 +18,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.test_processes import ROOT, Role
-from vidstream.admission import LINGER_S
+from vidstream.core.admission import LINGER_S
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 TIMEOUT_S = 0.5  # the header and body timeouts these tests set
 IDLE_S = 1.0  # and the idle one: longer, as in production (aiohttp's own would close first)

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from vidstream.settings import Settings, Spec, env_example
+from vidstream.core.settings import Settings, Spec, env_example
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROLES = {"gateway", "transcribe", "render", "notifier"}
@@ -131,12 +131,12 @@ def env_lines(text: str) -> dict[str, str]:
 
 
 def test_env_example_is_every_setting_generated_from_the_declarations() -> None:
-    """deploy/.env.example is a header comment, then `python -m vidstream.settings --env`."""
+    """deploy/.env.example is a header comment, then `python -m vidstream.core.settings --env`."""
     header, _, body = ENV_EXAMPLE.read_text().partition("\n\n")
     assert all(line.startswith("#") for line in header.splitlines()), "a header of comments"
     assert body == env_example() + "\n", (
         "deploy/.env.example is out of date: keep its header and regenerate the rest with "
-        "`{ sed '/^$/q' deploy/.env.example; .venv/bin/python -m vidstream.settings --env; } "
+        "`{ sed '/^$/q' deploy/.env.example; .venv/bin/python -m vidstream.core.settings --env; } "
         "> /tmp/env.example && mv /tmp/env.example deploy/.env.example`"
     )
 

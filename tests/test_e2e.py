@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from tests.conftest import fetch, upload_job, watch
 from tests.media import Clip, codecs_of, duration_of, gray_frame, make_clip, parse_cues, words_of
 from vidstream.actors.transcribe import TranscribeWorker
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 pytestmark = pytest.mark.slow
 

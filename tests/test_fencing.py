@@ -20,14 +20,14 @@ from vidstream.actors.execute import Executor, new_run
 from vidstream.actors.outputs import RunObjects
 from vidstream.actors.run import Lost, Run
 from vidstream.actors.worker import Worker
-from vidstream.errors import RunLost
-from vidstream.jobs import Job, Kind, Options, Stage, Status
-from vidstream.metrics import Metrics
-from vidstream.policy import Limits
-from vidstream.protocol import Claim
+from vidstream.core.errors import RunLost
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Kind, Options, Stage, Status
+from vidstream.job.policy import Limits
+from vidstream.job.protocol import Claim
+from vidstream.ops.metrics import Metrics
 from vidstream.runtime import Stack
 from vidstream.services import Services
-from vidstream.settings import Settings
 from vidstream.storage.names import transcript_key
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import FFMPEG, watch_opens, write_dash, write_hls
-from vidstream.errors import ConfigError, InvalidMedia, PermanentError, TransientError
+from vidstream.core.errors import ConfigError, InvalidMedia, PermanentError, TransientError
 from vidstream.media.ffmpeg import (
     Bounds,
     Encoder,

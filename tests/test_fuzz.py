@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 KEY = "vs_fuzz0000_fuzzing-key-for-the-schemathesis-test"
 # Every check but three that do not fit this API on purpose: `use_after_free` (a cancelled job

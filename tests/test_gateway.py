@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 
 @pytest.fixture

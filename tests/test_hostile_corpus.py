@@ -21,12 +21,12 @@ from tests.test_gateway import gw
 from vidstream.compose import graph, rules
 from vidstream.compose.graph import Window
 from vidstream.compose.rules import Limits
-from vidstream.errors import PermanentError
+from vidstream.core.errors import PermanentError
+from vidstream.core.settings import Settings
 from vidstream.media import captions, fonts
 from vidstream.media.captions import STYLES
 from vidstream.media.subtitles import build_cues, to_ass
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 CORPUS = Path(__file__).parent / "hostile"
 Case = tuple[str, str, dict[str, Any]]  # folder, file name, expectation

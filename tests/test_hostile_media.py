@@ -37,11 +37,11 @@ from tests.media import (
 from vidstream.actors import render, transcribe
 from vidstream.actors.sources import source_path
 from vidstream.actors.transcribe import expected_sound, next_range
-from vidstream.errors import ObjectTooLarge
-from vidstream.jobs import Job, Options
+from vidstream.core.errors import ObjectTooLarge
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Options
 from vidstream.media.whisper_server import buffer_samples, decode_range
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,10 @@ from aiohttp import web
 from tests.faults import OwnRedis
 from tests.faults import own_redis as own_redis
 from tests.test_gateway import gw, upload
-from vidstream.budget import BudgetedRedis, lift, redis_budget
+from vidstream.core.settings import Settings
 from vidstream.http.limits import lift_budget, redis_budget_middleware
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.budget import BudgetedRedis, lift, redis_budget
 
 # The bounds asserted: REDIS_REQUEST_TIMEOUT_S (2 s) and /readyz's second, with margin for a
 # loaded machine. Before the budget these took 25 s, over 60 s and 5 s.

@@ -13,12 +13,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from vidstream.core.settings import Settings
 from vidstream.http import idempotency
 from vidstream.http.jobs import UPLOAD_TICKET_S
-from vidstream.jobstore import JobStore
-from vidstream.retention import Retention
+from vidstream.ops.retention import Retention
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.jobstore import JobStore
 
 
 @pytest.fixture

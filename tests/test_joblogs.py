@@ -15,14 +15,16 @@ from redis.asyncio import Redis
 
 from tests.conftest import cli, upload_job, watch
 from tests.media import Clip
-from vidstream import bus, joblogs, logs
 from vidstream.actors.render import RenderWorker
-from vidstream.joblogs import PER_JOB_MAX, JobLogShipper
-from vidstream.jobs import Job, Kind, Options, new_job_id
-from vidstream.keys import Keys
+from vidstream.core import logs
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
+from vidstream.job.model import Job, Kind, Options, new_job_id
+from vidstream.ops import joblogs
+from vidstream.ops.joblogs import PER_JOB_MAX, JobLogShipper
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.state import bus
+from vidstream.state.keys import Keys
 
 KEY_A = "vs_aaaa0000_key-of-tenant-a-for-the-job-log-tests"
 KEY_B = "vs_bbbb0000_key-of-tenant-b-for-the-job-log-tests"

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import free_port
 from tests.test_processes import ROOT, Role
-from vidstream.settings import Settings
+from vidstream.core.settings import Settings
 
 pytestmark = [pytest.mark.parametrize("backend", ["local", "s3"], indirect=True), pytest.mark.slow]
 

@@ -21,14 +21,14 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REDIS_URL, free_port
 from tests.test_processes import ROOT, Role
-from vidstream.jobs import ErrorInfo, Job, Options, Stage
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
+from vidstream.job.model import ErrorInfo, Job, Options, Stage
+from vidstream.job.protocol import Cancel, Claim, Fail, Progress, Replay
 from vidstream.notifier import server
-from vidstream.protocol import Cancel, Claim, Fail, Progress, Replay
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 
 SECRET = "test-secret"
 OWNER = "bench-worker:1"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vidstream.signing import Signer
+from vidstream.core.signing import Signer
 from vidstream.storage import local
 from vidstream.storage.local import PARTIAL_IDLE_S, LocalStore
 

@@ -11,9 +11,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
-from vidstream.errors import InvalidKey
-from vidstream.settings import Settings
-from vidstream.signing import Signer, load_secret
+from vidstream.core.errors import InvalidKey
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer, load_secret
 from vidstream.storage.names import (
     MAX_KEY_LENGTH,
     check_key,

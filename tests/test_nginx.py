@@ -23,8 +23,8 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import free_port
 from tests.test_deploy import NGINX, TEMP_PATHS
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 A_KEY = "vs_aaaa0000_key-of-tenant-a-for-the-nginx-tests"
 BINARY = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from vidstream.notifier.feed import FeedState, went_back
+from vidstream.core.settings import Settings
+from vidstream.feed.lost import FeedState, went_back
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from tests.conftest import cli, free_port, upload_job, watch
 from tests.media import Clip
-from vidstream.jobs import Job, Options
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Options
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 pytestmark = pytest.mark.slow  # real Whisper
 

@@ -22,16 +22,16 @@ from tests.faults import FAKE_FFMPEG, Faults
 from tests.media import Clip
 from tests.test_processes import ROOT, Role
 from vidstream import __version__
-from vidstream.actors.registry import WorkerRegistry, list_workers
 from vidstream.actors.render import RenderWorker
-from vidstream.auth import KeysFile, new_key
-from vidstream.jobs import Stage
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
-from vidstream.maintenance import Maintenance
+from vidstream.core.auth import KeysFile, new_key
+from vidstream.core.settings import Settings
+from vidstream.job.model import Stage
+from vidstream.ops.maintenance import Maintenance
+from vidstream.ops.stats import Runs, age_s, percentile, run_member, throughput
+from vidstream.ops.workers import WorkerRegistry, list_workers
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
-from vidstream.stats import Runs, age_s, percentile, run_member, throughput
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 
 
 def gateway(stack: Stack) -> str:
@@ -150,7 +150,7 @@ async def test_a_killed_worker_disappears_and_its_consumer_goes(
     """A render worker SIGKILLed mid-job: another worker finishes the job; the dead one leaves
     the list once its heartbeat lapses, and its consumer leaves the group once nothing is
     pending under it. The live workers' consumers stay."""
-    monkeypatch.setattr("vidstream.maintenance.REAP_INTERVAL_S", 0.5)
+    monkeypatch.setattr("vidstream.ops.maintenance.REAP_INTERVAL_S", 0.5)
     keys = Keys(prefix)
     settings = make_settings(ffmpeg=str(FAKE_FFMPEG), visibility_timeout_s=4.0)
 
@@ -288,7 +288,7 @@ async def test_stats_after_jobs(
 
 async def test_jobs_by_status_read_the_counters(redis: Redis, prefix: str) -> None:
     """Jobs by status come from the status counters: all 0 before any job, never below 0."""
-    from vidstream.stats import job_counts, queue, redis_ms
+    from vidstream.ops.stats import job_counts, queue, redis_ms
 
     keys = Keys(prefix)
     assert set((await job_counts(redis, keys)).values()) == {0}

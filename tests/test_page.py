@@ -24,9 +24,9 @@ from yarl import URL
 
 from tests.conftest import TERMINAL
 from tests.media import Clip, words_of
+from vidstream.core.settings import Settings
 from vidstream.http.page import routes as page_routes
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -18,11 +18,11 @@ from tests.conftest import upload_job, watch
 from tests.media import Clip
 from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
-from vidstream.jobs import Job, Kind, Options, Stage
-from vidstream.keys import Keys
-from vidstream.pausing import command, set_paused
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Kind, Options, Stage
+from vidstream.ops.pausing import command, set_paused
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.keys import Keys
 
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str]:

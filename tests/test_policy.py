@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from vidstream import policy
-from vidstream.errors import (
+from vidstream.core.errors import (
     InvalidKey,
     InvalidMedia,
     JobCancelled,
@@ -17,8 +16,9 @@ from vidstream.errors import (
     TooLong,
     TransientError,
 )
-from vidstream.jobs import ErrorInfo, Stage
-from vidstream.protocol import Outcome
+from vidstream.job import policy
+from vidstream.job.model import ErrorInfo, Stage
+from vidstream.job.protocol import Outcome
 
 LIMITS = policy.Limits(max_attempts=3, base_delay_s=5.0, max_delay_s=300.0)
 RENDER = Stage.RENDER

@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from vidstream.actors.consumer import FAIR_EVERY, StageConsumer
-from vidstream.jobs import Job, Options, Priority, Stage
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Options, Priority, Stage
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.consumer import FAIR_EVERY, StageConsumer
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 
 
 @pytest.fixture

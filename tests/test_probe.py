@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import FFMPEG, watch_opens, write_ffconcat, write_hls
-from vidstream.errors import InvalidMedia, PermanentError, TooLong
+from vidstream.core.errors import InvalidMedia, PermanentError, TooLong
 from vidstream.media.info import (
     AUDIO_DEMUXERS,
     NAMES_OTHER_FILES,

@@ -172,6 +172,7 @@ async def test_dev_starts_a_private_redis_and_stops_it(tmp_path: Path) -> None:
 
 def test_the_cli_knows_every_role() -> None:
     """The CLI names the roles without importing them (a client command starts faster)."""
-    from vidstream import cli, runtime
+    from vidstream import runtime
+    from vidstream.cli.main import main as cli
 
     assert cli._ROLES == runtime.ROLES

@@ -28,8 +28,7 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL
-from vidstream import bus
-from vidstream.jobs import (
+from vidstream.job.model import (
     TERMINAL,
     ErrorInfo,
     Job,
@@ -40,10 +39,8 @@ from vidstream.jobs import (
     Stage,
     Status,
 )
-from vidstream.jobstore import Applied, JobStore
-from vidstream.keys import Keys
-from vidstream.pipelines import pipeline_of
-from vidstream.protocol import (
+from vidstream.job.pipelines import pipeline_of
+from vidstream.job.protocol import (
     Cancel,
     Claim,
     Fail,
@@ -56,7 +53,10 @@ from vidstream.protocol import (
     Replay,
     Retry,
 )
-from vidstream.protocol.model import Step, apply
+from vidstream.job.protocol.model import Step, apply
+from vidstream.state import bus
+from vidstream.state.jobstore import Applied, JobStore
+from vidstream.state.keys import Keys
 
 T = TypeVar("T")
 LEASE_MS = 600_000  # live until the machine lets leases lapse

@@ -20,9 +20,9 @@ from tests.faults import FAKE_FFMPEG, Faults, wait_exit
 from tests.media import Clip
 from vidstream.actors.render import RenderWorker
 from vidstream.actors.transcribe import TranscribeWorker
-from vidstream.keys import Keys
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.keys import Keys
 
 pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
 

@@ -13,8 +13,8 @@ from tests.conftest import upload_job, watch
 from tests.faults import FAKE_FFMPEG, Faults, OwnRedis
 from tests.faults import own_redis as own_redis
 from tests.media import Clip
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 pytestmark = pytest.mark.slow  # real Whisper and FFmpeg, end to end
 

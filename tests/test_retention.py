@@ -12,16 +12,16 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from vidstream.errors import StorageError
-from vidstream.jobs import ErrorInfo, Job, Options, Output, Stage
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
-from vidstream.maintenance import Maintenance
-from vidstream.protocol import Cancel, Claim, Fail, FinishStage
-from vidstream.retention import RETRY_AFTER_S, Retention
+from vidstream.core.errors import StorageError
+from vidstream.core.settings import Settings
+from vidstream.job.model import ErrorInfo, Job, Options, Output, Stage
+from vidstream.job.protocol import Cancel, Claim, Fail, FinishStage
+from vidstream.ops.maintenance import Maintenance
+from vidstream.ops.retention import RETRY_AFTER_S, Retention
 from vidstream.runtime import Stack
 from vidstream.services import Services
-from vidstream.settings import Settings
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 from vidstream.storage.base import ObjectStore
 from vidstream.storage.names import rendered_key, transcript_key
 
@@ -171,7 +171,7 @@ async def test_a_job_whose_objects_cannot_be_deleted_holds_nobody_up(
     """A due job whose source storage refuses to delete is tried again RETRY_AFTER_S later:
     the job behind it goes at the next sweep (one job per sweep here, so a job left at the
     head would block all the rest); the refused one goes once storage lets it."""
-    monkeypatch.setattr("vidstream.retention.BATCH", 1)
+    monkeypatch.setattr("vidstream.ops.retention.BATCH", 1)
     services = services_of(stack)
     for job in [await upload_and_create(http, stack) for _ in range(2)]:
         async with http.delete(f"{stack.gateway.url}/v1/jobs/{job['id']}") as r:  # type: ignore[union-attr]
@@ -200,7 +200,7 @@ async def test_an_upload_that_cannot_be_deleted_holds_nobody_up(
     stack: Stack, http: aiohttp.ClientSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An abandoned upload storage refuses to delete is tried again later; the next one goes."""
-    monkeypatch.setattr("vidstream.retention.BATCH", 1)
+    monkeypatch.setattr("vidstream.ops.retention.BATCH", 1)
     services = services_of(stack)
     assert stack.gateway is not None
     for name in ("a.mp4", "b.mp4"):
@@ -285,7 +285,7 @@ async def test_maintenance_sweeps_batch_after_batch_under_its_lock(
 ) -> None:
     """One retention turn of maintenance removes every due job, a batch at a time, while it
     holds the lock; a second process in the same period does nothing."""
-    monkeypatch.setattr("vidstream.retention.BATCH", 2)
+    monkeypatch.setattr("vidstream.ops.retention.BATCH", 2)
     keys = Keys(prefix)
     store = JobStore(redis, keys, ttl_s=1)
     for _ in range(5):

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from tests.conftest import free_port
 from tests.media import Clip
-from vidstream.errors import ConfigError
+from vidstream.core.errors import ConfigError
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["s3"], indirect=True)
 

@@ -20,13 +20,13 @@ from websockets.exceptions import InvalidStatus
 from tests.conftest import cli
 from tests.faults import OwnRedis
 from tests.faults import own_redis as own_redis
-from vidstream.auth import KeyRing, KeysFile, new_key
+from vidstream.core.auth import KeyRing, KeysFile, new_key
+from vidstream.core.settings import Settings
 from vidstream.http.app import create_app
 from vidstream.http.auth import needs_key
-from vidstream.jobs import ErrorInfo, Stage
-from vidstream.protocol import Claim, Fail
+from vidstream.job.model import ErrorInfo, Stage
+from vidstream.job.protocol import Claim, Fail
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
 
 A_KEY = "vs_aaaa0000_key-of-tenant-a-for-the-security-tests"
 B_KEY = "vs_bbbb0000_key-of-tenant-b-for-the-security-tests"
@@ -227,7 +227,7 @@ async def test_keys_file_keys_work_and_revoking_stops_them(
 ) -> None:
     """A key created in the keys file is accepted, kept only as a hash, and refused once
     revoked, without a restart."""
-    monkeypatch.setattr("vidstream.auth.RELOAD_EVERY_S", 0.0)
+    monkeypatch.setattr("vidstream.core.auth.RELOAD_EVERY_S", 0.0)
     settings = make_settings(auth="on")
     ring = KeyRing(settings)
     assert len(ring) == 0
@@ -247,7 +247,7 @@ async def test_roles_refuse_to_start_without_keys(
 ) -> None:
     """A gateway or a notifier exposed without any key refuses to start, naming the fix; with
     VIDSTREAM_AUTH=off set explicitly, or under `vidstream dev`, it starts and says so loudly."""
-    from vidstream.errors import ConfigError
+    from vidstream.core.errors import ConfigError
 
     for role in ("gateway", "notifier"):
         with pytest.raises(ConfigError, match="keys create"):
@@ -271,7 +271,7 @@ async def test_the_keys_command_creates_lists_and_revokes(
 ) -> None:  # fmt: skip
     """`vidstream keys create` prints the key alone, keeps only its hash, and the gateway takes
     it; `keys list --json` lists it (never the key); `keys revoke` stops it."""
-    monkeypatch.setattr("vidstream.auth.RELOAD_EVERY_S", 0.0)
+    monkeypatch.setattr("vidstream.core.auth.RELOAD_EVERY_S", 0.0)
     settings = make_settings(auth="on")
     status, out = await cli(role_env, "keys", "create", "--tenant", "acme", "--label", "ci")
     assert status == 0, out

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vidstream.errors import ConfigError
-from vidstream.settings import Settings, Spec, settings_table
+from vidstream.core.errors import ConfigError
+from vidstream.core.settings import Settings, Spec, settings_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -261,7 +261,7 @@ def test_readme_table_is_the_declared_one() -> None:
     assert start in readme and end in readme, f"README.md needs {start} and {end}"
     table = readme.split(start, 1)[1].split(end, 1)[0].strip()
     assert table == settings_table(), (
-        "README.md is out of date: run `python -m vidstream.settings` and paste its output "
+        "README.md is out of date: run `python -m vidstream.core.settings` and paste its output "
         "between the settings-table markers"
     )
 

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 
 from vidstream.actors.render import RenderWorker
 from vidstream.actors.slots import Holder, SlotLease
-from vidstream.keys import Keys
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
 from vidstream.services import Services
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.state.keys import Keys
 from vidstream.storage import open_store
 
 HOST = socket.gethostname()

@@ -7,13 +7,9 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from vidstream import bus
-from vidstream.jobs import ErrorInfo, Job, Kind, Options, Output, Stage, Status
-from vidstream.jobstore import EXPIRY_MARGIN_S, HELD, TAKEN, JobStore
-from vidstream.keys import Keys
-from vidstream.media.info import MediaInfo
-from vidstream.pipelines import pipeline
-from vidstream.protocol import (
+from vidstream.job.model import ErrorInfo, Job, Kind, Options, Output, Stage, Status
+from vidstream.job.pipelines import pipeline
+from vidstream.job.protocol import (
     Cancel,
     Claim,
     EventName,
@@ -24,6 +20,10 @@ from vidstream.protocol import (
     Replay,
     Retry,
 )
+from vidstream.media.info import MediaInfo
+from vidstream.state import bus
+from vidstream.state.jobstore import EXPIRY_MARGIN_S, HELD, TAKEN, JobStore
+from vidstream.state.keys import Keys
 
 BURN = Options(burn_subtitles=True)
 SOFT = Options(burn_subtitles=False)
@@ -584,8 +584,8 @@ def test_the_scripts_touch_only_fields_of_the_schema() -> None:
     meaning, in `protocol.schema`: there are no fields that exist only in Lua."""
     import re
 
-    from vidstream import lua
-    from vidstream.protocol.schema import MEANING, Field
+    from vidstream.job.protocol.schema import MEANING, Field
+    from vidstream.state import lua
 
     declared = {f.value for f in Field}
     assert set(MEANING) == set(Field)

@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge
+from vidstream.core.errors import InvalidKey, ObjectNotFound, ObjectTooLarge
+from vidstream.core.settings import Settings
 from vidstream.runtime import Stack
-from vidstream.settings import Settings
+from vidstream.state.tickets import Ticket, Tickets
 from vidstream.storage import ObjectStore
-from vidstream.tickets import Ticket, Tickets
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 

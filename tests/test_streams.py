@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from vidstream import bus
+from vidstream.state import bus
 
 
 async def test_trim_keeps_what_a_consumer_may_still_need(redis: Redis, prefix: str) -> None:

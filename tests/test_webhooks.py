@@ -20,12 +20,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from tests.conftest import upload_job
-from vidstream.errors import PermanentError
-from vidstream.jobs import Job, Options
-from vidstream.protocol import Cancel
+from vidstream.core.errors import PermanentError
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Options
+from vidstream.job.protocol import Cancel
 from vidstream.runtime import Stack
 from vidstream.services import Services
-from vidstream.settings import Settings
 from vidstream.webhooks.deliver import Result, WebhookDeliverer
 from vidstream.webhooks.post import post
 from vidstream.webhooks.signature import sign, verify, webhook_secret

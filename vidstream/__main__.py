@@ -1,3 +1,3 @@
-from vidstream.cli import main
+from vidstream.cli.main import main
 
 raise SystemExit(main())

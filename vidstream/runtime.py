@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vidstream import logs
-from vidstream.auth import KeyRing
-from vidstream.backoff import Backoff
-from vidstream.devredis import PrivateRedis
-from vidstream.errors import ConfigError, StorageError
-from vidstream.joblogs import JobLogShipper
-from vidstream.lifecycle import Component
-from vidstream.maintenance import Maintenance
-from vidstream.metrics import MetricsServer
-from vidstream.retention import Retention
+from vidstream.core import logs
+from vidstream.core.auth import KeyRing
+from vidstream.core.backoff import Backoff
+from vidstream.core.errors import ConfigError, StorageError
+from vidstream.core.lifecycle import Component
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer, load_secret
+from vidstream.core.tasks import cancel_and_wait
+from vidstream.ops.devredis import PrivateRedis
+from vidstream.ops.joblogs import JobLogShipper
+from vidstream.ops.maintenance import Maintenance
+from vidstream.ops.metrics import MetricsServer
+from vidstream.ops.retention import Retention
 from vidstream.services import Services, connect_redis
-from vidstream.settings import Settings
-from vidstream.signing import Signer, load_secret
 from vidstream.storage import LocalStore, ObjectStore, open_store
-from vidstream.tasks import cancel_and_wait
 
 if TYPE_CHECKING:  # each role's modules are imported by the processes that run it (memory)
     from vidstream.actors.worker import Worker
@@ -94,7 +94,10 @@ class Stack(Component):
         retention = Retention(redis, services.keys, store, keep_outputs=s.keep_outputs)
         await enter(Maintenance(redis, services.keys, services.jobs, retention=retention,
                                 visibility_timeout_s=s.visibility_timeout_s))  # fmt: skip
-        await enter(JobLogShipper.of(services))  # closed after the roles: gets their last lines
+        # Closed after the roles: it gets their last lines. A running job's logs are kept as long
+        # as the longest retention (an ended job's follow its own expiry).
+        keep_s = max(services.jobs.ttl_s, services.jobs.failed_ttl_s)
+        await enter(JobLogShipper(services.redis, services.keys, keep_s))
         # The notifier first, so the gateway can hand out its real URL; on close, the reverse
         # order keeps it up while workers finish, so clients see the last events.
         if "notifier" in self.roles:

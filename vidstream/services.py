@@ -10,18 +10,15 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from vidstream.auth import KeyRing
-from vidstream.budget import BudgetedRedis
-from vidstream.jobstore import JobStore
-from vidstream.keys import Keys
-from vidstream.metrics import Metrics
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.core.auth import KeyRing
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
+from vidstream.ops.metrics import Metrics
+from vidstream.state.budget import BudgetedRedis
+from vidstream.state.bus import BLOCK_MS
+from vidstream.state.jobstore import JobStore
+from vidstream.state.keys import Keys
 from vidstream.storage import ObjectStore
-
-# The longest a role blocks in XREAD/XREADGROUP; the socket timeout must outlast it.
-BLOCK_MS = 1000
-
 
 # Connections one process opens to Redis at most. redis-py's own default (100, then errors)
 # would turn a burst of requests or subscriptions into failures; past this a command waits for a

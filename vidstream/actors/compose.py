@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from vidstream.actors.encode import Report, Share, run_ffmpeg
 from vidstream.actors.run import Run
@@ -22,17 +21,16 @@ from vidstream.compose.timeline import (
     Timeline,
     VideoClip,
 )
-from vidstream.errors import PermanentError
-from vidstream.jobs import Job, Output, is_job_id
+from vidstream.core.errors import PermanentError
+from vidstream.core.settings import Settings
+from vidstream.job.model import Job, Output, is_job_id
 from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
 from vidstream.media.transcript import Transcript
+from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, rendered_key
-
-if TYPE_CHECKING:
-    from vidstream.actors.render import RenderWorker
 
 PROBES_AT_ONCE = 4
 CAPTIONS_MAX_BYTES = 8 * 1024 * 1024
@@ -41,11 +39,15 @@ PREVIEW_SHARE, POSTER_SHARE = 0.15, 0.03
 
 
 class Composer:
-    def __init__(self, worker: RenderWorker) -> None:
-        self.worker = worker
-        self.settings = worker.settings
-        self.store = worker.services.store
-        self.jobs = worker.services.jobs
+    """The render worker's part for compose jobs, with the worker's clients and encoder."""
+
+    def __init__(
+        self, services: Services, *, ffmpeg: str, encoder: Encoder, concurrency: int
+    ) -> None:
+        self.settings: Settings = services.settings
+        self.store = services.store
+        self.jobs = services.jobs
+        self.ffmpeg, self.encoder, self.concurrency = ffmpeg, encoder, concurrency
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         timeline = Timeline.model_validate_json(job.timeline)
@@ -105,9 +107,9 @@ class Composer:
         """The finished video: one FFmpeg, or segments at once joined with the sound."""
         fmt, s = timeline.output.format, self.settings
         name = f"output.{fmt}"
-        enc = self.worker.encoder
+        enc = self.encoder
         total = graph.total_frames(timeline)
-        ranges = segments.plan(timeline, total, s.compose_segment_s, self.worker.concurrency)
+        ranges = segments.plan(timeline, total, s.compose_segment_s, self.concurrency)
         run.log.info(
             "compose_planned",
             frames=total,
@@ -135,7 +137,7 @@ class Composer:
             jobs.append((plan.args, lengths[i], share.part(i)))
         plan = graph.build(timeline, assets, sound, Window(video=False, encoder=enc))
         jobs.append((plan.args, timeline.duration, share.part(len(ranges))))
-        slots = asyncio.Semaphore(max(self.worker.concurrency, 1))
+        slots = asyncio.Semaphore(max(self.concurrency, 1))
 
         async def render(args: list[str], seconds: float, report: Report) -> None:
             async with slots:
@@ -154,7 +156,7 @@ class Composer:
         async def quiet(_fraction: float) -> None:
             return None
 
-        argv = [self.worker.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+        argv = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
         if "-progress" not in argv:
             argv[-1:-1] = ["-progress", "pipe:1", "-nostats"]
         await run_ffmpeg(

@@ -11,11 +11,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vidstream import bus
-from vidstream.backoff import Backoff
-from vidstream.protocol import Notice
-from vidstream.services import BLOCK_MS
-from vidstream.tasks import Service
+from vidstream.core.backoff import Backoff
+from vidstream.core.tasks import Service
+from vidstream.job.protocol import Notice
+from vidstream.state import bus
+from vidstream.state.bus import BLOCK_MS
 
 
 class ControlListener(Service):

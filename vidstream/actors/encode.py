@@ -9,8 +9,8 @@ from pathlib import Path
 
 import structlog
 
-from vidstream import process
-from vidstream.errors import TransientError
+from vidstream.core import process
+from vidstream.core.errors import TransientError
 from vidstream.media import ffmpeg
 from vidstream.media.progress import FfmpegProgress
 

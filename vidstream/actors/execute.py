@@ -19,14 +19,14 @@ from pathlib import Path
 import structlog
 from redis.exceptions import RedisError
 
-from vidstream import policy
 from vidstream.actors.outputs import RunObjects
 from vidstream.actors.run import Run, RunEnd
-from vidstream.errors import CodedError, JobCancelled, RunLost
-from vidstream.jobs import Job, Stage, Status, is_job_id
-from vidstream.jobstore import JobStore
-from vidstream.metrics import Metrics
-from vidstream.protocol import Claim, Fail, HandBack, Retry
+from vidstream.core.errors import CodedError, JobCancelled, RunLost
+from vidstream.job import policy
+from vidstream.job.model import Job, Stage, Status, is_job_id
+from vidstream.job.protocol import Claim, Fail, HandBack, Retry
+from vidstream.ops.metrics import Metrics
+from vidstream.state.jobstore import JobStore
 from vidstream.storage.base import ObjectStore
 
 # The runs that end the job, and how (a handed-on, retried or cancelled run does not).

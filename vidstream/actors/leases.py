@@ -12,10 +12,10 @@ from collections.abc import Callable, Collection
 
 import structlog
 
-from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.run import Lost, Run
-from vidstream.jobstore import HELD, MOVED_ON, TAKEN, JobStore
-from vidstream.tasks import Service, every
+from vidstream.core.tasks import Service, every
+from vidstream.state.consumer import StageConsumer
+from vidstream.state.jobstore import HELD, MOVED_ON, TAKEN, JobStore
 
 
 class LeaseKeeper(Service):

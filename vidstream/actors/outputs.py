@@ -19,10 +19,10 @@ from pathlib import Path
 import structlog
 from redis.exceptions import RedisError
 
-from vidstream.backoff import Backoff, retry
-from vidstream.errors import StorageError
-from vidstream.jobs import Output, Stage
-from vidstream.jobstore import JobStore
+from vidstream.core.backoff import Backoff, retry
+from vidstream.core.errors import StorageError
+from vidstream.job.model import Output, Stage
+from vidstream.state.jobstore import JobStore
 from vidstream.storage.base import ObjectStore
 
 CLEANUP_TIMEOUT_S = 30.0

@@ -11,8 +11,8 @@ from vidstream.actors.encode import run_ffmpeg
 from vidstream.actors.run import Run
 from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
-from vidstream.errors import TransientError
-from vidstream.jobs import Job, Kind, Stage
+from vidstream.core.errors import TransientError
+from vidstream.job.model import Job, Kind, Stage
 from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
@@ -35,7 +35,8 @@ class RenderWorker(Worker):
         self.encoder = ffmpeg.Encoder(preset=self.settings.x264_preset, crf=self.settings.x264_crf)
         # Whatever the source's header says: no larger picture is decoded, no longer video made.
         self.bounds = ffmpeg.Bounds(self.settings.max_pixels, self.settings.max_duration_s)
-        self.composer = Composer(self)
+        self.composer = Composer(services, ffmpeg=self.ffmpeg, encoder=self.encoder,
+                                 concurrency=concurrency)  # fmt: skip
 
     async def process(self, job: Job, workdir: Path, run: Run) -> None:
         if job.kind is Kind.COMPOSE:

@@ -13,14 +13,14 @@ import structlog
 from redis.exceptions import RedisError
 
 from vidstream.actors.outputs import RunObjects
-from vidstream.backoff import Backoff, retry
-from vidstream.errors import JobCancelled, RunLost
-from vidstream.jobs import Job, Output, Stage, Status
-from vidstream.jobstore import Applied, JobStore
+from vidstream.core.backoff import Backoff, retry
+from vidstream.core.errors import JobCancelled, RunLost
+from vidstream.job.model import Job, Output, Stage, Status
+from vidstream.job.pipelines import pipeline_of
+from vidstream.job.protocol import Claim, FinishStage, Op, Outcome, Progress
 from vidstream.media.info import MediaInfo
 from vidstream.media.progress import Eta, Throttle
-from vidstream.pipelines import pipeline_of
-from vidstream.protocol import Claim, FinishStage, Op, Outcome, Progress
+from vidstream.state.jobstore import Applied, JobStore
 
 # A run's outcome is kept trying through a Redis outage of any length: the work behind it may be
 # hours of transcription. Each try has the client's timeout; the first after Redis returns is at

@@ -22,9 +22,9 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vidstream import logs
-from vidstream.keys import Keys
-from vidstream.tasks import cancel_and_wait
+from vidstream.core import logs
+from vidstream.core.tasks import cancel_and_wait
+from vidstream.state.keys import Keys
 
 MAX_SLOTS = 1024
 

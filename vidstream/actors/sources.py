@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from vidstream.errors import ObjectNotFound, ObjectTooLarge, PermanentError
-from vidstream.jobs import Job
+from vidstream.core.errors import ObjectNotFound, ObjectTooLarge, PermanentError
+from vidstream.job.model import Job
 from vidstream.storage.base import ObjectStore
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from vidstream.actors.run import Run
 from vidstream.actors.sources import source_path
 from vidstream.actors.worker import Worker
-from vidstream.errors import TooLong
-from vidstream.jobs import Job, Output, Stage
+from vidstream.core.errors import TooLong
+from vidstream.job.model import Job, Output, Stage
+from vidstream.job.pipelines import pipeline_of
 from vidstream.media import ffmpeg
 from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
@@ -20,7 +21,6 @@ from vidstream.media.progress import segment_fraction
 from vidstream.media.subtitles import build_cues, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperConfig, WhisperPool
-from vidstream.pipelines import pipeline_of
 from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
 

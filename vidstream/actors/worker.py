@@ -20,20 +20,23 @@ from typing import ClassVar
 
 from redis.exceptions import RedisError
 
-from vidstream import joblogs, logs, policy
-from vidstream.actors.consumer import StageConsumer
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
 from vidstream.actors.leases import LeaseKeeper
-from vidstream.actors.registry import WorkerRegistry
 from vidstream.actors.run import Run
 from vidstream.actors.slots import SlotLease
-from vidstream.backoff import Backoff
-from vidstream.jobs import Job, Stage
-from vidstream.lifecycle import Component
-from vidstream.services import BLOCK_MS, Services
+from vidstream.core import logs
+from vidstream.core.backoff import Backoff
+from vidstream.core.lifecycle import Component
+from vidstream.core.tasks import cancel_and_wait
+from vidstream.job import policy
+from vidstream.job.model import Job, Stage
+from vidstream.ops import joblogs
+from vidstream.ops.workers import WorkerRegistry
+from vidstream.services import Services
+from vidstream.state.bus import BLOCK_MS
+from vidstream.state.consumer import StageConsumer
 from vidstream.storage.base import ObjectStore
-from vidstream.tasks import cancel_and_wait
 
 
 class Worker(Component, abc.ABC):

@@ -26,7 +26,7 @@ from vidstream.compose.timeline import (
     VideoClip,
     frames,
 )
-from vidstream.errors import PermanentError
+from vidstream.core.errors import PermanentError
 
 MAX_PROBLEMS = 20  # reported at once; a timeline wrong everywhere needs no longer list
 _CLIP_TYPES = frozenset({"video", "image", "color", "text", "audio", "subtitles"})

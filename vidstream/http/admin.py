@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream.errors import ConfigError
+from vidstream.core.errors import ConfigError
 from vidstream.http.auth import require_admin
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
-from vidstream.pausing import paused_roles, set_paused
+from vidstream.ops.pausing import paused_roles, set_paused
 
 routes = web.RouteTableDef()
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream import logs
-from vidstream.admission import Admission, connection_cap
+from vidstream.core import logs
+from vidstream.core.admission import Admission, connection_cap
+from vidstream.core.lifecycle import Component
+from vidstream.feed.hub import Hub
 from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
@@ -16,8 +18,6 @@ from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.limits import body_timeout_middleware, lift_budget, redis_budget_middleware
 from vidstream.http.observe import observe_middleware
 from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
-from vidstream.lifecycle import Component
-from vidstream.notifier.hub import Hub
 from vidstream.services import Services
 
 

@@ -15,10 +15,12 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from vidstream.admission import bucket as address_bucket
-from vidstream.auth import ApiKey, KeyRing
+from vidstream.core.admission import bucket as address_bucket
+from vidstream.core.auth import ApiKey, KeyRing
+from vidstream.http.bodies import short
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
+from vidstream.job.model import Job, is_job_id
 from vidstream.services import Services
 
 DEFAULT_TENANT = "default"
@@ -136,3 +138,12 @@ def require_admin(request: web.Request) -> None:
     key = key_of(request)
     if key is None or not key.admin:
         raise ApiError(404, "not_found", "No such route.")
+
+
+async def job_or_404(request: web.Request, job_id: str | None = None) -> Job:
+    """The job the path names, if it belongs to the caller's tenant; else 404."""
+    job_id = request.match_info["job_id"] if job_id is None else job_id
+    job = await request.app[SERVICES].jobs.get(job_id) if is_job_id(job_id) else None
+    if job is None or job.tenant != tenant_of(request):
+        raise ApiError(404, "not_found", f"No job with id {short(job_id, 30)}.")
+    return job

@@ -23,16 +23,23 @@ from vidstream.compose.timeline import (
     Timeline,
     Track,
 )
-from vidstream.errors import InvalidKey
+from vidstream.core.errors import InvalidKey
 from vidstream.http.auth import tenant_of
 from vidstream.http.bodies import read_json, short
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
-from vidstream.jobs import Kind, Options, is_job_id
+from vidstream.job.model import Kind, Options, is_job_id
 from vidstream.services import Services
+from vidstream.state.templates import (
+    MAX_BYTES,
+    MAX_TEMPLATES,
+    NAME,
+    Template,
+    TemplateLimit,
+    Templates,
+)
+from vidstream.state.tickets import Tickets
 from vidstream.storage.names import check_source_key
-from vidstream.templates import MAX_BYTES, MAX_TEMPLATES, NAME, Template, TemplateLimit, Templates
-from vidstream.tickets import Tickets
 
 routes = web.RouteTableDef()
 

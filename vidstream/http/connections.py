@@ -24,7 +24,7 @@ from typing import cast
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from vidstream.admission import (
+from vidstream.core.admission import (
     Admission,
     Networks,
     Refusal,

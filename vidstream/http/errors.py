@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from redis.exceptions import RedisError
 
-from vidstream import logs
 from vidstream.compose.rules import InvalidTimeline
-from vidstream.errors import (
+from vidstream.core import logs
+from vidstream.core.errors import (
     InvalidKey,
     ObjectNotFound,
     ObjectTooLarge,

@@ -7,9 +7,9 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from vidstream import logs
+from vidstream.core import logs
 from vidstream.http.state import SERVICES
-from vidstream.metrics import CONTENT_TYPE
+from vidstream.ops.metrics import CONTENT_TYPE
 
 log = logs.get(role="gateway")
 routes = web.RouteTableDef()

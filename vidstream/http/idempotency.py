@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from vidstream.core.tasks import kept_alive
 from vidstream.http.errors import ApiError
-from vidstream.jobstore import Binding
-from vidstream.keys import Keys
-from vidstream.tasks import kept_alive
+from vidstream.state.jobstore import Binding
+from vidstream.state.keys import Keys
 
 TTL_S = 24 * 3600
 # A reservation lapses this long after its gateway stopped renewing it (it died mid-request).

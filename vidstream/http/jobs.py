@@ -16,36 +16,35 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from vidstream import bus
-from vidstream.bus import is_stream_id
-from vidstream.errors import PermanentError
+from vidstream.core.errors import PermanentError
+from vidstream.core.tasks import kept_alive
 from vidstream.http import compose, sse
-from vidstream.http.auth import tenant_of
+from vidstream.http.auth import job_or_404, tenant_of
 from vidstream.http.bodies import Form, parts, read_json, short, text_field
 from vidstream.http.compose import COMPOSE_FIELDS
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.observe import JOB_ID, request_id
 from vidstream.http.state import SERVICES, URLS, base_url
-from vidstream.jobs import (
+from vidstream.job.model import (
     Job,
     Kind,
     Options,
     Priority,
     Stage,
     Status,
-    is_job_id,
     new_job_id,
     parse_kind,
     parse_priority,
 )
-from vidstream.jobstore import Binding
-from vidstream.present import present_job
-from vidstream.protocol import Cancel, Intake
+from vidstream.job.present import present_job
+from vidstream.job.protocol import Cancel, Intake
 from vidstream.services import Services
+from vidstream.state import bus
+from vidstream.state.bus import is_stream_id
+from vidstream.state.jobstore import Binding
+from vidstream.state.tickets import Ticket, Tickets
 from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
-from vidstream.tasks import kept_alive
-from vidstream.tickets import Ticket, Tickets
 from vidstream.webhooks.targets import check_webhook_url
 
 routes = web.RouteTableDef()
@@ -308,15 +307,6 @@ async def queue_depth(services: Services) -> int:
             depth += (await bus.group_counts(services.redis, stream, group))[1]
     _queue_depth[keys.prefix] = (time.monotonic(), depth)
     return depth
-
-
-async def job_or_404(request: web.Request, job_id: str | None = None) -> Job:
-    """The job the path names, if it belongs to the caller's tenant; else 404."""
-    job_id = request.match_info["job_id"] if job_id is None else job_id
-    job = await request.app[SERVICES].jobs.get(job_id) if is_job_id(job_id) else None
-    if job is None or job.tenant != tenant_of(request):
-        raise ApiError(404, "not_found", f"No job with id {short(job_id, 30)}.")
-    return job
 
 
 @routes.get("/v1/jobs")

@@ -8,8 +8,8 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from vidstream.budget import lift, redis_budget
 from vidstream.http.errors import ApiError
+from vidstream.state.budget import lift, redis_budget
 
 
 def redis_budget_middleware(seconds: float) -> Middleware:

@@ -1,13 +1,14 @@
-"""`GET /v1/jobs/{id}/logs`: the log lines every role wrote about a job (`vidstream.joblogs`)."""
+"""`GET /v1/jobs/{id}/logs`: the log lines every role wrote about a job (`ops.joblogs`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream import bus, joblogs
+from vidstream.http.auth import job_or_404
 from vidstream.http.errors import ApiError
-from vidstream.http.jobs import job_or_404
 from vidstream.http.state import SERVICES
+from vidstream.ops import joblogs
+from vidstream.state import bus
 
 routes = web.RouteTableDef()
 

@@ -15,8 +15,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from vidstream import logs
-from vidstream.metrics import Metrics
+from vidstream.core import logs
+from vidstream.ops.metrics import Metrics
 
 REQUEST_ID = web.RequestKey("request_id", str)
 JOB_ID = web.RequestKey("job_id", str)  # set by a handler that creates a job: logged with it

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream.deadletters import ReplayRefused, list_dead, replay
-from vidstream.http.auth import tenant_of
+from vidstream.http.auth import job_or_404, tenant_of
 from vidstream.http.errors import ApiError
-from vidstream.http.jobs import job_body, job_or_404
+from vidstream.http.jobs import job_body
 from vidstream.http.state import SERVICES
+from vidstream.ops.deadletters import ReplayRefused, list_dead, replay
 
 routes = web.RouteTableDef()
 

@@ -17,11 +17,12 @@ import contextlib
 
 from aiohttp import web
 
-from vidstream.bus import is_stream_id
+from vidstream.feed import resume
+from vidstream.http.auth import job_or_404
 from vidstream.http.errors import ApiError
 from vidstream.http.state import HUB, SERVICES
-from vidstream.jobs import Job, is_job_id
-from vidstream.notifier import resume
+from vidstream.job.model import Job, is_job_id
+from vidstream.state.bus import is_stream_id
 
 KEEPALIVE_S = 15.0
 BACKLOG = 2000  # events waiting for a slow client before its stream is ended (it resumes)
@@ -85,8 +86,6 @@ def wants_stream(request: web.Request) -> bool:
 async def events_job(request: web.Request) -> Job:
     """The job whose events are asked for: the caller's (API key), or the one `?token=` opens
     (the same check as the WebSocket's); 404 otherwise."""
-    from vidstream.http.jobs import job_or_404
-
     token = request.query.get("token")
     if token is None:
         return await job_or_404(request)

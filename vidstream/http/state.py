@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from vidstream.notifier.hub import Hub
+from vidstream.feed.hub import Hub
 from vidstream.services import Services
 
 

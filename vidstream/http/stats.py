@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream import stats as numbers
 from vidstream.http.auth import require_admin
 from vidstream.http.state import SERVICES
+from vidstream.ops import stats as numbers
 
 routes = web.RouteTableDef()
 

@@ -16,6 +16,7 @@ from vidstream.http.auth import tenant_of
 from vidstream.http.bodies import read_json, short
 from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
+from vidstream.state.tickets import Ticket, Tickets
 from vidstream.storage.names import (
     UPLOADS,
     check_key,
@@ -23,7 +24,6 @@ from vidstream.storage.names import (
     new_upload_key,
     safe_filename,
 )
-from vidstream.tickets import Ticket, Tickets
 
 routes = web.RouteTableDef()
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,62}/[A-Za-z0-9][A-Za-z0-9.+-]{0,126}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidstream.actors.registry import list_workers
 from vidstream.http.auth import require_admin
 from vidstream.http.state import SERVICES
+from vidstream.ops.workers import list_workers
 
 routes = web.RouteTableDef()
 

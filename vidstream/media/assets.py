@@ -1,6 +1,6 @@
 """Probe a composition's assets: the videos, still pictures and sound files a timeline's clips
 name. Each is read exactly as a source is before FFmpeg is given it: in the probe's child process
-(`python -m vidstream.media.probe --asset KIND FILE`), under the same three guards (see `probe`).
+(`python -m vidstream.media.prober --asset KIND FILE`), under the same three guards (see `probe`).
 
 An asset's kind says what is wanted of the file:
 - VIDEO: a video track, in one of `info.ACCEPTED_DEMUXERS`; its sound too, if it has any;
@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from vidstream.errors import InvalidMedia
+from vidstream.core.errors import InvalidMedia
 from vidstream.media.info import (
     AUDIO_FILES,
     PICTURES,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vidstream.errors import PermanentError
+from vidstream.core.errors import PermanentError
 from vidstream.media import ass
 from vidstream.media import text as plain
 from vidstream.media.subtitles import FONT, Cue, Layout, cue_groups

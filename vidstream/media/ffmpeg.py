@@ -14,7 +14,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidstream.errors import ConfigError, InvalidMedia, JobError, PermanentError, TransientError
+from vidstream.core.errors import (
+    ConfigError,
+    InvalidMedia,
+    JobError,
+    PermanentError,
+    TransientError,
+)
 from vidstream.media import fonts
 from vidstream.media.info import ALL_DEMUXERS, MediaInfo, decoder_max_pixels, refusal
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Literal, get_args
 
-from vidstream.errors import ConfigError
+from vidstream.core.errors import ConfigError
 
 Family = Literal[
     "DejaVu Sans", "DejaVu Serif", "DejaVu Sans Mono",

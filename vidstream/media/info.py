@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vidstream.errors import InvalidMedia, PermanentError
+from vidstream.core.errors import InvalidMedia, PermanentError
 
 # Demuxers (FFmpeg's first name for each) that read one self-contained file. Anything else is
 # refused: HLS, DASH, concat, image sequences, SDP and their kind open the files or URLs they

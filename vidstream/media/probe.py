@@ -1,7 +1,7 @@
 """Probe a source: is it a playable video with an audio track (or, where no subtitles are drawn
 on it, a file of sound alone), how long, what codecs?
 
-Runs as its own subprocess (`python -m vidstream.media.probe FILE`) so that a hostile file that
+Runs as its own subprocess (`python -m vidstream.media.prober FILE`) so that a hostile file that
 hangs or crashes the demuxer costs a killed child, never the worker. PyAV does the reading, which
 works with either FFmpeg build (the pinned one ships no ffprobe). The child decodes one video and
 one audio frame: a header alone does not prove a file plays. A composition's assets (videos,
@@ -20,7 +20,6 @@ to the one file it was given:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from vidstream.errors import InvalidMedia, PermanentError, TooLong, TransientError
+from vidstream.core.errors import InvalidMedia, PermanentError, TooLong, TransientError
 from vidstream.media.info import (
     VIDEOS,
     VIDEOS_OR_AUDIO,
@@ -90,9 +89,9 @@ async def run_child(
         options = [*options, "--max-pixels", str(max_pixels)]
     # Imported here, in the parent: the child is this module run again, and it starts about
     # 100 ms sooner without the logging stack `process` brings (bench/pipeline.py).
-    from vidstream import process
+    from vidstream.core import process
 
-    argv = [sys.executable, "-m", "vidstream.media.probe", *options, "--", str(path)]
+    argv = [sys.executable, "-m", "vidstream.media.prober", *options, "--", str(path)]
     try:
         code, out, _err = await process.run(argv, timeout_s)
     except TimeoutError:
@@ -320,32 +319,3 @@ def _duration(container: Any, *tracks: Any | None) -> float:
         if s is not None and s.duration and s.time_base
     ]
     return max(spans, default=0.0)
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="Probe a file; print what was found as JSON.")
-    parser.add_argument("path")
-    parser.add_argument("--max-pixels", type=int, default=None)
-    parser.add_argument(
-        "--sound-alone", action="store_true", help="a source of sound alone will do"
-    )
-    parser.add_argument(
-        "--asset", choices=("video", "image", "audio"), help="probe a composition's asset"
-    )
-    args = parser.parse_args(argv)
-    try:
-        if args.asset:
-            # Imported here: `assets` builds on this module.
-            from vidstream.media.assets import inspect_asset
-
-            info = inspect_asset(args.path, args.asset, args.max_pixels)
-        else:
-            info = inspect(args.path, args.max_pixels, need_video=not args.sound_alone)
-        print(json.dumps({"ok": True, "info": info}))
-    except PermanentError as exc:
-        print(json.dumps({"ok": False, "code": exc.code, "message": exc.message}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

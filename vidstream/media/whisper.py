@@ -20,11 +20,11 @@ from typing import Any
 
 import structlog
 
-from vidstream import logs, process
-from vidstream.backoff import Backoff
-from vidstream.errors import JobError, PermanentError, TransientError
+from vidstream.core import logs, process
+from vidstream.core.backoff import Backoff
+from vidstream.core.errors import JobError, PermanentError, TransientError
+from vidstream.core.tasks import cancel_and_wait
 from vidstream.media.transcript import Segment, Transcript
-from vidstream.tasks import cancel_and_wait
 
 PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language", "too_long"})
 

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
+from vidstream.core.pdeathsig import die_with_parent
 from vidstream.media.ffmpeg import audio_pcm
 from vidstream.media.info import spoken
-from vidstream.pdeathsig import die_with_parent
 
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024

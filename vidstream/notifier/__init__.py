@@ -1,1 +1,2 @@
-"""The notifier role: pushes job events to WebSocket clients."""
+"""The notifier role: a WebSocket server (`server`) that pushes job events from the hub
+(`feed.hub`) to its clients, behind a guard on how many connections it holds (`guard`)."""

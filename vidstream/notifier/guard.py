@@ -10,7 +10,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.server import ServerProtocol
 
-from vidstream.admission import Admission, Refusal, Refuser, Slot, http_response
+from vidstream.core.admission import Admission, Refusal, Refuser, Slot, http_response
 
 _REFUSALS = {
     Refusal.FULL: http_response(

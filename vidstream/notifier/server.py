@@ -25,18 +25,18 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from vidstream import logs
-from vidstream.admission import Admission, Refusal, client_address, connection_cap
-from vidstream.bus import is_stream_id
-from vidstream.jobs import Job, is_job_id
-from vidstream.lifecycle import Component
-from vidstream.metrics import CONTENT_TYPE
-from vidstream.notifier import resume
+from vidstream.core import logs
+from vidstream.core.admission import Admission, Refusal, client_address, connection_cap
+from vidstream.core.lifecycle import Component
+from vidstream.core.tasks import cancel_and_wait
+from vidstream.feed import resume
+from vidstream.feed.hub import Hub
+from vidstream.job.model import Job, is_job_id
+from vidstream.job.present import present_job
 from vidstream.notifier.guard import GuardedConnection
-from vidstream.notifier.hub import Hub
-from vidstream.present import present_job
+from vidstream.ops.metrics import CONTENT_TYPE
 from vidstream.services import Services
-from vidstream.tasks import cancel_and_wait
+from vidstream.state.bus import is_stream_id
 
 PATH = "/v1/ws"
 MAX_SUBSCRIPTIONS = 100

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidstream.errors import ConfigError
-from vidstream.settings import Settings
-from vidstream.signing import Signer
+from vidstream.core.errors import ConfigError
+from vidstream.core.settings import Settings
+from vidstream.core.signing import Signer
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.local import LocalStore
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidstream.lifecycle import Component
+from vidstream.core.lifecycle import Component
 
 
 @dataclass(frozen=True, slots=True)

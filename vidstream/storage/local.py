@@ -16,11 +16,11 @@ import time
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
 
-from vidstream.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
-from vidstream.signing import Signer
+from vidstream.core.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
+from vidstream.core.signing import Signer
+from vidstream.core.tasks import cancel_and_wait, every
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_type_for, too_large
-from vidstream.tasks import cancel_and_wait, every
 
 _BATCH = 1024 * 1024  # write to disk in batches this size, off the event loop
 _PUBLISH_TRIES = 5  # renames into a folder that concurrent deletes keep removing

@@ -18,7 +18,7 @@ import unicodedata
 from pathlib import PurePosixPath
 from urllib.parse import quote
 
-from vidstream.errors import InvalidKey, ObjectTooLarge
+from vidstream.core.errors import InvalidKey, ObjectTooLarge
 
 UPLOADS = "uploads/"
 MAX_KEY_LENGTH = 512

@@ -20,11 +20,11 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from vidstream.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
-from vidstream.settings import Settings
+from vidstream.core.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
+from vidstream.core.settings import Settings
+from vidstream.core.tasks import cancel_and_wait
 from vidstream.storage.base import ObjectInfo, ObjectStore
 from vidstream.storage.names import check_key, content_disposition, too_large
-from vidstream.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client

@@ -25,14 +25,14 @@ from redis.exceptions import RedisError
 from structlog.stdlib import BoundLogger
 from yarl import URL
 
-from vidstream import logs
-from vidstream.backoff import Backoff
-from vidstream.errors import PermanentError
-from vidstream.policy import Limits, retry_delay
-from vidstream.present import present_job
+from vidstream.core import logs
+from vidstream.core.backoff import Backoff
+from vidstream.core.errors import PermanentError
+from vidstream.core.signing import load_secret
+from vidstream.core.tasks import Service, TaskSet, cancel_and_wait, every
+from vidstream.job.policy import Limits, retry_delay
+from vidstream.job.present import present_job
 from vidstream.services import Services
-from vidstream.signing import load_secret
-from vidstream.tasks import Service, TaskSet, cancel_and_wait, every
 from vidstream.webhooks.post import post
 from vidstream.webhooks.queue import Delivery, WebhookQueue
 from vidstream.webhooks.signature import HEADER, sign, webhook_secret

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from vidstream.actors.consumer import StageConsumer
-from vidstream.bus import Entry, stream_id
-from vidstream.jobstore import SHARED_MAX
-from vidstream.keys import Keys
+from vidstream.state.bus import Entry, stream_id
+from vidstream.state.consumer import StageConsumer
+from vidstream.state.jobstore import SHARED_MAX
+from vidstream.state.keys import Keys
 
 _NOW_MS = """
 local t = redis.call('TIME')

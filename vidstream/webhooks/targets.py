@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from urllib.parse import urlsplit
 
-from vidstream.errors import PermanentError, VidstreamError
+from vidstream.core.errors import PermanentError, VidstreamError
 
 MAX_URL_LENGTH = 2048
 Address = IPv4Address | IPv6Address

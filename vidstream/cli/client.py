@@ -1,0 +1,285 @@
+"""`vidstream submit` and `vidstream jobs`: a client of the gateway and the notifier, as a frontend
+would be. Several files go at once, each uploaded, created and followed live over the WebSocket.
+
+On a terminal the progress is drawn with rich (a bar per job and stage, with speed and time
+left); otherwise it is one line per quarter, so logs and scripts read it plainly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+import aiohttp
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from vidstream.core.backoff import Backoff
+
+CHUNK = 1024 * 1024
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class SubmitError(Exception):
+    """The gateway refused a request; the message is its error message."""
+
+
+class Display(Protocol):
+    def bar(self, label: str, total: float, *, transfer: bool = False) -> Any:
+        """A new bar; `transfer` shows bytes and speed."""
+
+    def set(self, bar: Any, value: float) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class Lines:
+    """Progress as lines: one per 25 % of each bar, for logs and pipes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._bars: dict[int, list[Any]] = {}
+
+    def bar(self, label: str, total: float, *, transfer: bool = False) -> int:
+        self._bars[len(self._bars)] = [label, max(total, 1e-9), -1]
+        return len(self._bars) - 1
+
+    def set(self, bar: Any, value: float) -> None:
+        label, total, shown = self._bars[bar]
+        pct = int(100 * min(value, total) / total)
+        if pct // 25 > shown // 25 or (pct == 100 and shown != 100):
+            self.out.write(f"{label}: {pct}%\n")
+            self.out.flush()
+        self._bars[bar][2] = max(pct, shown)
+
+    def note(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+class Bars:
+    """Progress drawn by rich on a terminal: each bar with its speed and time left."""
+
+    def __init__(self, out: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"), TimeRemainingColumn(),
+            console=Console(file=out), transient=False,
+        )  # fmt: skip
+
+    def __enter__(self) -> Bars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def bar(self, label: str, total: float, *, transfer: bool = False) -> Any:
+        return self.progress.add_task(label, total=total, detail="", transfer=transfer)
+
+    def set(self, bar: Any, value: float) -> None:
+        task = self.progress.tasks[bar]
+        detail = ""
+        if task.fields["transfer"] and task.total:  # bytes: say how many, and how fast
+            speed = task.speed or 0.0
+            detail = f"{value / 1e6:.1f}/{task.total / 1e6:.1f} MB {speed / 1e6:.1f} MB/s"
+        self.progress.update(bar, completed=max(value, task.completed), detail=detail)
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
+
+async def _check(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = await response.json(content_type=None)
+    except ValueError:
+        body = {}
+    if response.status >= 400:
+        err = body.get("error") or {}
+        raise SubmitError(
+            f"{response.status} {err.get('code', 'error')}: {err.get('message', response.reason)}"
+        )
+    return body
+
+
+class Client:
+    """The gateway at `gateway`, with an API key if one is given."""
+
+    def __init__(self, http: aiohttp.ClientSession, gateway: str, api_key: str | None) -> None:
+        self.http, self.gateway = http, gateway.rstrip("/")
+        # The key goes to the gateway only: upload URLs may point at a bucket on another host.
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def get(self, path_or_url: str) -> dict[str, Any]:
+        url = path_or_url if "://" in path_or_url else self.gateway + path_or_url
+        async with self.http.get(url, headers=self.auth) as r:
+            return await _check(r)
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(self.gateway + path, json=body, headers=self.auth) as r:
+            return await _check(r)
+
+    async def upload(self, video: Path, display: Display) -> str:
+        """PUT `video` to a fresh upload link; return its storage key."""
+        size = (await asyncio.to_thread(video.stat)).st_size
+        content_type = mimetypes.guess_type(video.name)[0] or "application/octet-stream"
+        ticket = await self.post(
+            "/v1/uploads", {"filename": video.name, "content_type": content_type, "size": size}
+        )
+        bar = display.bar(f"{video.name} upload", size, transfer=True)
+        headers = {**ticket.get("headers", {}), "Content-Length": str(size)}
+        body = _read_file(video, lambda done: display.set(bar, done))
+        async with self.http.put(ticket["upload_url"], data=body, headers=headers) as r:
+            if r.status >= 300:
+                raise SubmitError(f"upload failed: {r.status} {(await r.text())[:300]}")
+        return str(ticket["key"])
+
+
+async def _read_file(path: Path, on_progress: Any) -> AsyncIterator[bytes]:
+    done = 0
+    with path.open("rb") as f:
+        while chunk := await asyncio.to_thread(f.read, CHUNK):
+            done += len(chunk)
+            on_progress(done)
+            yield chunk
+
+
+async def submit(
+    videos: list[Path], gateway: str, *, burn: bool = True, language: str | None = None,
+    wait: bool = False, kind: str = "subtitle", api_key: str | None = None,
+    out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+) -> int:  # fmt: skip
+    """Upload each video and create its job, all at once; with `wait`, follow each to its end.
+    Returns the exit status: 0 when every job completed (or was queued, without `wait`)."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        client = Client(http, gateway, api_key)
+        if err.isatty():
+            with Bars(err) as bars:
+                results = await _all(client, videos, bars, burn, language, wait, kind)
+        else:
+            results = await _all(client, videos, Lines(err), burn, language, wait, kind)
+    for job in results:
+        if not wait:
+            out.write(json.dumps(job, indent=2) + "\n")
+            continue
+        out.write(f"job {job['id']}: {job['status']}\n")
+        if job.get("error"):
+            out.write(f"error: {job['error']['code']}: {job['error']['message']}\n")
+        for name, output in job.get("outputs", {}).items():
+            out.write(f"{name:<10} {output['key']}  ({output['size']} bytes)\n"
+                      f"           {output['url']}\n")  # fmt: skip
+    return 0 if all(not wait or j["status"] == "completed" for j in results) else 1
+
+
+async def _all(
+    client: Client, videos: list[Path], display: Display, burn: bool, language: str | None,
+    wait: bool, kind: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    async def one(video: Path) -> dict[str, Any]:
+        key = await client.upload(video, display)
+        options: dict[str, Any] = {"source": {"key": key}, "kind": kind, "burn_subtitles": burn}
+        if language:
+            options["language"] = language
+        job = await client.post("/v1/jobs", options)
+        display.note(f"job {job['id']} queued ({video.name})")
+        if not wait:
+            return job
+        await follow(job, display, video.name)
+        return await client.get(job["links"]["self"])
+
+    return list(await asyncio.gather(*(one(v) for v in videos)))
+
+
+async def follow(job: dict[str, Any], display: Display, label: str, retries: int = 6) -> str:
+    """Watch a job over the WebSocket with a bar per stage; return its final status.
+
+    A dropped connection (a notifier restarting, a network blip) is resumed from the last event
+    seen, on whichever notifier answers, so no event is missed or shown twice.
+    """
+    bars: dict[str, Any] = {}
+    last_id = "0-0"  # from the start of the job's history: no early event is missed
+    floor = (0, 0)  # the snapshot's last event: a final event older than it is of an old run
+    failures, backoff = 0, Backoff(0.5, 5.0)
+    while True:
+        try:
+            async with connect(job["links"]["ws"], open_timeout=15) as ws:
+                subscribe = {"type": "subscribe", "job_id": job["id"], "token": job["ws_token"],
+                             "last_event_id": last_id}  # fmt: skip
+                await ws.send(json.dumps(subscribe))
+                async for raw in ws:
+                    failures = 0
+                    backoff.reset()
+                    msg = json.loads(raw)
+                    if msg["type"] == "error":
+                        raise SubmitError(f"{msg['code']}: {msg['message']}")
+                    if msg["type"] in ("snapshot", "reset"):
+                        # The job as it is now. After a reset (history trimmed or expired during
+                        # a drop) no event may follow for a job that ended meanwhile, so its
+                        # status is the answer; only events at or after it may end the job.
+                        floor = _order(msg.get("last_event_id") or "0-0")
+                        if msg["type"] == "reset":
+                            last_id = msg.get("last_event_id") or last_id
+                            if msg["job"].get("status") in TERMINAL:
+                                return str(msg["job"]["status"])
+                        continue
+                    if msg["type"] != "event":
+                        continue
+                    last_id = msg["id"]
+                    status = _show(msg, bars, display, label)
+                    if status is not None and _order(last_id) >= floor:
+                        return status  # an earlier run's final event (a replay) does not end it
+        except (ConnectionClosed, OSError, TimeoutError) as exc:
+            failures += 1
+            if failures > retries:
+                raise SubmitError(f"lost the connection to the notifier: {exc}") from None
+            display.note(f"connection to the notifier lost ({exc}); resuming")
+            await backoff.sleep()
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    """An event id ("ms-seq") as a tuple that sorts as the server orders events."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _show(msg: dict[str, Any], bars: dict[str, Any], display: Display, label: str) -> str | None:
+    """Draw one event; return the final status when the event ends the job."""
+    stage = msg.get("stage")
+    if stage and stage not in bars:
+        bars[stage] = display.bar(f"{label} {stage}", 1.0)
+    if msg["event"] == "progress" and stage:
+        display.set(bars[stage], float(msg.get("stage_progress", 0.0)))
+    elif msg["event"] == "stage_completed" and stage:
+        display.set(bars[stage], 1.0)
+    elif msg["event"] == "retrying":
+        error = msg.get("error") or {}
+        display.note(f"{label} {stage}: {error.get('code')}: {error.get('message')}; "
+                     f"trying again (attempt {int(msg.get('attempt', 0)) + 1})")  # fmt: skip
+    if msg["status"] not in TERMINAL:
+        return None
+    if msg["status"] == "completed":
+        for bar in bars.values():
+            display.set(bar, 1.0)
+    return str(msg["status"])
+
+
+async def recent_jobs(gateway: str, api_key: str | None, limit: int) -> list[dict[str, Any]]:
+    """`GET /v1/jobs`: the caller's newest jobs."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        page = await Client(http, gateway, api_key).get(f"/v1/jobs?limit={limit}")
+    return list(page["jobs"])

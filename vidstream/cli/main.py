@@ -1,0 +1,225 @@
+"""The `vidstream` command: run roles, submit videos, inspect the system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from vidstream.core import logs, malloc
+from vidstream.core.errors import ConfigError
+from vidstream.core.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidstream", description="Subtitled videos at scale.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev = sub.add_parser("dev", help="run all four roles in one process (starts Redis if needed)")
+    dev.add_argument("--concurrency", type=int, help="jobs per worker role at once (default 1)")
+    for role, text in (
+        ("gateway", "the REST API"),
+        ("transcribe", "the Whisper worker"),
+        ("render", "the FFmpeg worker"),
+        ("notifier", "the WebSocket server"),
+    ):
+        p = sub.add_parser(role, help=f"run {text}")
+        p.add_argument("--concurrency", type=int, help="jobs at once (worker roles; default 1)")
+    submit = sub.add_parser("submit", help="upload videos and create a job for each")
+    submit.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+    _gateway_options(submit)
+    submit.add_argument(
+        "--no-burn", action="store_true", help="add a subtitle track instead of burning"
+    )
+    submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
+    submit.add_argument(
+        "--kind", choices=["subtitle", "transcribe"], default="subtitle",
+        help="subtitle: transcript and video (default); transcribe: the transcript only",
+    )  # fmt: skip
+    submit.add_argument("--wait", action="store_true", help="follow the jobs until they end")
+    jobs = sub.add_parser("jobs", help="your recent jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=20)
+    _gateway_options(jobs)
+    jobs.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    job_logs = sub.add_parser("logs", help="a job's log lines, from every role")
+    job_logs.add_argument("job_id")
+    _gateway_options(job_logs)
+    job_logs.add_argument("--follow", action="store_true", help="go on until the job has ended")
+    job_logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="add a key; prints it once")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    create.add_argument("--admin", action="store_true", help="may also use operator routes")
+    create.add_argument("--label", default="", help="a note to recognise the key by")
+    keys_list = keys_sub.add_parser("list", help="list keys (ids and tenants; never the keys)")
+    keys_list.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    secret = keys_sub.add_parser(
+        "webhook-secret", help="the secret a tenant's webhooks are signed with"
+    )
+    secret.add_argument("--tenant", required=True)
+    status = sub.add_parser("status", help="queue depth, pending and consumers; or one job")
+    status.add_argument("job_id", nargs="?")
+    status.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    workers = sub.add_parser("workers", help="the live workers: what each runs, since when")
+    workers.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    stats = sub.add_parser("stats", help="per stage: queue, throughput, durations; jobs by status")
+    stats.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    for action, text in (("pause", "take no new work"), ("resume", "take work again")):
+        p = sub.add_parser(action, help=f"a role's processes {text} (gateway: new jobs)")
+        p.add_argument("role", choices=["gateway", "transcribe", "render"])
+    drain = sub.add_parser("drain", help="wait until nothing is running (for deploys)")
+    drain.add_argument("--timeout", type=float, default=3600.0, help="give up after (s)")
+    dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="list dead-lettered jobs, newest first")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    dlq_replay = dlq_sub.add_parser("replay", help="run a failed job again")
+    dlq_replay.add_argument("job_id")
+    return parser
+
+
+def _gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway", help="gateway URL (default: PUBLIC_URL or the local one)")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("VIDSTREAM_API_KEY"),
+        help="API key for the gateway (default: $VIDSTREAM_API_KEY)",
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    malloc.pin_mmap_threshold()
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "concurrency", None) is not None:
+            if not 1 <= args.concurrency <= 64:
+                raise ConfigError("--concurrency must be between 1 and 64")
+            settings = settings.replace(concurrency=args.concurrency)
+    except ConfigError as exc:
+        print(f"vidstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    serving = args.command == "dev" or args.command in _ROLES
+    extra: tuple[structlog.typing.Processor, ...] = ()
+    if serving:  # a copy of each line about a job, kept with the job
+        from vidstream.ops.joblogs import capture
+
+        extra = (capture,)
+    logs.configure(settings.log_level, settings.log_format, extra=extra)
+    try:
+        return _run(_command(args, settings))
+    except ConfigError as exc:
+        print(f"vidstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+_ROLES = ("gateway", "transcribe", "render", "notifier")  # runtime.ROLES, without importing it
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+    if args.command == "dev" or args.command in _ROLES:
+        # Only the processes that serve import the roles: a client command starts faster.
+        from vidstream import runtime
+
+        roles = runtime.ROLES if args.command == "dev" else (args.command,)
+        return runtime.serve(settings, roles, dev=args.command == "dev")
+    if args.command in ("submit", "jobs"):
+        return _submit(args, settings)
+    if args.command == "logs":
+        from vidstream.cli import logs as logscli
+
+        return logscli.main(args, settings, sys.stdout)
+    if args.command == "keys":
+        return _keys(args, settings)
+    return _admin(args, settings)
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream.cli import keys as keyscli
+
+    if args.keys_command == "create":
+        return keyscli.create(settings, args.tenant, args.admin, args.label, sys.stdout,
+                              sys.stderr)  # fmt: skip
+    if args.keys_command == "list":
+        return keyscli.list_keys(settings, sys.stdout, as_json=args.json)
+    if args.keys_command == "revoke":
+        return keyscli.revoke(settings, args.key_id, sys.stdout)
+    return keyscli.webhook_secret(settings, args.tenant, sys.stdout)
+
+
+async def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    import aiohttp
+
+    from vidstream.cli import client
+    from vidstream.cli.client import SubmitError
+
+    gateway = args.gateway or settings.gateway_url
+    try:
+        if args.command == "jobs":
+            jobs = await client.recent_jobs(gateway, args.api_key, args.limit)
+            from vidstream.ops import admin
+
+            return admin.print_jobs(jobs, sys.stdout, as_json=args.json)
+        missing = [str(v) for v in args.videos if not v.is_file()]
+        if missing:
+            print(f"vidstream: no such file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        return await client.submit(
+            args.videos, gateway, burn=not args.no_burn, language=args.language,
+            wait=args.wait, kind=args.kind, api_key=args.api_key,
+        )  # fmt: skip
+    except (SubmitError, OSError, aiohttp.ClientError) as exc:
+        print(f"vidstream: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    from vidstream.ops import admin
+    from vidstream.services import connect_redis
+    from vidstream.state.jobstore import JobStore
+    from vidstream.state.keys import Keys
+
+    redis = connect_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    jobs = JobStore(redis, keys, ttl_s=settings.job_retention_s,
+                    failed_ttl_s=settings.failed_job_retention_s,
+                    events_ttl_s=settings.event_retention_s)  # fmt: skip
+    try:
+        if args.command == "status":
+            return await admin.print_status(redis, keys, args.job_id, sys.stdout, args.json)
+        if args.command == "workers":
+            return await admin.print_workers(redis, keys, sys.stdout, args.json)
+        if args.command == "stats":
+            return await admin.print_stats(redis, keys, sys.stdout, args.json)
+        if args.command in ("pause", "resume", "drain"):
+            from vidstream.ops import pausing
+
+            return await pausing.command(redis, keys, args.command, getattr(args, "role", None),
+                                         getattr(args, "timeout", 0.0), sys.stdout)  # fmt: skip
+        if args.dlq_command == "list":
+            return await admin.print_dead_letters(jobs, args.limit, sys.stdout, args.json)
+        return await admin.replay_job(jobs, args.job_id, sys.stdout)
+    finally:
+        await redis.aclose()
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    if os.name == "posix":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

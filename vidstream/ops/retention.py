@@ -1,0 +1,130 @@
+"""Retention: an ended job is removed `JOB_RETENTION_S` after it ended (`FAILED_JOB_RETENTION_S`
+for failures) with everything it left: its record, events, logs, idempotency entry, its place in
+its tenant's listing and in the status counts, and (unless `KEEP_OUTPUTS`) its source and
+outputs in storage. Uploads no job took are deleted once their ticket expired.
+
+When a job ends, the Lua script puts it in a sorted set by the time it is due (`Keys.retention`);
+`sweep` takes due entries in bounded batches, never scanning keys. Storage goes first: if it
+fails, the job (or upload) is due again `RETRY_AFTER_S` later, so one whose objects cannot be
+deleted (a bucket policy refusing deletes, say) does not hold up the ones behind it. The Redis
+part is one script that does nothing to a job that was replayed meanwhile (it left the set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from vidstream.core import logs
+from vidstream.core.errors import StorageError
+from vidstream.job.model import Job
+from vidstream.state.keys import Keys
+from vidstream.storage.base import ObjectStore
+
+BATCH = 100  # jobs (and uploads) removed per sweep at most; a sweep runs every few seconds
+STORAGE_TIMEOUT_S = 30.0
+RETRY_AFTER_S = 300  # a job or upload whose objects could not be deleted is due again then
+
+# KEYS: retention set, job hash, events, logs, tenant listing, status counts, idempotency entry
+# (or the job hash again when it has none), owned objects. ARGV: job id, now (s). Removes the job
+# if still due.
+# The idempotency entry goes only while it still names this job: after its own 24 h the tenant
+# may have sent the same Idempotency-Key again, binding it to a new job.
+_REMOVE = """
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if status then redis.call('HINCRBY', KEYS[6], status, -1) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8])
+if KEYS[7] ~= KEYS[2] then
+  local bound = redis.call('GET', KEYS[7])
+  if bound and string.sub(bound, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+    redis.call('DEL', KEYS[7])
+  end
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    jobs: int = 0
+    uploads: int = 0
+    more: bool = False  # a batch was full: more may be due
+
+
+class Retention:
+    def __init__(self, redis: Redis, keys: Keys, store: ObjectStore, *, keep_outputs: bool) -> None:
+        self.redis, self.keys, self.store, self.keep_outputs = redis, keys, store, keep_outputs
+        self._remove = redis.register_script(_REMOVE)
+        self.log = logs.get(role="maintenance")
+
+    async def sweep(self, now: float | None = None) -> Swept:
+        """Remove what is due; return how much."""
+        now = time.time() if now is None else now
+        removed = 0
+        due = await self.redis.zrangebyscore(self.keys.retention, "-inf", now, start=0, num=BATCH)
+        for job_id in due:
+            removed += await self._remove_job(str(job_id), now)
+        uploads, more = await self._sweep_uploads(now)
+        if removed or uploads:
+            self.log.info("retention_swept", jobs=removed, uploads=uploads)
+        return Swept(removed, uploads, more or len(due) == BATCH)
+
+    async def _remove_job(self, job_id: str, now: float) -> int:
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
+        job = Job.from_redis(raw) if raw else None
+        if job is not None and not job.status.terminal:  # replayed meanwhile: kept
+            return 0
+        if job is not None and not self.keep_outputs:
+            owned = [job.source_key, *job.assets, *(out.key for out in job.outputs.values())]
+            # And what runs stored that no record names (a run killed before it recorded).
+            members = await self.redis.smembers(self.keys.job_objects(job_id))
+            owned += sorted(str(m).partition("|")[2] for m in members)  # `stage|key`
+            objects = list(dict.fromkeys(key for key in owned if key))  # a compose job: no source
+            if not await self._delete(objects, job_id):
+                await self._later(self.keys.retention, job_id, now)
+                return 0
+        idem = raw.get("idempotency") or self.keys.job(job_id)
+        keys = [
+            self.keys.retention, self.keys.job(job_id), self.keys.job_events(job_id),
+            self.keys.job_logs(job_id), self.keys.tenant_jobs(job.tenant if job else "default"),
+            self.keys.status_counts, idem, self.keys.job_objects(job_id),
+        ]  # fmt: skip
+        return int(await self._remove(keys=keys, args=[job_id, repr(now)]))
+
+    async def _delete(self, objects: list[str], job_id: str) -> bool:
+        try:
+            async with asyncio.timeout(STORAGE_TIMEOUT_S):
+                for key in objects:
+                    await self.store.delete(key)
+        except (StorageError, TimeoutError) as exc:
+            self.log.warning("retention_storage_failed", job_id=job_id, error=str(exc)[:200])
+            return False
+        return True
+
+    async def _later(self, index: str, member: str, now: float) -> None:
+        """Make `member` due again RETRY_AFTER_S from `now`, not at the head of every sweep.
+        XX: not back in the set if it left meanwhile; GT: a later due time it got meanwhile (a
+        replayed job that ended again) stays."""
+        await self.redis.zadd(index, {member: now + RETRY_AFTER_S}, xx=True, gt=True)
+
+    async def _sweep_uploads(self, now: float) -> tuple[int, bool]:
+        """Delete uploads whose ticket expired with no job taking them; return how many, and
+        whether the batch was full."""
+        index = self.keys.abandoned_uploads
+        due = await self.redis.zrangebyscore(index, "-inf", now, start=0, num=BATCH)
+        deleted = 0
+        for key in map(str, due):
+            if await self._delete([key], "-"):
+                await self.redis.zrem(index, key)
+                deleted += 1
+            else:
+                await self._later(index, key, now)
+        return deleted, len(due) == BATCH

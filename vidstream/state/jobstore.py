@@ -1,0 +1,221 @@
+"""Job state in Redis: create, read, and apply `protocol.ops` operations atomically (`lua.py`).
+
+After each operation that records an event, the event itself also goes on the shared events
+feed, which the notifiers tail to push it to subscribers without reading the job's history.
+Retries wait in a sorted set until they are due.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from vidstream.job.model import PRIORITIES, Job, Stage, Status
+from vidstream.job.pipelines import pipeline_of
+from vidstream.job.protocol import Event, Intake, Op, Outcome, Push, PushKind
+from vidstream.job.protocol.ops import encode, push_of, target_status
+from vidstream.state import bus, lua
+from vidstream.state.keys import Keys
+
+# Shared streams (dead letters, cancel notices) keep about this many entries.
+SHARED_MAX = 10_000
+EXPIRY_MARGIN_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What became of an operation: applied (with its event id), or why not."""
+
+    outcome: Outcome
+    status: Status | None
+    event_id: str | None = None
+    attempts: int = 0
+    gen: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """An Idempotency-Key to bind to the job in the step that creates it (`http.idempotency`)."""
+
+    key: str  # the Redis key of the entry
+    fingerprint: str
+    ttl_s: int
+
+    def keys_args(self) -> tuple[list[str], list[str | int]]:
+        return [self.key], [self.fingerprint, self.ttl_s]
+
+
+# What renew() says of each lease: held; taken by another run; released by a cancel (or the job
+# is gone); released by another run that finished the stage (the job went on without this one).
+HELD, TAKEN, RELEASED, MOVED_ON = 1, 0, -1, -2
+
+
+class JobStore:
+    """Reads and writes jobs, their event histories, retries and dead letters in Redis."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, *, ttl_s: int, failed_ttl_s: int | None = None,
+        events_ttl_s: int | None = None, history_max: int = 2000, feed_max: int = 50_000,
+    ) -> None:  # fmt: skip
+        self.redis = redis
+        self.keys = keys
+        self.ttl_s = ttl_s  # how long an ended job is kept (JOB_RETENTION_S)
+        self.failed_ttl_s = failed_ttl_s or ttl_s  # a failed one (FAILED_JOB_RETENTION_S)
+        self.events_ttl_s = events_ttl_s or ttl_s  # its history (EVENT_RETENTION_S)
+        self.history_max = history_max
+        self.feed_max = feed_max
+        self._create = redis.register_script(lua.CREATE)
+        self._create_from_upload = redis.register_script(lua.CREATE_FROM_UPLOAD)
+        self._transition = redis.register_script(lua.TRANSITION)
+        self._renew = redis.register_script(lua.RENEW)
+        self._promote = redis.register_script(lua.PROMOTE)
+
+    async def create(self, job: Job, bind: Binding | None = None) -> None:
+        """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
+        in one step (binding the request's Idempotency-Key to it, if given). Ids are random, so
+        a job that exists already is this request resent."""
+        keys, args = self._create_args(job)
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
+        await self._create(keys=keys, args=args)
+
+    async def create_from_upload(
+        self, job: Job, upload_key: str, found: Intake, paused_key: str,
+        bind: Binding | None = None,
+    ) -> tuple[Intake, str]:  # fmt: skip
+        """`create` for a job whose source is an upload, in the same one step: unless
+        `paused_key` exists, take the upload's ticket (the job's tenant's, unused) and, if the
+        storage check `found` it OK, create the job. Returns the outcome and, when OK, the
+        upload's file name."""
+        keys, args = self._create_args(job)
+        keys += [self.keys.upload(upload_key), self.keys.abandoned_uploads, paused_key]
+        args += [job.tenant, upload_key, found]
+        if bind is not None:
+            more_keys, more_args = bind.keys_args()
+            keys, args = keys + more_keys, args + more_args
+        answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
+        if answer[0] != Intake.OK:
+            return Intake(answer[0]), ""
+        return Intake.OK, str(json.loads(answer[2]).get("filename", ""))
+
+    def _create_args(self, job: Job) -> tuple[list[str], list[str | int]]:
+        keys = [self.keys.job(job.id), self.keys.job_events(job.id)]
+        keys.append(self.keys.stage_stream(pipeline_of(job).first, job.priority))
+        keys += [self.keys.tenant_jobs(job.tenant), self.keys.status_counts, self.keys.events]
+        return keys, [json.dumps(job.to_redis()), self.history_max, self.feed_max]
+
+    async def recent(self, tenant: str, limit: int, before: float | None = None) -> list[Job]:
+        """The tenant's newest jobs first, created before `before` (a Unix time) if given."""
+        upper = f"({before}" if before is not None else "+inf"
+        ids = await self.redis.zrevrangebyscore(
+            self.keys.tenant_jobs(tenant), upper, "-inf", start=0, num=limit
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(str(job_id)))
+            raws = await pipe.execute()
+        # An id whose job expired meanwhile reads back empty: skip it.
+        return [Job.from_redis(raw) for raw in raws if raw]
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
+        return Job.from_redis(raw) if raw else None
+
+    async def apply(self, job_id: str, op: Op) -> Applied:
+        """Apply `op` if the job's state allows it; never raises for that."""
+        args = encode(op, time.time())
+        status = target_status(op)
+        retain = self.failed_ttl_s if status is Status.FAILED else self.ttl_s
+        # The keys expire a day after retention removes them, as a backstop should it not run.
+        ttl = retain + EXPIRY_MARGIN_S if status.terminal else 0
+        args.update(maxlen=self.history_max, feed_max=self.feed_max, ttl=ttl,
+                    events_ttl=min(self.events_ttl_s, ttl), retain_s=retain,
+                    shared_max=SHARED_MAX)  # fmt: skip
+        keys = [
+            self.keys.job(job_id), self.keys.job_events(job_id), self.keys.webhooks,
+            self.keys.status_counts, self.keys.retention, self.keys.events,
+        ]  # fmt: skip
+        if (push := push_of(op)) is not None:
+            keys += self._push_keys(push)
+        outcome, status, event_id, attempts, gen = await self._transition(
+            keys=keys, args=[json.dumps(args)]
+        )
+        return Applied(
+            Outcome(outcome), Status(status) if status else None, event_id or None,
+            int(attempts), int(gen),
+        )  # fmt: skip
+
+    def _push_keys(self, push: Push) -> list[str]:
+        match push.kind:
+            case PushKind.STAGE:  # all three: the script picks the job's priority
+                assert push.stage is not None
+                return list(self.keys.stage_streams(push.stage))
+            case PushKind.RETRY:
+                return [self.keys.delayed]
+            case PushKind.DEAD:
+                return [self.keys.dead_letters]
+            case PushKind.NOTICE:
+                return [self.keys.control]
+
+    async def own_object(self, job_id: str, stage: Stage, key: str) -> None:
+        """Record that a run of `stage` is about to store `key` for the job: retention deletes
+        every object so recorded, whatever became of the run that wrote it."""
+        owned = self.keys.job_objects(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(owned, f"{stage.value}|{key}")
+            # A backstop only: retention deletes the set with the job.
+            pipe.expire(owned, self.ttl_s + 2 * EXPIRY_MARGIN_S)
+            await pipe.execute()
+
+    async def disown_objects(self, job_id: str, stage: Stage, keys: list[str]) -> None:
+        """The objects are deleted (or never were written)."""
+        if keys:
+            members = [f"{stage.value}|{key}" for key in keys]
+            await self.redis.srem(self.keys.job_objects(job_id), *members)
+
+    async def owned_objects(self, job_id: str, stage: Stage | None = None) -> list[str]:
+        """Keys of the objects recorded for the job (of `stage` only, if given)."""
+        members = await self.redis.smembers(self.keys.job_objects(job_id))
+        found = (str(m).partition("|") for m in members)
+        return sorted(key for name, _, key in found if stage is None or name == stage.value)
+
+    async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
+        """Extend the lease of each (job id, owner): HELD, TAKEN (by another run), RELEASED (a
+        cancel) or MOVED_ON (another run finished the stage)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, owner in leases:
+                await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)
+            return [int(state) for state in await pipe.execute()]
+
+    async def promote_due(self) -> int:
+        """Move every retry that is due onto its stage's stream; return how many."""
+        pairs = [(s, p) for s in Stage for p in PRIORITIES]
+        keys = [self.keys.delayed, *(self.keys.stage_stream(s, p) for s, p in pairs)]
+        names = [f"{s.value}:{p.value}" for s, p in pairs]
+        return int(await self._promote(keys=keys, args=names))
+
+    async def events(
+        self, job_id: str, after: str = "0-0", count: int | None = None
+    ) -> list[Event]:
+        """The job's events after the stream id `after`, oldest first."""
+        entries = await bus.history(self.redis, self.keys.job_events(job_id), after, count=count)
+        return [Event.from_stream(job_id, entry_id, fields) for entry_id, fields in entries]
+
+    async def snapshot(self, job_id: str) -> tuple[Job | None, str]:
+        """The job and the id of its latest event, read together so no event falls between."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.xrevrange(self.keys.job_events(job_id), count=1)
+            raw, last = await pipe.execute()
+        if not raw:
+            return None, "0-0"
+        return Job.from_redis(raw), (last[0][0] if last else "0-0")
