@@ -50,7 +50,7 @@ async def claimed(services: Services, job: Job, owner: str, *, lease_ms: int) ->
     run = Run(services.jobs, Stage.TRANSCRIBE, job.id, "0-1", owner=owner)
     claim = Claim.of(job, Stage.TRANSCRIBE, owner=owner, lease_ms=lease_ms, max_attempts=3)
     assert (await services.jobs.apply(job.id, claim)).ok
-    run.job, run.started = job, True
+    run.claimed(job, 1)
     run.objects = RunObjects(services.store, services.jobs, Stage.TRANSCRIBE, job.id, run.log)
     return run
 
@@ -127,8 +127,9 @@ async def test_a_run_whose_job_completed_elsewhere_says_so(
         acked.append(entry_id)
 
     executor = Executor(
-        services.jobs, Stage.TRANSCRIBE, process, ack, services.store, Limits(3, 0.1, 1.0),
-        lease_ms=1, tmp_root=tmp_path / "tmp", metrics=Metrics(),
+        jobs=services.jobs, stage=Stage.TRANSCRIBE, process=process, ack=ack,
+        store=services.store, limits=Limits(3, 0.1, 1.0), lease_ms=1, tmp_root=tmp_path / "tmp",
+        metrics=Metrics(),
     )  # fmt: skip
     captured = CapturingLogger()
     log = structlog.wrap_logger(captured, processors=[])

@@ -211,8 +211,11 @@ async def test_a_worker_given_a_name_has_no_slot(redis: Redis, prefix: str) -> N
     """A worker started with an explicit name lists `slot` as null (a leased one as its N);
     the hash of a worker from before the field reads back with no slot."""
     keys = Keys(prefix)
-    named = WorkerRegistry(redis, keys, "edge-render", "render", 1, list, 5.0, 30.0)
-    leased = WorkerRegistry(redis, keys, "host-render-3", "render", 1, list, 5.0, 30.0, slot=3)
+    shape = {"role": "render", "concurrency": 1, "runs": list, "interval_s": 5.0}
+    named = WorkerRegistry(redis, keys, name="edge-render", visibility_timeout_s=30.0, **shape)
+    leased = WorkerRegistry(
+        redis, keys, name="host-render-3", visibility_timeout_s=30.0, slot=3, **shape
+    )
     await named.beat()
     await leased.beat()
     listed = {w.name: w.to_public()["slot"] for w in await list_workers(redis, keys)}

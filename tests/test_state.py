@@ -22,7 +22,7 @@ from vidstream.job.protocol import (
 )
 from vidstream.media.info import MediaInfo
 from vidstream.state import bus
-from vidstream.state.jobstore import EXPIRY_MARGIN_S, HELD, TAKEN, JobStore
+from vidstream.state.jobstore import EXPIRY_MARGIN_S, JobStore, Lease
 from vidstream.state.keys import Keys
 
 BURN = Options(burn_subtitles=True)
@@ -395,7 +395,7 @@ async def test_a_live_run_holds_its_stage(store: JobStore, job: Job) -> None:
     busy = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1"))
     assert (busy.outcome, busy.status) == ("busy", Status.RUNNING)
     # The first run's worker died: nobody renews, the lease (here 0 ms) has run out.
-    assert (await store.renew([(job.id, "a:1")], 0)) == [HELD]
+    assert (await store.renew([(job.id, "a:1")], 0)) == [Lease.HELD]
     taken = await store.apply(job.id, start(job, Stage.TRANSCRIBE, "b:1"))
     assert taken.ok
     assert taken.attempts == 2
@@ -412,7 +412,10 @@ async def test_a_run_that_lost_its_stage_cannot_finish_it(store: JobStore, job: 
         Fail(error=ErrorInfo("x", "y"), owner="a:1"),
     ):
         assert (await store.apply(job.id, late)).outcome == "lost"
-    assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [TAKEN, HELD]
+    assert (await store.renew([(job.id, "a:1"), (job.id, "b:1")], 30_000)) == [
+        Lease.TAKEN,
+        Lease.HELD,
+    ]
     assert (await store.apply(job.id, complete(job, "b:1"))).ok
     assert await names(store, job.id) == ["queued", "started", "started", "completed"]
 

@@ -20,7 +20,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from vidstream.actors.outputs import RunObjects
-from vidstream.actors.run import Run, RunEnd
+from vidstream.actors.run import Run, RunEnd, RunState
 from vidstream.core.errors import CodedError, JobCancelled, RunLost
 from vidstream.job import policy
 from vidstream.job.model import Job, Stage, Status, is_job_id
@@ -39,7 +39,7 @@ Ack = Callable[[str], Awaitable[object]]
 Ended = Callable[[Run, float], Awaitable[None]]  # a started run ended (and its seconds)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Executor:
     jobs: JobStore
     stage: Stage
@@ -64,16 +64,16 @@ class Executor:
                 # After the metrics: what earlier runs of the stage left is housekeeping.
                 await run.objects.sweep_superseded()
         except asyncio.CancelledError:
-            if not (run.cancelled_by_user or run.lost):
+            if run.state not in (RunState.CANCELLED, RunState.LOST):  # shutting down
                 run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
                 await asyncio.shield(self._hand_back(run))
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            if run.cancelled_by_user:
+            if run.state is RunState.CANCELLED:
                 run.log.info("job_cancelled")
             else:
                 run.log.warning("run_lost", reason=run.lost_reason)
-            ack = run.cancelled_by_user
+            ack = run.state is RunState.CANCELLED
         except RedisError as exc:  # the outcome could not be recorded: the entry is reclaimed
             run.log.warning("job_interrupted", reason="redis", error=str(exc))
             return
@@ -111,7 +111,7 @@ class Executor:
                 await run.record(Fail(error=error, dead_letter=self.stage))
                 self._ended(job, Status.FAILED, dead=True)
                 return True
-        run.job, run.started, run.attempts = job, True, applied.attempts
+        run.claimed(job, applied.attempts)
         run.objects = objects = RunObjects(self.store, self.jobs, self.stage, job.id, run.log)
         run.log.info("run_started", attempt=applied.attempts)
         workdir = self.tmp_root / job.id

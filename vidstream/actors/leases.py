@@ -12,10 +12,10 @@ from collections.abc import Callable, Collection
 
 import structlog
 
-from vidstream.actors.run import Lost, Run
+from vidstream.actors.run import Lost, Run, RunState
 from vidstream.core.tasks import Service, every
 from vidstream.state.consumer import StageConsumer
-from vidstream.state.jobstore import HELD, MOVED_ON, TAKEN, JobStore
+from vidstream.state.jobstore import JobStore, Lease
 
 
 class LeaseKeeper(Service):
@@ -36,12 +36,14 @@ class LeaseKeeper(Service):
             return
         held = await self.jobs.renew([(r.job_id, r.owner) for r in runs], self.lease_ms)
         for run, lease in zip(runs, held, strict=True):
-            if lease == HELD or run.released or not run.task or run.task.done():
-                continue  # (released meanwhile by the run's own last operation: all is well)
-            if lease in (TAKEN, MOVED_ON):  # (logged once the run has stopped)
-                run.lost = True
-                run.lost_reason = Lost.TAKEN_OVER if lease == TAKEN else Lost.FINISHED_ELSEWHERE
-            else:  # released by someone else: cancelled (a notice we may have missed)
-                run.cancelled_by_user = True
-            run.task.cancel()
-        await self.consumer.refresh([r.entry_id for r in runs if not r.lost])
+            match lease:
+                case Lease.HELD:
+                    pass
+                case Lease.TAKEN:
+                    run.stop(RunState.LOST, Lost.TAKEN_OVER)
+                case Lease.MOVED_ON:
+                    run.stop(RunState.LOST, Lost.FINISHED_ELSEWHERE)
+                case Lease.RELEASED:  # by a cancel (whose notice this worker may have missed)
+                    run.stop(RunState.CANCELLED)
+        # (A run released by its own last operation meanwhile is left alone by `stop`.)
+        await self.consumer.refresh([r.entry_id for r in runs if r.state is not RunState.LOST])

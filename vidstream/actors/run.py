@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from vidstream.actors.outputs import RunObjects
 from vidstream.core.backoff import Backoff, retry
-from vidstream.core.errors import JobCancelled, RunLost
+from vidstream.core.errors import JobCancelled, RunLost, VidstreamError
 from vidstream.job.model import Job, Output, Stage, Status
 from vidstream.job.pipelines import pipeline_of
 from vidstream.job.protocol import Claim, FinishStage, Op, Outcome, Progress
@@ -46,6 +46,17 @@ class Lost(StrEnum):
     FINISHED_ELSEWHERE = "finished_elsewhere"  # another run finished the stage (or the job)
 
 
+class RunState(StrEnum):
+    """Where a run stands. It moves forward only: waiting -> running -> one of the last three,
+    or waiting -> cancelled (a job cancelled before its run could claim it)."""
+
+    WAITING = "waiting"  # its entry was read; the stage is not claimed yet
+    RUNNING = "running"  # it claimed the stage and holds its lease
+    RELEASED = "released"  # its own last operation let the stage go
+    CANCELLED = "cancelled"  # the user cancelled the job
+    LOST = "lost"  # another run took the stage over, or finished it (`lost_reason`)
+
+
 @dataclass(eq=False)
 class Run:
     """One execution of a stage for one job, from one stream entry."""
@@ -59,10 +70,7 @@ class Run:
     log: structlog.stdlib.BoundLogger = field(default_factory=structlog.get_logger)
     job: Job | None = None  # as read when the run claimed the stage
     attempts: int = 0
-    started: bool = False
-    released: bool = False  # the run's own last operation let the stage go
-    cancelled_by_user: bool = False
-    lost: bool = False  # another run took the stage over, or finished it
+    state: RunState = RunState.WAITING
     lost_reason: Lost = Lost.TAKEN_OVER
     objects: RunObjects | None = None  # what the run stores, fenced (`actors.outputs`)
     task: asyncio.Task[None] | None = None
@@ -75,8 +83,44 @@ class Run:
     outcome: RunEnd = RunEnd.CANCELLED
 
     @property
+    def started(self) -> bool:
+        """Whether the run claimed the stage (whatever became of it since)."""
+        return self.job is not None
+
+    @property
     def holds_lease(self) -> bool:
-        return self.started and not self.released and not self.lost
+        return self.state is RunState.RUNNING
+
+    def claimed(self, job: Job, attempts: int) -> None:
+        """The run's claim was applied: it holds the stage's lease."""
+        self.job, self.attempts, self.state = job, attempts, RunState.RUNNING
+
+    def stop(
+        self, state: RunState, reason: Lost = Lost.TAKEN_OVER, *, from_inside: bool = False
+    ) -> None:
+        """The one way a run learns it must stop, however the news came (a cancel notice, the
+        lease keeper finding the lease gone, Redis refusing a report or an outcome): mark it
+        `cancelled` or `lost`, once. From outside its task (`from_inside=False`) the task is
+        cancelled and ends at its next await; from inside, the caller raises."""
+        if self.state in (RunState.CANCELLED, RunState.LOST, RunState.RELEASED):
+            return
+        self.state, self.lost_reason = state, reason
+        if not from_inside and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def _refused(self, applied: Applied) -> VidstreamError:
+        """What an operation refused by Redis means for the run (marked stopped): another run
+        holds or finished the stage (`RunLost`), or the job was cancelled (`JobCancelled`)."""
+        if applied.outcome is Outcome.LOST:
+            self.stop(RunState.LOST, Lost.TAKEN_OVER, from_inside=True)
+            return RunLost(self.job_id, Lost.TAKEN_OVER)
+        if applied.status is Status.CANCELLED or applied.outcome is Outcome.MISSING:
+            self.stop(RunState.CANCELLED, from_inside=True)
+            return JobCancelled(self.job_id, cancelled=applied.status is Status.CANCELLED)
+        # The stage is done, or the job moved on or ended, without this run: another run took
+        # over while this one was presumed dead (paused, cut off), and finished first.
+        self.stop(RunState.LOST, Lost.FINISHED_ELSEWHERE, from_inside=True)
+        return RunLost(self.job_id, Lost.FINISHED_ELSEWHERE)
 
     @property
     def tag(self) -> str:
@@ -107,9 +151,9 @@ class Run:
         if waited:
             self.log.info("outcome_recorded_after_outage", op=op.name, outcome=applied.outcome)
         if applied.outcome is Outcome.LOST:
-            raise RunLost(self.job_id, Lost.TAKEN_OVER)
+            raise self._refused(applied)
         if applied.ok and not isinstance(op, Claim | Progress):
-            self.released = True  # from here on the lease keeper has nothing to renew
+            self.state = RunState.RELEASED  # from here on the lease keeper has nothing to renew
         return applied
 
     async def report(self, fraction: float) -> None:
@@ -127,10 +171,8 @@ class Run:
         except RedisError as exc:
             self.log.warning("progress_not_recorded", error=str(exc))
             return
-        if applied.outcome is Outcome.LOST:
-            raise RunLost(self.job_id)
-        if applied.outcome in (Outcome.REJECTED, Outcome.MISSING):
-            raise JobCancelled(self.job_id)
+        if applied.outcome in (Outcome.LOST, Outcome.REJECTED, Outcome.MISSING):
+            raise self._refused(applied)
 
     async def publish(self, fraction: float, outputs: dict[str, Output]) -> None:
         """Store outputs the stage made before its end (a compose job's preview) with how far
@@ -139,7 +181,7 @@ class Run:
         op = Progress.of(self.job, self.stage, fraction, owner=self.owner, outputs=outputs)
         applied = await self.record(op)
         if applied.outcome in (Outcome.REJECTED, Outcome.MISSING):
-            raise JobCancelled(self.job_id)
+            raise self._refused(applied)
         if self.objects is not None:
             self.objects.recorded(outputs)
 
@@ -154,11 +196,7 @@ class Run:
             if self.objects is not None:
                 self.objects.recorded(outputs)  # (the executor sweeps what earlier runs left)
             return
-        if applied.status is Status.CANCELLED:
-            raise JobCancelled(self.job_id, cancelled=True)
-        # The stage is done, or the job moved on or ended, without this run: another run took
-        # over while this one was presumed dead (paused, cut off), and finished first.
-        raise RunLost(self.job_id, Lost.FINISHED_ELSEWHERE)
+        raise self._refused(applied)
 
     async def _recorded(self, outputs: dict[str, Output]) -> bool:
         """Whether the job names these outputs already: this run's own finish was applied, its

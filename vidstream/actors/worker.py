@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
 from vidstream.actors.leases import LeaseKeeper
-from vidstream.actors.run import Run
+from vidstream.actors.run import Run, RunState
 from vidstream.actors.slots import SlotLease
 from vidstream.core import logs
 from vidstream.core.backoff import Backoff
@@ -98,13 +98,17 @@ class Worker(Component, abc.ABC):
         await consumer.ensure_group()
         await self.setup()
         limits = policy.Limits(s.job_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
-        self.registry = WorkerRegistry(services.redis, services.keys, self.name, self.stage.value,
-                                       self.concurrency, self._runs.values, self.heartbeat_s,
-                                       s.visibility_timeout_s,
-                                       self.slot.index if self.slot else None)  # fmt: skip
-        self.executor = Executor(self.jobs, self.stage, self.process, consumer.ack, self.store,
-                                 limits, self.lease_ms, self.tmp_root, services.metrics,
-                                 self.registry.ended)  # fmt: skip
+        self.registry = WorkerRegistry(
+            services.redis, services.keys, name=self.name, role=self.stage.value,
+            concurrency=self.concurrency, runs=self._runs.values, interval_s=self.heartbeat_s,
+            visibility_timeout_s=s.visibility_timeout_s,
+            slot=self.slot.index if self.slot else None,
+        )  # fmt: skip
+        self.executor = Executor(
+            jobs=self.jobs, stage=self.stage, process=self.process, ack=consumer.ack,
+            store=self.store, limits=limits, lease_ms=self.lease_ms, tmp_root=self.tmp_root,
+            metrics=services.metrics, ended=self.registry.ended,
+        )  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
             interval_s=self.heartbeat_s, log=self.log,
@@ -255,5 +259,4 @@ class Worker(Component, abc.ABC):
         run = self._runs.get(job_id)
         if run is not None and run.task:
             self.log.info("cancelling_job", job_id=job_id)
-            run.cancelled_by_user = True
-            run.task.cancel()
+            run.stop(RunState.CANCELLED)

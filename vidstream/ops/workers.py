@@ -118,7 +118,7 @@ class WorkerRegistry(Service):
     """Keeps this worker's hash fresh while it runs; removes it on a clean stop."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, name: str, role: str, concurrency: int,
+        self, redis: Redis, keys: Keys, *, name: str, role: str, concurrency: int,
         runs: Callable[[], Collection[RunView]], interval_s: float, visibility_timeout_s: float,
         slot: int | None = None,
     ) -> None:  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import cast
 
 from redis.asyncio import Redis
@@ -53,9 +54,13 @@ class Binding:
         return [self.key], [self.fingerprint, self.ttl_s]
 
 
-# What renew() says of each lease: held; taken by another run; released by a cancel (or the job
-# is gone); released by another run that finished the stage (the job went on without this one).
-HELD, TAKEN, RELEASED, MOVED_ON = 1, 0, -1, -2
+class Lease(IntEnum):
+    """What renew() says of a run's lease (the values the RENEW script returns)."""
+
+    HELD = 1
+    TAKEN = 0  # by another run
+    RELEASED = -1  # by a cancel, or the job is gone
+    MOVED_ON = -2  # another run finished the stage: the job went on without this one
 
 
 class JobStore:
@@ -188,13 +193,13 @@ class JobStore:
         found = (str(m).partition("|") for m in members)
         return sorted(key for name, _, key in found if stage is None or name == stage.value)
 
-    async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[int]:
+    async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> list[Lease]:
         """Extend the lease of each (job id, owner): HELD, TAKEN (by another run), RELEASED (a
         cancel) or MOVED_ON (another run finished the stage)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, owner in leases:
                 await self._renew(keys=[self.keys.job(job_id)], args=[owner, lease_ms], client=pipe)
-            return [int(state) for state in await pipe.execute()]
+            return [Lease(int(state)) for state in await pipe.execute()]
 
     async def promote_due(self) -> int:
         """Move every retry that is due onto its stage's stream; return how many."""
