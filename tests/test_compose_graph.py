@@ -37,7 +37,8 @@ from vidstream.media.subtitles import Cue
 GOLDEN = Path(__file__).parent / "golden" / "compose"
 LIMITS = Limits(max_tracks=32, max_clips=500, max_duration_s=3600, max_pixels=4096 * 4096)
 KEYS = {"photo": "uploads/t/photo.png", "video": "uploads/t/clip.mp4",
-        "music": "uploads/t/music.wav", "voice": "uploads/t/voice.wav"}  # fmt: skip
+        "music": "uploads/t/music.wav", "voice": "uploads/t/voice.wav",
+        "sliver": "uploads/t/sliver.png"}  # fmt: skip
 
 
 def assets(directory: Path) -> dict[str, Asset]:
@@ -46,6 +47,7 @@ def assets(directory: Path) -> dict[str, Asset]:
         KEYS["video"]: Asset(str(directory / "clip.mp4"), "mov", 4.0, True),
         KEYS["music"]: Asset(str(directory / "music.wav"), "wav", 8.0, True),
         KEYS["voice"]: Asset(str(directory / "voice.wav"), "wav", 3.0, True),
+        KEYS["sliver"]: Asset(str(directory / "sliver.png"), "png_pipe"),
     }
 
 
@@ -267,6 +269,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True, timeout=60)
 
     make("-f", "lavfi", "-i", "testsrc2=s=200x150", "-frames:v", "1", str(d / "photo.png"))
+    make("-f", "lavfi", "-i", "color=c=red:s=2x400", "-frames:v", "1", str(d / "sliver.png"))
     make("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=4", "-f", "lavfi", "-i",
          "sine=f=300:d=4", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
          "-c:a", "aac", "-shortest", str(d / "clip.mp4"))  # fmt: skip
@@ -355,6 +358,25 @@ def test_the_memory_estimate_covers_what_ffmpeg_holds(files: Path, tmp_path: Pat
         assert took <= estimate, (clip, took, estimate)
         # A text's lines are not measured at the gateway: their count is bounded loosely.
         assert clip["type"] == "text" or took > estimate / 3, (clip, took, estimate)
+
+
+@pytest.mark.parametrize("zoom", [None, {"start": 1, "end": 1.2}])
+def test_a_picture_of_any_shape_is_held_at_its_box(
+    files: Path, tmp_path: Path, zoom: dict[str, float] | None
+) -> None:
+    """A 2x400 picture covering a 1200x1200 box is cropped to the box's shape before it is
+    scaled: FFmpeg holds about the box, not a 1200x240000 frame (2.3 GB; it was let through)."""
+    clip = {"type": "image", "key": KEYS["sliver"], "fit": "cover", "start": 0, "duration": 1,
+            "width": 1200, "height": 1200, "zoom": zoom}  # fmt: skip
+    output = {"width": 64, "height": 64, "fps": 2, "duration": 1}
+    bare = {"output": output, "tracks": [{"clips": [{"type": "color", "color": "#000",
+                                                      "start": 0, "duration": 1}]}]}  # fmt: skip
+    raw = {"output": output, "tracks": [{"clips": [clip]}]}
+    estimate = memory.held(parse(raw).tracks[0].clips[0], (64, 64))
+    took = held_by_ffmpeg(raw, files, tmp_path / "sliver") - held_by_ffmpeg(
+        bare, files, tmp_path / "bare"
+    )
+    assert took <= estimate, (took, estimate)
 
 
 def test_no_declared_glyph_is_wider_than_the_estimate_allows() -> None:

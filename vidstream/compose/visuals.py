@@ -84,7 +84,12 @@ def fit(mode: str, box: Box) -> list[str]:
     if mode == "fill":
         return [f"scale={size}", "setsar=1"]
     if mode == "cover":
-        return [f"scale={size}:force_original_aspect_ratio=increase", f"crop={size}", "setsar=1"]
+        # Cropped to the box's shape first, then scaled: scaling first to cover the box would
+        # make a frame as large as the source's shape asks (a 2x400 picture covering 3072x3072
+        # would be 3072x614400, 7.5 GB for `loop` to hold), however small the box.
+        w, h = box.width, box.height
+        crop = f"crop=w={quoted(f'min(iw,ih*{w}/{h})')}:h={quoted(f'min(ih,iw*{h}/{w})')}"
+        return [crop, f"scale={size}", "setsar=1"]
     return [
         f"scale={size}:force_original_aspect_ratio=decrease", "setsar=1", "format=rgba",
         f"pad={size}:(ow-iw)/2:(oh-ih)/2:color=black@0",
