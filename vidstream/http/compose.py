@@ -30,6 +30,7 @@ from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
 from vidstream.job.model import Kind, Options, is_job_id
 from vidstream.services import Services
+from vidstream.state.budget import cleanup
 from vidstream.state.templates import (
     MAX_BYTES,
     MAX_TEMPLATES,
@@ -156,9 +157,19 @@ async def take_assets(
         if problems:
             raise InvalidTimeline(problems)
     except BaseException:
-        await asyncio.shield(asyncio.gather(*(tickets.give_back(k, job_id) for k in taken)))
+        await asyncio.shield(cleanup(give_back(services, job_id, tuple(taken))))
         raise
     return taken
+
+
+async def give_back(services: Services, job_id: str, keys: tuple[str, ...]) -> None:
+    """The job `job_id` was not made after all: its uploads' tickets are free again (and their
+    uploads abandoned unless another job takes them). Nothing is given back from a job that
+    exists: the step that made it may have answered too late."""
+    if await services.jobs.get(job_id) is not None:
+        return
+    tickets = Tickets(services.redis, services.keys)
+    await asyncio.gather(*(tickets.give_back(key, job_id) for key in keys))
 
 
 async def check_jobs(services: Services, tenant: str, timeline: Timeline) -> None:

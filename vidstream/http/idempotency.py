@@ -10,15 +10,18 @@ request and send it again with the same key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
+import secrets
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
 from vidstream.core.tasks import kept_alive
 from vidstream.http.errors import ApiError
+from vidstream.state.budget import cleanup
 from vidstream.state.jobstore import Binding
 from vidstream.state.keys import Keys
 
@@ -55,8 +58,12 @@ class IdempotencyKey:
             keys.idempotency(tenant, digest),
             fingerprint,
         )
-        self.binding = Binding(self.key, fingerprint, TTL_S)
-        self._pending = f"{_PENDING} {fingerprint}"
+        # The reservation names this request (a nonce), not only the request's shape: two
+        # requests with one key (the first's reservation lapsed) never renew, free or bind the
+        # other's.
+        nonce = secrets.token_hex(8)
+        self.binding = Binding(self.key, fingerprint, TTL_S, nonce)
+        self._pending = f"{_PENDING} {nonce} {fingerprint}"
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -68,6 +75,8 @@ class IdempotencyKey:
             return None
         held = str(await self.redis.get(self.key) or "")
         job_id, _, fingerprint = held.partition(" ")
+        if job_id == _PENDING:  # `pending <nonce> <fingerprint>`
+            fingerprint = fingerprint.partition(" ")[2]
         if fingerprint != self.fingerprint:
             raise ApiError(422, "idempotency_key_reused",
                            "This Idempotency-Key was used with a different request.")  # fmt: skip
@@ -87,5 +96,5 @@ class IdempotencyKey:
             async with kept_alive(renew, PENDING_S / 3, "idempotency-reservation"):
                 yield
         except BaseException:
-            await self._release(keys=[self.key], args=[self._pending])
+            await asyncio.shield(cleanup(self._release(keys=[self.key], args=[self._pending])))
             raise

@@ -41,6 +41,7 @@ from vidstream.job.present import present_job
 from vidstream.job.protocol import Cancel, Intake
 from vidstream.services import Services
 from vidstream.state import bus
+from vidstream.state.budget import cleanup
 from vidstream.state.bus import is_stream_id
 from vidstream.state.jobstore import Binding
 from vidstream.state.tickets import Ticket, Tickets
@@ -110,7 +111,12 @@ async def create_job(request: web.Request) -> web.Response:
     async with idem.held() if idem is not None else contextlib.nullcontext():
         spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
         job = spec.job(tenant).with_changes(request_id=request_id(request))
-        job = await _create(services, job, spec.found, idem.binding if idem else None)
+        try:
+            job = await _create(services, job, spec.found, idem.binding if idem else None)
+        except BaseException:
+            if spec.assets:  # a compose job took its uploads' tickets: theirs again, if unmade
+                await asyncio.shield(cleanup(compose.give_back(services, job.id, spec.assets)))
+            raise
     services.metrics.jobs_created.labels(job.kind.value).inc()
     request[JOB_ID] = job.id  # the request's log line names the job it made
     body = await job_body(request, job)
@@ -134,13 +140,16 @@ async def _create(services: Services, job: Job, found: Intake | None, bind: Bind
     (`found`: what the storage check saw) takes the upload's ticket in the same step, after the
     pause flag: one round trip for the whole job."""
     if found is None:
-        await services.jobs.create(job, bind)
+        if await services.jobs.create(job, bind) is Intake.KEY_TAKEN:
+            raise _key_taken()
         return job
     key, paused = job.source_key, services.keys.paused("gateway")
     outcome, filename = await services.jobs.create_from_upload(job, key, found, paused, bind)
     match outcome:
         case Intake.OK:
             return job.with_changes(source_name=filename)
+        case Intake.KEY_TAKEN:
+            raise _key_taken()
         case Intake.PAUSED:
             raise _paused()
         case Intake.MISSING:
@@ -151,6 +160,15 @@ async def _create(services: Services, job: Job, found: Intake | None, bind: Bind
     # A key is usable once, and only by the tenant that was given it; to anyone else it is as
     # unknown as a key that was never handed out.
     raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
+
+
+def _key_taken() -> ApiError:
+    # This request's reservation lapsed (Redis stalled for longer than it lasts) and another
+    # request with the key reserved it or made its job meanwhile: this one makes nothing.
+    return ApiError(
+        409, "conflict",
+        "Another request with this Idempotency-Key is in progress or made its job; send it again.",
+    )  # fmt: skip
 
 
 async def job_body(request: web.Request, job: Job) -> dict[str, Any]:

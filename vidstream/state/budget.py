@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -61,6 +61,18 @@ def redis_budget(seconds: float) -> Iterator[Budget]:
         yield budget
     finally:
         _BUDGET.reset(token)
+
+
+# A clean-up after a failed request (freeing what it reserved, giving back what it took) gets
+# this much Redis time of its own: the request's budget may be spent, which is often why it
+# failed, and a clean-up that cannot run leaves a key reserved or an upload unowned.
+CLEANUP_S = 1.0
+
+
+async def cleanup(call: Awaitable[T], seconds: float = CLEANUP_S) -> T:
+    """Await `call` with a budget of its own, whatever is left of the current one."""
+    with redis_budget(seconds):
+        return await call
 
 
 def lift() -> None:

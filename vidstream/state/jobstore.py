@@ -49,9 +49,10 @@ class Binding:
     key: str  # the Redis key of the entry
     fingerprint: str
     ttl_s: int
+    nonce: str  # the request's own: its reservation is `pending <nonce> <fingerprint>`
 
     def keys_args(self) -> tuple[list[str], list[str | int]]:
-        return [self.key], [self.fingerprint, self.ttl_s]
+        return [self.key], [self.fingerprint, self.ttl_s, self.nonce]
 
 
 class Lease(IntEnum):
@@ -83,15 +84,19 @@ class JobStore:
         self._renew = redis.register_script(lua.RENEW)
         self._promote = redis.register_script(lua.PROMOTE)
 
-    async def create(self, job: Job, bind: Binding | None = None) -> None:
+    async def create(self, job: Job, bind: Binding | None = None) -> Intake:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
         in one step (binding the request's Idempotency-Key to it, if given). Ids are random, so
-        a job that exists already is this request resent."""
+        a job that exists already is this request resent (`EXISTS`); `KEY_TAKEN` when the key
+        is no longer this request's reservation (nothing is written then)."""
         keys, args = self._create_args(job)
         if bind is not None:
             more_keys, more_args = bind.keys_args()
             keys, args = keys + more_keys, args + more_args
-        await self._create(keys=keys, args=args)
+        answer = str(await self._create(keys=keys, args=args))
+        if answer == Intake.KEY_TAKEN:
+            return Intake.KEY_TAKEN
+        return Intake.OK if answer else Intake.EXISTS
 
     async def create_from_upload(
         self, job: Job, upload_key: str, found: Intake, paused_key: str,

@@ -24,17 +24,23 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# What CREATE and CREATE_FROM_UPLOAD share: `fields`, `flat` and `bind` (nil, or the request's
-# Idempotency-Key entry, fingerprint and TTL) are set. One HSET of all fields. The key is bound
-# to the job in this same step, so no crash between the two lets a resend make a second job;
-# only while it is this request's reservation (or lapsed), never over another job's binding.
-_CREATE_JOB = """
+# Before either script writes anything: the request's Idempotency-Key (`bind`: nil, or its
+# entry, fingerprint, TTL and the request's nonce) must still be this request's reservation, or
+# have lapsed with nobody else's in its place; else nothing is made (a second request with the
+# key reserved it, or made its job, after this one's reservation lapsed).
+_BIND_CHECK = """
 if bind then
   local held = redis.call('GET', bind[1])
-  if not held or held == 'pending ' .. bind[2] then
-    redis.call('SET', bind[1], fields.id .. ' ' .. bind[2], 'EX', bind[3])
-    fields.idempotency = bind[1]
-  end
+  if held and held ~= 'pending ' .. bind[4] .. ' ' .. bind[2] then return 'key_taken' end
+end
+"""
+# What CREATE and CREATE_FROM_UPLOAD share: `fields`, `flat` and `bind` are set. One HSET of
+# all fields. The key is bound to the job in this same step, so no crash between the two lets a
+# resend make a second job.
+_CREATE_JOB = """
+if bind then  -- (checked to be this request's reservation, or lapsed: `_BIND_CHECK`)
+  redis.call('SET', bind[1], fields.id .. ' ' .. bind[2], 'EX', bind[3])
+  fields.idempotency = bind[1]
 end
 for k, v in pairs(fields) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 redis.call('HSET', KEYS[1], unpack(flat))
@@ -51,15 +57,16 @@ redis.call('HSET', KEYS[1], 'last_event', id)
 """
 # KEYS: job hash, job events, the first stage's stream, the tenant's jobs, the status counts,
 # the events feed, and the Idempotency-Key entry if any. ARGV: the job's fields (JSON), history
-# maxlen, feed maxlen, then the key's fingerprint and TTL if any. Returns the `queued` event's
-# id, or '' when the job exists already (a resent request).
+# maxlen, feed maxlen, then the key's fingerprint, TTL and the request's nonce if any. Returns
+# the `queued` event's id, '' when the job exists already (a resent request), or 'key_taken'.
 CREATE = (
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
 local fields = cjson.decode(ARGV[1])
 local flat = {'gen', 1}
-local bind = KEYS[7] and {KEYS[7], ARGV[4], ARGV[5]}
+local bind = KEYS[7] and {KEYS[7], ARGV[4], ARGV[5], ARGV[6]}
 """
+    + _BIND_CHECK
     + _CREATE_JOB
     + "return id\n"
 )
@@ -67,7 +74,7 @@ local bind = KEYS[7] and {KEYS[7], ARGV[4], ARGV[5]}
 # three arguments, then KEYS 7-9: the upload's ticket, the abandoned-uploads index, the gateway's
 # pause flag, and ARGV 4-6: the tenant, the upload's key, what the storage check found (`ok`,
 # `missing`, `too_large`; told only to the ticket's tenant); then the Idempotency-Key's entry
-# (KEYS 10), fingerprint and TTL (ARGV 7-8) if any. The ticket is taken (the upload is the
+# (KEYS 10), fingerprint, TTL and nonce (ARGV 7-9) if any. The ticket is taken (the upload is the
 # job's now) only when the job is made. Returns {outcome} or {'ok', event id, ticket JSON}.
 CREATE_FROM_UPLOAD = (
     """
@@ -80,12 +87,15 @@ if ticket.tenant ~= ARGV[4] or redis.call('HEXISTS', KEYS[7], 'job') == 1 then
 end
 if ARGV[6] ~= 'ok' then return {ARGV[6]} end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local bind = KEYS[10] and {KEYS[10], ARGV[7], ARGV[8], ARGV[9]}
+"""
+    + _BIND_CHECK.replace("return 'key_taken'", "return {'key_taken'}")
+    + """
 local fields = cjson.decode(ARGV[1])
 redis.call('HSET', KEYS[7], 'job', fields.id)
 redis.call('ZREM', KEYS[8], ARGV[5])  -- the job's now: removed with it
 fields.source_name = ticket.filename
 local flat = {'gen', 1}
-local bind = KEYS[10] and {KEYS[10], ARGV[7], ARGV[8]}
 """
     + _CREATE_JOB
     + "return {'ok', id, raw}\n"

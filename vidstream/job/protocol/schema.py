@@ -48,6 +48,7 @@ class Intake(StrEnum):
     MISSING = "missing"  # nothing was uploaded to the key
     TOO_LARGE = "too_large"  # the upload is over MAX_UPLOAD_BYTES
     EXISTS = "exists"  # the job id is taken
+    KEY_TAKEN = "key_taken"  # the Idempotency-Key is no longer this request's reservation
 
 
 class PushKind(StrEnum):
