@@ -130,3 +130,26 @@ async def test_a_dead_slots_files_go_whoever_starts_next(
             assert worker.name == f"{HOST}-render-0"
             assert not (tmp / dead).exists()
             assert (tmp / live / "job" / "source.mp4").exists()
+
+
+async def test_a_live_worker_whose_lease_redis_lost_keeps_its_name_and_files(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Redis lost a live worker's lease (a restart without its data, a stall past the lease):
+    a worker starting meanwhile takes neither its name nor its files, which its folder shows
+    to be a running process's."""
+    settings = make_settings()
+    keys = Keys(settings.redis_prefix)
+    tmp = settings.data_dir.resolve() / "tmp"
+    live = SlotLease(redis, keys, "render", tmp_base=tmp)
+    name = await live.acquire()
+    (tmp / name / "job").mkdir(parents=True)
+    (tmp / name / "job" / "output.mp4").write_bytes(b"x" * 100)
+    await redis.delete(keys.slot(HOST, "render", 0))  # lost
+    store = open_store(settings, Signer(b"s"))
+    async with store:
+        services = Services.build(settings, redis, store, Signer(b"s"))
+        async with RenderWorker(services) as worker:
+            assert worker.name == f"{HOST}-render-1"
+            assert (tmp / name / "job" / "output.mp4").exists()
+    await live.release()

@@ -116,8 +116,13 @@ def slot_name(host: str, role: str, index: int) -> str:
 
 
 class SlotLease:
-    def __init__(self, redis: Redis, keys: Keys, role: str, ttl_s: int = 30) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, role: str, ttl_s: int = 30, tmp_base: Path | None = None
+    ) -> None:
         self.redis, self.keys, self.role, self.ttl_s = redis, keys, role, ttl_s
+        # Where the workers of this host keep a folder per slot, each with a `.holder` file
+        # naming its process: what this machine knows of its slots whatever Redis lost.
+        self.tmp_base = tmp_base
         self.host = socket.gethostname()
         self.index: int | None = None
         self.holder = Holder.me()
@@ -148,7 +153,12 @@ class SlotLease:
 
     async def _try(self, index: int) -> bool:
         key = self.keys.slot(self.host, self.role, index)
+        # A live process of this machine whose lease Redis lost (a restart without its data, a
+        # stall past the lease) keeps its name: its folder says it still runs.
+        if await self._alive_here(slot_name(self.host, self.role, index)):
+            return False
         if await self.redis.set(key, self._token, nx=True, ex=self.ttl_s):
+            await self._mark_mine(index)
             return True
         held = await self.redis.get(key)
         holder = Holder.parse(str(held)) if held else None
@@ -158,7 +168,55 @@ class SlotLease:
         if taken:
             name = slot_name(self.host, self.role, index)
             self.log.info("slot_taken_over", slot=name, dead_pid=holder.pid)
+            await self._mark_mine(index)
         return bool(taken)
+
+    def _holder_file(self, name: str) -> Path | None:
+        return None if self.tmp_base is None else self.tmp_base / name / ".holder"
+
+    async def _alive_here(self, name: str) -> bool:
+        """Whether this machine's folder of slot `name` names a process that still runs."""
+        path = self._holder_file(name)
+        if path is None:
+            return False
+        token = await asyncio.to_thread(_read, str(path))
+        holder = Holder.parse(token) if token else None
+        return (
+            holder is not None
+            and holder.nonce != self.holder.nonce
+            and not holder.gone(self.holder)
+        )
+
+    async def _mark_mine(self, index: int) -> None:
+        path = self._holder_file(slot_name(self.host, self.role, index))
+        if path is not None:
+
+            def write() -> None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(self._token)
+
+            await asyncio.to_thread(write)
+
+    async def leftovers(self) -> list[Path]:
+        """This host's slot folders (of every role) whose process is gone: by the `.holder`
+        file each keeps, or, for a folder without one, by its lease in Redis. Never this
+        lease's own folder, nor a live process's (whatever Redis lost)."""
+        if self.tmp_base is None or not self.tmp_base.is_dir():
+            return []
+        live = await self.live_slots()
+        mine, own = f"{self.host}-", self.name if self.index is not None else None
+        found = []
+        for path in await asyncio.to_thread(list, self.tmp_base.iterdir()):
+            if not path.name.startswith(mine) or path.name == own:
+                continue
+            token = await asyncio.to_thread(_read, str(path / ".holder"))
+            holder = Holder.parse(token) if token else None
+            if holder is not None:
+                if holder.gone(self.holder):
+                    found.append(path)
+            elif path.name not in live:
+                found.append(path)
+        return found
 
     async def live_slots(self) -> set[str]:
         """Names of this host's slots (of every role) that a live process holds, ours
@@ -181,9 +239,12 @@ class SlotLease:
         while True:
             await asyncio.sleep(self.ttl_s / 3)  # a refresh period, not synchronisation
             try:
-                if not await self._refresh(keys=[key], args=[self._token, self.ttl_s]):
-                    # Lost (Redis restarted without persistence): take it again if free.
-                    await self.redis.set(key, self._token, nx=True, ex=self.ttl_s)
+                # Lost (Redis restarted without persistence): take it again if free. If another
+                # process holds our name, it did not see our folder (another machine with this
+                # host name?): say so loudly, nothing can fix it here.
+                held = await self._refresh(keys=[key], args=[self._token, self.ttl_s])
+                if not held and not await self.redis.set(key, self._token, nx=True, ex=self.ttl_s):
+                    self.log.error("slot_held_by_another", slot=self.name)
             except RedisError as exc:
                 self.log.warning("slot_refresh_failed", slot=self.name, error=str(exc))
 

@@ -58,12 +58,13 @@ class Worker(Component, abc.ABC):
         self.heartbeat_s = s.visibility_timeout_s / 4
         # The consumer name is a leased slot (host-role-N) unless given: see actors/slots.py.
         ttl_s = int(max(s.visibility_timeout_s, 5))
-        self.slot = (
-            None if name else SlotLease(services.redis, services.keys, self.stage.value, ttl_s)
-        )
+        self.tmp_base = Path(s.data_dir).resolve() / "tmp"
+        self.slot = None
+        if not name:
+            self.slot = SlotLease(services.redis, services.keys, self.stage.value, ttl_s,
+                                  tmp_base=self.tmp_base)  # fmt: skip
         self.name = name or ""
         self.consumer: StageConsumer | None = None
-        self.tmp_base = Path(s.data_dir).resolve() / "tmp"
         self.log = logs.get(role=self.stage.value)
         self._slots = asyncio.Semaphore(concurrency)
         self._stopping = asyncio.Event()
@@ -190,13 +191,9 @@ class Worker(Component, abc.ABC):
             return
         if self.slot is None:  # a worker given its name: only its own leftovers
             doomed = [self.tmp_base / self.name]
-        else:
-            live = await self.slot.live_slots()
-            mine = f"{self.slot.host}-"
-            doomed = [
-                path for path in self.tmp_base.iterdir()
-                if path.name.startswith(mine) and path.name not in live
-            ]  # fmt: skip
+        else:  # its own slot's jobs (not its `.holder` file), and every dead slot's folder
+            own = list(self.tmp_root.iterdir()) if self.tmp_root.is_dir() else []
+            doomed = [p for p in own if p.name != ".holder"] + await self.slot.leftovers()
         for path in doomed:
             await asyncio.to_thread(shutil.rmtree, path, True)
 
