@@ -15,7 +15,7 @@ from vidstream.media import ass, fonts
 from vidstream.media.captions import Style, parse_captions, shift, timed, to_ass_styled
 from vidstream.media.ffmpeg import Encoder, burn_subtitles
 from vidstream.media.info import MediaInfo
-from vidstream.media.subtitles import FONT, to_ass
+from vidstream.media.subtitles import FONT, Cue, to_ass
 
 # -- what libass is given: the text of an upload as text, the declared font files -------------
 
