@@ -25,6 +25,7 @@ EXCLUDED = "use_after_free,positive_data_acceptance,negative_data_rejection"
 # tools, not of the gateway.
 
 
+@pytest.mark.slow  # long by design: for make test, not the quick loop
 @pytest.mark.timeout(180)
 async def test_no_request_breaks_the_gateway_or_its_document(
     make_settings: Callable[..., Settings], tmp_path: Path

@@ -100,6 +100,7 @@ async def notifiers(role_env: dict[str, str]) -> AsyncIterator[Callable[[], Any]
         await role.stop()
 
 
+@pytest.mark.slow  # long by design: for make test, not the quick loop
 @pytest.mark.timeout(180)
 async def test_a_burst_reaches_2000_subscribers(prefix: str, notifiers: Callable[[], Any]) -> None:
     """2,000 connections, each on its own job; 2,000 events written as fast as Redis takes

@@ -315,6 +315,7 @@ async def test_maintenance_sweeps_batch_after_batch_under_its_lock(
     assert await redis.zcard(keys.retention) == 1
 
 
+@pytest.mark.slow  # a soak: seconds of load, for make test, not the quick loop
 async def test_redis_stays_flat_under_a_steady_load(redis: Redis, prefix: str) -> None:
     """A soak of 2,000 tiny jobs: once their retention passed, Redis holds no more keys than
     before them (only the shared streams and counters)."""
