@@ -10,8 +10,9 @@ The rules both keep, and the contract suite (tests/test_feed.py) checks on both:
 - ids are `<ms>-<seq>`, strictly increasing within a history and within the feed;
 - a history may lose its oldest events (trimmed) or all of them (expired, deleted), never one
   in the middle;
-- the feed may go back (the writes after some point lost: Redis restarted without
-  persistence, a replica promoted): `tail` says so once, and goes on from where the feed is.
+- the feed may lose its oldest entries before a reader read them (trimmed), or go back (the
+  writes after some point lost: Redis restarted without persistence, a replica promoted):
+  `tail` says so (`Gap`), once, and goes on from where the feed is.
 """
 
 from __future__ import annotations
@@ -51,16 +52,22 @@ class Cursor:
     added: int = 0
 
 
+class Gap(enum.Enum):
+    """Why a `tail` cannot be trusted to carry every event since the last one: what it lacks
+    is in the jobs' histories."""
+
+    TRIMMED = "trimmed"  # the entries after the cursor may have been trimmed before this read
+    WENT_BACK = "went_back"  # the feed lost entries the reader had read (see `feed.lost`)
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What one `tail` read: the entries after the cursor, oldest first, and where to go on.
-
-    `went_back`: the feed lost entries the reader had read (its entries are then empty); the
-    events that came since are in the jobs' histories, not on the feed."""
+    """What one `tail` read: the entries after the cursor, oldest first, where to go on, and a
+    `gap` if some events may be missing from them (none are given when the feed went back)."""
 
     entries: list[Entry]
     cursor: Cursor
-    went_back: bool = False
+    gap: Gap | None = None
 
 
 class Feed(Protocol):

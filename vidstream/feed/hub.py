@@ -31,7 +31,7 @@ from vidstream.core import logs
 from vidstream.core.backoff import Backoff, pause
 from vidstream.core.tasks import cancel_and_wait
 from vidstream.feed import resume
-from vidstream.feed.base import Cursor, Feed, FeedUnavailable, Kept
+from vidstream.feed.base import Cursor, Feed, FeedUnavailable, Gap, Kept
 from vidstream.job.model import Job
 from vidstream.job.protocol.events import public_text
 from vidstream.state.bus import BLOCK_MS, stream_id
@@ -208,15 +208,16 @@ class Hub:
                 self.log.warning("redis_unavailable", error=str(exc))
                 await backoff.sleep(self._stop)
                 continue
-            if batch.went_back:
-                # Go on from where the feed is now; what came before is in the histories.
-                self.log.warning("events_feed_went_back", cursor=cursor.id,
-                                 now=batch.cursor.id, added=batch.cursor.added,
-                                 was_added=cursor.added)  # fmt: skip
-                cursor = batch.cursor
-                await self._recover()
-                continue
+            if batch.gap is Gap.WENT_BACK:
+                self.log.warning("events_feed_went_back", cursor=cursor.id, now=batch.cursor.id,
+                                 added=batch.cursor.added, was_added=cursor.added)  # fmt: skip
+            elif batch.gap is Gap.TRIMMED:  # often nothing unread went (`lost.trimmed_past`)
+                self.log.info("events_feed_trimmed_past", cursor=cursor.id)
             cursor = batch.cursor
+            if batch.gap is not None:
+                # What the feed lacks is in the histories: catch every subscriber up from there
+                # first, then pass on what the read brought (what they had is skipped).
+                await self._recover()
             for entry_id, fields in batch.entries:
                 job_id, event_id = fields.get("job_id", ""), fields.get("id")
                 if event_id and job_id in self._subs:
@@ -226,7 +227,7 @@ class Hub:
                         self.log.warning("feed_entry_skipped", entry_id=entry_id)
 
     async def _recover(self) -> None:
-        """Resync every subscription after the feed went back (the sweep retries on failure)."""
+        """Resync every subscription after a gap in the feed (the sweep retries on failure)."""
         try:
             await self._close_gaps(list(self._subs))
         except FeedUnavailable as exc:

@@ -11,13 +11,17 @@ a client was sent).
 The signs, each enough: the feed is gone, or its last id is below the hub's cursor, or fewer
 entries were ever added to it than when last looked at (a stream made anew), or the entry at the
 cursor is gone while an older one is still there (trimming only ever removes the oldest).
+
+The feed trimmed past the cursor (its entry gone, newer ones there) is no loss of writes, but
+entries after the cursor may have gone unread: the hub catches its subscribers up from the
+histories then too, before passing on what the read brought.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidstream.feed.base import Batch, Cursor, Entry
+from vidstream.feed.base import Batch, Cursor, Entry, Gap
 from vidstream.state.bus import stream_id
 
 Id = tuple[int, int]
@@ -44,9 +48,21 @@ def went_back(state: FeedState, cursor: Id, added_before: int) -> bool:
     return not state.has_cursor and state.first is not None and state.first < cursor
 
 
+def trimmed_past(state: FeedState, cursor: Id) -> bool:
+    """Whether entries after `cursor` may have been trimmed before they were read: its own
+    entry is gone while newer ones are there (trimming takes the oldest first). Often none
+    were, only the cursor's own entry (the feed idle for `FEED_MAX_AGE_S`): the hub then checks
+    its subscriptions for nothing, one read per 250 jobs."""
+    if cursor == (0, 0):  # nothing read yet: the feed was empty at the start, not trimmed
+        return False
+    return not state.has_cursor and state.first is not None and state.first > cursor
+
+
 def batch(entries: list[Entry], cursor: Cursor, state: FeedState) -> Batch:
     """What a read after `cursor` gives, `state` looked at after it: its entries, or the news
     that the feed went back (and where it is now: what came before is in the histories)."""
-    if went_back(state, stream_id(cursor.id), cursor.added):
-        return Batch([], Cursor(state.last_id, state.added), went_back=True)
-    return Batch(entries, Cursor(entries[-1][0] if entries else cursor.id, state.added))
+    at = stream_id(cursor.id)
+    if went_back(state, at, cursor.added):
+        return Batch([], Cursor(state.last_id, state.added), Gap.WENT_BACK)
+    gap = Gap.TRIMMED if trimmed_past(state, at) else None
+    return Batch(entries, Cursor(entries[-1][0] if entries else cursor.id, state.added), gap)

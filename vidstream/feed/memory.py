@@ -86,9 +86,12 @@ class MemoryFeed:
 
     # Writing, as the protocol's Lua does in Redis.
 
-    def record(self, job: Job, event: EventName, data: dict[str, Any] | None = None) -> str:
+    def record(
+        self, job: Job, event: EventName, data: dict[str, Any] | None = None, *,
+        replay: bool = False,
+    ) -> str:  # fmt: skip
         """Record `event` of `job` (as it is now): the job, its history and the feed in one
-        step. Returns the event's id."""
+        step; with `replay`, the job's latest run begins at this event. Returns its id."""
         history = self.state.histories.setdefault(job.id, Stream())
         fields = {
             "event": event.value, "status": job.status.value,
@@ -97,7 +100,8 @@ class MemoryFeed:
             "data": json.dumps(data) if data else "", "kind": job.kind.value,
         }  # fmt: skip
         event_id = history.add(fields, self.history_max)
-        self.state.jobs[job.id] = replace(job, last_event=event_id)
+        run_from = event_id if replay else job.run_from
+        self.state.jobs[job.id] = replace(job, last_event=event_id, run_from=run_from)
         self.state.feed.add({"job_id": job.id, "id": event_id, **fields}, self.feed_max)
         self._notify()
         return event_id
