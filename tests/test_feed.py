@@ -78,7 +78,7 @@ class MemoryWriter:
         self.memory.trim(job_id, maxlen)
 
     async def trim_feed(self, maxlen: int) -> None:
-        self.memory.state.feed.trim(maxlen)
+        self.memory.trim_feed(maxlen)
 
     async def save(self) -> Callable[[], Awaitable[None]]:
         saved = self.memory.copy()
@@ -255,8 +255,8 @@ async def test_tail_gives_each_entry_after_the_cursor_once(writer: Writer) -> No
 
 
 async def test_trimming_the_feed_is_a_gap_only_past_the_cursor(writer: Writer) -> None:
-    """Trimmed up to the reader's cursor: no gap. Trimmed past it, before it read what came
-    after: the rest, and a `trimmed` gap (the missing events are in the histories)."""
+    """Trimmed up to the reader's cursor: no gap. Trimmed past it, or emptied, before it read
+    what came after: the rest, and a `trimmed` gap (the missing events are in the histories)."""
     feed = writer.feed
     job = await writer.new()
     cursor = (await feed.tail(await feed.head(), TAIL_MS)).cursor
@@ -269,6 +269,13 @@ async def test_trimming_the_feed_is_a_gap_only_past_the_cursor(writer: Writer) -
     await writer.trim_feed(1)
     batch = await feed.tail(batch.cursor, TAIL_MS)
     assert batch.gap is Gap.TRIMMED and len(batch.entries) == 1
+    assert (await feed.tail(batch.cursor, TAIL_MS)).gap is None
+    # Emptied: a gap when entries came since the last look, none when idle.
+    for fraction in (0.5, 0.6):
+        await writer.progress(job, fraction)
+    await writer.trim_feed(0)
+    batch = await feed.tail(batch.cursor, TAIL_MS)
+    assert (batch.gap, batch.entries) == (Gap.TRIMMED, [])
     assert (await feed.tail(batch.cursor, TAIL_MS)).gap is None
 
 

@@ -24,6 +24,8 @@ from typing import Protocol
 
 from vidstream.job.model import Job
 
+FEED_BATCH = 1000  # entries one `tail` returns at most
+
 # An entry: its id, and its fields. On the feed: `job_id`, `id` (the event's id in the job's
 # history), then the event's own fields as in the history (`event`, `status`, `stage`,
 # `progress`, `at`, `attempts`, `data`, `kind`; see `protocol.events.Event.from_stream`).

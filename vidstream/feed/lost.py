@@ -48,14 +48,17 @@ def went_back(state: FeedState, cursor: Id, added_before: int) -> bool:
     return not state.has_cursor and state.first is not None and state.first < cursor
 
 
-def trimmed_past(state: FeedState, cursor: Id) -> bool:
+def trimmed_past(state: FeedState, cursor: Id, added_before: int) -> bool:
     """Whether entries after `cursor` may have been trimmed before they were read: its own
-    entry is gone while newer ones are there (trimming takes the oldest first). Often none
-    were, only the cursor's own entry (the feed idle for `FEED_MAX_AGE_S`): the hub then checks
-    its subscriptions for nothing, one read per 250 jobs."""
-    if cursor == (0, 0):  # nothing read yet: the feed was empty at the start, not trimmed
+    entry is gone while newer ones are there (trimming takes the oldest first), or the feed is
+    empty though entries came since the last look. Often none went unread, only the cursor's
+    own entry (the feed idle for `FEED_MAX_AGE_S`): the hub then checks its subscriptions for
+    nothing, one read per 250 jobs."""
+    if cursor == (0, 0) or state.has_cursor:  # (0, 0): the feed was empty at the start
         return False
-    return not state.has_cursor and state.first is not None and state.first > cursor
+    if state.first is None:
+        return state.added > added_before
+    return state.first > cursor
 
 
 def batch(entries: list[Entry], cursor: Cursor, state: FeedState) -> Batch:
@@ -64,5 +67,5 @@ def batch(entries: list[Entry], cursor: Cursor, state: FeedState) -> Batch:
     at = stream_id(cursor.id)
     if went_back(state, at, cursor.added):
         return Batch([], Cursor(state.last_id, state.added), Gap.WENT_BACK)
-    gap = Gap.TRIMMED if trimmed_past(state, at) else None
+    gap = Gap.TRIMMED if trimmed_past(state, at, cursor.added) else None
     return Batch(entries, Cursor(entries[-1][0] if entries else cursor.id, state.added), gap)

@@ -20,12 +20,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vidstream.feed import lost
-from vidstream.feed.base import Batch, Cursor, Entry, FeedUnavailable, Kept
+from vidstream.feed.base import FEED_BATCH, Batch, Cursor, Entry, FeedUnavailable, Kept
 from vidstream.job.model import Job
 from vidstream.job.protocol.schema import EventName
 from vidstream.state.bus import stream_id
-
-FEED_BATCH = 1000  # entries one `tail` returns at most, as on Redis
 
 
 @dataclass
@@ -109,6 +107,10 @@ class MemoryFeed:
     def trim(self, job_id: str, maxlen: int) -> None:
         """Trim the job's history to its newest `maxlen` events."""
         self.state.histories[job_id].trim(maxlen)
+
+    def trim_feed(self, maxlen: int) -> None:
+        """Trim the feed to its newest `maxlen` entries."""
+        self.state.feed.trim(maxlen)
 
     def delete(self, job_id: str) -> None:
         """The job and its history are gone (expired, or lost)."""

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from vidstream.feed import lost
-from vidstream.feed.base import Batch, Cursor, Entry, FeedUnavailable, Kept
+from vidstream.feed.base import FEED_BATCH, Batch, Cursor, Entry, FeedUnavailable, Kept
 from vidstream.feed.hub import Hub
 from vidstream.job.model import Job
 from vidstream.job.present import present_job
@@ -22,8 +22,6 @@ from vidstream.services import Services
 from vidstream.state import bus
 from vidstream.state.jobstore import JobStore
 from vidstream.state.keys import Keys
-
-FEED_BATCH = 1000  # entries one read of the feed returns at most
 
 # KEYS: the feed. ARGV: the hub's cursor. Returns {0} when the feed is gone, else {1, its last
 # generated id, entries ever added, its oldest entry's id or '', 1 if the cursor's entry is
