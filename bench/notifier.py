@@ -627,7 +627,7 @@ def code_version() -> dict[str, str]:
         text=True,
         check=False,
     ).stdout.strip()
-    hub = (ROOT / "vidstream" / "notifier" / "hub.py").read_text().split("\n", 1)[0]
+    hub = (ROOT / "vidstream" / "feed" / "hub.py").read_text().split("\n", 1)[0]
     return {
         "sources_sha256": digest.hexdigest()[:12],
         "git_head": head or "?",

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -169,6 +170,29 @@ async def test_finished_jobs_free_their_subscription_slot(
         assert (await receive(ws))["event"] == "cancelled"  # jobs[0] is finished: slot free
         await subscribe(ws, jobs[2])
         assert (await receive(ws))["type"] == "snapshot"
+
+
+async def test_a_subscribe_while_redis_fails_is_answered_unavailable(
+    api: Stack, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis fails as a client subscribes: the WebSocket answers `unavailable` and keeps the
+    connection; Server-Sent Events answer 503 `unavailable`."""
+    job = await new_job(http, api)
+    assert api.notifier is not None and api.services is not None
+
+    async def failing(job_id: str) -> Any:
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(api.services.jobs, "snapshot", failing)  # what both feeds read through
+    async with connect(api.notifier.url) as ws:
+        await subscribe(ws, job)
+        answer = await receive(ws)
+        assert (answer["type"], answer["code"]) == ("error", "unavailable")
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await receive(ws) == {"type": "pong"}
+    headers = {"Accept": "text/event-stream"}
+    async with http.get(job["links"]["events"], headers=headers) as r:
+        assert r.status == 503 and (await r.json())["error"]["code"] == "unavailable"
 
 
 def test_the_feed_going_back_is_told_from_trimming() -> None:

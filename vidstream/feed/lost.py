@@ -3,43 +3,28 @@
 A Redis restart without persistence, a restore from an older snapshot or a replica promoted
 before it caught up all leave the feed (and each job's history) without its newest entries; the
 hub, reading after the last id it saw, would miss what comes next when the new ids are lower,
-and would pass on events that contradict what its clients were sent when they are higher. After
-every read the hub looks at the feed (one script call) and, when it went back, resyncs
-every subscription (`Hub`: a `reset` where the job's own history lost what a client was sent).
+and would pass on events that contradict what its clients were sent when they are higher. Every
+`Feed.tail` looks at the feed after its read and, when it went back, says so (`Batch.went_back`):
+the hub then resyncs every subscription (`Hub`: a `reset` where the job's own history lost what
+a client was sent).
 
 The signs, each enough: the feed is gone, or its last id is below the hub's cursor, or fewer
 entries were ever added to it than when last looked at (a stream made anew), or the entry at the
 cursor is gone while an older one is still there (trimming only ever removes the oldest).
+
+The feed trimmed past the cursor (its entry gone, newer ones there) is no loss of writes, but
+entries after the cursor may have gone unread: the hub catches its subscribers up from the
+histories then too, before passing on what the read brought.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from redis.asyncio import Redis
-
-from vidstream.state import bus
+from vidstream.feed.base import Batch, Cursor, Entry, Gap
+from vidstream.state.bus import stream_id
 
 Id = tuple[int, int]
-
-# KEYS: the feed. ARGV: the hub's cursor. Returns {0} when the feed is gone, else {1, its last
-# generated id, entries ever added, its oldest entry's id or '', 1 if the cursor's entry is
-# there}: a few numbers where XINFO STREAM would bring the first and last entries whole (a
-# script cost the hub 230 CPU µs a look against 375 for XINFO and XRANGE pipelined).
-_LOOK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local out = {1, '0-0', 0, '', 0}
-for i = 1, #info, 2 do
-  local name = info[i]
-  if name == 'last-generated-id' then out[2] = info[i + 1]
-  elseif name == 'entries-added' then out[3] = info[i + 1]
-  elseif name == 'first-entry' and info[i + 1] then out[4] = info[i + 1][1] end
-end
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1) > 0 then out[5] = 1 end
-return out
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +43,29 @@ def went_back(state: FeedState, cursor: Id, added_before: int) -> bool:
         return True
     if cursor == (0, 0):  # nothing read yet: nothing to lose
         return False
-    if not state.exists or bus.stream_id(state.last_id) < cursor:
+    if not state.exists or stream_id(state.last_id) < cursor:
         return True
     return not state.has_cursor and state.first is not None and state.first < cursor
 
 
-class Looker:
-    """Reads the feed's state as `went_back` needs it, in one round trip."""
+def trimmed_past(state: FeedState, cursor: Id, added_before: int) -> bool:
+    """Whether entries after `cursor` may have been trimmed before they were read: its own
+    entry is gone while newer ones are there (trimming takes the oldest first), or the feed is
+    empty though entries came since the last look. Often none went unread, only the cursor's
+    own entry (the feed idle for `FEED_MAX_AGE_S`): the hub then checks its subscriptions for
+    nothing, one read per 250 jobs."""
+    if cursor == (0, 0) or state.has_cursor:  # (0, 0): the feed was empty at the start
+        return False
+    if state.first is None:
+        return state.added > added_before
+    return state.first > cursor
 
-    def __init__(self, redis: Redis, feed: str) -> None:
-        self.feed = feed
-        self._script = redis.register_script(_LOOK)
 
-    async def __call__(self, cursor: str) -> FeedState:
-        raw: list[Any] = await self._script(keys=[self.feed], args=[cursor])
-        if not int(raw[0]):
-            return FeedState(False, "0-0", 0, None, False)
-        first = str(raw[3])
-        return FeedState(True, str(raw[1]), int(raw[2]), bus.stream_id(first) if first else None,
-                         bool(int(raw[4])))  # fmt: skip
+def batch(entries: list[Entry], cursor: Cursor, state: FeedState) -> Batch:
+    """What a read after `cursor` gives, `state` looked at after it: its entries, or the news
+    that the feed went back (and where it is now: what came before is in the histories)."""
+    at = stream_id(cursor.id)
+    if went_back(state, at, cursor.added):
+        return Batch([], Cursor(state.last_id, state.added), Gap.WENT_BACK)
+    gap = Gap.TRIMMED if trimmed_past(state, at, cursor.added) else None
+    return Batch(entries, Cursor(entries[-1][0] if entries else cursor.id, state.added), gap)

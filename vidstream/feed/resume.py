@@ -14,23 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from redis.exceptions import ResponseError
-
+from vidstream.feed.base import Feed, Kept
 from vidstream.job.model import Job
-from vidstream.job.present import present_job
-from vidstream.services import Services
-from vidstream.state import bus
-
-
-def grants(services: Services, token: str, job: Job) -> bool:
-    """Whether `token` may watch `job`: the job's own token, or an API key of its tenant."""
-    if services.signer.check_ws_token(job.tenant, job.id, token):
-        return True
-    if services.api_keys is None:
-        return False
-    key = services.api_keys.find(token)
-    return key is not None and key.tenant == job.tenant
+from vidstream.state.bus import stream_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,41 +35,27 @@ def newest(job: Job, last_id: str) -> str:
     return last_id if last_id != "0-0" else (job.last_event or "0-0")
 
 
-async def message(services: Services, kind: str, job: Job, last_id: str) -> str:
+def message(kind: str, job: dict[str, Any], last_id: str) -> str:
     """A `snapshot` or `reset` message: the job as clients see it, and its newest event id."""
-    body = await present_job(job, services.store, services.settings.download_url_ttl_s)
-    return json.dumps({"type": kind, "job": body, "last_event_id": last_id})
+    return json.dumps({"type": kind, "job": job, "last_event_id": last_id})
 
 
-async def start(services: Services, job: Job, last_id: str, after: str | None) -> Start:
+async def start(feed: Feed, job: Job, last_id: str, after: str | None) -> Start:
     """Decide how a subscription to `job` (read with `last_id`) that asks for `after` begins."""
     last_id = newest(job, last_id)
     if after is None or after == last_id:
         return Start(job, last_id, False, last_id)
-    if await partial(services, job, after):
+    if await partial(feed, job, after):
         return Start(job, last_id, True, last_id)
     return Start(job, last_id, False, after)
 
 
-async def partial(services: Services, job: Job, after: str) -> bool:
+async def partial(feed: Feed, job: Job, after: str) -> bool:
     """Whether the job's history after `after` is not whole (see the module docstring)."""
-    wanted = bus.stream_id(after)
-    if job.run_from and (0, 0) < wanted < bus.stream_id(job.run_from):
+    wanted = stream_id(after)
+    if job.run_from and (0, 0) < wanted < stream_id(job.run_from):
         return True  # an id of an earlier run ("0-0", the whole history, is of none)
-    key = services.keys.job_events(job.id)
-    async with services.redis.pipeline(transaction=False) as pipe:
-        pipe.xinfo_stream(key)
-        pipe.xrange(key, after, after, count=1)
-        info, found = await pipe.execute(raise_on_error=False)
-    if isinstance(info, ResponseError):  # no history at all: it expired, or was lost
+    kept = await feed.kept(job.id, after)
+    if kept is Kept.GONE:  # no history at all: it expired, or was lost
         return bool(job.last_event) or wanted > (0, 0)
-    if isinstance(info, Exception):
-        raise info
-    # An entry deleted after the client's id would leave a hole.
-    if wanted < bus.stream_id(str(info.get("max-deleted-entry-id") or "0-0")):
-        return True
-    if wanted == (0, 0):  # the whole history: whole unless trimmed (always its oldest entries)
-        return int(info.get("entries-added") or 0) > int(info.get("length") or 0)
-    # Everything after an entry that is still there is there too; an id that is not (trimmed
-    # away, lost, or newer than anything kept) cannot be resumed from.
-    return not found
+    return kept is Kept.PARTIAL

@@ -8,6 +8,7 @@ from vidstream.core import logs
 from vidstream.core.admission import Admission, connection_cap
 from vidstream.core.lifecycle import Component
 from vidstream.feed.hub import Hub
+from vidstream.feed.redis import redis_hub
 from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
@@ -38,7 +39,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
     app.on_response_prepare.append(lift_budget)
     app[SERVICES] = services
     app[URLS] = urls
-    app[HUB] = hub or Hub(services)
+    app[HUB] = hub or redis_hub(services)
     app[sse.STREAMS] = set()
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
@@ -63,7 +64,7 @@ class Gateway(Component):
         self.host, self.port = settings.gateway_host, settings.gateway_port
         self.urls = PublicUrls(gateway=settings.gateway_url, ws=ws_url or settings.ws_url)
         self._runner: web.AppRunner | None = None
-        self.hub = Hub(services)  # fan-out for Server-Sent Events (http.sse)
+        self.hub = redis_hub(services)  # fan-out for Server-Sent Events (http.sse)
         self.log = logs.get(role="gateway")
 
     @property

@@ -19,6 +19,7 @@ from vidstream.core.errors import (
     PermanentError,
     StorageError,
 )
+from vidstream.feed.base import FeedUnavailable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logs.get(role="gateway")
@@ -77,7 +78,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
     except ObjectNotFound as exc:
         response = error_response(404, exc.code, exc.message)
-    except RedisError as exc:
+    except (RedisError, FeedUnavailable) as exc:
         log.warning("redis_unavailable", error=str(exc))
         response = error_response(
             503, "unavailable", "The job store is unavailable; try again shortly."

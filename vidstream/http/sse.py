@@ -1,7 +1,7 @@
 """`GET /v1/jobs/{id}/events` with `Accept: text/event-stream`: the WebSocket's events as
 Server-Sent Events, for clients without WebSocket.
 
-The same subscription as the notifier's (`notifier.hub`, one per gateway process): a `snapshot`
+The same subscription as the notifier's (`feed.hub`, one per gateway process): a `snapshot`
 (or `reset`) event first, then every event with `id:` set to its event id, so `EventSource`
 resumes by itself with `Last-Event-ID` after a drop. The permission is the same too: the API key,
 or (since `EventSource` cannot send headers) the job's `ws_token` as `?token=` (a key is taken
@@ -17,7 +17,7 @@ import contextlib
 
 from aiohttp import web
 
-from vidstream.feed import resume
+from vidstream.feed import access, resume
 from vidstream.http.auth import job_or_404
 from vidstream.http.errors import ApiError
 from vidstream.http.state import HUB, SERVICES
@@ -91,22 +91,22 @@ async def events_job(request: web.Request) -> Job:
         return await job_or_404(request)
     services, job_id = request.app[SERVICES], request.match_info["job_id"]
     job = await services.jobs.get(job_id) if is_job_id(job_id) else None
-    if job is None or not resume.grants(services, token, job):
+    if job is None or not access.grants(services, token, job):
         raise ApiError(404, "not_found", "No such job, or the token does not open it.")
     return job
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """The job's events as Server-Sent Events, until its end."""
-    services, hub = request.app[SERVICES], request.app[HUB]
+    hub = request.app[HUB]
     asked = await events_job(request)
     after = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if after is not None and not is_stream_id(after):
         raise ApiError(400, "invalid_request", "Last-Event-ID must be an event id such as '0-0'")
-    job, last_id = await services.jobs.snapshot(asked.id)
+    job, last_id = await hub.feed.snapshot(asked.id)
     if job is None:
         raise ApiError(404, "not_found", "No such job.")
-    begin = await resume.start(services, job, last_id, after)
+    begin = await resume.start(hub.feed, job, last_id, after)
     seen_all = job.status.terminal and begin.after == begin.last_id
     if seen_all and after is not None and not begin.reset:
         # 204 is what tells EventSource to stop reconnecting (the HTML standard's rule).
@@ -118,7 +118,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     if after is None or begin.reset:
         kind = "reset" if begin.reset else "snapshot"
-        snapshot = await resume.message(services, kind, job, begin.last_id)
+        snapshot = resume.message(kind, await hub.present(job), begin.last_id)
         event_id = begin.last_id if begin.reset else None
         await response.write(_frame(snapshot, event_id, kind).encode())
     if seen_all:

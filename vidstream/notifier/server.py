@@ -19,7 +19,6 @@ from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -29,10 +28,10 @@ from vidstream.core import logs
 from vidstream.core.admission import Admission, Refusal, client_address, connection_cap
 from vidstream.core.lifecycle import Component
 from vidstream.core.tasks import cancel_and_wait
-from vidstream.feed import resume
-from vidstream.feed.hub import Hub
+from vidstream.feed import access, resume
+from vidstream.feed.base import FeedUnavailable
+from vidstream.feed.redis import redis_hub
 from vidstream.job.model import Job, is_job_id
-from vidstream.job.present import present_job
 from vidstream.notifier.guard import GuardedConnection
 from vidstream.ops.metrics import CONTENT_TYPE
 from vidstream.services import Services
@@ -93,7 +92,7 @@ class Connection:
         if kind == "subscribe":
             try:
                 return await self.subscribe(msg)
-            except RedisError:
+            except FeedUnavailable:
                 return self.error("unavailable", "The job store is unavailable; try again shortly.")
         if kind == "unsubscribe":
             job_id = str(msg.get("job_id", ""))
@@ -105,7 +104,7 @@ class Connection:
 
     async def subscribe(self, msg: dict[str, Any]) -> None:
         job_id, token, after = msg.get("job_id"), msg.get("token"), msg.get("last_event_id")
-        services = self.notifier.services
+        hub = self.notifier.hub
         if not isinstance(job_id, str) or not isinstance(token, str):
             return self.error("invalid_message", "subscribe needs job_id and token strings.")
         if after is not None and (not isinstance(after, str) or not is_stream_id(after)):
@@ -113,13 +112,11 @@ class Connection:
                 "invalid_message", "last_event_id must be an event id such as '0-0'.",
                 job_id=job_id[:40],
             )  # fmt: skip
-        if not self.notifier.hub.subscribed(self, job_id) and (
-            self.notifier.hub.count(self) >= MAX_SUBSCRIPTIONS
-        ):
+        if not hub.subscribed(self, job_id) and hub.count(self) >= MAX_SUBSCRIPTIONS:
             return self.error(
                 "too_many_subscriptions", f"At most {MAX_SUBSCRIPTIONS} jobs per connection."
             )
-        job, last_id = await services.jobs.snapshot(job_id) if is_job_id(job_id) else (None, "")
+        job, last_id = await hub.feed.snapshot(job_id) if is_job_id(job_id) else (None, "")
         if job is None or not self.notifier.grants(token, job):
             # One answer for an unknown job and a wrong token: a token never reveals a job.
             # Guessing costs a connection after a few tries.
@@ -129,13 +126,12 @@ class Connection:
             return self.error(
                 "forbidden", "The token does not grant access to this job.", job_id=job_id[:40]
             )
-        begin = await resume.start(services, job, last_id, after)
-        body = await present_job(job, services.store, services.settings.download_url_ttl_s)
+        begin = await resume.start(hub.feed, job, last_id, after)
         kind = "reset" if begin.reset else "snapshot"
-        self.push({"type": kind, "job": body, "last_event_id": begin.last_id})
+        self.send(resume.message(kind, await hub.present(job), begin.last_id))
         if job.status.terminal and begin.after == begin.last_id:
             return None  # finished, and the client has seen everything: nothing will follow
-        await self.notifier.hub.subscribe(self, job_id, begin.after)
+        await hub.subscribe(self, job_id, begin.after)
         return None
 
 
@@ -144,7 +140,7 @@ class Notifier(Component):
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.hub = Hub(services)
+        self.hub = redis_hub(services)
         self.host, self.port = services.settings.notifier_host, services.settings.notifier_port
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -169,7 +165,7 @@ class Notifier(Component):
             self.origins.add(f"{parts.scheme}://{parts.netloc}")
 
     def grants(self, token: str, job: Job) -> bool:
-        return resume.grants(self.services, token, job)
+        return access.grants(self.services, token, job)
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

@@ -40,16 +40,38 @@ class Event:
 
     def to_public(self) -> dict[str, Any]:
         """The event as the REST API and the WebSocket present it."""
-        return {
-            **self.data,
-            "type": "event",
-            "id": self.id,
-            "job_id": self.job_id,
-            "kind": self.kind.value,
-            "event": self.event.value,
-            "status": self.status.value,
-            "stage": self.stage.value if self.stage else None,
-            "progress": round(self.progress, 4),
-            "attempts": self.attempts,
-            "at": isoformat(self.at),
-        }
+        return _public(self.id, self.job_id, self.kind.value, self.event.value, self.status.value,
+                       self.stage.value if self.stage else None, self.progress, self.attempts,
+                       self.at, self.data)  # fmt: skip
+
+
+def public_text(job_id: str, entry_id: str, fields: dict[str, str]) -> str:
+    """`Event.from_stream(...).to_public()` as JSON text, without building the `Event`: the hub
+    serialises every live event, and checking the enums and building the `Event` would cost
+    it half again as much (12 -> 19 µs an event, timeit). Raises KeyError or ValueError for an
+    entry of another shape."""
+    data = json.loads(fields["data"]) if fields.get("data") else {}
+    return json.dumps(_public(entry_id, job_id, fields.get("kind") or Kind.SUBTITLE.value,
+                              fields["event"], fields["status"], fields.get("stage") or None,
+                              float(fields["progress"]), int(fields.get("attempts") or 0),
+                              float(fields["at"]), data))  # fmt: skip
+
+
+def _public(
+    entry_id: str, job_id: str, kind: str, event: str, status: str, stage: str | None,
+    progress: float, attempts: int, at: float, data: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    # The one place the public shape is written, for both ways in.
+    return {
+        **data,
+        "type": "event",
+        "id": entry_id,
+        "job_id": job_id,
+        "kind": kind,
+        "event": event,
+        "status": status,
+        "stage": stage,
+        "progress": round(progress, 4),
+        "attempts": attempts,
+        "at": isoformat(at),
+    }
