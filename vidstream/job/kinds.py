@@ -43,6 +43,7 @@ class Kind(StrEnum):
     SUBTITLE = "subtitle"  # transcript, then the video with subtitles
     TRANSCRIBE = "transcribe"  # transcript only (JSON, SRT, VTT)
     COMPOSE = "compose"  # a video rendered from a timeline (and a transcript, if asked)
+    RENDER = "render"  # a finished job's video again, with a transcript its user corrected
 
 
 DEFAULT = Kind.SUBTITLE  # what a request that names no kind asks for
@@ -225,6 +226,56 @@ def _compose_pipeline(options: Options) -> Pipeline:
     return COMPOSED_TRANSCRIBED if transcribes else RENDERED
 
 
+# -- render: a finished job's video again, with a transcript its user corrected -----------------
+
+
+def _captions_shape(value: object) -> object:
+    if value is not None and (not isinstance(value, dict) or not isinstance(value.get("key"), str)):
+        raise invalid('captions must be {"key": "<storage key>"}')
+    return value
+
+
+class RenderRequest(JobRequest):
+    """A finished job's video rendered again, without transcribing it again, with subtitles
+    from its transcript as you corrected it: its JSON in `transcript`, or an uploaded JSON,
+    SRT or WebVTT file in `captions`. Its outputs are the video and the corrected transcript
+    (JSON, and SRT and VTT as `formats` asks)."""
+
+    job: str = Field(description="A job of yours that completed, its source still stored.")
+    transcript: Annotated[Any, documented({
+        "type": "object",
+        "description": "The corrected transcript, as a job's transcript JSON: `segments`, each "
+        "with `start`, `end` (seconds) and `text`; a segment's `words` are kept only while "
+        "they still say its text.",
+    })] = None  # fmt: skip
+    captions: Annotated[StorageKey | None, checked(_captions_shape)] = None
+    language: Annotated[
+        str | None,
+        checked(language_of),
+        Field(description="the subtitle track's language (default: the job's)"),
+    ] = None
+    burn_subtitles: Burn = True
+    formats: Formats = FORMATS
+
+
+def _text(name: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if not isinstance(value, str):
+            raise invalid(f"{name} must be a string")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions(Options):
+    """A render job's: a subtitle job's, and the job whose source it renders again."""
+
+    job: str = ""  # the job that owns the source (the one named, or the job it rendered again)
+
+    PARSERS = {**Options.PARSERS, "job": _text("job")}
+
+
 # -- the registry -------------------------------------------------------------------------------
 
 
@@ -262,6 +313,14 @@ KINDS: Mapping[Kind, KindSpec] = {
             "A video rendered from a timeline of clips, pictures, text and sound (with "
             "subtitles of a transcribed clip, if asked).",
             ComposeRequest, ComposeOptions, _compose_pipeline, "vidstream.kinds.compose",
+        ),
+        KindSpec(
+            Kind.RENDER, "Corrected subtitles",
+            "A finished job's video rendered again with its transcript as you corrected it "
+            "(JSON, SRT or WebVTT), without transcribing again.",
+            # It reads the finished job's source, which that job keeps (and owns).
+            RenderRequest, RenderOptions, lambda _: RENDERED, "vidstream.kinds.render",
+            owns_source=False,
         ),
     )
 }  # fmt: skip
