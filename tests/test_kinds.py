@@ -102,7 +102,7 @@ async def test_the_gateway_lists_and_documents_every_kind(
 
 
 async def test_submit_refuses_a_kind_the_gateway_does_not_make_from_a_video(
-    gateway: Stack, role_env: dict[str, str], clip: object, tmp_path: Path
+    gateway: Stack, role_env: dict[str, str], tmp_path: Path
 ) -> None:
     """`vidstream submit --kind compose` stops before uploading, naming the kinds it can."""
     video = tmp_path / "a.mp4"
