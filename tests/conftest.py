@@ -41,6 +41,7 @@ importlib.import_module("vidstream.notifier.server")
 importlib.import_module("vidstream.webhooks.deliver")
 importlib.import_module("vidstream.actors.transcribe")
 importlib.import_module("vidstream.actors.render")
+importlib.import_module("vidstream.kinds").load_all()  # each kind's code (the roles load it)
 
 # A callback holding the loop longer fails its test. With parallel workers (pytest-xdist) two
 # test processes and their FFmpeg and Whisper children share the cores, and a start-up callback

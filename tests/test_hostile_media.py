@@ -34,12 +34,12 @@ from tests.media import (
     write_ffconcat,
     write_hls,
 )
-from vidstream.actors import render, transcribe
-from vidstream.actors.sources import source_path
-from vidstream.actors.transcribe import expected_sound, next_range
 from vidstream.core.errors import ObjectTooLarge
 from vidstream.core.settings import Settings
 from vidstream.job.model import Job, Options
+from vidstream.kinds import subtitle, transcribing
+from vidstream.kinds.sources import source_path
+from vidstream.kinds.transcribing import expected_sound, next_range
 from vidstream.media.whisper_server import buffer_samples, decode_range
 from vidstream.runtime import Stack
 
@@ -242,8 +242,8 @@ async def test_a_run_past_its_deadline_is_stopped(
     faults = Faults(tmp_path / "faults")
     for name, value in faults.env.items():
         monkeypatch.setenv(name, value)
-    actor = transcribe if stage == "transcribe" else render
-    monkeypatch.setattr(actor, "run_timeout", lambda duration_s, factor: 2.0)
+    work = transcribing if stage == "transcribe" else subtitle  # a subtitle job's stages
+    monkeypatch.setattr(work, "run_timeout", lambda duration_s, factor: 2.0)
     faults.delay(stage, 60)
     announced = faults.announce(stage)
     settings = make_settings(ffmpeg=str(FAKE_FFMPEG), job_max_attempts=1)

@@ -134,6 +134,11 @@ async def test_upload_follow_play_and_download(
     """A person uploads a clip, watches it upload and run stage by stage, plays it subtitled."""
     visit = await Visit.open(browser, f"{gw(full_stack)}/")
     page = visit.page
+    # It offers what the gateway makes from a video, as the gateway names it (GET /v1/kinds).
+    async with http.get(f"{gw(full_stack)}/v1/kinds") as r:
+        offered = [k for k in (await r.json())["kinds"] if k["from_video"]]
+    choices = page.locator("#kind-choice label[title]")
+    await expect(choices).to_have_text([f" {k['title']}" for k in offered])
     await page.evaluate(RECORD_BARS)
     await visit.start(clip.path, "input[name=burn][value=false]")
     await visit.status("completed")

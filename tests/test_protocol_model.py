@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL
+from vidstream.job.kinds import ComposeOptions
 from vidstream.job.model import (
     TERMINAL,
     ErrorInfo,
@@ -160,8 +161,9 @@ def make_machine(prefix: str) -> type[RuleBasedStateMachine]:
         def create(self, kind: Kind, burn: bool, hooked: bool, priority: Priority) -> None:
             hook = "https://example.com/hook" if hooked else ""
             # A compose job transcribes first when asked (burn stands in for the choice).
-            transcribe = "voice" if kind is Kind.COMPOSE and burn else ""
-            options = Options(burn_subtitles=burn, transcribe=transcribe)
+            options: Options = Options(burn_subtitles=burn)
+            if kind is Kind.COMPOSE:
+                options = ComposeOptions(transcribe="voice" if burn else "")
             job = Job.new("uploads/x/clip.mp4", options, kind=kind, webhook_url=hook)
             job = job.with_changes(priority=priority)
             self.run(self.store.create(job))

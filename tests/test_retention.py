@@ -259,6 +259,31 @@ async def test_running_and_recent_jobs_stay(
     assert source is not None and source.exists()
 
 
+async def test_a_job_another_needs_is_kept_longer_never_shorter(
+    stack: Stack, http: aiohttp.ClientSession, redis: Redis
+) -> None:
+    """An ended job kept for another job (`JobStore.keep`) stays, with its source, until then
+    and goes after; keeping it less long changes nothing, and a running job is not kept."""
+    services = services_of(stack)
+    queued = await upload_and_create(http, stack)
+    ended = await upload_and_create(http, stack)
+    async with http.delete(f"{stack.gateway.url}/v1/jobs/{ended['id']}") as r:  # type: ignore[union-attr]
+        assert r.status == 200
+    later = time.time() + 10 * RETAIN_S
+    assert await services.jobs.keep(ended["id"], later)
+    assert await services.jobs.keep(ended["id"], time.time())  # never shortened
+    assert not await services.jobs.keep(queued["id"], later)  # not ended: nothing to keep
+    record_ttl = await redis.ttl(services.keys.job(ended["id"]))
+    assert record_ttl > 10 * RETAIN_S  # the backstop expiry follows
+    retention = Retention(redis, services.keys, services.store, keep_outputs=False)
+    assert (await retention.sweep(now=time.time() + RETAIN_S + 1)).jobs == 0
+    source = services.store.local_path(ended["source"]["key"])  # type: ignore[index]
+    assert source is not None and source.exists()
+    assert (await retention.sweep(now=later + 1)).jobs == 1
+    assert not source.exists()
+    assert await services.jobs.get(queued["id"]) is not None
+
+
 async def test_uploads_no_job_took_are_deleted(
     stack: Stack, http: aiohttp.ClientSession, redis: Redis
 ) -> None:

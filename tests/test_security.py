@@ -112,8 +112,14 @@ async def test_every_v1_route_needs_a_key(secured: Stack, http: aiohttp.ClientSe
                 assert await error_of(r, 401) == "unauthorized", (route.method, target)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert len(checked) >= 15, checked  # the route table was read, not a few routes
-    assert open_paths == {"/v1/objects/{key}", "/v1/openapi.json", "/v1/schemas/timeline.json"}
-    for path in ("/healthz", "/readyz", "/v1/openapi.json", "/v1/schemas/timeline.json"):
+    assert open_paths == {
+        "/v1/objects/{key}",
+        "/v1/openapi.json",
+        "/v1/schemas/timeline.json",
+        "/v1/kinds",
+    }
+    for path in ("/healthz", "/readyz", "/v1/openapi.json", "/v1/schemas/timeline.json",
+                 "/v1/kinds"):  # fmt: skip
         async with http.get(base + path) as r:
             assert r.status == 200, path
     async with http.get(f"{base}/v1/objects/uploads/0/source") as r:  # unsigned: refused,

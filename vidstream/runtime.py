@@ -23,6 +23,8 @@ from vidstream.core.lifecycle import Component
 from vidstream.core.settings import Settings
 from vidstream.core.signing import Signer, load_secret
 from vidstream.core.tasks import cancel_and_wait
+from vidstream.job import stages
+from vidstream.job.stages import Stage
 from vidstream.ops.devredis import PrivateRedis
 from vidstream.ops.joblogs import JobLogShipper
 from vidstream.ops.maintenance import Maintenance
@@ -36,10 +38,23 @@ if TYPE_CHECKING:  # each role's modules are imported by the processes that run 
     from vidstream.http.app import Gateway
     from vidstream.notifier.server import Notifier
 
-ROLES = ("gateway", "transcribe", "render", "notifier")
+ROLES = stages.ROLE_NAMES  # every role (`job.stages`), in the order they start
 STORAGE_CHECK_TIMEOUT_S = 15.0
 
 log = logs.get(role="main")
+
+
+def worker_class(stage: Stage) -> type[Worker]:
+    """The worker that runs `stage`; imported only by the processes that run it (memory)."""
+    match stage:
+        case Stage.TRANSCRIBE:
+            from vidstream.actors.transcribe import TranscribeWorker
+
+            return TranscribeWorker
+        case Stage.RENDER:
+            from vidstream.actors.render import RenderWorker
+
+            return RenderWorker
 
 
 async def wait_for_redis(redis: Redis) -> None:
@@ -116,14 +131,10 @@ class Stack(Component):
                 store.base_url = self.gateway.url
             # Every gateway process delivers webhooks (after the links in them are known).
             await enter(WebhookDeliverer(services))
-        if "transcribe" in self.roles:
-            from vidstream.actors.transcribe import TranscribeWorker
-
-            self.workers.append(await enter(TranscribeWorker(services, concurrency=s.concurrency)))
-        if "render" in self.roles:
-            from vidstream.actors.render import RenderWorker
-
-            self.workers.append(await enter(RenderWorker(services, concurrency=s.concurrency)))
+        for role in stages.ROLES:  # a worker for each stage whose role this process runs
+            if role.stage is not None and role.name in self.roles:
+                worker = worker_class(role.stage)(services, concurrency=s.concurrency)
+                self.workers.append(await enter(worker))
         if s.metrics_port and "gateway" not in self.roles:  # the gateway serves /metrics itself
             metrics = MetricsServer(services.metrics, redis, services.keys, s.metrics_host,
                                     s.metrics_port)  # fmt: skip

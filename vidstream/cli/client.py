@@ -160,7 +160,7 @@ async def _read_file(path: Path, on_progress: Any) -> AsyncIterator[bytes]:
 
 async def submit(
     videos: list[Path], gateway: str, *, burn: bool = True, language: str | None = None,
-    wait: bool = False, kind: str = "subtitle", api_key: str | None = None,
+    wait: bool = False, kind: str | None = None, api_key: str | None = None,
     out: TextIO = sys.stdout, err: TextIO = sys.stderr,
 ) -> int:  # fmt: skip
     """Upload each video and create its job, all at once; with `wait`, follow each to its end.
@@ -168,6 +168,8 @@ async def submit(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         client = Client(http, gateway, api_key)
+        if kind is not None:  # before any upload: a kind the gateway cannot make from a video
+            await _check_kind(client, kind)
         if err.isatty():
             with Bars(err) as bars:
                 results = await _all(client, videos, bars, burn, language, wait, kind)
@@ -186,13 +188,23 @@ async def submit(
     return 0 if all(not wait or j["status"] == "completed" for j in results) else 1
 
 
+async def _check_kind(client: Client, kind: str) -> None:
+    """Refuse a kind the gateway does not make from one video, naming those it does."""
+    listed = (await client.get("/v1/kinds"))["kinds"]
+    choices = [k["name"] for k in listed if k.get("from_video")]
+    if kind not in choices:
+        raise SubmitError(f"--kind must be one of {', '.join(choices)}")
+
+
 async def _all(
     client: Client, videos: list[Path], display: Display, burn: bool, language: str | None,
-    wait: bool, kind: str,
+    wait: bool, kind: str | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     async def one(video: Path) -> dict[str, Any]:
         key = await client.upload(video, display)
-        options: dict[str, Any] = {"source": {"key": key}, "kind": kind, "burn_subtitles": burn}
+        options: dict[str, Any] = {"source": {"key": key}, "burn_subtitles": burn}
+        if kind is not None:  # else the gateway's default kind
+            options["kind"] = kind
         if language:
             options["language"] = language
         job = await client.post("/v1/jobs", options)

@@ -15,20 +15,16 @@ import structlog
 from vidstream.core import logs, malloc
 from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
+from vidstream.job.stages import PAUSABLE, ROLE_NAMES, ROLES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidstream", description="Subtitled videos at scale.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    dev = sub.add_parser("dev", help="run all four roles in one process (starts Redis if needed)")
+    dev = sub.add_parser("dev", help="run every role in one process (starts Redis if needed)")
     dev.add_argument("--concurrency", type=int, help="jobs per worker role at once (default 1)")
-    for role, text in (
-        ("gateway", "the REST API"),
-        ("transcribe", "the Whisper worker"),
-        ("render", "the FFmpeg worker"),
-        ("notifier", "the WebSocket server"),
-    ):
-        p = sub.add_parser(role, help=f"run {text}")
+    for role in ROLES:
+        p = sub.add_parser(role.name, help=f"run {role.does}")
         p.add_argument("--concurrency", type=int, help="jobs at once (worker roles; default 1)")
     submit = sub.add_parser("submit", help="upload videos and create a job for each")
     submit.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
@@ -38,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
     submit.add_argument(
-        "--kind", choices=["subtitle", "transcribe"], default="subtitle",
-        help="subtitle: transcript and video (default); transcribe: the transcript only",
+        "--kind", help="what to make of each video: a kind the gateway makes from a video "
+        "(listed by GET /v1/kinds; by default, the gateway's default kind)",
     )  # fmt: skip
     submit.add_argument("--wait", action="store_true", help="follow the jobs until they end")
     jobs = sub.add_parser("jobs", help="your recent jobs, newest first")
@@ -74,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON, for scripts")
     for action, text in (("pause", "take no new work"), ("resume", "take work again")):
         p = sub.add_parser(action, help=f"a role's processes {text} (gateway: new jobs)")
-        p.add_argument("role", choices=["gateway", "transcribe", "render"])
+        p.add_argument("role", choices=PAUSABLE)
     drain = sub.add_parser("drain", help="wait until nothing is running (for deploys)")
     drain.add_argument("--timeout", type=float, default=3600.0, help="give up after (s)")
     dlq = sub.add_parser("dlq", help="jobs that ran out of attempts")
@@ -107,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vidstream: configuration error: {exc}", file=sys.stderr)
         return 2
-    serving = args.command == "dev" or args.command in _ROLES
+    serving = args.command == "dev" or args.command in ROLE_NAMES
     extra: tuple[structlog.typing.Processor, ...] = ()
     if serving:  # a copy of each line about a job, kept with the job
         from vidstream.ops.joblogs import capture
@@ -123,15 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-_ROLES = ("gateway", "transcribe", "render", "notifier")  # runtime.ROLES, without importing it
-
-
 def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
-    if args.command == "dev" or args.command in _ROLES:
+    if args.command == "dev" or args.command in ROLE_NAMES:
         # Only the processes that serve import the roles: a client command starts faster.
         from vidstream import runtime
 
-        roles = runtime.ROLES if args.command == "dev" else (args.command,)
+        roles = ROLE_NAMES if args.command == "dev" else (args.command,)
         return runtime.serve(settings, roles, dev=args.command == "dev")
     if args.command in ("submit", "jobs"):
         return _submit(args, settings)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from vidstream import kinds as kind_handlers
 from vidstream.core import logs
 from vidstream.core.admission import Admission, connection_cap
 from vidstream.core.lifecycle import Component
 from vidstream.feed.hub import Hub
 from vidstream.feed.redis import redis_hub
 from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
+from vidstream.http import kinds as kinds_api
 from vidstream.http import logs as job_logs
 from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
@@ -43,6 +45,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
     app[sse.STREAMS] = set()
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
+    app.add_routes(kinds_api.routes)
     app.add_routes(compose.routes)
     app.add_routes(job_logs.routes)
     app.add_routes(uploads.routes)
@@ -75,6 +78,7 @@ class Gateway(Component):
         """Bind and serve; safe to call twice."""
         if self._runner is not None:
             return
+        kind_handlers.load_all()  # every kind's intake, before the first request needs one
         await self.hub.start()
         settings = self.services.settings
         self._runner = web.AppRunner(

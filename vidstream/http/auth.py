@@ -24,7 +24,8 @@ from vidstream.job.model import Job, is_job_id
 from vidstream.services import Services
 
 DEFAULT_TENANT = "default"
-_OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/")  # signed, or public documents
+# Signed, or public documents.
+_OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/", "/v1/kinds")
 # The one route a `?token=` opens instead of a key (not `/v1/templates/events`, say).
 _EVENTS = re.compile(r"/v1/jobs/[^/]+/events")
 

@@ -1,5 +1,6 @@
 """Reading request bodies within bounds: JSON of limited size and depth with valid strings, and
-multipart forms with few parts, small option fields and each field once.
+multipart forms with few parts, small option fields and each field once; and checking a body
+against its request model (`validated`).
 
 Every malformed body is a 4xx that says what is wrong without echoing the client's value back at
 length (`short`).
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
+from pydantic import BaseModel, ValidationError
 
 from vidstream.http.errors import ApiError
 
@@ -134,3 +136,29 @@ async def text_field(part: BodyPartReader, form: Form) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_request", "Form fields must be UTF-8 text.") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], body: dict[str, Any], what: str) -> M:
+    """`body` checked against a request `model`, or `ApiError(400, invalid_request)` saying
+    what is wrong: every unknown field at once, else the first problem (`what` names the
+    request in messages: "a subtitle job")."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = exc.errors()
+    unknown = sorted(str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden")
+    if unknown:
+        names = ", ".join(short(n, 30) for n in unknown[:5])
+        raise ApiError(400, "invalid_request", f"unknown field(s) for {what}: {names}")
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "invalid_request":  # an option's own parser: its message says it all
+        message = first["msg"]
+    elif first["type"] == "missing":
+        message = f"{where} is required"
+    else:
+        message = f"{where}: {first['msg']}"
+    raise ApiError(400, "invalid_request", message)

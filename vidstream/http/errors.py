@@ -25,7 +25,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logs.get(role="gateway")
 
 # Permanent job errors raised while validating a request, by the status they deserve.
-_STATUS_FOR_CODE = {"too_large": 413, "source_not_found": 400, "not_found": 404}
+_STATUS_FOR_CODE = {"too_large": 413, "source_not_found": 400, "not_found": 404, "conflict": 409}
 
 
 class ApiError(Exception):

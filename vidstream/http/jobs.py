@@ -16,43 +16,37 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from vidstream import kinds
 from vidstream.core.errors import PermanentError
 from vidstream.core.tasks import kept_alive
-from vidstream.http import compose, sse
+from vidstream.http import sse
 from vidstream.http.auth import job_or_404, tenant_of
-from vidstream.http.bodies import Form, parts, read_json, short, text_field
-from vidstream.http.compose import COMPOSE_FIELDS
+from vidstream.http.bodies import Form, parts, read_json, short, text_field, validated
 from vidstream.http.errors import ApiError
 from vidstream.http.idempotency import IdempotencyKey
 from vidstream.http.observe import JOB_ID, request_id
 from vidstream.http.state import SERVICES, URLS, base_url
-from vidstream.job.model import (
-    Job,
-    Kind,
-    Options,
-    Priority,
-    Stage,
-    Status,
-    new_job_id,
-    parse_kind,
-    parse_priority,
-)
+from vidstream.job.kinds import DEFAULT, KINDS
+from vidstream.job.model import Job, Kind, Priority, Stage, Status, new_job_id, parse_kind
 from vidstream.job.present import present_job
 from vidstream.job.protocol import Cancel, Intake
+from vidstream.kinds.base import Draft, Incoming, Upload
 from vidstream.services import Services
 from vidstream.state import bus
 from vidstream.state.budget import cleanup
 from vidstream.state.bus import is_stream_id
 from vidstream.state.jobstore import Binding
 from vidstream.state.tickets import Ticket, Tickets
-from vidstream.storage.names import check_source_key, new_upload_key, safe_filename
+from vidstream.storage.names import new_upload_key, safe_filename
 from vidstream.webhooks.targets import check_webhook_url
 
 routes = web.RouteTableDef()
 
-_OPTION_FIELDS = ("language", "burn_subtitles", "formats")
-_JOB_FIELDS = ("kind", "priority", "webhook_url", *_OPTION_FIELDS)
-_COMPOSE_JOB_FIELDS = {"kind", "priority", "webhook_url", "language", "formats", *COMPOSE_FIELDS}
+# The fields a multipart request may have besides its file: those of every kind made from one
+# video, as text.
+_FORM_FIELDS = frozenset({"kind"}).union(
+    *(set(spec.request.model_fields) - {"source"} for spec in KINDS.values() if spec.from_video)
+)
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 QUEUE_CHECK_S = 1.0  # how stale the queue depth behind `overloaded` may be
 # An upload streamed with its job (multipart) is abandoned this long after its stream stopped
@@ -62,24 +56,20 @@ UPLOAD_TICKET_S = 300
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """A job as the client asked for it, validated."""
+    """A job as the client asked for it, validated, and as its kind's intake made it."""
 
     id: str
-    source_key: str
-    source_name: str
-    options: Options
     kind: Kind
+    draft: Draft
     webhook_url: str
     priority: Priority = Priority.NORMAL
-    timeline: str = ""
-    assets: tuple[str, ...] = ()
-    found: Intake | None = None  # a JSON job's upload as the storage check found it
 
     def job(self, tenant: str) -> Job:
-        job = Job.new(self.source_key, self.options, tenant, self.kind, self.webhook_url,
-                      self.source_name)  # fmt: skip
+        d = self.draft
+        job = Job.new(d.source_key, d.options, tenant, self.kind, self.webhook_url,
+                      d.source_name)  # fmt: skip
         return job.with_changes(
-            id=self.id, priority=self.priority, timeline=self.timeline, assets=self.assets
+            id=self.id, priority=self.priority, timeline=d.timeline, assets=d.assets
         )
 
 
@@ -112,10 +102,10 @@ async def create_job(request: web.Request) -> web.Response:
         spec = await (_receive_upload(request) if multipart else _json_job(request, tenant))
         job = spec.job(tenant).with_changes(request_id=request_id(request))
         try:
-            job = await _create(services, job, spec.found, idem.binding if idem else None)
+            job = await _create(services, job, spec.draft.found, idem.binding if idem else None)
         except BaseException:
-            if spec.assets:  # a compose job took its uploads' tickets: theirs again, if unmade
-                await asyncio.shield(cleanup(compose.give_back(services, job.id, spec.assets)))
+            if spec.draft.assets:  # uploads the intake took: free again, unless the job was made
+                await asyncio.shield(cleanup(_give_back(services, job.id, spec.draft.assets)))
             raise
     services.metrics.jobs_created.labels(job.kind.value).inc()
     request[JOB_ID] = job.id  # the request's log line names the job it made
@@ -162,6 +152,14 @@ async def _create(services: Services, job: Job, found: Intake | None, bind: Bind
     raise ApiError(400, "source_not_found", f"No upload of yours exists at {short(key, 80)}.")
 
 
+async def _give_back(services: Services, job_id: str, keys: tuple[str, ...]) -> None:
+    """The job `job_id` was not made after all: the uploads it took are free again (and
+    abandoned unless another job takes them). Nothing is given back from a job that exists:
+    the step that made it may have answered too late."""
+    if await services.jobs.get(job_id) is None:
+        await Tickets(services.redis, services.keys).give_back_all(keys, job_id)
+
+
 def _key_taken() -> ApiError:
     # This request's reservation lapsed (Redis stalled for longer than it lasts) and another
     # request with the key reserved it or made its job meanwhile: this one makes nothing.
@@ -195,34 +193,23 @@ def _webhook(value: object, services: Services) -> str:
 
 
 async def _json_job(request: web.Request, tenant: str) -> JobRequest:
-    services = request.app[SERVICES]
     body = await read_json(request)
-    kind = parse_kind(body.get("kind", Kind.SUBTITLE))
-    known = _COMPOSE_JOB_FIELDS if kind is Kind.COMPOSE else {"source", *_JOB_FIELDS}
-    unknown = set(body) - known
-    if unknown:
-        names = ", ".join(short(n, 30) for n in sorted(unknown)[:5])
-        raise ApiError(400, "invalid_request", f"unknown field(s) for a {kind} job: {names}")
-    webhook_url = _webhook(body.get("webhook_url"), services)
-    priority = parse_priority(body.get("priority", Priority.NORMAL))
-    if kind is Kind.COMPOSE:
-        await _refuse_if_paused(services)  # before its uploads are taken
-        job_id = new_job_id()
-        made = await compose.composition(services, tenant, job_id, body)
-        return JobRequest(job_id, made.source_key, made.source_name, made.options, kind,
-                          webhook_url, priority, made.timeline, made.assets)  # fmt: skip
-    source = body.get("source")
-    if not isinstance(source, dict) or not isinstance(source.get("key"), str):
-        raise ApiError(400, "invalid_request", 'source must be {"key": "<storage key>"}')
-    key = check_source_key(source["key"])
-    options = Options.parse({k: body[k] for k in _OPTION_FIELDS if k in body})
-    # Checked before the ticket is (in the step that creates the job), but told only to the
-    # tenant the upload is for.
-    info = await services.store.head(key)
-    found = Intake.MISSING if info is None else Intake.OK
-    if info is not None and info.size > services.settings.max_upload_bytes:
-        found = Intake.TOO_LARGE
-    return JobRequest(new_job_id(), key, "", options, kind, webhook_url, priority, found=found)
+    return await _intake(request, tenant, parse_kind(body.pop("kind", DEFAULT)), body)
+
+
+async def _intake(
+    request: web.Request, tenant: str, kind: Kind, body: dict[str, Any],
+    upload: Upload | None = None,
+) -> JobRequest:  # fmt: skip
+    """The request checked against its kind's model, then taken in by the kind's own intake."""
+    services = request.app[SERVICES]
+    checked = validated(KINDS[kind].request, body, f"a {kind} job")
+    webhook_url = _webhook(checked.webhook_url, services)
+    job_id = new_job_id()
+    refuse = functools.partial(_refuse_if_paused, services)
+    incoming = Incoming(services, tenant, job_id, refuse, upload)
+    draft = await kinds.handler(kind).intake(incoming, checked)
+    return JobRequest(job_id, kind, draft, webhook_url, checked.priority)
 
 
 async def _receive_upload(request: web.Request) -> JobRequest:
@@ -251,28 +238,29 @@ async def _receive_upload(request: web.Request) -> JobRequest:
                         key, _chunks(part), "application/octet-stream",
                         services.settings.max_upload_bytes,
                     )  # fmt: skip
-            elif part.name in _JOB_FIELDS:
+            elif part.name in _FORM_FIELDS:
                 form.add(part.name, await text_field(part, form))
             else:
                 raise ApiError(400, "invalid_request", f"unknown form field {short(part.name)}")
         if key is None:
             raise ApiError(400, "missing_file", "The form has no 'file' field with the video.")
         fields: dict[str, Any] = dict(form.fields)
-        if "burn_subtitles" in fields:
-            fields["burn_subtitles"] = _form_bool(fields["burn_subtitles"])
-        kind = parse_kind(fields.pop("kind", Kind.SUBTITLE))
-        if kind is Kind.COMPOSE:
+        kind = parse_kind(fields.pop("kind", DEFAULT))
+        spec = KINDS[kind]
+        if not spec.from_video:
             raise ApiError(
                 400,
                 "invalid_request",
-                "A compose job is JSON: upload its files "
-                "(POST /v1/uploads), then send the timeline naming their keys.",
+                f"A {kind} job is JSON: upload its files "
+                "(POST /v1/uploads), then send the request naming their keys.",
             )
-        webhook_url = _webhook(fields.pop("webhook_url", ""), services)
-        priority = parse_priority(fields.pop("priority", Priority.NORMAL))
-        options = Options.parse(fields)
-        return JobRequest(new_job_id(), key, filename, options, kind, webhook_url, priority,
-                          found=Intake.OK)  # fmt: skip
+        for name, value in fields.items():  # a form's true and false are words
+            info = spec.request.model_fields.get(name)
+            if info is not None and info.annotation is bool:
+                fields[name] = _form_bool(name, value)
+        upload = Upload(key, filename)
+        return await _intake(request, tenant_of(request), kind,
+                             {**fields, "source": {"key": key}}, upload)  # fmt: skip
     except BaseException:
         if key is not None:  # the request failed after the upload: keep nothing behind
             await asyncio.shield(services.store.delete(key))
@@ -284,12 +272,12 @@ async def _chunks(part: BodyPartReader) -> Any:
         yield chunk
 
 
-def _form_bool(value: str) -> bool:
+def _form_bool(name: str, value: str) -> bool:
     if value.strip().lower() in _TRUE:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    raise PermanentError("burn_subtitles must be true or false", code="invalid_request")
+    raise PermanentError(f"{name} must be true or false", code="invalid_request")
 
 
 _queue_depth: dict[str, tuple[float, int]] = {}
@@ -311,9 +299,10 @@ async def _check_load(request: web.Request) -> None:
 
 
 async def queue_depth(services: Services) -> int:
-    """Jobs waiting for a worker: the lag of every stage's group, every priority, read at most
-    once a second. Every stage, not the first only: a compose job starts at render, and a
-    subtitle job waits twice (transcribe, then render), so a render backlog is a backlog too."""
+    """Jobs waiting for a worker: the lag of every stage's group (every stage `job.stages`
+    declares), every priority, read at most once a second. Every stage, not the first only: a
+    compose job starts at render, and a subtitle job waits twice (transcribe, then render), so
+    a render backlog is a backlog too."""
     keys = services.keys
     checked_at, depth = _queue_depth.get(keys.prefix, (0.0, 0))
     if time.monotonic() - checked_at < QUEUE_CHECK_S:

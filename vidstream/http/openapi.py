@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from vidstream import __version__
-from vidstream.http import openapi_compose, openapi_operator
+from vidstream.http import kinds, openapi_compose, openapi_operator
 from vidstream.http.openapi_compose import JSON
 from vidstream.http.state import base_url
+from vidstream.job.kinds import KINDS
 
 routes = web.RouteTableDef()
 
@@ -36,19 +37,6 @@ _COMMON = {
     ),
 }
 _JOB_PATH = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-
-_OPTIONS = {
-    "kind": {"type": "string", "enum": ["subtitle", "transcribe"], "default": "subtitle"},
-    "priority": {"type": "string", "enum": ["high", "normal", "low"], "default": "normal"},
-    "language": {"type": ["string", "null"], "examples": ["en", "auto"]},
-    "burn_subtitles": {"type": "boolean", "default": True},
-    "formats": {
-        "type": "array",
-        "items": {"type": "string", "enum": ["json", "srt", "vtt"]},
-        "default": ["json", "srt", "vtt"],
-    },
-    "webhook_url": {"type": "string", "format": "uri", "maxLength": 2048},
-}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -82,7 +70,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _ID,
             "tenant": {"type": "string"},
-            "kind": {"type": "string", "enum": ["subtitle", "transcribe", "compose"]},
+            "kind": {"type": "string", "enum": [kind.value for kind in KINDS]},
             "status": {
                 "type": "string",
                 "enum": ["queued", "running", "completed", "failed", "cancelled"],
@@ -117,27 +105,6 @@ SCHEMAS: dict[str, Any] = {
             "stage_progress": {"type": "number"},
             "eta_s": {"type": "number", "description": "Seconds until the job ends (estimate)."},
             "at": {"type": "string"},
-        },
-    },
-    "JobRequest": {
-        "type": "object",
-        "required": ["source"],
-        "additionalProperties": False,
-        "properties": {
-            "source": {
-                "type": "object",
-                "required": ["key"],
-                "properties": {"key": {"type": "string", "minLength": 1, "maxLength": 512}},
-            },
-            **_OPTIONS,
-        },
-    },
-    "JobForm": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
-            **{k: {"type": "string"} for k in _OPTIONS},
         },
     },
 }
@@ -218,13 +185,7 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
             ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    JSON: {"schema": {"anyOf": [_ref("JobRequest"), _ref("ComposeRequest")]}},
-                    "multipart/form-data": {"schema": _ref("JobForm")},
-                },
-            },
+            "requestBody": kinds.request_body(),
             "responses": {
                 "202": _ok("Queued.", _ref("Job")),
                 "200": _ok(
@@ -234,9 +195,10 @@ PATHS: dict[str, Any] = {
                 "409": _error("A request with this Idempotency-Key is in progress."),
                 "413": _error("The source is too large."),
                 "415": _error("Neither JSON nor multipart."),
+                "404": _error("A job the request names is no job of yours."),
                 "422": _error(
-                    "A compose timeline cannot be rendered (`details` names each problem), or "
-                    "this Idempotency-Key was used with another request."
+                    "What the request names cannot be made (a compose timeline: `details` "
+                    "names each problem), or this Idempotency-Key was used with another request."
                 ),
                 **_COMMON,
             },
@@ -385,9 +347,14 @@ def document(server_url: str) -> dict[str, Any]:
         "info": {"title": "vidstream", "version": __version__},
         "servers": [{"url": server_url}],
         "security": [{"apiKey": []}],
-        "paths": {**PATHS, **openapi_operator.paths(_COMMON), **openapi_compose.paths(_COMMON)},
+        "paths": {
+            **PATHS,
+            **kinds.paths(),
+            **openapi_operator.paths(_COMMON),
+            **openapi_compose.paths(_COMMON),
+        },
         "components": {
-            "schemas": {**SCHEMAS, **openapi_compose.SCHEMAS},
+            "schemas": {**SCHEMAS, **kinds.schemas(), **openapi_compose.SCHEMAS},
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
         },
     }

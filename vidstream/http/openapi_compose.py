@@ -1,6 +1,7 @@
-"""The compose part of the OpenAPI document: compose job requests, templates, the timeline's
-JSON Schema; and the helpers both parts write answers with. The timeline itself is described
-once, by `GET /v1/schemas/timeline.json` (made from the models that check it), not copied here.
+"""The compose part of the OpenAPI document: templates and the timeline's JSON Schema (a
+compose job's request is its kind's, `http.kinds`); and the helpers every part writes answers
+with. The timeline itself is described once, by `GET /v1/schemas/timeline.json` (made from the
+models that check it), not copied here.
 """
 
 from __future__ import annotations
@@ -30,33 +31,6 @@ _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
 
 
 SCHEMAS: dict[str, Any] = {
-    "ComposeRequest": {
-        "type": "object",
-        "required": ["kind"],
-        "additionalProperties": False,
-        "description": "Give `timeline`, or `template` and its `variables`.",
-        "properties": {
-            "kind": {"const": "compose"},
-            "timeline": _TIMELINE,
-            "template": _NAME,
-            "variables": {
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number"], "maxLength": 1000},
-            },
-            "transcribe": {
-                "type": ["boolean", "string"],
-                "description": "true, or the name of the audio or video clip to transcribe",
-            },
-            "preview": {"type": "boolean", "default": False},
-            "priority": {"type": "string", "enum": ["high", "normal", "low"]},
-            "language": {"type": ["string", "null"]},
-            "formats": {
-                "type": "array",
-                "items": {"type": "string", "enum": ["json", "srt", "vtt"]},
-            },
-            "webhook_url": {"type": "string", "format": "uri", "maxLength": 2048},
-        },
-    },
     "TemplateRequest": {
         "type": "object",
         "required": ["name", "timeline"],

@@ -1,7 +1,8 @@
 """The job: its kind, status, stages, options and outputs, and how each is (de)serialised.
 
 Pure data. Redis stores a job as a flat hash of strings (`Job.to_redis`; every field is listed in
-`protocol.schema`); the HTTP and WebSocket layers present it as JSON.
+`protocol.schema`); the HTTP and WebSocket layers present it as JSON. Its options are read back
+as its kind declares them (`kinds`); stages and priorities are declared in `stages`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from vidstream.core.errors import PermanentError
+from vidstream.job.kinds import DEFAULT, KINDS, Kind, parse_kind
+from vidstream.job.options import FORMATS, Options
+from vidstream.job.stages import PRIORITIES, Priority, Stage, parse_priority
 from vidstream.media.info import MediaInfo
 
 
@@ -33,113 +36,6 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
-
-
-class Stage(StrEnum):
-    """A step of a job's pipeline; each has its own stream and is run by the role of its name."""
-
-    TRANSCRIBE = "transcribe"
-    RENDER = "render"
-
-
-class Priority(StrEnum):
-    """Which jobs a stage takes first: high before normal before low, with a fairness guard
-    (`actors.consumer`) so lower ones still move under a steady load of higher ones."""
-
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-
-PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)  # the order stages read them in
-
-
-def parse_priority(value: object) -> Priority:
-    """A priority as a client sent it; raise `PermanentError` naming the choices."""
-    try:
-        return Priority(str(value))
-    except ValueError:
-        raise _invalid("priority must be one of high, normal, low") from None
-
-
-class Kind(StrEnum):
-    """What a job makes; `pipelines.PIPELINES` declares the stages of each."""
-
-    SUBTITLE = "subtitle"  # transcript, then the video with subtitles
-    TRANSCRIBE = "transcribe"  # transcript only (JSON, SRT, VTT)
-    COMPOSE = "compose"  # a video rendered from a timeline (and a transcript, if asked)
-
-
-FORMATS = ("json", "srt", "vtt")
-_LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")  # a clip's name in a timeline
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    language: str | None = "en"  # None = let Whisper detect it
-    burn_subtitles: bool = True
-    formats: tuple[str, ...] = FORMATS
-    transcribe: str = ""  # compose: the clip whose sound is transcribed first (none: "")
-    preview: bool = False  # compose: a low-resolution proxy before the video
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Options:
-        """Validate options as a client sent them; raise `PermanentError` saying what is wrong."""
-        unknown = set(data) - {"language", "burn_subtitles", "formats", "transcribe", "preview"}
-        if unknown:
-            raise _invalid(f"unknown option(s): {', '.join(sorted(unknown))[:80]}")
-        language = data.get("language", "en")
-        if language in (None, "", "auto"):
-            language = None
-        elif not isinstance(language, str) or not _LANGUAGE_RE.fullmatch(language.lower()):
-            raise _invalid("language must be an ISO 639-1 code such as 'en', or 'auto'")
-        else:
-            language = language.lower()
-        burn = data.get("burn_subtitles", True)
-        if not isinstance(burn, bool):
-            raise _invalid("burn_subtitles must be true or false")
-        formats = data.get("formats", list(FORMATS))
-        if isinstance(formats, str):
-            formats = [part.strip() for part in formats.split(",") if part.strip()]
-        if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
-            raise _invalid("formats must be a list drawn from json, srt, vtt")
-        bad = [f for f in formats if f not in FORMATS]
-        if bad:
-            raise _invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from json, srt, vtt")
-        # The word-level JSON is the source of truth the render stage reads, so it is always kept.
-        chosen = tuple(f for f in FORMATS if f in formats or f == "json")
-        transcribe, preview = data.get("transcribe", ""), data.get("preview", False)
-        if not isinstance(transcribe, str) or not _NAME_RE.fullmatch(transcribe or "x"):
-            raise _invalid("transcribe must name a clip of the timeline")
-        if not isinstance(preview, bool):
-            raise _invalid("preview must be true or false")
-        return cls(language, burn, chosen, transcribe, preview)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "language": self.language,
-            "burn_subtitles": self.burn_subtitles,
-            "formats": list(self.formats),
-        }
-        if self.transcribe:
-            data["transcribe"] = self.transcribe
-        if self.preview:
-            data["preview"] = True
-        return data
-
-
-def parse_kind(value: object) -> Kind:
-    """A job kind as a client sent it; raise `PermanentError` naming the choices."""
-    try:
-        return Kind(str(value))
-    except ValueError:
-        choices = ", ".join(k.value for k in Kind)
-        raise _invalid(f"kind must be one of {choices}") from None
-
-
-def _invalid(message: str) -> PermanentError:
-    return PermanentError(message, code="invalid_request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +67,9 @@ class ErrorInfo:
 class Job:
     id: str
     source_key: str
-    options: Options = Options()
+    options: Options = field(default_factory=Options)
     tenant: str = "default"
-    kind: Kind = Kind.SUBTITLE
+    kind: Kind = DEFAULT
     status: Status = Status.QUEUED
     stage: Stage | None = None
     progress: float = 0.0
@@ -189,7 +85,7 @@ class Job:
     request_id: str = ""  # of the HTTP request that created it: one grep follows it everywhere
     priority: Priority = Priority.NORMAL
     timeline: str = ""  # compose: the timeline (JSON, every default filled in)
-    assets: tuple[str, ...] = ()  # compose: the uploads its timeline reads; deleted with it
+    assets: tuple[str, ...] = ()  # uploads its request named (a timeline's); deleted with it
     # Kept by the protocol alone (never written from here), so not part of equality.
     run_from: str = field(default="", compare=False)  # where its latest run began (a replay)
     last_event: str = field(default="", compare=False)  # the id of its newest event
@@ -197,7 +93,7 @@ class Job:
     @classmethod
     def new(
         cls, source_key: str, options: Options, tenant: str = "default",
-        kind: Kind = Kind.SUBTITLE, webhook_url: str = "", source_name: str = "",
+        kind: Kind = DEFAULT, webhook_url: str = "", source_name: str = "",
     ) -> Job:  # fmt: skip
         now = time.time()
         return cls(
@@ -239,12 +135,13 @@ class Job:
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> Job:
         error = json.loads(raw["error"]) if raw.get("error") else None
+        kind = Kind(raw.get("kind") or DEFAULT)
         return cls(
             id=raw["id"],
             tenant=raw.get("tenant", "default"),
-            kind=Kind(raw.get("kind") or Kind.SUBTITLE),
+            kind=kind,
             source_key=raw["source"],
-            options=Options.parse(json.loads(raw["options"])),
+            options=KINDS[kind].options.parse(json.loads(raw["options"])),
             status=Status(raw["status"]),
             stage=Stage(raw["stage"]) if raw.get("stage") else None,
             progress=float(raw.get("progress", 0.0)),
@@ -294,3 +191,10 @@ def is_job_id(value: str) -> bool:
 
 def isoformat(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+__all__ = [
+    "ACTIVE", "FORMATS", "PRIORITIES", "TERMINAL", "ErrorInfo", "Job", "Kind", "Options", "Output",
+    "Priority", "Stage", "Status", "is_job_id", "isoformat", "new_job_id", "parse_kind",
+    "parse_priority",
+]  # fmt: skip

@@ -22,9 +22,8 @@ from redis.exceptions import ResponseError
 
 from vidstream.core.errors import ConfigError
 from vidstream.job.model import Stage
+from vidstream.job.stages import PAUSABLE
 from vidstream.state.keys import Keys
-
-PAUSABLE = ("gateway", *(stage.value for stage in Stage))
 
 
 def check_role(role: str) -> str:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from vidstream.core import logs
 from vidstream.core.errors import StorageError
+from vidstream.job.kinds import KINDS
 from vidstream.job.model import Job
 from vidstream.state.keys import Keys
 from vidstream.storage.base import ObjectStore
@@ -83,7 +84,9 @@ class Retention:
         if job is not None and not job.status.terminal:  # replayed meanwhile: kept
             return 0
         if job is not None and not self.keep_outputs:
-            owned = [job.source_key, *job.assets, *(out.key for out in job.outputs.values())]
+            # Its source only if its kind owns it (one may read another job's source instead).
+            source = job.source_key if KINDS[job.kind].owns_source else ""
+            owned = [source, *job.assets, *(out.key for out in job.outputs.values())]
             # And what runs stored that no record names (a run killed before it recorded).
             members = await self.redis.smembers(self.keys.job_objects(job_id))
             owned += sorted(str(m).partition("|")[2] for m in members)  # `stage|key`

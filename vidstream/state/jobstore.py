@@ -176,6 +176,22 @@ class JobStore:
             case PushKind.NOTICE:
                 return [self.keys.control]
 
+    async def keep(self, job_id: str, until_s: float) -> bool:
+        """Keep an ended job at least until `until_s` (Unix time): its record and what it owns
+        in storage (its source, its outputs), for another job that reads them meanwhile. Never
+        shortens what it is kept for; its history keeps its own expiry. False when the job is
+        not waiting for its removal (gone already, or not ended)."""
+        ttl = max(int(until_s - time.time()), 1) + EXPIRY_MARGIN_S
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.retention, {job_id: until_s}, xx=True, gt=True)
+            pipe.zscore(self.keys.retention, job_id)
+            # The backstops follow (each a day after its removal): a record that expired first
+            # would leave its objects behind, which retention finds through it.
+            pipe.expire(self.keys.job(job_id), ttl, gt=True)
+            pipe.expire(self.keys.job_objects(job_id), ttl + EXPIRY_MARGIN_S, gt=True)
+            kept = (await pipe.execute())[1]
+        return kept is not None
+
     async def own_object(self, job_id: str, stage: Stage, key: str) -> None:
         """Record that a run of `stage` is about to store `key` for the job: retention deletes
         every object so recorded, whatever became of the run that wrote it."""

@@ -7,8 +7,10 @@ job to be created after the upload ends; an upload no job took is then abandoned
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -92,3 +94,7 @@ class Tickets:
             ttl = await self.redis.ttl(ticket)
             if ttl > 0:
                 await self.redis.zadd(self.keys.abandoned_uploads, {key: time.time() + ttl})
+
+    async def give_back_all(self, keys: Iterable[str], job_id: str) -> None:
+        """`give_back` each of `keys`."""
+        await asyncio.gather(*(self.give_back(key, job_id) for key in keys))

@@ -65,6 +65,8 @@ export class Client {
   }
 
   getJob(id) { return this.call("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
+  // The kinds of job the gateway makes (public: no key needed).
+  async kinds() { return (await this.call("GET", "/v1/kinds")).kinds; }
   cancelJob(id) { return this.call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`); }
   retryJob(id) { return this.call("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`); }
   // A job that needs no upload of its own, such as {kind: "compose", timeline, variables}.

@@ -15,8 +15,8 @@ const gateway = (
 ).replace(/\/+$/, "");
 const client = new Client(gateway, askForKey);
 
-// The stages each kind of job runs, in order (vidstream/pipelines.py), when the job does not
-// list its own (a compose job that transcribes a clip runs both).
+// The stages each kind of job runs, in order, when the job does not list its own; replaced by
+// what the gateway says (GET /v1/kinds) once it has answered.
 const STAGES = {
   subtitle: ["transcribe", "render"], transcribe: ["transcribe"], compose: ["render"],
 };
@@ -250,7 +250,7 @@ async function submit(event) {
     ? (form.get("language_code") || "").trim().toLowerCase() || "auto"
     : form.get("language");
   const options = { kind: form.get("kind"), language };
-  if (options.kind === "subtitle") options.burn_subtitles = form.get("burn") === "true";
+  if (renders(options.kind)) options.burn_subtitles = form.get("burn") === "true";
   say(null);
   $("start").disabled = true;
   $("upload").hidden = false;
@@ -538,6 +538,36 @@ function stagesOf(job) {
   return job.stages ?? STAGES[job.kind] ?? [];
 }
 
+// Whether a kind makes a video, so whether burning the subtitles in is a choice.
+function renders(kind) {
+  return (STAGES[kind] ?? []).includes("render");
+}
+
+// Offer the kinds the gateway makes from a video, as it names them; the default one chosen.
+async function offerKinds() {
+  let listed;
+  try {
+    listed = await client.kinds();
+  } catch {
+    return; // the choices written in the page stay
+  }
+  for (const kind of listed) STAGES[kind.name] = kind.stages;
+  const choices = listed.filter((kind) => kind.from_video);
+  if (!choices.length) return;
+  const fieldset = $("kind-choice");
+  fieldset.replaceChildren(text("legend", "Make"));
+  for (const kind of choices) {
+    const input = document.createElement("input");
+    Object.assign(input, { type: "radio", name: "kind", value: kind.name, checked: kind.default });
+    const label = document.createElement("label");
+    label.title = kind.summary;
+    label.append(input, ` ${kind.title}`);
+    fieldset.append(label);
+  }
+  if (!fieldset.querySelector("input:checked")) fieldset.querySelector("input").checked = true;
+  $("job-form").onchange();
+}
+
 // A compose job has no uploaded file to be named after.
 function titleOf(job, otherwise) {
   return job.source?.name || (job.kind === "compose" ? "Composed video" : otherwise);
@@ -581,7 +611,7 @@ $("gateway").textContent = new URL(gateway).host;
 $("file").onchange = (event) => choose(event.target.files[0]);
 $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
-  $("burn-choice").disabled = new FormData($("job-form")).get("kind") !== "subtitle";
+  $("burn-choice").disabled = !renders(new FormData($("job-form")).get("kind"));
 };
 $("language-code").oninput = () => {
   document.querySelector('input[name="language"][value="other"]').checked = true;
@@ -617,6 +647,7 @@ window.vidstream = {
 };
 
 showKeyState();
+offerKinds();
 refreshRecent().then(() => {
   const newest = known.get(recentIds()[0]);
   if (newest && !view.job) openJob(newest);

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from vidstream.actors.encode import Report, Share, run_ffmpeg
-from vidstream.actors.run import Run
-from vidstream.actors.sources import object_path
 from vidstream.compose import graph, segments
 from vidstream.compose.graph import Asset, Window
 from vidstream.compose.timeline import (
@@ -23,13 +20,16 @@ from vidstream.compose.timeline import (
 )
 from vidstream.core.errors import PermanentError
 from vidstream.core.settings import Settings
+from vidstream.job.kinds import ComposeOptions
 from vidstream.job.model import Job, Output, is_job_id
+from vidstream.kinds.base import StageRun, Tools
+from vidstream.kinds.encode import Report, Share, run_ffmpeg
+from vidstream.kinds.sources import object_path
 from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
 from vidstream.media.transcript import Transcript
-from vidstream.services import Services
 from vidstream.storage.names import CONTENT_TYPES, rendered_key
 
 PROBES_AT_ONCE = 4
@@ -38,18 +38,21 @@ CAPTIONS_MAX_BYTES = 8 * 1024 * 1024
 PREVIEW_SHARE, POSTER_SHARE = 0.15, 0.03
 
 
+async def compose(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
+    """The stage's work: the timeline rendered and stored."""
+    await Composer(tools).process(job, workdir, run)
+
+
 class Composer:
-    """The render worker's part for compose jobs, with the worker's clients and encoder."""
+    """One compose render, with the render worker's clients and encoder."""
 
-    def __init__(
-        self, services: Services, *, ffmpeg: str, encoder: Encoder, concurrency: int
-    ) -> None:
-        self.settings: Settings = services.settings
-        self.store = services.store
-        self.jobs = services.jobs
-        self.ffmpeg, self.encoder, self.concurrency = ffmpeg, encoder, concurrency
+    def __init__(self, tools: Tools) -> None:
+        self.settings: Settings = tools.services.settings
+        self.store = tools.services.store
+        self.jobs = tools.services.jobs
+        self.ffmpeg, self.encoder, self.concurrency = tools.ffmpeg, tools.encoder, tools.concurrency
 
-    async def process(self, job: Job, workdir: Path, run: Run) -> None:
+    async def process(self, job: Job, workdir: Path, run: StageRun) -> None:
         timeline = Timeline.model_validate_json(job.timeline)
         assets = await self._assets(timeline, workdir)
         await self._captions(job, timeline, workdir)
@@ -61,7 +64,7 @@ class Composer:
         await run.finish(outputs)
 
     async def _render(
-        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run
+        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: StageRun
     ) -> dict[str, Output]:
         fmt = timeline.output.format
         base = 0.0
@@ -71,7 +74,7 @@ class Composer:
             key = rendered_key(job.id, run.tag, job.created_at, part, ext)
             return await run.objects.put(key, path, CONTENT_TYPES[ext])
 
-        if job.options.preview:
+        if isinstance(job.options, ComposeOptions) and job.options.preview:
             preview = await self._preview(timeline, assets, workdir, run)
             early = {"preview": await put("-preview", fmt, workdir / preview)}
             await run.publish(PREVIEW_SHARE, early)
@@ -87,7 +90,7 @@ class Composer:
         }
 
     async def _preview(
-        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run
+        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: StageRun
     ) -> str:
         name = f"preview.{timeline.output.format}"
         window = Window(
@@ -101,7 +104,7 @@ class Composer:
         return name
 
     async def _video(
-        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: Run,
+        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: StageRun,
         base: float, span: float,
     ) -> str:  # fmt: skip
         """The finished video: one FFmpeg, or segments at once joined with the sound."""
@@ -150,7 +153,7 @@ class Composer:
         return name
 
     async def _ffmpeg(
-        self, args: list[str], workdir: Path, seconds: float, run: Run,
+        self, args: list[str], workdir: Path, seconds: float, run: StageRun,
         report: Report | None,
     ) -> None:  # fmt: skip
         async def quiet(_fraction: float) -> None:
@@ -221,12 +224,14 @@ class Composer:
         self, job: Job, timeline: Timeline, clip: SubtitlesClip
     ) -> list[captions.Timed]:
         if clip.job is None and clip.key is None:  # this job's transcript of its clip
-            if "transcript" not in job.outputs or not job.options.transcribe:
+            options = job.options
+            transcribed = isinstance(options, ComposeOptions) and options.transcribe
+            if "transcript" not in job.outputs or not transcribed:
                 raise PermanentError(
                     "The timeline's subtitles need a transcript.", code="invalid_timeline"
                 )
             raw = await self.store.get_bytes(job.outputs["transcript"].key, CAPTIONS_MAX_BYTES)
-            heard = timeline.named(job.options.transcribe)
+            heard = timeline.named(transcribed)
             assert isinstance(heard, VideoClip | AudioClip)
             speed = heard.speed if isinstance(heard, VideoClip) else 1.0
             begin = heard.trim.start

@@ -1,0 +1,98 @@
+"""A job's options: what its client chose, checked. Each kind declares its own options class
+(`kinds`); the ones that make subtitles share `Options`, and the others extend it.
+
+Every option has one parser, used both for a request (through the kind's request model) and for
+a job read back from Redis, so a value is checked the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self
+
+from vidstream.core.errors import PermanentError
+
+Format = Literal["json", "srt", "vtt"]
+FORMATS: tuple[Format, ...] = ("json", "srt", "vtt")
+_LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
+
+
+def invalid(message: str) -> PermanentError:
+    return PermanentError(message, code="invalid_request")
+
+
+def language_of(value: object) -> str | None:
+    """An ISO 639 code, lower-cased; None (Whisper detects it) for "auto", "" or null."""
+    if value in (None, "", "auto"):
+        return None
+    if not isinstance(value, str) or not _LANGUAGE_RE.fullmatch(value.lower()):
+        raise invalid("language must be an ISO 639-1 code such as 'en', or 'auto'")
+    return value.lower()
+
+
+def formats_of(value: object) -> tuple[str, ...]:
+    """The transcript formats to store, from a list or a comma-separated string. The JSON is
+    always kept: it is the word-level source of truth the render stage reads."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise invalid("formats must be a list drawn from json, srt, vtt")
+    bad = [f for f in value if f not in FORMATS]
+    if bad:
+        raise invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from json, srt, vtt")
+    return tuple(f for f in FORMATS if f in value or f == "json")
+
+
+def flag(name: str) -> Callable[[object], bool]:
+    """The parser of a true-or-false option called `name`."""
+
+    def parse(value: object) -> bool:
+        if not isinstance(value, bool):
+            raise invalid(f"{name} must be true or false")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The options of a kind that makes subtitles (subtitle, transcribe): the spoken language,
+    burnt in or a track, and the transcript's formats."""
+
+    language: str | None = "en"  # None = let Whisper detect it
+    burn_subtitles: bool = True
+    formats: tuple[str, ...] = FORMATS
+
+    # Each option a client may give, with its parser; a subclass adds its own.
+    PARSERS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
+        "language": language_of,
+        "burn_subtitles": flag("burn_subtitles"),
+        "formats": formats_of,
+    }
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Self:
+        """Options as a client sent them (or as stored); raise `PermanentError` saying what is
+        wrong. An option not given takes its default."""
+        unknown = set(data) - set(cls.PARSERS)
+        if unknown:
+            raise invalid(f"unknown option(s): {', '.join(sorted(unknown))[:80]}")
+        return cls(**{name: cls.PARSERS[name](value) for name, value in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored and as shown to the client: every option, but an extension's only when it
+        is not its default (a job stored before it existed reads back the same)."""
+        data: dict[str, Any] = {
+            "language": self.language,
+            "burn_subtitles": self.burn_subtitles,
+            "formats": list(self.formats),
+        }
+        for f in dataclasses.fields(self):
+            if f.name not in data and getattr(self, f.name) != f.default:
+                data[f.name] = getattr(self, f.name)
+        return data

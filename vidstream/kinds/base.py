@@ -1,0 +1,125 @@
+"""What a kind's handler module gives (`KindHandler`), and what the gateway and the stage
+workers give it in return.
+
+    KindHandler   its intake and its work for each stage of its pipeline
+    Incoming      a request as the gateway received it: the clients, the tenant, the new job's id
+    Draft         what the intake made of it: the job's source, options and the uploads it took
+    Tools         a stage worker's clients and resources (FFmpeg, the encoder, Whisper)
+    StageRun      one run of a stage, through which the work reports, stores and finishes
+
+The gateway turns any `PermanentError` an intake raises into a 4xx answer with its code
+(`too_large` 413, `not_found` 404, else 400), and `InvalidTimeline` into 422; a worker fails or
+retries the job on the `JobError` a stage raises (`job.policy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from vidstream.job.model import Job, Output, Stage
+from vidstream.job.options import Options
+from vidstream.job.protocol import Intake
+from vidstream.media.ffmpeg import Bounds, Encoder
+from vidstream.media.info import MediaInfo
+from vidstream.media.whisper import WhisperPool
+from vidstream.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """The file a multipart request carried, already stored under `key` with its ticket."""
+
+    key: str
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A job request as the gateway received it, before the job exists."""
+
+    services: Services
+    tenant: str
+    job_id: str  # the job's id, chosen before it is created (uploads are taken for it)
+    # Raises the gateway's `paused` answer when new jobs are paused: an intake that takes
+    # uploads calls it first, so a refused request takes nothing.
+    refuse_if_paused: Callable[[], Awaitable[None]]
+    upload: Upload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """The job an intake made of a request, ready to be created."""
+
+    source_key: str  # "" when the job has no source of its own
+    options: Options
+    source_name: str = ""
+    timeline: str = ""  # compose: the timeline, JSON with every default filled in
+    assets: tuple[str, ...] = ()  # uploads taken for the job: deleted with it
+    # A source named by key, as the storage check found it; the job is created and the upload's
+    # ticket taken in one step (`JobStore.create_from_upload`). None: nothing left to take.
+    found: Intake | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """What a stage worker holds for the work it runs."""
+
+    services: Services
+    ffmpeg: str  # the FFmpeg binary
+    encoder: Encoder
+    bounds: Bounds  # whatever a source's header says: no larger picture, no longer video
+    concurrency: int = 1  # jobs the worker runs at once (a compose render splits by it)
+    whisper: WhisperPool | None = None  # the transcribe stage's
+
+
+class Stored(Protocol):
+    async def put(self, key: str, path: Path, content_type: str) -> Output:
+        """Store the file at `path` under `key` (a name of the run's own), owned by the job."""
+        ...
+
+
+class StageRun(Protocol):
+    """One run of a stage for one job (`actors.run.Run`)."""
+
+    @property
+    def log(self) -> structlog.stdlib.BoundLogger: ...
+
+    @property
+    def tag(self) -> str:
+        """The run's own short name, in the names of the objects it stores."""
+        ...
+
+    @property
+    def objects(self) -> Stored | None: ...
+
+    async def report(self, fraction: float) -> None:
+        """How far the stage is; raises `JobCancelled` once the job no longer runs it."""
+        ...
+
+    async def publish(self, fraction: float, outputs: dict[str, Output]) -> None:
+        """Outputs the stage made before its end (a compose job's preview)."""
+        ...
+
+    async def finish(self, outputs: dict[str, Output], media: MediaInfo | None = None) -> None:
+        """The stage stored `outputs`: hand the job on to its next stage, or complete it."""
+        ...
+
+
+StageWork = Callable[[Tools, Job, Path, StageRun], Awaitable[None]]
+"""Run a stage for a job, writing scratch files under the directory given only, and end with
+`run.finish(outputs)`."""
+
+
+@dataclass(frozen=True, slots=True)
+class KindHandler:
+    """A kind's code: what its handler module (`KindSpec.handler`) exports as `HANDLER`."""
+
+    # Check a request (the kind's validated `request` model) before anything is queued, take
+    # what it names for the job, and say what the job is.
+    intake: Callable[[Incoming, Any], Awaitable[Draft]]
+    stages: Mapping[Stage, StageWork]  # the work of each stage of its pipeline

@@ -1,0 +1,123 @@
+"""The transcribe stage, the same for every kind that has one: probe the source, run Whisper
+over it a range at a time, store the transcript (JSON, and SRT and VTT when asked)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from vidstream.core.errors import TooLong
+from vidstream.job.model import Job, Output
+from vidstream.job.pipelines import pipeline_of
+from vidstream.kinds.base import StageRun, Tools
+from vidstream.kinds.sources import source_path
+from vidstream.media.info import MediaInfo, run_timeout, spoken
+from vidstream.media.probe import probe
+from vidstream.media.progress import segment_fraction
+from vidstream.media.subtitles import build_cues, to_srt, to_vtt
+from vidstream.media.transcript import Segment, Transcript
+from vidstream.media.whisper import TranscribeRequest, WhisperPool
+from vidstream.storage.names import CONTENT_TYPES, transcript_key
+
+
+def next_range(start: float, size: float, limit_s: float) -> tuple[float, bool]:
+    """The end of the range from `start`: at most `size` seconds, never past `limit_s`; and
+    whether it ends at the limit (sound going on past it is too long)."""
+    end = min(start + size, limit_s)
+    return end, end >= limit_s
+
+
+def expected_sound(start: float, end: float, duration: float) -> float:
+    """Seconds of sound a range should hold, by the probed `duration`; all of it once the
+    sound has gone on past what the header said."""
+    return (min(end, duration) if duration > start else end) - start
+
+
+async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
+    """The stage's work: the transcript stored, the job handed on with its media info."""
+    s, store = tools.services.settings, tools.services.store
+    assert tools.whisper is not None, "the transcribe stage runs where Whisper does"
+    source = await source_path(store, job, workdir, s.max_upload_bytes)
+    media = await probe(
+        source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
+        need_video=pipeline_of(job).needs_picture,
+    )  # fmt: skip
+
+    async def on_segment(segment: Segment) -> None:
+        await run.report(segment_fraction(segment.end, 0.0, media.duration))
+
+    started = time.monotonic()
+    transcript = await _ranges(tools, tools.whisper, job, source, media, on_segment, run)
+    if transcript.duration > 0:
+        rtf = (time.monotonic() - started) / transcript.duration
+        tools.services.metrics.whisper_rtf.observe(rtf)
+    if transcript.duration > media.duration:  # it played longer than its header said
+        media = dataclasses.replace(media, duration=transcript.duration)
+    outputs = await store_transcript(job, transcript, workdir, run)
+    # Finished, and handed on to the next stage of the job's pipeline in the same step.
+    await run.finish(outputs, media)
+
+
+async def _ranges(
+    tools: Tools,
+    pool: WhisperPool,
+    job: Job,
+    source: Path,
+    media: MediaInfo,
+    on_segment: Callable[[Segment], Awaitable[None]],
+    run: StageRun,
+) -> Transcript:
+    """Whisper over the source one range at a time, so a server holds at most one range
+    of audio (20 min by default, about 77 MB) whatever the video's length. Ranges follow
+    one another while the sound goes on, up to MAX_DURATION_S: what is decoded decides how
+    long a source is, not what its header says."""
+    s = tools.services.settings
+    parts: list[Transcript] = []
+    start = 0.0
+    while True:
+        end, last = next_range(start, s.whisper_range_s, s.max_duration_s)
+        timeout_s = run_timeout(expected_sound(start, end, media.duration), s.media_timeout_factor)
+        request = TranscribeRequest(
+            source, media.demuxer, job.options.language, start, end,
+            duration=media.duration, last=last, timeout_s=timeout_s,
+        )  # fmt: skip
+        heard = await pool.transcribe(request, on_segment, run.log)
+        parts.append(heard.transcript)
+        if not heard.more:
+            break
+        if last:  # the server refuses this itself; never loop on a range of nothing
+            raise TooLong(f"The video plays on past {spoken(end)}, the longest accepted.")
+        start = end
+    return Transcript(
+        language=parts[0].language,
+        duration=max(media.duration, start + parts[-1].duration),
+        segments=tuple(seg for part in parts for seg in part.segments),
+        model=parts[0].model,
+    )
+
+
+async def store_transcript(
+    job: Job, transcript: Transcript, workdir: Path, run: StageRun
+) -> dict[str, Output]:
+    """The transcript's files (JSON always, SRT and VTT as the job's formats ask), under the
+    run's own names (`actors.outputs`)."""
+    assert run.objects is not None
+    objects = run.objects
+    cues = build_cues(transcript)
+    documents = {"transcript": ("json", transcript.to_json())}
+    if "srt" in job.options.formats:
+        documents["srt"] = ("srt", to_srt(cues).encode())
+    if "vtt" in job.options.formats:
+        documents["vtt"] = ("vtt", to_vtt(cues).encode())
+
+    async def put(name: str, fmt: str, body: bytes) -> tuple[str, Output]:
+        path = workdir / f"transcript.{fmt}"
+        await asyncio.to_thread(path.write_bytes, body)
+        key = transcript_key(job.id, fmt, run.tag)
+        return name, await objects.put(key, path, CONTENT_TYPES[fmt])
+
+    stored = await asyncio.gather(*(put(n, f, b) for n, (f, b) in documents.items()))
+    return dict(stored)
