@@ -1,6 +1,6 @@
 """Fan-out of job events to subscribers: one reader per process, one serialisation per event.
 
-Every event a job records is also written, whole, on the shared events feed (`lua.TRANSITION`).
+Every event a job records is also written, whole, on the shared events feed (`job_transition.lua`).
 The hub tails the feed without a consumer group (every notifier needs every entry), turns each
 event into its JSON text once, and hands that text to every subscriber of the job in this
 process: a job with a thousand watchers costs one read and one `json.dumps` per event.

@@ -19,27 +19,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from vidstream.state import bus
+from vidstream.state import bus, scripts
 
 Id = tuple[int, int]
-
-# KEYS: the feed. ARGV: the hub's cursor. Returns {0} when the feed is gone, else {1, its last
-# generated id, entries ever added, its oldest entry's id or '', 1 if the cursor's entry is
-# there}: a few numbers where XINFO STREAM would bring the first and last entries whole (a
-# script cost the hub 230 CPU µs a look against 375 for XINFO and XRANGE pipelined).
-_LOOK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local out = {1, '0-0', 0, '', 0}
-for i = 1, #info, 2 do
-  local name = info[i]
-  if name == 'last-generated-id' then out[2] = info[i + 1]
-  elseif name == 'entries-added' then out[3] = info[i + 1]
-  elseif name == 'first-entry' and info[i + 1] then out[4] = info[i + 1][1] end
-end
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1) > 0 then out[5] = 1 end
-return out
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +50,7 @@ class Looker:
 
     def __init__(self, redis: Redis, feed: str) -> None:
         self.feed = feed
-        self._script = redis.register_script(_LOOK)
+        self._script = scripts.register(redis, "feed_look")
 
     async def __call__(self, cursor: str) -> FeedState:
         raw: list[Any] = await self._script(keys=[self.feed], args=[cursor])

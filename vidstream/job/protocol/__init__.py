@@ -10,7 +10,7 @@
   the job hash with its meaning.
 - `ops`: the named operations (claim, progress, finish stage, retry, fail, cancel, hand back,
   replay), each carrying what was decided, and their encoding for Lua.
-- `model`: the reference semantics of each operation; `lua.TRANSITION` mirrors it atomically.
+- `model`: the reference semantics of each operation; `job_transition.lua` mirrors it atomically.
 - `events`: an entry of a job's history as clients see it.
 
 What a worker does after an outcome or an error (retry after how long, dead letter, fail, hand on)

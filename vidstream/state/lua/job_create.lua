@@ -1,0 +1,13 @@
+-- Creates a job (JobStore.create): stores it, records its `queued` event (in its history and on
+-- the events feed) and hands it to its first stage, in one step.
+-- KEYS: 1 the job hash, 2 its events, 3 the first stage's stream, 4 the tenant's jobs, 5 the
+--   status counts, 6 the events feed, and 7 the Idempotency-Key entry if any.
+-- ARGV: 1 the job's fields (JSON), 2 history maxlen, 3 feed maxlen, then 4 the key's
+--   fingerprint and 5 its TTL if any.
+-- Returns the `queued` event's id, or '' when the job exists already (a resent request).
+if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
+local fields = cjson.decode(ARGV[1])
+local flat = {'gen', 1}
+local bind = KEYS[7] and {KEYS[7], ARGV[4], ARGV[5]}
+--#include _create_job.lua
+return id
