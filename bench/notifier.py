@@ -615,8 +615,9 @@ def code_version() -> dict[str, str]:
     """Which notifier ran: it changes under this script, so name it by its sources."""
     files = [
         *sorted((ROOT / "vidstream" / "notifier").glob("*.py")),
-        ROOT / "vidstream" / "jobstore.py",
-        ROOT / "vidstream" / "lua.py",
+        *sorted((ROOT / "vidstream" / "feed").glob("*.py")),
+        ROOT / "vidstream" / "state" / "jobstore.py",
+        *sorted((ROOT / "vidstream" / "state" / "lua").glob("*.lua")),
     ]
     digest = hashlib.sha256()
     for path in files:
@@ -627,7 +628,7 @@ def code_version() -> dict[str, str]:
         text=True,
         check=False,
     ).stdout.strip()
-    hub = (ROOT / "vidstream" / "notifier" / "hub.py").read_text().split("\n", 1)[0]
+    hub = (ROOT / "vidstream" / "feed" / "hub.py").read_text().split("\n", 1)[0]
     return {
         "sources_sha256": digest.hexdigest()[:12],
         "git_head": head or "?",
