@@ -715,9 +715,10 @@ def code_version() -> str:
     """Which worker path ran: a hash of the sources it goes through."""
     files = [
         *sorted((ROOT / "vidstream" / "actors").glob("*.py")),
-        *sorted((ROOT / "vidstream" / "protocol").glob("*.py")),
+        *sorted((ROOT / "vidstream" / "job" / "protocol").glob("*.py")),
+        *sorted((ROOT / "vidstream" / "state" / "lua").glob("*.lua")),
     ]
-    files += [ROOT / "vidstream" / f for f in ("jobstore.py", "lua.py", "bus.py", "runtime.py")]
+    files += [ROOT / "vidstream" / f for f in ("state/jobstore.py", "state/bus.py", "runtime.py")]
     digest = hashlib.sha256()
     for path in files:
         if path.exists():

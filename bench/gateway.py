@@ -659,8 +659,9 @@ def code_version() -> dict[str, str]:
     """Which gateway ran: it changes under this script, so name it by its sources."""
     files = [
         *sorted((ROOT / "vidstream" / "http").glob("*.py")),
-        *(ROOT / "vidstream" / name for name in ("tickets.py", "jobstore.py", "lua.py")),
-        *(ROOT / "vidstream" / name for name in ("services.py", "present.py", "runtime.py")),
+        *(ROOT / "vidstream" / "state" / name for name in ("tickets.py", "jobstore.py")),
+        *sorted((ROOT / "vidstream" / "state" / "lua").glob("*.lua")),
+        *(ROOT / "vidstream" / name for name in ("services.py", "job/present.py", "runtime.py")),
     ]
     digest = hashlib.sha256()
     for path in files:

@@ -615,8 +615,9 @@ def code_version() -> dict[str, str]:
     """Which notifier ran: it changes under this script, so name it by its sources."""
     files = [
         *sorted((ROOT / "vidstream" / "notifier").glob("*.py")),
-        ROOT / "vidstream" / "jobstore.py",
-        ROOT / "vidstream" / "lua.py",
+        *sorted((ROOT / "vidstream" / "feed").glob("*.py")),
+        ROOT / "vidstream" / "state" / "jobstore.py",
+        *sorted((ROOT / "vidstream" / "state" / "lua").glob("*.lua")),
     ]
     digest = hashlib.sha256()
     for path in files:

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, settings
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
@@ -51,6 +52,14 @@ REDIS_URL = os.environ.get("VIDSTREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 TERMINAL = ("completed", "failed", "cancelled")
 
 logs.configure("info", "console", extra=(capture,))
+
+# `make test` (CI) runs each property with the settings written beside it, and the protocol's
+# model check on the same sequences every run. `make test-thorough` loads this profile: new
+# random sequences on every run, many more of them (tests/test_protocol_model.py).
+settings.register_profile(
+    "thorough", max_examples=1000, derandomize=False, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
 
 
 # -- Redis -------------------------------------------------------------------------------------

@@ -588,13 +588,13 @@ def test_the_scripts_touch_only_fields_of_the_schema() -> None:
     import re
 
     from vidstream.job.protocol.schema import MEANING, Field
-    from vidstream.state import lua
+    from vidstream.state import scripts
 
     declared = {f.value for f in Field}
     assert set(MEANING) == set(Field)
     used: set[str] = set()
-    for script in (lua.CREATE, lua.TRANSITION, lua.RENEW):
-        for args in re.findall(r"redis\.call\('H\w+', KEYS\[1\],([^)]*)\)", script):
+    for name in ("job_create", "job_create_from_upload", "job_transition", "job_renew"):
+        for args in re.findall(r"redis\.call\('H\w+', KEYS\[1\],([^)]*)\)", scripts.source(name)):
             used |= set(re.findall(r"'(\w+)'", args))
     assert used, "the pattern found the scripts' hash calls"
     assert used <= declared, used - declared

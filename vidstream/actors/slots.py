@@ -24,29 +24,10 @@ from redis.exceptions import RedisError
 
 from vidstream.core import logs
 from vidstream.core.tasks import cancel_and_wait
+from vidstream.state import scripts
 from vidstream.state.keys import Keys
 
 MAX_SLOTS = 1024
-
-# Refresh the lease only while we still hold it; release only our own.
-_REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Take a slot over from a holder seen dead, only if it still holds it (not a live newcomer).
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
-end
-return 0
-"""
 
 
 def _read(path: str) -> str:
@@ -128,9 +109,9 @@ class SlotLease:
         self.holder = Holder.me()
         self._token = self.holder.token()
         self._refresher: asyncio.Task[None] | None = None
-        self._refresh = redis.register_script(_REFRESH)
-        self._release = redis.register_script(_RELEASE)
-        self._take_over = redis.register_script(_TAKE_OVER)
+        self._refresh = scripts.register(redis, "if_held_expire")
+        self._release = scripts.register(redis, "if_held_delete")
+        self._take_over = scripts.register(redis, "slot_take_over")
         self.log = logs.get(role=role)
 
     @property

@@ -1,6 +1,7 @@
 """Fan-out of job events to subscribers: one reader per process, one serialisation per event.
 
-Every event a job records is also written, whole, on the shared events feed (`feed.base.Feed`:
+Every event a job records is also written, whole, on the shared events feed (`feed.base.Feed`,
+written by `job_transition.lua`:
 Redis Streams in the roles, memory in the hub's tests). The hub tails the feed (every hub needs
 every entry), turns each event into its JSON text once, and hands that text to every subscriber
 of the job in this process: a job with a thousand watchers costs one read and one `json.dumps`

@@ -19,27 +19,9 @@ from vidstream.feed.hub import Hub
 from vidstream.job.model import Job
 from vidstream.job.present import present_job
 from vidstream.services import Services
-from vidstream.state import bus
+from vidstream.state import bus, scripts
 from vidstream.state.jobstore import JobStore
 from vidstream.state.keys import Keys
-
-# KEYS: the feed. ARGV: the hub's cursor. Returns {0} when the feed is gone, else {1, its last
-# generated id, entries ever added, its oldest entry's id or '', 1 if the cursor's entry is
-# there}: a few numbers where XINFO STREAM would bring the first and last entries whole (a
-# script cost the hub 230 CPU µs a look against 375 for XINFO and XRANGE pipelined).
-_LOOK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local out = {1, '0-0', 0, '', 0}
-for i = 1, #info, 2 do
-  local name = info[i]
-  if name == 'last-generated-id' then out[2] = info[i + 1]
-  elseif name == 'entries-added' then out[3] = info[i + 1]
-  elseif name == 'first-entry' and info[i + 1] then out[4] = info[i + 1][1] end
-end
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1) > 0 then out[5] = 1 end
-return out
-"""
 
 
 def redis_hub(services: Services) -> Hub:
@@ -57,7 +39,7 @@ class RedisFeed:
     def __init__(self, redis: Redis, keys: Keys, jobs: JobStore) -> None:
         self.redis, self.keys, self.jobs = redis, keys, jobs
         self.waker = bus.Waker(redis)
-        self._look = redis.register_script(_LOOK)
+        self._look = scripts.register(redis, "feed_look")  # (feed/lost.py reads its answer)
 
     async def head(self) -> Cursor:
         try:

@@ -22,28 +22,13 @@ from vidstream.http.errors import ApiError
 from vidstream.http.state import SERVICES
 from vidstream.job.model import Job, is_job_id
 from vidstream.services import Services
+from vidstream.state import scripts
 
 DEFAULT_TENANT = "default"
 # Signed, or public documents.
 _OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/", "/v1/kinds")
 # The one route a `?token=` opens instead of a key (not `/v1/templates/events`, say).
 _EVENTS = re.compile(r"/v1/jobs/[^/]+/events")
-
-# GCRA: a key may send `limit` requests at once, then one every minute/limit. The script keeps
-# one timestamp per key (the "theoretical arrival time"), in Redis time. With a third argument
-# `peek` it only says whether a request would pass, and counts nothing.
-RATE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allowed_at = tat + interval - burst
-if allowed_at > now then return allowed_at - now end
-if ARGV[3] == 'peek' then return 0 end
-redis.call('SET', KEYS[1], tat + interval, 'PX', tat + interval - now + 1000)
-return 0
-"""
 
 
 TENANT = web.RequestKey("tenant", str)
@@ -73,7 +58,7 @@ def bearer(header: str) -> str:
 def auth_middleware(services: Services, ring: KeyRing | None) -> Middleware:
     """`ring` None: authentication is off (every caller is the default tenant)."""
     settings = services.settings
-    limiter = services.redis.register_script(RATE_SCRIPT)
+    limiter = scripts.register(services.redis, "rate_limit")
 
     async def wait_ms(bucket: str, *, peek: bool = False) -> int:
         """How long the bucket's owner must wait (0: go on); counts this request unless `peek`."""

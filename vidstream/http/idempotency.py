@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from vidstream.core.tasks import kept_alive
 from vidstream.http.errors import ApiError
+from vidstream.state import scripts
 from vidstream.state.budget import cleanup
 from vidstream.state.jobstore import Binding
 from vidstream.state.keys import Keys
@@ -30,18 +31,6 @@ TTL_S = 24 * 3600
 PENDING_S = 60
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 _PENDING = "pending"
-
-# KEYS: the key's entry. ARGV: our pending value, TTL. Renew our reservation only.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-# KEYS: the key's entry. ARGV: our pending value. Free it only if still our reservation: once a
-# job is bound to it (even by a step whose answer was lost), it stays.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class IdempotencyKey:
@@ -64,8 +53,8 @@ class IdempotencyKey:
         nonce = secrets.token_hex(8)
         self.binding = Binding(self.key, fingerprint, TTL_S, nonce)
         self._pending = f"{_PENDING} {nonce} {fingerprint}"
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = scripts.register(redis, "if_held_expire")
+        self._release = scripts.register(redis, "if_held_delete")
 
     async def reserve(self) -> str | None:
         """Reserve the key; return the id of the job an earlier request made with it, if any."""

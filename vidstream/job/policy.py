@@ -3,7 +3,7 @@
 Pure: the worker only carries the decision out. A claim that holds runs the stage; one that a
 live run or a finished stage refuses is skipped; one beyond the attempts dead-letters the job.
 After an error: input at fault fails the job; the system at fault retries with exponential
-backoff and jitter until the stage is out of attempts (`model.out_of_attempts`, the one place
+backoff and jitter until the stage is out of attempts (`guards.out_of_attempts`, the one place
 that is decided), then dead-letters it.
 """
 
@@ -25,7 +25,7 @@ from vidstream.core.errors import (
 )
 from vidstream.job.model import ErrorInfo, Stage
 from vidstream.job.protocol import Outcome
-from vidstream.job.protocol.model import out_of_attempts
+from vidstream.job.protocol.guards import out_of_attempts
 
 
 @dataclass(frozen=True, slots=True)

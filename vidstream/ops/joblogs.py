@@ -60,6 +60,7 @@ from vidstream.core.backoff import Backoff, pause
 from vidstream.core.signing import Signer
 from vidstream.core.tasks import Service
 from vidstream.job.model import isoformat
+from vidstream.state import scripts
 from vidstream.state.keys import Keys
 
 PER_JOB_MAX = 500  # lines kept per job (MAXLEN ~: a little more until Redis trims a whole node)
@@ -80,23 +81,6 @@ _NOT_FIELDS = frozenset({
     "consumer",
 })  # fmt: skip
 
-# KEYS: the job hash, its log stream. ARGV: max lines, TTL (s) while the job has none, then six
-# values per line. Writes only for a job that exists (see the module docstring); returns the
-# number of lines written.
-SHIP = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 3, #ARGV, 6 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'at', ARGV[i], 'level', ARGV[i + 1],
-    'event', ARGV[i + 2], 'stage', ARGV[i + 3], 'role', ARGV[i + 4], 'fields', ARGV[i + 5])
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-else
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-return (#ARGV - 2) / 6
-"""
 
 Scalar = str | int | float | bool | None
 
@@ -267,7 +251,7 @@ class JobLogShipper(Service):
         self.destination = _destination(redis, keys)
         self._buffer: deque[LogLine] = deque(maxlen=max_lines)
         self._pending: list[LogLine] = []  # the batch being written, kept through failures
-        self._ship = redis.register_script(SHIP)
+        self._ship = scripts.register(redis, "job_logs_ship")
         self._wake = asyncio.Event()  # lines arrived in an empty buffer, a batch filled, or stop
         self._settle = asyncio.Event()  # a batch was written (for `drain`)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -26,7 +26,7 @@ from vidstream.core.tasks import Service, every
 from vidstream.job.model import Stage
 from vidstream.ops.retention import Retention
 from vidstream.ops.workers import declared_visibility_timeout
-from vidstream.state import bus
+from vidstream.state import bus, scripts
 from vidstream.state.jobstore import JobStore
 from vidstream.state.keys import Keys
 
@@ -37,14 +37,6 @@ FEED_MAX_AGE_S = 600
 REAP_INTERVAL_S = 30.0
 REAP_LOCK_S = 2.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0  # VISIBILITY_TIMEOUT_S's default
-
-# KEYS: a stage stream. ARGV: consumer, group. Checked and deleted in one step: an entry read
-# between a check and the deletion would leave the group's pending list with it, never to run.
-_REAP = """
-if #redis.call('XPENDING', KEYS[1], ARGV[2], '-', '+', 1, ARGV[1]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[2], ARGV[1])
-return 1
-"""
 
 
 class Maintenance(Service):
@@ -59,7 +51,7 @@ class Maintenance(Service):
         self.promote_interval_s, self.trim_interval_s = promote_interval_s, trim_interval_s
         self.reap_interval_s = reap_interval_s or REAP_INTERVAL_S
         self.visibility_timeout_s = visibility_timeout_s
-        self._reap = redis.register_script(_REAP)
+        self._reap = scripts.register(redis, "consumer_reap")
         self._token = secrets.token_hex(8)
         self.log = logs.get(role="maintenance")
 

@@ -23,34 +23,13 @@ from vidstream.core import logs
 from vidstream.core.errors import StorageError
 from vidstream.job.kinds import KINDS
 from vidstream.job.model import Job
+from vidstream.state import scripts
 from vidstream.state.keys import Keys
 from vidstream.storage.base import ObjectStore
 
 BATCH = 100  # jobs (and uploads) removed per sweep at most; a sweep runs every few seconds
 STORAGE_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 300  # a job or upload whose objects could not be deleted is due again then
-
-# KEYS: retention set, job hash, events, logs, tenant listing, status counts, idempotency entry
-# (or the job hash again when it has none), owned objects. ARGV: job id, now (s). Removes the job
-# if still due.
-# The idempotency entry goes only while it still names this job: after its own 24 h the tenant
-# may have sent the same Idempotency-Key again, binding it to a new job.
-_REMOVE = """
-local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not due or tonumber(due) > tonumber(ARGV[2]) then return 0 end
-local status = redis.call('HGET', KEYS[2], 'status')
-if status then redis.call('HINCRBY', KEYS[6], status, -1) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8])
-if KEYS[7] ~= KEYS[2] then
-  local bound = redis.call('GET', KEYS[7])
-  if bound and string.sub(bound, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
-    redis.call('DEL', KEYS[7])
-  end
-end
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +42,7 @@ class Swept:
 class Retention:
     def __init__(self, redis: Redis, keys: Keys, store: ObjectStore, *, keep_outputs: bool) -> None:
         self.redis, self.keys, self.store, self.keep_outputs = redis, keys, store, keep_outputs
-        self._remove = redis.register_script(_REMOVE)
+        self._remove = scripts.register(redis, "job_remove")
         self.log = logs.get(role="maintenance")
 
     async def sweep(self, now: float | None = None) -> Swept:

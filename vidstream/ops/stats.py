@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from vidstream.job.model import Stage, Status, isoformat
-from vidstream.state import bus
+from vidstream.state import bus, scripts
 from vidstream.state.keys import Keys
 
 WINDOW_MS = 3_600_000  # runs are kept, and durations measured, over the last hour
@@ -26,17 +26,6 @@ MINUTE_MS = 60_000
 RUNS_KEPT = 5000  # per stage: the percentiles of a busier hour come from its latest runs
 SUCCEEDED = frozenset({"handed_on", "completed"})  # `Run.outcome`s of a stage that got done
 FAILED = frozenset({"retry", "failed", "dead_letter"})
-
-# Keyed by Redis time, like every other time vidstream compares across machines.
-_RECORD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return now
-"""
 
 
 # -- pure --------------------------------------------------------------------------------------
@@ -139,7 +128,7 @@ class RunLog:
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.keys = keys
-        self._record = redis.register_script(_RECORD)
+        self._record = scripts.register(redis, "stage_run_record")
 
     async def record(self, stage: Stage, seconds: float, outcome: str, nonce: str) -> None:
         member = run_member(seconds, outcome, nonce)

@@ -1,4 +1,5 @@
-"""Job state in Redis: create, read, and apply `protocol.ops` operations atomically (`lua.py`).
+"""Job state in Redis: create, read, and apply `protocol.ops` operations atomically (the `job_*`
+scripts in `lua/`).
 
 After each operation that records an event, the event itself also goes on the shared events
 feed, which the notifiers tail to push it to subscribers without reading the job's history.
@@ -18,8 +19,8 @@ from redis.asyncio import Redis
 from vidstream.job.model import PRIORITIES, Job, Stage, Status
 from vidstream.job.pipelines import pipeline_of
 from vidstream.job.protocol import Event, Intake, Op, Outcome, Push, PushKind
-from vidstream.job.protocol.ops import encode, push_of, target_status
-from vidstream.state import bus, lua
+from vidstream.job.protocol.ops import encode
+from vidstream.state import bus, scripts
 from vidstream.state.keys import Keys
 
 # Shared streams (dead letters, cancel notices) keep about this many entries.
@@ -78,11 +79,11 @@ class JobStore:
         self.events_ttl_s = events_ttl_s or ttl_s  # its history (EVENT_RETENTION_S)
         self.history_max = history_max
         self.feed_max = feed_max
-        self._create = redis.register_script(lua.CREATE)
-        self._create_from_upload = redis.register_script(lua.CREATE_FROM_UPLOAD)
-        self._transition = redis.register_script(lua.TRANSITION)
-        self._renew = redis.register_script(lua.RENEW)
-        self._promote = redis.register_script(lua.PROMOTE)
+        self._create = scripts.register(redis, "job_create")
+        self._create_from_upload = scripts.register(redis, "job_create_from_upload")
+        self._transition = scripts.register(redis, "job_transition")
+        self._renew = scripts.register(redis, "job_renew")
+        self._promote = scripts.register(redis, "job_promote")
 
     async def create(self, job: Job, bind: Binding | None = None) -> Intake:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
@@ -143,7 +144,7 @@ class JobStore:
     async def apply(self, job_id: str, op: Op) -> Applied:
         """Apply `op` if the job's state allows it; never raises for that."""
         args = encode(op, time.time())
-        status = target_status(op)
+        status = op.target()
         retain = self.failed_ttl_s if status is Status.FAILED else self.ttl_s
         # The keys expire a day after retention removes them, as a backstop should it not run.
         ttl = retain + EXPIRY_MARGIN_S if status.terminal else 0
@@ -154,7 +155,7 @@ class JobStore:
             self.keys.job(job_id), self.keys.job_events(job_id), self.keys.webhooks,
             self.keys.status_counts, self.keys.retention, self.keys.events,
         ]  # fmt: skip
-        if (push := push_of(op)) is not None:
+        if (push := op.push()) is not None:
             keys += self._push_keys(push)
         outcome, status, event_id, attempts, gen = await self._transition(
             keys=keys, args=[json.dumps(args)]

@@ -11,20 +11,12 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from vidstream.state import scripts
 from vidstream.state.keys import Keys
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_TEMPLATES = 200  # per tenant
 MAX_BYTES = 256 * 1024  # of one template's JSON
-
-# KEYS: the tenant's templates. ARGV: name, JSON, the most a tenant may keep. Returns 1 when it
-# replaced one of that name, 0 when it added one, -1 when the tenant has too many to add one.
-_SAVE = """
-local had = redis.call('HEXISTS', KEYS[1], ARGV[1])
-if had == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return had
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +39,7 @@ class TemplateLimit(Exception):
 class Templates:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis, self.keys = redis, keys
-        self._save = redis.register_script(_SAVE)
+        self._save = scripts.register(redis, "template_save")
 
     async def save(self, tenant: str, template: Template) -> bool:
         """Store `template` (replacing one of its name: True); `TemplateLimit` when full."""

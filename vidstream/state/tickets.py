@@ -16,26 +16,10 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from vidstream.state import scripts
 from vidstream.state.keys import Keys
 
 MARGIN_S = 3600  # a job may be created this long after the upload link expired
-
-# KEYS: the ticket, the abandoned-uploads index. ARGV: tenant, job id, the upload's key. Returns
-# the ticket's JSON when it is the tenant's and unused, marking it used by the job; else nil.
-# One job per upload key, however many try.
-_TAKE = """
-local raw = redis.call('HGET', KEYS[1], 'ticket')
-if not raw then return false end
-if cjson.decode(raw).tenant ~= ARGV[1] then return false end
-if redis.call('HSETNX', KEYS[1], 'job', ARGV[2]) == 0 then return false end
-redis.call('ZREM', KEYS[2], ARGV[3])  -- the job's now: removed with it
-return raw
-"""
-# KEYS: the ticket. 1 the first time its link uploads, 0 after (or once it expired).
-_FIRST_PUT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HSETNX', KEYS[1], 'put', 1)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +34,8 @@ class Ticket:
 class Tickets:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis, self.keys = redis, keys
-        self._take = redis.register_script(_TAKE)
-        self._first_put = redis.register_script(_FIRST_PUT)
+        self._take = scripts.register(redis, "ticket_take")
+        self._first_put = scripts.register(redis, "ticket_first_put")
 
     async def issue(self, ticket: Ticket, link_ttl_s: int, margin_s: int = MARGIN_S) -> None:
         """Record the ticket before any byte is uploaded to its key: what is uploaded is owned

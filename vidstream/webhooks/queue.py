@@ -15,48 +15,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from vidstream.state import scripts
 from vidstream.state.bus import Entry, stream_id
 from vidstream.state.consumer import StageConsumer
 from vidstream.state.jobstore import SHARED_MAX
 from vidstream.state.keys import Keys
-
-_NOW_MS = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS: retry set, webhook stream. ARGV: group, entry id, the retry (JSON), delay (ms),
-# deadline (ms). Schedules the retry and acks the entry; past the deadline only acks.
-# Returns the due time, or 0 when it gave up.
-_RETRY = (
-    _NOW_MS
-    + """
-local due = now_ms + tonumber(ARGV[4])
-if due <= tonumber(ARGV[5]) then
-  redis.call('ZADD', KEYS[1], due, ARGV[3])
-else
-  due = 0
-end
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-return due
-"""
-)
-
-# KEYS: retry set, webhook stream. ARGV: most to move, stream length. Moves the retries that
-# are due onto the stream; returns how many.
-_PROMOTE = (
-    _NOW_MS
-    + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, ARGV[1])
-for _, member in ipairs(due) do
-  redis.call('ZREM', KEYS[1], member)
-  local r = cjson.decode(member)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'job_id', r.job_id,
-    'event', r.event, 'event_id', r.event_id, 'delivery', r.delivery, 'attempt', r.attempt)
-end
-return #due
-"""
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +65,8 @@ class WebhookQueue:
         self.consumer = StageConsumer(
             redis, keys.webhooks, keys.webhook_group, consumer, claim_idle_ms
         )
-        self._retry = redis.register_script(_RETRY)
-        self._promote = redis.register_script(_PROMOTE)
+        self._retry = scripts.register(redis, "webhook_retry")
+        self._promote = scripts.register(redis, "webhook_promote")
 
     async def ensure_group(self) -> None:
         await self.consumer.ensure_group()

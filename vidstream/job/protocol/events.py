@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidstream.job.kinds import DEFAULT
 from vidstream.job.model import Kind, Stage, Status, isoformat
 from vidstream.job.protocol.schema import EventName
 
@@ -21,7 +22,7 @@ class Event:
     at: float
     data: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0  # the try of the stage this event belongs to (1 for the first)
-    kind: Kind = Kind.SUBTITLE
+    kind: Kind = DEFAULT
 
     @classmethod
     def from_stream(cls, job_id: str, entry_id: str, fields: dict[str, str]) -> Event:
@@ -35,7 +36,7 @@ class Event:
             at=float(fields["at"]),
             data=json.loads(fields["data"]) if fields.get("data") else {},
             attempts=int(fields.get("attempts") or 0),
-            kind=Kind(fields.get("kind") or Kind.SUBTITLE),
+            kind=Kind(fields.get("kind") or DEFAULT),
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def public_text(job_id: str, entry_id: str, fields: dict[str, str]) -> str:
     it half again as much (12 -> 19 µs an event, timeit). Raises KeyError or ValueError for an
     entry of another shape."""
     data = json.loads(fields["data"]) if fields.get("data") else {}
-    return json.dumps(_public(entry_id, job_id, fields.get("kind") or Kind.SUBTITLE.value,
+    return json.dumps(_public(entry_id, job_id, fields.get("kind") or DEFAULT.value,
                               fields["event"], fields["status"], fields.get("stage") or None,
                               float(fields["progress"]), int(fields.get("attempts") or 0),
                               float(fields["at"]), data))  # fmt: skip

@@ -3,11 +3,18 @@
 The job hash (`keys.job`) is a flat hash of strings. `Field` lists every field it may hold, the
 ones `jobs.Job` reads and the ones only the protocol keeps (lease, generation, resend detection);
 `MEANING` says what each one is, and a test checks that the Lua scripts touch no other.
+`JobView` is the part of the hash an operation reads, parsed.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from vidstream.job.model import Status
 
 
 class EventName(StrEnum):
@@ -38,7 +45,7 @@ class Outcome(StrEnum):
 
 
 class Intake(StrEnum):
-    """What became of creating a job from an upload in one step (`lua.CREATE_FROM_UPLOAD`), and
+    """What became of creating a job from an upload in one step (`job_create_from_upload.lua`), and
     what the gateway's storage check found (OK, MISSING or TOO_LARGE), which the step reports
     only to the upload's own tenant."""
 
@@ -63,7 +70,7 @@ class PushKind(StrEnum):
 class Notice(StrEnum):
     """The `action` of an entry on the control stream (a NOTICE hand-off), read by workers."""
 
-    CANCEL = "cancel"  # stop the job's run now; written by `lua.TRANSITION` on a cancel
+    CANCEL = "cancel"  # stop the job's run now; written by `job_transition.lua` on a cancel
 
 
 class Field(StrEnum):
@@ -129,3 +136,38 @@ MEANING: dict[Field, str] = {
     Field.LAST_TX: "the id of the last operation applied, so a resend changes nothing",
     Field.LAST_EVENT: "the event id that operation wrote, answered again to a resend",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What an operation reads of the job hash (the fields `job_transition.lua` reads, alike)."""
+
+    status: Status
+    stage: str  # "" when none
+    owner: str  # "" when none
+    lease_until: int
+    attempts: int
+    gen: int
+    done: tuple[str, ...]
+    progress: float
+    handed_back: bool
+    outputs: str  # JSON, as stored
+
+    @classmethod
+    def of(cls, job: Mapping[str, str]) -> JobView:
+        return cls(
+            status=Status(job[Field.STATUS]),
+            stage=job.get(Field.STAGE, ""),
+            owner=job.get(Field.OWNER, ""),
+            lease_until=int(job.get(Field.LEASE_UNTIL) or 0),
+            attempts=int(job.get(Field.ATTEMPTS) or 0),
+            gen=int(job.get(Field.GEN) or 0),
+            done=tuple(s for s in job.get(Field.DONE, "").split(",") if s),
+            progress=float(job.get(Field.PROGRESS) or 0.0),
+            handed_back=job.get(Field.HANDED_BACK) == "1",
+            outputs=job.get(Field.OUTPUTS) or "{}",
+        )
+
+    def merged_outputs(self, more: Mapping[str, Any]) -> str:
+        """The job's outputs with `more` ({name: Output.to_dict()}) stored over them, as JSON."""
+        return json.dumps({**json.loads(self.outputs), **more})
