@@ -10,6 +10,7 @@ gateway run. One slow test goes through Whisper as a user would."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -28,7 +29,8 @@ from tests.media import FFMPEG, parse_cues, speech_wav, words_of
 from tests.test_compose import frame_at, ocr
 from tests.test_gateway import expect_error
 from vidstream.core.settings import Settings
-from vidstream.job.model import Output, Stage
+from vidstream.job.kinds import ComposeOptions, Kind
+from vidstream.job.model import Job, Output, Stage
 from vidstream.job.protocol import Claim, FinishStage
 from vidstream.kinds.render import corrected
 from vidstream.media.probe import probe
@@ -209,7 +211,7 @@ async def test_the_corrected_transcript_is_what_is_burnt_in(
     assert done["media"]["width"] == 1280  # the original's, not probed again
     video = tmp_path / "rendered.mp4"
     video.write_bytes(await fetch(http, done["outputs"]["video"]["url"]))
-    seen = set(words_of(burnt_in(video, tmp_path)))
+    seen = set(words_of(await asyncio.to_thread(burnt_in, video, tmp_path)))
     assert {"purple", "elephants", "dance"} <= seen, seen
     assert not {"hello", "world"} & seen, seen
     srt = (await fetch(http, done["outputs"]["srt"]["url"])).decode()
@@ -375,5 +377,42 @@ async def test_a_subtitle_jobs_transcript_corrected_and_rendered_again(
             again = await r.json()
         video = tmp_path / "again.mp4"
         video.write_bytes(await fetch(http, again["outputs"]["video"]["url"]))
-    seen = burnt_in(video, tmp_path, at_s=(segment["start"] + segment["end"]) / 2)
+    at = (segment["start"] + segment["end"]) / 2
+    seen = await asyncio.to_thread(burnt_in, video, tmp_path, at)
     assert "door" in seen and "window" not in seen, seen
+
+
+async def test_a_compose_job_is_not_rendered_again(
+    stack: Stack, http: aiohttp.ClientSession, plain_video: Path
+) -> None:
+    """A compose job whose voice was transcribed has one of its clips as its source: rendering
+    it again would burn subtitles onto that clip, not the composed video. It is a 400."""
+    services = stack.services
+    assert services is not None
+    key = await upload(http, stack, plain_video.read_bytes(), "voice.mp4")
+    job = Job.new(key, ComposeOptions(transcribe="talk"), tenant="a", kind=Kind.COMPOSE)
+    await services.jobs.create(job)
+    owner = "host-render-0:r1"
+    claim = Claim.of(job, Stage.TRANSCRIBE, owner=owner, lease_ms=30_000, max_attempts=3)
+    assert (await services.jobs.apply(job.id, claim)).ok
+    assert (await services.jobs.apply(job.id, FinishStage.of(job, Stage.TRANSCRIBE, {},
+                                                             owner=owner))).ok  # fmt: skip
+    claim = Claim.of(job, Stage.RENDER, owner=owner, lease_ms=30_000, max_attempts=3)
+    assert (await services.jobs.apply(job.id, claim)).ok
+    assert (await services.jobs.apply(job.id, FinishStage.of(job, Stage.RENDER, {},
+                                                             owner=owner))).ok  # fmt: skip
+    async with await render(http, stack, {"job": job.id, "transcript": edited(FIXED)}) as r:
+        assert "no video of its own" in await expect_error(r, 400, "invalid_request")
+
+
+async def test_a_job_due_for_removal_is_not_rendered_again(
+    stack: Stack, http: aiohttp.ClientSession, plain_video: Path, redis: Redis
+) -> None:
+    """Retention may be deleting a due job's files at this moment: keeping it longer then would
+    keep a record whose source is gone. Rendering it again is `source_not_found`."""
+    services = stack.services
+    assert services is not None
+    original = await finished(http, stack, plain_video)
+    await redis.zadd(services.keys.retention, {original["id"]: time.time() - 1}, xx=True)
+    async with await render(http, stack, {"job": original["id"], "transcript": edited(FIXED)}) as r:
+        await expect_error(r, 400, "source_not_found")

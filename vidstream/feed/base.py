@@ -4,7 +4,7 @@ Every event a job records goes two places: the job's own history (its events in 
 with an id that orders them) and the shared feed that every hub tails. `Feed` is what the hub,
 the notifier and the gateway's Server-Sent Events read them through. Two implementations keep
 the same rules: `feed.redis.RedisFeed` (Redis Streams, what the roles run) and
-`feed.memory.MemoryFeed` (one process's memory: the hub's fast tests, and an embedded mode).
+`feed.memory.MemoryFeed` (one process's memory, for the hub's fast tests).
 
 The rules both keep, and the contract suite (tests/test_feed.py) checks on both:
 - ids are `<ms>-<seq>`, strictly increasing within a history and within the feed;

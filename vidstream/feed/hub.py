@@ -30,12 +30,12 @@ from typing import Any, Protocol
 
 from vidstream.core import logs
 from vidstream.core.backoff import Backoff, pause
+from vidstream.core.streams import BLOCK_MS, stream_id
 from vidstream.core.tasks import cancel_and_wait
 from vidstream.feed import resume
 from vidstream.feed.base import Cursor, Feed, FeedUnavailable, Gap, Kept
 from vidstream.job.model import Job
 from vidstream.job.protocol.events import public_text
-from vidstream.state.bus import BLOCK_MS, stream_id
 
 SWEEP_INTERVAL_S = 10.0
 # Jobs checked per read of the sweep: a notifier watching 5,000 jobs parsed all their replies in

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vidstream.core.streams import stream_id
 from vidstream.feed.base import Batch, Cursor, Entry, Gap
-from vidstream.state.bus import stream_id
 
 Id = tuple[int, int]
 

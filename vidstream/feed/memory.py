@@ -1,4 +1,4 @@
-"""The events feed in one process's memory: for the hub's fast tests, and an embedded mode.
+"""The events feed in one process's memory, for the hub's fast tests (no role runs on it).
 
 It keeps the rules of the Redis feed (`feed.base`): ids `<ms>-<seq>` from the clock, strictly
 increasing per stream; histories and the feed trimmed from their oldest end; `copy()` and
@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vidstream.core.streams import stream_id
 from vidstream.feed import lost
 from vidstream.feed.base import FEED_BATCH, Batch, Cursor, Entry, FeedUnavailable, Kept
 from vidstream.job.model import Job
 from vidstream.job.protocol.schema import EventName
-from vidstream.state.bus import stream_id
 
 
 @dataclass

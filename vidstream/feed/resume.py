@@ -16,9 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from vidstream.core.streams import stream_id
 from vidstream.feed.base import Feed, Kept
 from vidstream.job.model import Job
-from vidstream.state.bus import stream_id
 
 
 @dataclass(frozen=True, slots=True)

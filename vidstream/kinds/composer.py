@@ -33,7 +33,7 @@ from vidstream.media.transcript import Transcript
 from vidstream.storage.names import CONTENT_TYPES, rendered_key
 
 PROBES_AT_ONCE = 4
-CAPTIONS_MAX_BYTES = 8 * 1024 * 1024
+CAPTIONS_MAX_BYTES = captions.MAX_BYTES
 # Shares of the stage's progress: the preview comes first when asked, the poster last.
 PREVIEW_SHARE, POSTER_SHARE = 0.15, 0.03
 

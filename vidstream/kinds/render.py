@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vidstream.core.errors import ObjectNotFound, PermanentError
-from vidstream.job.kinds import RenderOptions, RenderRequest
+from vidstream.job.kinds import KINDS, RenderOptions, RenderRequest
 from vidstream.job.model import Job, Stage, Status, is_job_id
 from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
 from vidstream.kinds.subtitle import subtitled
@@ -38,7 +38,7 @@ from vidstream.state.budget import cleanup
 from vidstream.state.tickets import Ticket, Tickets
 from vidstream.storage.names import check_source_key, new_upload_key
 
-CAPTIONS_MAX_BYTES = 8 * 1024 * 1024  # an uploaded file; a request's JSON is at most 1 MiB
+CAPTIONS_MAX_BYTES = captions.MAX_BYTES  # an uploaded file; a request's JSON is at most 1 MiB
 CORRECTED_MAX_BYTES = 16 * 1024 * 1024  # the stored transcript the render stage reads
 STORED_TICKET_S = 300  # the stored transcript is abandoned this long after, if no job took it
 
@@ -70,8 +70,6 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
         else:
             raw = json.dumps(request.transcript).encode()
         transcript = await asyncio.to_thread(corrected, raw)
-        # The owner (and its source) outlives this job's wait in the queue.
-        await services.jobs.keep(owner.id, time.time() + services.jobs.ttl_s)
         stored = await _store(services, tickets, tenant, incoming.job_id, transcript)
     except BaseException:
         await asyncio.shield(cleanup(tickets.give_back_all(taken, incoming.job_id)))
@@ -91,9 +89,13 @@ async def _source_owner(services: Services, tenant: str, job_id: str) -> Job:
     owner = named
     if isinstance(named.options, RenderOptions) and named.options.job:
         owner = await _finished(services, tenant, named.options.job)
-    if not owner.source_key or (owner.media is not None and not owner.media.has_video):
+    video = KINDS[owner.kind].from_video  # (a compose job's source is one of its clips)
+    if not video or not owner.source_key or (owner.media and not owner.media.has_video):
         raise _invalid(f"The job {job_id} has no video of its own to render subtitles onto.")
-    if await services.store.head(owner.source_key) is None:
+    # Kept first, then looked for: once kept, retention leaves its source alone while this job
+    # waits in the queue; a job already due for removal is not kept (its files may be going).
+    kept = await services.jobs.keep(owner.id, time.time() + services.jobs.ttl_s)
+    if not kept or await services.store.head(owner.source_key) is None:
         raise PermanentError(
             f"The source of job {job_id} is no longer stored.", code="source_not_found"
         )

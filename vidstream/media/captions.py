@@ -23,8 +23,15 @@ from vidstream.media.transcript import Transcript, Word
 
 Timed = tuple[Cue, tuple[Word, ...]]
 _LAYOUT = Layout()
+# The largest captions file read (an upload, a stored transcript): far more than any video shows.
+MAX_BYTES = 8 * 1024 * 1024
+# Cues one file may hold: a 4-hour video captioned every second has 14,400. Beyond, the parse
+# alone costs seconds of a gateway's CPU for nothing a video could show.
+MAX_CUES = 50_000
 
-_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d+))?"
+# Hours to three digits and fractions to nine: a timing line of 5,000 digits is no timing line
+# (it made int() and float() raise past what the parser caught, a 500 at the gateway).
+_TIME = r"(?:(\d{1,3}):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,9}))?"
 # Anything after the second time is VTT cue settings (align:start ...) or SRT box coordinates.
 _TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s.*)?$")
 # <b>, </i>, <c.x>, <v Bob>, <00:00:01.000>, <font ...>; and SSA overrides such as {\an8} in SRT.
@@ -76,6 +83,8 @@ def _cues(lines: list[str]) -> list[Cue]:
     def close() -> None:
         texts = [t.strip() for line in pending for t in _shown(line)]
         if timing and timing[1] > timing[0] and any(texts):
+            if len(cues) >= MAX_CUES:
+                raise _invalid(f"More than {MAX_CUES} cues: split the subtitles, or check them.")
             cues.append(Cue(*timing, tuple(t for t in texts if t)))
 
     for line in lines:
@@ -90,6 +99,8 @@ def _cues(lines: list[str]) -> list[Cue]:
         close()
         g = match.groups()
         timing, pending = (_seconds(*g[:4]), _seconds(*g[4:])), []
+        if timing[1] > ass.MAX_TIME_S:
+            raise _invalid(f"A cue ends past {ass.MAX_TIME_S / 3600:.0f} hours: {line[:60]!r}.")
     close()
     if not cues:
         raise _invalid(

@@ -7,17 +7,17 @@ these helpers so the rest of the code sees one shape.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-Entry = tuple[str, dict[str, str]]
+from vidstream.core.streams import BLOCK_MS, is_stream_id, stream_id
 
-# The longest a role blocks in XREAD/XREADGROUP; the Redis client's socket timeout outlasts it.
-BLOCK_MS = 1000
+__all__ = ["BLOCK_MS", "Entry", "is_stream_id", "stream_id"]  # (ids: core.streams, re-exported)
+
+Entry = tuple[str, dict[str, str]]
 
 
 def _entries(raw: Any) -> list[Entry]:
@@ -64,22 +64,6 @@ async def last_id(redis: Redis, stream: str) -> str | None:
     """The id of the newest entry, or None for an empty or missing stream."""
     raw = cast(Any, await redis.xrevrange(stream, count=1))
     return str(raw[0][0]) if raw else None
-
-
-_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # ASCII digits: \d takes "١٢" too
-
-
-def is_stream_id(value: str) -> bool:
-    """Whether `value` is an id Redis accepts: two ASCII numbers that fit in 64 bits."""
-    if not _STREAM_ID.fullmatch(value):
-        return False
-    ms, seq = stream_id(value)
-    return ms < 2**64 and seq < 2**64
-
-
-def stream_id(value: str) -> tuple[int, int]:
-    ms, _, seq = value.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def trim_point(redis: Redis, stream: str, group: str) -> str | None:

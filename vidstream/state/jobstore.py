@@ -84,6 +84,7 @@ class JobStore:
         self._transition = scripts.register(redis, "job_transition")
         self._renew = scripts.register(redis, "job_renew")
         self._promote = scripts.register(redis, "job_promote")
+        self._keep = scripts.register(redis, "job_keep")
 
     async def create(self, job: Job, bind: Binding | None = None) -> Intake:
         """Store a new job, record its `queued` event and hand it to its pipeline's first stage,
@@ -181,17 +182,13 @@ class JobStore:
         """Keep an ended job at least until `until_s` (Unix time): its record and what it owns
         in storage (its source, its outputs), for another job that reads them meanwhile. Never
         shortens what it is kept for; its history keeps its own expiry. False when the job is
-        not waiting for its removal (gone already, or not ended)."""
-        ttl = max(int(until_s - time.time()), 1) + EXPIRY_MARGIN_S
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.keys.retention, {job_id: until_s}, xx=True, gt=True)
-            pipe.zscore(self.keys.retention, job_id)
-            # The backstops follow (each a day after its removal): a record that expired first
-            # would leave its objects behind, which retention finds through it.
-            pipe.expire(self.keys.job(job_id), ttl, gt=True)
-            pipe.expire(self.keys.job_objects(job_id), ttl + EXPIRY_MARGIN_S, gt=True)
-            kept = (await pipe.execute())[1]
-        return kept is not None
+        not waiting for its removal (gone already, or not ended), or is due already: retention
+        may be deleting its files at this moment."""
+        now = time.time()
+        ttl = max(int(until_s - now), 1) + EXPIRY_MARGIN_S
+        keys = [self.keys.retention, self.keys.job(job_id), self.keys.job_objects(job_id)]
+        kept = await self._keep(keys=keys, args=[job_id, until_s, now, ttl, ttl + EXPIRY_MARGIN_S])
+        return bool(kept)
 
     async def own_object(self, job_id: str, stage: Stage, key: str) -> None:
         """Record that a run of `stage` is about to store `key` for the job: retention deletes

@@ -59,7 +59,7 @@ class Keys:
 
     def worker(self, name: str) -> str:
         """Hash with a TTL of about three heartbeats: what worker `name` (its consumer name) is
-        and runs, rewritten every heartbeat (`actors.registry`); gone once its process is."""
+        and runs, rewritten every heartbeat (`ops.workers`); gone once its process is."""
         return f"{self.prefix}:worker:{name}"
 
     @property
@@ -144,7 +144,7 @@ class Keys:
         return f"{self.prefix}:upload:{key}"
 
     def templates(self, tenant: str) -> str:
-        """Hash: the tenant's compose templates, name -> JSON (`compose.templates`)."""
+        """Hash: the tenant's compose templates, name -> JSON (`state.templates`)."""
         return f"{self.prefix}:tenant:{tenant}:templates"
 
     def lock(self, name: str) -> str:

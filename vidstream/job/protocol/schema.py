@@ -1,8 +1,9 @@
 """Every value the job protocol speaks: event names, outcomes, hand-off kinds, and the job hash.
 
 The job hash (`keys.job`) is a flat hash of strings. `Field` lists every field it may hold, the
-ones `jobs.Job` reads and the ones only the protocol keeps (lease, generation, resend detection);
-`MEANING` says what each one is, and a test checks that the Lua scripts touch no other.
+ones `job.model.Job` reads and the ones only the protocol keeps (lease, generation, resend
+detection); `MEANING` says what each one is, and a test checks that the Lua scripts touch no
+other.
 `JobView` is the part of the hash an operation reads, parsed.
 """
 
