@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.test_processes import ROOT, Role
 from vidstream.media.ffmpeg import resolve_binary
 from vidstream.state.keys import Keys
 
-pytestmark = pytest.mark.slow  # seven processes on five hosts
+pytestmark = pytest.mark.slow  # six processes on five hosts
 
 BUCKET = "vidstream"
 REDIS_PORT, S3_PORT, GATEWAY_PORT = 6379, 9000, 8080
@@ -62,6 +63,7 @@ class Site:
         self.worker_b = network.add("worker-b")
         self.client = network.add("client")  # where the user's calls come from
         self.procs: list[Role] = []
+        self.marks: list[str] = []  # when links were cut and mended (Unix time)
         self.sock = Path(tempfile.mkdtemp(prefix="vs-")) / "redis.sock"  # short: a socket path
         self.env = {
             **os.environ,
@@ -92,7 +94,7 @@ class Site:
         return Faults(self.workdir / host.name / "faults")
 
     async def run(self, host: Host, name: str, *argv: str, **env: str) -> Role:
-        """Start `argv` on `host`; its output (stdout and stderr) is read line by line."""
+        """Start `argv` on `host`; its stderr (where vidstream logs) is read line by line."""
         data = self.workdir / host.name / "data"
         host_env = {**self.env, "VIDSTREAM_DATA_DIR": str(data),
                     "VS_FAKE_DIR": str(self.faults(host).dir), **env}  # fmt: skip
@@ -160,7 +162,26 @@ class Site:
 
         return await self.client.call(send)
 
+    def cut(self, host: Host) -> None:
+        self.network.cut(host)
+        self.marks.append(f"{time.time():.3f} {host.name} cut off")
+
+    def mend(self, host: Host) -> None:
+        self.network.mend(host)
+        self.marks.append(f"{time.time():.3f} {host.name} back")
+
+    def report(self) -> str:
+        """What happened, for a failed test: the cuts, and each process's log (moto's requests
+        for objects only)."""
+        lines = [*self.marks]
+        for proc in self.procs:
+            lines.append(f"--- {proc.name}: exit status {proc.proc.returncode}")
+            s3 = proc.name.startswith("s3@")  # moto logs every request: the objects' only
+            lines.extend(x.rstrip()[:400] for x in proc.lines if not s3 or "/vidstream/" in x)
+        return "\n".join(lines)
+
     async def close(self) -> None:
+        print(self.report())  # pytest shows it when the test failed
         for proc in self.procs:
             if proc.proc.returncode is None:
                 proc.proc.kill()
@@ -198,19 +219,24 @@ def mine(role: Role, event: str, job_id: str) -> bool:
 async def test_a_host_cut_off_mid_job_loses_it_to_another_and_writes_nothing_twice(
     site: Site,
 ) -> None:
-    """Roles on four hosts sharing Redis and a bucket: a worker host cut off mid-job is taken
-    over by another host, the job completes once with one video, and once its link is back the
-    cut host's run gives up without leaving a file, then the host takes the next job itself."""
+    """Roles on three hosts sharing Redis and a bucket on a fourth: a worker host cut off
+    mid-job is taken over by another host, the job completes once with one video, and once its
+    link is back the cut host's run gives up without leaving a file, then the host takes the
+    next job itself."""
     redis = await site.start_services()
     try:
-        site.faults(site.worker_a).delay("render", 2)  # slow enough to be cut mid-job
+        # Worker-a's FFmpeg says when it starts, then waits 3 s: the link is cut mid-render,
+        # and the render ends while the host is cut off, so its run then tries to store it.
+        faults = site.faults(site.worker_a)
+        faults.delay("render", 3)
+        rendering = faults.announce("render")
         gateway, worker_a = await asyncio.gather(
             site.role(site.gateway, "gateway"), site.role(site.worker_a, "render")
         )
         status, job = await site.api_call("POST", "/v1/jobs", COMPOSE)
         assert status == 202, job
-        await worker_a.wait_for('"run_started"')
-        site.network.cut(site.worker_a)
+        await rendering.pid()
+        site.cut(site.worker_a)
         # A worker started with local storage beside them refuses, saying what to set.
         local = await site.run(site.worker_b, "render", sys.executable, "-m", "vidstream",
                                "render", VIDSTREAM_STORAGE="local")  # fmt: skip
@@ -226,16 +252,16 @@ async def test_a_host_cut_off_mid_job_loses_it_to_another_and_writes_nothing_twi
         assert mine(worker_b, "run_started", job["id"])
         # Cut off long enough for its calls to time out, not just to wait for retransmission.
         await worker_a.wait_for('"periodic_step_failed"', timeout_s=30)
-        site.network.mend(site.worker_a)
+        site.mend(site.worker_a)
         await worker_a.wait_for('"run_lost"', timeout_s=30)
         status, done = await site.api_call("GET", f"/v1/jobs/{job['id']}")
         assert status == 200 and done["status"] == "completed", done
         status, history = await site.api_call("GET", f"/v1/jobs/{job['id']}/events")
         assert [e["status"] for e in history["events"] if e["status"] in TERMINAL] == ["completed"]
         # One video, the one the job names, and no file of the cut host's run left anywhere.
-        video = done["outputs"]["video"]["key"]
-        videos = [key for key in await site.objects() if key.endswith(".mp4")]
-        assert videos == [video], videos
+        stored = await site.objects()
+        assert [key for key in stored if key.endswith(".mp4")] == [done["outputs"]["video"]["key"]]
+        assert stored == sorted(out["key"] for out in done["outputs"].values()), stored
 
         # Back on the network, the cut host recovers by itself and takes the next job.
         assert await worker_b.stop() == 0
