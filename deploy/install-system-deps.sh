@@ -7,7 +7,8 @@
 #   read the drawn text back), nginx and openssl (tests/test_nginx.py runs the documented site
 #   in front of a gateway; the test starts its own nginx on free ports, never the system one;
 #   Debian's package starts its default site on port 80 where systemd runs: on a machine that
-#   is not to serve it, `systemctl disable --now nginx`).
+#   is not to serve it, `systemctl disable --now nginx`), iproute2 (tests/test_hosts.py puts
+#   roles on hosts of their own: network namespaces, with `ip netns`).
 # As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ -d /usr/share/fonts/truetype/liberation2 ] || missing+=(fonts-liberation2)
 [ ${#missing[@]} -eq 0 ] && exit 0

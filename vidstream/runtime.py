@@ -31,7 +31,8 @@ from vidstream.ops.maintenance import Maintenance
 from vidstream.ops.metrics import MetricsServer
 from vidstream.ops.retention import Retention
 from vidstream.services import Services, connect_redis
-from vidstream.storage import LocalStore, ObjectStore, open_store
+from vidstream.state.sharing import SharedStorage
+from vidstream.storage import LocalStore, ObjectStore, Place, open_store
 
 if TYPE_CHECKING:  # each role's modules are imported by the processes that run it (memory)
     from vidstream.actors.worker import Worker
@@ -79,6 +80,14 @@ async def check_storage(store: ObjectStore) -> None:
         log.warning("storage_unavailable", storage=store.name, error=str(exc) or "timed out")
 
 
+async def place_of(store: ObjectStore) -> Place:
+    """Which files `store` reaches; a local folder that cannot be written is a `ConfigError`."""
+    try:
+        return await store.place()
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 class Stack(Component):
     """The roles of one process and the clients they share, started and closed as one."""
 
@@ -106,6 +115,9 @@ class Stack(Component):
         store = await enter(open_store(s, signer))
         await check_storage(store)
         self.services = services = Services.build(s, redis, store, signer, api_keys)
+        # Before any role: a process whose storage reaches other files than the running ones'
+        # (local storage on another host) refuses to start.
+        await enter(SharedStorage(redis, services.keys, await place_of(store)))
         retention = Retention(redis, services.keys, store, keep_outputs=s.keep_outputs)
         await enter(Maintenance(redis, services.keys, services.jobs, retention=retention,
                                 visibility_timeout_s=s.visibility_timeout_s))  # fmt: skip

@@ -68,6 +68,13 @@ class Keys:
         a name whose `worker` hash is gone is a worker that stopped or died."""
         return f"{self.prefix}:workers"
 
+    @property
+    def storage_users(self) -> str:
+        """Sorted set: the live processes of the deployment and the files their storage reaches,
+        `<place>|<nonce>|<where>` scored by when each lapses (ms, Redis time): a process whose
+        storage reaches other files refuses to start (`state.sharing`)."""
+        return f"{self.prefix}:storage-users"
+
     def stage_runs(self, stage: Stage) -> str:
         """Sorted set: the stage's runs that recorded an outcome in the last hour (a few
         thousand at most), `<seconds>|<outcome>|<nonce>` scored by end time (ms, Redis time)."""

@@ -7,10 +7,10 @@ from pathlib import Path
 from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
 from vidstream.core.signing import Signer
-from vidstream.storage.base import ObjectInfo, ObjectStore
+from vidstream.storage.base import ObjectInfo, ObjectStore, Place
 from vidstream.storage.local import LocalStore
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "open_store"]
+__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "Place", "open_store"]
 
 
 def open_store(settings: Settings, signer: Signer) -> ObjectStore:

@@ -11,6 +11,21 @@ from vidstream.core.lifecycle import Component
 
 
 @dataclass(frozen=True, slots=True)
+class Place:
+    """Which files a store reaches. Stores of the same `backend` and `id` see the same objects,
+    and every process of one deployment must (`state.sharing` checks it at start)."""
+
+    backend: str  # "local" or "s3"
+    id: str  # local: the id written into the folder (`LocalStore.place`); s3: the bucket
+    where: str  # for people, in messages: "local storage /srv/data/storage on host-a"
+
+    @property
+    def key(self) -> str:
+        """What must be equal for two stores to see the same files."""
+        return f"{self.backend}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
     size: int
@@ -25,6 +40,10 @@ class ObjectStore(Component, abc.ABC):
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise `StorageError` unless the store can be read and written."""
+
+    @abc.abstractmethod
+    async def place(self) -> Place:
+        """Which files this store reaches (after `start()`)."""
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:

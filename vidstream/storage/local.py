@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import AsyncIterable, Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 from vidstream.core.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.core.signing import Signer
 from vidstream.core.tasks import cancel_and_wait, every
-from vidstream.storage.base import ObjectInfo, ObjectStore
+from vidstream.storage.base import ObjectInfo, ObjectStore, Place
 from vidstream.storage.names import check_key, content_type_for, too_large
 
 _BATCH = 1024 * 1024  # write to disk in batches this size, off the event loop
@@ -31,6 +32,8 @@ _PUBLISH_TRIES = 5  # renames into a folder that concurrent deletes keep removin
 # judged by age alone).
 PARTIAL_IDLE_S = 3600.0
 PARTIAL_SWEEP_S = 300.0
+# The folder's id, written into it on first use: what `place()` says this store reaches.
+ID_FILE = ".identity"
 
 
 class LocalStore(ObjectStore):
@@ -83,6 +86,17 @@ class LocalStore(ObjectStore):
             await asyncio.to_thread(probe.unlink)
         except OSError as exc:
             raise StorageError(f"local storage at {self.root} is not writable: {exc}") from exc
+
+    async def place(self) -> Place:
+        """The folder is known by an id written into it, not by its path or its host: processes
+        see the same files exactly when they read the same id (several on one machine sharing
+        its data dir, hosts mounting one share, containers with one volume), by whatever path
+        each names it. A folder on another host has an id of its own."""
+        try:
+            found = await asyncio.to_thread(_folder_id, self.root / ID_FILE, self._partial)
+        except OSError as exc:
+            raise StorageError(f"local storage at {self.root} is not writable: {exc}") from exc
+        return Place("local", found, f"local storage {self.root} on {socket.gethostname()}")
 
     async def head(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
@@ -235,6 +249,30 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+
+
+def _folder_id(path: Path, partial: Path) -> str:
+    """The id in `path`, written first if there is none. Made as a whole file beside it and
+    linked into place: of processes starting at once, one id wins and all of them read it."""
+    if found := _read_id(path):
+        return found
+    made = partial / f"identity-{secrets.token_hex(4)}"
+    made.write_text(secrets.token_hex(16))
+    try:
+        os.link(made, path)
+    except FileExistsError:
+        if not _read_id(path):  # an empty file (a disk that lost it): ours replaces it
+            os.replace(made, path)
+    finally:
+        made.unlink(missing_ok=True)
+    return _read_id(path)
+
+
+def _read_id(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _sweep(directory: Path, cutoff: float, writing: frozenset[Path]) -> int:

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from vidstream.core.errors import ConfigError, ObjectNotFound, ObjectTooLarge, StorageError
 from vidstream.core.settings import Settings
 from vidstream.core.tasks import cancel_and_wait
-from vidstream.storage.base import ObjectInfo, ObjectStore
+from vidstream.storage.base import ObjectInfo, ObjectStore, Place
 from vidstream.storage.names import check_key, content_disposition, too_large
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ class S3Store(ObjectStore):
             raise StorageError(f"{self.where} answered {code}") from exc
         except (BotoCoreError, OSError) as exc:
             raise StorageError(f"{self.where} is unreachable: {exc}") from exc
+
+    async def place(self) -> Place:
+        # The bucket alone: hosts may reach one endpoint by different names (minio:9000 inside
+        # docker compose, an address outside).
+        return Place("s3", self.bucket, self.where)
 
     async def head(self, key: str) -> ObjectInfo | None:
         try:
