@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 MASTER_NAME = "vstest"
 # Short enough that a failover takes a few seconds, long enough that a busy test machine does not
@@ -95,20 +96,42 @@ class Replicated:
     """A primary and one replica of it, without persistence (a killed primary's writes that
     had not reached the replica are gone, as on a lost host)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, primary_args: tuple[str, ...] = ()) -> None:
         from tests.conftest import free_port  # here: conftest imports the fault helpers
 
         # No wait for other replicas before a full sync (5 s by default).
         plain = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
-        self.primary = Server("primary", directory / "primary", free_port(), plain)
+        self.primary = Server("primary", directory / "primary", free_port(),
+                              [*plain, *primary_args])  # fmt: skip
         port = self.primary.port
         self.replica = Server("replica", directory / "replica", free_port(),
                               [*plain, "--replicaof", "127.0.0.1", str(port)])  # fmt: skip
+
+    def url(self, server: Server) -> str:
+        return f"redis://{server.address}/0"
 
     async def start(self) -> None:
         await self.primary.start()
         await self.replica.start()
         await self.replica.wait_for("MASTER <-> REPLICA sync: Finished with success")
+
+    async def cut(self) -> None:
+        """Stop replication here: the replica frozen, and its link closed by the primary (what
+        the primary sent before lies in the replica's socket, and would still arrive), so what
+        the primary takes from now on stays on the primary."""
+        self.replica.freeze()
+        primary = Redis.from_url(self.url(self.primary))
+        try:
+            assert await primary.client_kill_filter(_type="replica") == 1
+        finally:
+            await primary.aclose()
+
+    async def rejoin(self) -> None:
+        """Let the replica go on: it reconnects and catches up on what it missed."""
+        caught_up = "Successful partial resynchronization|sync: Finished with success"
+        done = sum(1 for line in self.replica.lines if re.search(caught_up, line))
+        self.replica.thaw()
+        await self.replica.wait_for(caught_up, count=done + 1)
 
     async def stop(self) -> None:
         await self.replica.stop()
