@@ -229,7 +229,9 @@ async def test_with_wait_a_job_is_acknowledged_once_a_replica_has_it(
     await replica.aclose()
 
 
-def hand_off_store(redis: Redis, keys: Keys, refused: asyncio.Event | None = None) -> JobStore:
+def hand_off_store(
+    redis: Redis, keys: Keys, refused: asyncio.Event | None = None, timeout_ms: int = 1000
+) -> JobStore:
     """A job store waiting for one replica on each hand-off; `refused` is set when one falls
     short."""
 
@@ -242,7 +244,8 @@ def hand_off_store(redis: Redis, keys: Keys, refused: asyncio.Event | None = Non
                     refused.set()
                 raise
 
-    return Watched(redis, keys, ttl_s=3600, replication=Replication(1, 1000, keys.replicated))
+    return Watched(redis, keys, ttl_s=3600,
+                   replication=Replication(1, timeout_ms, keys.replicated))  # fmt: skip
 
 
 async def started(jobs: JobStore, owner: str) -> Job:
@@ -283,6 +286,30 @@ async def test_a_worker_keeps_its_outcome_until_a_replica_has_it(
     assert await replica.xlen(keys.stage_stream(Stage.RENDER)) == 1  # handed to render
     await primary.aclose()
     await replica.aclose()
+
+
+async def test_a_hand_off_read_back_is_confirmed_whoever_wrote_it(
+    replicated: Replicated, prefix: str
+) -> None:
+    """A resent request is answered with the job its first try made, on another connection:
+    it is confirmed once the replica has everything the primary holds, not merely what the
+    connection that reads it back last wrote (WAIT's own measure)."""
+    keys = Keys(prefix)
+    reader = Redis.from_url(replicated.url(replicated.primary), decode_responses=True)
+    writer = Redis.from_url(replicated.url(replicated.primary), decode_responses=True)
+    await reader.set(keys.lock("test"), "1")
+    assert await reader.wait(1, 1000) == 1  # the reader's last write is on the replica
+    replicated.replica.freeze()  # connected, and behind from now on
+    try:
+        job = Job.new("uploads/a/clip.mp4", Options(burn_subtitles=True))
+        assert await JobStore(writer, keys, ttl_s=3600).create(job) is Intake.OK
+        with pytest.raises(NotReplicated):
+            await hand_off_store(reader, keys, timeout_ms=200).confirm()
+    finally:
+        replicated.replica.thaw()
+    await hand_off_store(reader, keys).confirm()
+    await writer.aclose()
+    await reader.aclose()
 
 
 async def test_an_outcome_resent_to_a_primary_that_lost_it_is_made_there_once(

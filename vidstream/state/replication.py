@@ -9,10 +9,11 @@ keeps its outcome and sends it again (a resend changes nothing, or makes the han
 a new primary that lost it).
 
 `WAIT` waits for this connection's last write to reach the replicas. A hand-off that wrote
-nothing (a resend whose first try had been applied, a job that already existed) would leave
-that offset behind the write it stands for, so a PUBLISH (replicated, on a channel nobody
+nothing on it (a resend whose first try had been applied, a job another connection made, read
+back for a resent request) would leave that offset behind the write it stands for, and WAIT
+would count a lagging replica as having it; so a PUBLISH (replicated, on a channel nobody
 reads, storing nothing) goes first: whatever the primary holds up to now is then what WAIT
-waits for.
+waits for (tests/test_failover.py shows the difference).
 """
 
 from __future__ import annotations
