@@ -38,11 +38,17 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     async def start(self, ready: str = "Ready to accept connections") -> None:
-        binary = shutil.which("redis-server")
+        args = list(self.args)
+        # Debian's redis-sentinel is redis-server under another name, which runs as Sentinel.
+        if "--sentinel" in args and shutil.which("redis-sentinel"):
+            args.remove("--sentinel")
+            binary = shutil.which("redis-sentinel")
+        else:
+            binary = shutil.which("redis-server")
         assert binary, "redis-server is needed (make test installs it)"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = await asyncio.create_subprocess_exec(
-            binary, *self.args, "--port", str(self.port), "--bind", "127.0.0.1",
+            binary, *args, "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.dir), "--logfile", "", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())

@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from tests.conftest import TERMINAL
+from tests.conftest import TERMINAL, free_port
 from tests.faults import FAKE_FFMPEG, Faults
-from tests.sentinels import MASTER_NAME, Replicated, Sentinels
+from tests.sentinels import MASTER_NAME, Replicated, Sentinels, Server
 from tests.sentinels import replicated as replicated
 from tests.sentinels import sentinels as sentinels
 from vidstream.actors.run import Run, RunEnd, RunState
@@ -364,3 +364,21 @@ async def test_a_primary_without_a_replica_refuses_new_jobs(
                 assert body["error"]["code"] == "unavailable"
     finally:
         await servers.stop()
+
+
+async def test_the_sentinel_example_watches_the_primary_it_names(tmp_path: Path) -> None:
+    """deploy/redis/sentinel.conf starts a Sentinel (here on loopback) that watches `mymaster`,
+    REDIS_MASTER_NAME's default, with the quorum and timings docs/redis.md describes."""
+    conf = tmp_path / "sentinel.conf"  # a copy: Sentinel rewrites its file
+    example = Path(__file__).resolve().parent.parent / "deploy" / "redis" / "sentinel.conf"
+    conf.write_text(example.read_text())
+    node = Server("sentinel", tmp_path, free_port(), [str(conf), "--sentinel"])
+    await node.start(ready="+monitor master")
+    client = Redis(port=node.port, decode_responses=True)
+    try:
+        watched = await client.sentinel_master(Settings().redis_master_name)
+        assert (watched["ip"], watched["port"], watched["quorum"]) == ("10.0.0.10", 6379, 2)
+        assert watched["down-after-milliseconds"] == 5000
+    finally:
+        await client.aclose()
+        await node.stop()

@@ -30,8 +30,8 @@ class FollowingConnection(SentinelManagedConnection):
 
     redis-py's own asks only when its pool hands it out: a command retried after its server
     died reconnects through `connect_check_health` to the address it had (redis-py #3874). In
-    tests/test_failover.py the roles' connections kept trying the dead primary for 18 s after
-    the replica was promoted, until their retries ran out."""
+    tests/test_failover.py the roles' connections kept dialling the dead primary for 16 s after
+    the replica was promoted, and a connection of its own failed its next command there."""
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
