@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import free_port
+
 MASTER_NAME = "vstest"
 # Short enough that a failover takes a few seconds, long enough that a busy test machine does not
 # take a slow reply for a dead primary.
@@ -103,8 +105,6 @@ class Replicated:
     had not reached the replica are gone, as on a lost host)."""
 
     def __init__(self, directory: Path, primary_args: tuple[str, ...] = ()) -> None:
-        from tests.conftest import free_port  # here: conftest imports the fault helpers
-
         # No wait for other replicas before a full sync (5 s by default).
         plain = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         self.primary = Server("primary", directory / "primary", free_port(),
@@ -148,8 +148,6 @@ class Sentinels:
     """Three Sentinels watching `servers.primary` under MASTER_NAME, with a quorum of two."""
 
     def __init__(self, servers: Replicated, directory: Path) -> None:
-        from tests.conftest import free_port
-
         self.servers = servers
         self.nodes = []
         for i in range(3):
