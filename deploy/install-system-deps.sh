@@ -8,13 +8,17 @@
 #   in front of a gateway; the test starts its own nginx on free ports, never the system one;
 #   Debian's package starts its default site on port 80 where systemd runs: on a machine that
 #   is not to serve it, `systemctl disable --now nginx`), iproute2 (tests/test_hosts.py puts
-#   roles on hosts of their own: network namespaces, with `ip netns`).
+#   roles on hosts of their own: network namespaces, with `ip netns`), redis-sentinel
+#   (tests/test_failover.py starts its own Sentinels on free ports, as deploy/README.md's
+#   failover runs them; the package's own starts on 26379 where systemd runs: `systemctl
+#   disable --now redis-sentinel` on a machine that is not to run one).
 # As root on Debian/Ubuntu it runs apt-get; otherwise it says what to install.
 set -euo pipefail
 
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)

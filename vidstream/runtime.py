@@ -106,7 +106,7 @@ class Stack(Component):
     async def start(self) -> None:
         s, enter = self.settings, self._exit.enter_async_context
         api_keys = self._api_keys()
-        if self.dev:
+        if self.dev and not s.redis_sentinels:  # (with Sentinels, their primary or nothing)
             await enter(PrivateRedis(s.redis_url, Path(s.data_dir)))
         redis = connect_redis(s)
         self._exit.push_async_callback(redis.aclose)

@@ -21,6 +21,7 @@ from vidstream.job.protocol import Claim, FinishStage, Op, Outcome, Progress
 from vidstream.media.info import MediaInfo
 from vidstream.media.progress import Eta, Throttle
 from vidstream.state.jobstore import Applied, JobStore
+from vidstream.state.replication import NotReplicated
 
 # A run's outcome is kept trying through a Redis outage of any length: the work behind it may be
 # hours of transcription. Each try has the client's timeout; the first after Redis returns is at
@@ -138,6 +139,17 @@ class Run:
             nonlocal waited
             try:
                 return await self.jobs.apply(self.job_id, op)
+            except NotReplicated as exc:
+                # Made on the primary, not yet on enough replicas (REDIS_WAIT_REPLICAS): the
+                # stage is let go (the lease keeper would take the job's move for another run's)
+                # and the outcome is sent again until replicas have it. A resend changes nothing,
+                # or makes it again on a new primary that lost it.
+                if isinstance(exc.answer, Applied) and exc.answer.ok:
+                    self.state = RunState.RELEASED
+                if not waited:
+                    waited = True
+                    self.log.warning("outcome_waiting_for_replicas", op=op.name, error=str(exc))
+                raise
             except RedisError as exc:
                 if not waited:
                     waited = True

@@ -1,6 +1,7 @@
 """One frozen `Settings`, read from the environment once in `main()` and passed explicitly.
 
-Each setting is declared once, with `declare.setting()`: variable, default, bounds, help.
+Each setting is declared once, with `declare.setting()`: variable, default, bounds, help (the
+Redis ones in `settings_redis.RedisSettings`, which `Settings` extends).
 Parsing (`from_env`), validation (`__post_init__`, so settings built in code are checked too)
 and the README's table (`python -m vidstream.core.settings`) all follow from that declaration. A
 malformed value fails loudly at start-up naming the variable, so a typo never becomes a job
@@ -35,35 +36,19 @@ from vidstream.core.declare import (
     table,
 )
 from vidstream.core.errors import ConfigError
+from vidstream.core.settings_redis import RedisSettings
 
 __all__ = ["GiB", "MiB", "Settings", "Spec", "env_example", "settings_table"]
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _X264_PRESETS: tuple[str, ...] = ("ultrafast", "superfast", "veryfast", "faster", "fast")
 _X264_PRESETS += ("medium", "slow", "slower", "veryslow")
-_HTTP, _WS, _REDIS = ("http", "https"), ("ws", "wss"), ("redis", "rediss", "unix")
+_HTTP, _WS = ("http", "https"), ("ws", "wss")
 _LEVELS, _FORMATS = ("debug", "info", "warning", "error"), ("auto", "json", "console")
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    redis_url: str = setting(
-        "REDIS_URL", "redis://127.0.0.1:6379/0", "job state and streams", url=_REDIS
-    )
-    redis_prefix: str = setting("REDIS_PREFIX", "vs", "prefix of every key vidstream writes")
-    redis_timeout_s: float = setting(
-        "REDIS_TIMEOUT_S", 5.0, "Redis connect and reply timeout", low=0.1
-    )
-    # A bound per request, not per command: five commands to a Redis that accepts and never
-    # answers took 25 s with the per-command timeout and retries alone (vidstream/state/budget.py).
-    redis_request_timeout_s: float = setting(
-        "REDIS_REQUEST_TIMEOUT_S",
-        2.0,
-        "the longest an API request waits on Redis, all its commands together, until its "
-        "answer starts; past it the answer is 503 `unavailable`",
-        low=0.1,
-    )
+class Settings(RedisSettings):
     data_dir: Path = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)
         "VIDSTREAM_DATA_DIR", Path("data"), "local storage, private Redis, worker temp dirs"
     )
@@ -398,10 +383,7 @@ class Settings:
             networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"TRUSTED_PROXIES: {exc}") from None
-        if not _PREFIX_RE.match(self.redis_prefix):
-            raise ConfigError(
-                f"REDIS_PREFIX must be 1-32 of letters, digits, _ . -; got {self.redis_prefix!r}"
-            )
+        self.check_redis()
         self.check_storage()
 
     @classmethod

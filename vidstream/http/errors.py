@@ -20,6 +20,7 @@ from vidstream.core.errors import (
     StorageError,
 )
 from vidstream.feed.base import FeedUnavailable
+from vidstream.state.replication import NotReplicated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logs.get(role="gateway")
@@ -78,6 +79,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
     except ObjectNotFound as exc:
         response = error_response(404, exc.code, exc.message)
+    except NotReplicated as exc:  # made on the primary, which may yet lose it (docs/redis.md)
+        log.warning("not_replicated", error=str(exc))
+        response = error_response(
+            503, "unavailable", "The job store could not confirm the change on a replica in "
+            "time; try again shortly (a new job with the same Idempotency-Key, so it is made "
+            "once).",
+        )  # fmt: skip
     except (RedisError, FeedUnavailable) as exc:
         log.warning("redis_unavailable", error=str(exc))
         response = error_response(

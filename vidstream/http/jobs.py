@@ -95,6 +95,7 @@ async def create_job(request: web.Request) -> web.Response:
         if existing := await idem.reserve():
             job = await services.jobs.get(existing)
             if job is not None and job.tenant == tenant:
+                await services.jobs.confirm()  # a first try's 503 may have been not replicated
                 return web.json_response(await job_body(request, job), status=200)
     # The reservation is kept alive for as long as the upload streams, and bound to the job by
     # the step that creates it.

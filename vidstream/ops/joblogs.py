@@ -231,8 +231,11 @@ async def drain() -> None:
 
 
 def _destination(redis: Redis, keys: Keys) -> tuple[object, ...]:
-    kw = redis.connection_pool.connection_kwargs
-    return (kw.get("host"), kw.get("port"), kw.get("path"), kw.get("db", 0), keys.prefix)
+    pool = redis.connection_pool
+    kw = pool.connection_kwargs
+    # Through Sentinel no host is known, only the primary's name (`state.sentinel`).
+    service = getattr(pool, "service_name", None)
+    return (kw.get("host"), kw.get("port"), kw.get("path"), service, kw.get("db", 0), keys.prefix)
 
 
 # -- the shipper -----------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from vidstream.job.model import PRIORITIES, Job, Stage, Status
 from vidstream.job.pipelines import pipeline_of
@@ -22,6 +24,9 @@ from vidstream.job.protocol import Event, Intake, Op, Outcome, Push, PushKind
 from vidstream.job.protocol.ops import encode
 from vidstream.state import bus, scripts
 from vidstream.state.keys import Keys
+from vidstream.state.replication import Replication
+
+T = TypeVar("T")
 
 # Shared streams (dead letters, cancel notices) keep about this many entries.
 SHARED_MAX = 10_000
@@ -71,8 +76,11 @@ class JobStore:
     def __init__(
         self, redis: Redis, keys: Keys, *, ttl_s: int, failed_ttl_s: int | None = None,
         events_ttl_s: int | None = None, history_max: int = 2000, feed_max: int = 50_000,
+        replication: Replication | None = None,
     ) -> None:  # fmt: skip
         self.redis = redis
+        # REDIS_WAIT_REPLICAS: hand-offs wait for replicas, or raise `NotReplicated` (None: off).
+        self.replication = replication
         self.keys = keys
         self.ttl_s = ttl_s  # how long an ended job is kept (JOB_RETENTION_S)
         self.failed_ttl_s = failed_ttl_s or ttl_s  # a failed one (FAILED_JOB_RETENTION_S)
@@ -95,7 +103,7 @@ class JobStore:
         if bind is not None:
             more_keys, more_args = bind.keys_args()
             keys, args = keys + more_keys, args + more_args
-        answer = str(await self._create(keys=keys, args=args))
+        answer = await self._write(self._create, keys, args, str)
         if answer == Intake.KEY_TAKEN:
             return Intake.KEY_TAKEN
         return Intake.OK if answer else Intake.EXISTS
@@ -114,7 +122,8 @@ class JobStore:
         if bind is not None:
             more_keys, more_args = bind.keys_args()
             keys, args = keys + more_keys, args + more_args
-        answer = cast(list[str], await self._create_from_upload(keys=keys, args=args))
+        answer = await self._write(self._create_from_upload, keys, args,
+                                   lambda raw: cast(list[str], raw))  # fmt: skip
         if answer[0] != Intake.OK:
             return Intake(answer[0]), ""
         return Intake.OK, str(json.loads(answer[2]).get("filename", ""))
@@ -158,13 +167,32 @@ class JobStore:
         ]  # fmt: skip
         if (push := op.push()) is not None:
             keys += self._push_keys(push)
-        outcome, status, event_id, attempts, gen = await self._transition(
-            keys=keys, args=[json.dumps(args)]
-        )
-        return Applied(
-            Outcome(outcome), Status(status) if status else None, event_id or None,
-            int(attempts), int(gen),
-        )  # fmt: skip
+        # A claim or a progress report lost in a failover costs little (a lease taken again, a
+        # report sent again); the rest hand the job on or end it.
+        hand_off = push is not None or status.terminal
+        return await self._write(self._transition, keys, [json.dumps(args)], _applied, hand_off)
+
+    async def _write(
+        self, script: AsyncScript, keys: list[str], args: list[Any], read: Callable[[Any], T],
+        hand_off: bool = True,
+    ) -> T:  # fmt: skip
+        """Run `script` and `read` its answer; a hand-off under REDIS_WAIT_REPLICAS is confirmed
+        on the replicas in the same round trip, or raises `NotReplicated` with that answer."""
+        if self.replication is None or not hand_off:
+            return read(await script(keys=keys, args=args))
+        async with self.redis.pipeline(transaction=False) as pipe:  # WAIT: the same connection
+            await script(keys=keys, args=args, client=pipe)
+            self.replication.queue(pipe)
+            results = await pipe.execute()
+        answer = read(results[0])
+        self.replication.check(results, answer)
+        return answer
+
+    async def confirm(self) -> None:
+        """Under REDIS_WAIT_REPLICAS, return once what the primary holds is on the replicas
+        (before answering with a hand-off read back), or raise `NotReplicated`."""
+        if self.replication is not None:
+            await self.replication.confirm(self.redis)
 
     def _push_keys(self, push: Push) -> list[str]:
         match push.kind:
@@ -243,3 +271,11 @@ class JobStore:
         if not raw:
             return None, "0-0"
         return Job.from_redis(raw), (last[0][0] if last else "0-0")
+
+
+def _applied(raw: Any) -> Applied:
+    outcome, status, event_id, attempts, gen = raw
+    return Applied(
+        Outcome(outcome), Status(status) if status else None, event_id or None, int(attempts),
+        int(gen),
+    )  # fmt: skip

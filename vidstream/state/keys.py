@@ -141,6 +141,12 @@ class Keys:
         """Stream: cancellation notices; every worker tails it."""
         return f"{self.prefix}:control"
 
+    @property
+    def replicated(self) -> str:
+        """Pub/sub channel nobody reads: a PUBLISH on it before WAIT makes WAIT cover everything
+        written so far (`state.replication`)."""
+        return f"{self.prefix}:replicated"
+
     def rate(self, key_id: str) -> str:
         """String with a TTL: the rate limiter's next allowed time (ms) for one API key."""
         return f"{self.prefix}:rate:{key_id}"
