@@ -78,6 +78,7 @@ class Run:
     throttle: Throttle = field(default_factory=Throttle)
     eta: Eta = field(default_factory=Eta)
     fraction: float = 0.0  # of the stage, as last reported (what `vidstream workers` shows)
+    pieces: tuple[int, int] | None = None  # of a fanned-out stage: (done, in all), as reported
     started_at: float = field(default_factory=time.time)  # Unix time the entry was taken
     # How the run ended, for metrics: handed_on | completed | retry | failed | dead_letter |
     # cancelled (what a run that stopped without recording anything counts as).
@@ -168,16 +169,22 @@ class Run:
             self.state = RunState.RELEASED  # from here on the lease keeper has nothing to renew
         return applied
 
-    async def report(self, fraction: float) -> None:
-        """Record how far the stage is (throttled). Best effort: a Redis blip must not stop an
-        hour's work. Raise `JobCancelled` once the job no longer runs this stage."""
+    async def report(
+        self, fraction: float, *, force: bool = False, pieces: tuple[int, int] | None = None
+    ) -> None:
+        """Record how far the stage is (throttled, unless `force`d or a fanned-out stage's
+        count of `pieces` done moved). Best effort: a Redis blip must not stop an hour's work.
+        Raise `JobCancelled` once the job no longer runs this stage."""
         assert self.job is not None
         self.fraction = max(self.fraction, min(fraction, 1.0))
-        if not self.throttle.should_emit(round(fraction, 3)):
+        moved = pieces is not None and pieces != self.pieces
+        if not (force or moved or self.throttle.should_emit(round(fraction, 3))):
             return
+        self.pieces = pieces or self.pieces
         overall = pipeline_of(self.job).progress(self.job.options, self.stage, fraction)
         eta = self.eta.estimate(overall)
-        op = Progress.of(self.job, self.stage, fraction, owner=self.owner, eta_s=eta)
+        op = Progress.of(self.job, self.stage, fraction, owner=self.owner, eta_s=eta,
+                         pieces=pieces)  # fmt: skip
         try:
             applied = await self.jobs.apply(self.job_id, op)
         except RedisError as exc:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from vidstream.actors.control import ControlListener
 from vidstream.actors.execute import Executor, new_run
 from vidstream.actors.leases import LeaseKeeper
+from vidstream.actors.pieces import PieceTaker
 from vidstream.actors.run import Run, RunState
 from vidstream.actors.slots import SlotLease
 from vidstream.core import logs
@@ -31,6 +32,8 @@ from vidstream.core.lifecycle import Component
 from vidstream.core.tasks import cancel_and_wait
 from vidstream.job import policy
 from vidstream.job.model import Job, Stage
+from vidstream.kinds import fanout
+from vidstream.kinds.base import Tools
 from vidstream.ops import joblogs
 from vidstream.ops.workers import WorkerRegistry
 from vidstream.services import Services
@@ -41,6 +44,7 @@ from vidstream.storage.base import ObjectStore
 
 class Worker(Component, abc.ABC):
     stage: ClassVar[Stage]
+    tools: Tools  # what the stage's work is given (set by each role)
 
     def __init__(
         self, services: Services, *, concurrency: int = 1, name: str | None = None
@@ -70,6 +74,7 @@ class Worker(Component, abc.ABC):
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: skip the grace period
         self._runs: dict[str, Run] = {}  # by job id
+        self._pieces: dict[str, asyncio.Task[None]] = {}  # other runs' pieces, by "job#piece"
         self._consuming: asyncio.Task[None] | None = None
         self._reading = False  # inside a blocking read: let it return rather than cancel it
         self._helpers = AsyncExitStack()
@@ -88,8 +93,10 @@ class Worker(Component, abc.ABC):
         # `consumer` names the host, for operators; job logs show tenants `worker` only.
         label = joblogs.worker_label(services.signer, self.stage.value, self.name)
         self.log = self.log.bind(consumer=self.name, worker=label)
+        # Pieces of fanned-out jobs first: a started job's pieces before new jobs.
+        streams = (services.keys.piece_stream(self.stage), *services.keys.stage_streams(self.stage))
         self.consumer = consumer = StageConsumer(
-            services.redis, services.keys.stage_streams(self.stage),
+            services.redis, streams,
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
             rescan_s=min(s.visibility_timeout_s / 10, 2.0),
             paused_key=services.keys.paused(self.stage.value),
@@ -109,6 +116,11 @@ class Worker(Component, abc.ABC):
             jobs=self.jobs, stage=self.stage, process=self.process, ack=consumer.ack,
             store=self.store, limits=limits, lease_ms=self.lease_ms, tmp_root=self.tmp_root,
             metrics=services.metrics, ended=self.registry.ended,
+        )  # fmt: skip
+        self.pieces = PieceTaker(
+            jobs=self.jobs, store=fanout.piece_store(self.tools), tools=self.tools,
+            stage=self.stage, ack=consumer.ack, refresh=consumer.refresh, lease_ms=self.lease_ms,
+            max_tries=s.job_max_attempts, tmp_root=self.tmp_root,
         )  # fmt: skip
         self._leases = await self._helpers.enter_async_context(LeaseKeeper(
             self.jobs, consumer, self._runs.values, lease_ms=self.lease_ms,
@@ -139,12 +151,14 @@ class Worker(Component, abc.ABC):
             await asyncio.wait(consuming, timeout=BLOCK_MS / 1000 + 1)
         await cancel_and_wait(consuming, 1.0)
         # Phase 2: let running jobs finish within the grace period (unless told to hurry).
-        if self._runs:
-            self.log.info("draining", jobs=len(self._runs), grace_s=self.settings.shutdown_grace_s)
+        if self._runs or self._pieces:
+            self.log.info("draining", jobs=len(self._runs), pieces=len(self._pieces),
+                          grace_s=self.settings.shutdown_grace_s)  # fmt: skip
             await self._drain(self.settings.shutdown_grace_s)
         # Phase 3: cancel what is left; each job stops its subprocesses, removes its temp files
         # and hands its stream entry back, so another worker takes it up at once.
-        await cancel_and_wait([r.task for r in self._runs.values() if r.task], 15.0)
+        tasks = [r.task for r in self._runs.values() if r.task]
+        await cancel_and_wait([*tasks, *self._pieces.values()], 15.0)
         # Phase 4: stop the heartbeats (leases; the registry's, which unlists the worker) and the
         # control listener, release the stage's resources (subprocess pools), then the slot.
         await self._helpers.aclose()
@@ -171,8 +185,9 @@ class Worker(Component, abc.ABC):
         hurry = asyncio.create_task(self._hurry.wait())
         try:
             async with asyncio.timeout(grace_s):
-                while self._runs and not self._hurry.is_set():
+                while (self._runs or self._pieces) and not self._hurry.is_set():
                     tasks = [r.task for r in self._runs.values() if r.task]
+                    tasks += self._pieces.values()
                     await asyncio.wait([*tasks, hurry], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             self.log.warning("grace_period_over", jobs=len(self._runs))
@@ -235,6 +250,9 @@ class Worker(Component, abc.ABC):
             self._spawn(entry_id, fields)
 
     def _spawn(self, entry_id: str, fields: dict[str, str]) -> None:
+        if "piece" in fields:
+            self._spawn_piece(entry_id, fields)
+            return
         run = new_run(self.jobs, self.stage, self.name, entry_id, fields, secrets.token_hex(4),
                       self.log)  # fmt: skip
         if run.job_id in self._runs:  # a duplicate entry for a job this worker is running
@@ -251,9 +269,34 @@ class Worker(Component, abc.ABC):
 
         run.task.add_done_callback(done)
 
+    def _spawn_piece(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Work a piece of another run's fanned-out stage (`actors.pieces`)."""
+        key = f"{fields.get('job_id', '')}#{fields.get('piece', '')}"
+        if key in self._pieces:  # a second entry for a piece this worker is working
+            self._slots.release()
+            return
+        owner = f"{self.name}:{secrets.token_hex(4)}"
+        task = asyncio.create_task(
+            self.pieces.handle(entry_id, fields, owner, self._stopping, self.log),
+            name=f"{self.name}-{key}",
+        )
+        self._pieces[key] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._slots.release()
+            self._pieces.pop(key, None)
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error("piece_handler_crashed", piece=key, exc_info=task.exception())
+
+        task.add_done_callback(done)
+
     def _cancel(self, job_id: str) -> None:
-        """A user cancelled `job_id`: stop its run if this worker has one."""
+        """A user cancelled `job_id`: stop its run and its pieces if this worker has them."""
         run = self._runs.get(job_id)
         if run is not None and run.task:
             self.log.info("cancelling_job", job_id=job_id)
             run.stop(RunState.CANCELLED)
+        for key, task in list(self._pieces.items()):
+            if key.partition("#")[0] == job_id:
+                self.log.info("cancelling_piece", job_id=job_id, piece=key.partition("#")[2])
+                task.cancel()

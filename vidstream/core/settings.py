@@ -304,6 +304,18 @@ class Settings(RedisSettings):
     whisper_range_s: float = setting(
         "WHISPER_RANGE_S", 1200.0, "long sources are transcribed in pieces this long", low=1
     )
+    # A long source's stages are cut into pieces that every worker of the role, on every host,
+    # works at once (`kinds.fanout`); shorter ones run whole, on one worker.
+    fanout_min_s: float = setting(
+        "FANOUT_MIN_S",
+        600.0,
+        "a source at least this long is transcribed and rendered in pieces that all workers "
+        "take at once; 0 turns fan-out off",
+        low=0,
+    )
+    piece_s: float = setting(
+        "PIECE_S", 300.0, "about how long each piece of a fanned-out source is", low=5
+    )
     probe_timeout_s: float = setting(
         "PROBE_TIMEOUT_S", 30.0, "how long probing a source may take", low=1
     )

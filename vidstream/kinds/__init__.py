@@ -13,7 +13,7 @@ import importlib
 
 from vidstream.job.kinds import KINDS, Kind
 from vidstream.job.stages import Stage
-from vidstream.kinds.base import KindHandler, StageWork
+from vidstream.kinds.base import KindHandler, PieceWork, StageWork
 
 
 @functools.cache
@@ -32,6 +32,11 @@ def stage_work(kind: Kind, stage: Stage) -> StageWork:
     if work is None:
         raise LookupError(f"the {kind} kind declares no work for its {stage} stage")
     return work
+
+
+def piece_work(kind: Kind, stage: Stage) -> PieceWork | None:
+    """What works one piece of a fanned-out `stage` of a `kind` job (None: it never fans out)."""
+    return handler(kind).pieces.get(stage)
 
 
 def load_all() -> None:

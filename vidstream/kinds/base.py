@@ -15,7 +15,7 @@ retries the job on the `JobError` a stage raises (`job.policy`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import structlog
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
+from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Bounds, Encoder
 from vidstream.media.info import MediaInfo
 from vidstream.media.whisper import WhisperPool
@@ -97,8 +98,16 @@ class StageRun(Protocol):
     @property
     def objects(self) -> Stored | None: ...
 
-    async def report(self, fraction: float) -> None:
-        """How far the stage is; raises `JobCancelled` once the job no longer runs it."""
+    @property
+    def owner(self) -> str:
+        """The run's lease token (a fanned-out stage's pieces are leased to it too)."""
+        ...
+
+    async def report(
+        self, fraction: float, *, force: bool = False, pieces: tuple[int, int] | None = None
+    ) -> None:
+        """How far the stage is (`pieces`: a fanned-out stage's, done and in all); raises
+        `JobCancelled` once the job no longer runs it."""
         ...
 
     async def publish(self, fraction: float, outputs: dict[str, Output]) -> None:
@@ -115,6 +124,27 @@ StageWork = Callable[[Tools, Job, Path, StageRun], Awaitable[None]]
 `run.finish(outputs)`."""
 
 
+Report = Callable[[float], Awaitable[None]]  # how far a piece of work is, 0..1
+
+
+@dataclass(frozen=True, slots=True)
+class PieceRun:
+    """One try of one piece of a fanned-out stage (`fanout`), as its work sees it."""
+
+    piece: Piece
+    workdir: Path  # scratch files here only
+    report: Report
+    log: structlog.stdlib.BoundLogger
+    tag: str  # the try's own short name, in the names of the objects it stores
+
+
+class PieceWork(Protocol):
+    """Work one piece of a job's stage, on any worker of the stage; return its result (a
+    transcript as JSON, a stored segment's key) for the stage's run to join."""
+
+    async def __call__(self, tools: Tools, job: Job, run: PieceRun) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class KindHandler:
     """A kind's code: what its handler module (`KindSpec.handler`) exports as `HANDLER`."""
@@ -123,3 +153,5 @@ class KindHandler:
     # what it names for the job, and say what the job is.
     intake: Callable[[Incoming, Any], Awaitable[Draft]]
     stages: Mapping[Stage, StageWork]  # the work of each stage of its pipeline
+    # The work of one piece, for each stage that fans a long source out (`fanout`).
+    pieces: Mapping[Stage, PieceWork] = field(default_factory=dict)

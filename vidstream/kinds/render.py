@@ -28,6 +28,7 @@ from vidstream.core.errors import ObjectNotFound, PermanentError
 from vidstream.job.kinds import KINDS, RenderOptions, RenderRequest
 from vidstream.job.model import Job, Stage, Status, is_job_id
 from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
+from vidstream.kinds.burning import burn_piece
 from vidstream.kinds.subtitle import subtitled
 from vidstream.kinds.transcribing import store_transcript
 from vidstream.media import captions
@@ -187,4 +188,4 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
     await run.finish({**outputs, "video": video}, job.media)
 
 
-HANDLER = KindHandler(intake, {Stage.RENDER: render})
+HANDLER = KindHandler(intake, {Stage.RENDER: render}, pieces={Stage.RENDER: burn_piece})

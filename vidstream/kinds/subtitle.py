@@ -12,10 +12,11 @@ from vidstream.job.kinds import FromVideo
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
+from vidstream.kinds import burning
 from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.sources import source_path
-from vidstream.kinds.transcribing import transcribe
+from vidstream.kinds.transcribing import transcribe, transcribe_piece
 from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
@@ -63,13 +64,17 @@ async def subtitled(
     media = job.media or await probe(
         source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s
     )
-    argv = await _command(tools, job, source, media, cues, workdir)
-    duration = min(media.duration, s.max_duration_s)
-    await run_ffmpeg(
-        argv, workdir, duration_s=media.duration,
-        deadline_s=run_timeout(duration, s.media_timeout_factor),
-        report=run.report, log=run.log,
-    )  # fmt: skip
+    joined = None
+    if burning.wanted(tools, job, media):
+        joined = await burning.burn_in_pieces(tools, job, source, media, workdir, run)
+    if joined is None:
+        argv = await _command(tools, job, source, media, cues, workdir)
+        duration = min(media.duration, s.max_duration_s)
+        await run_ffmpeg(
+            argv, workdir, duration_s=media.duration,
+            deadline_s=run_timeout(duration, s.media_timeout_factor),
+            report=run.report, log=run.log,
+        )  # fmt: skip
     assert run.objects is not None
     key = rendered_key(job.id, run.tag, job.created_at)
     return await run.objects.put(key, workdir / OUTPUT, "video/mp4")
@@ -95,4 +100,8 @@ async def _command(
     )  # fmt: skip
 
 
-HANDLER = KindHandler(intake, {Stage.TRANSCRIBE: transcribe, Stage.RENDER: render})
+HANDLER = KindHandler(
+    intake,
+    {Stage.TRANSCRIBE: transcribe, Stage.RENDER: render},
+    pieces={Stage.TRANSCRIBE: transcribe_piece, Stage.RENDER: burning.burn_piece},
+)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from vidstream.job.model import Stage
 from vidstream.kinds.base import KindHandler
 from vidstream.kinds.subtitle import intake
-from vidstream.kinds.transcribing import transcribe
+from vidstream.kinds.transcribing import transcribe, transcribe_piece
 
-HANDLER = KindHandler(intake, {Stage.TRANSCRIBE: transcribe})
+HANDLER = KindHandler(
+    intake, {Stage.TRANSCRIBE: transcribe}, pieces={Stage.TRANSCRIBE: transcribe_piece}
+)

@@ -9,11 +9,16 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog
+
 from vidstream.core.errors import TooLong
-from vidstream.job.model import Job, Output
+from vidstream.job.model import Job, Output, Stage
 from vidstream.job.pipelines import pipeline_of
-from vidstream.kinds.base import StageRun, Tools
+from vidstream.kinds.base import PieceRun, StageRun, Tools
+from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import source_path
+from vidstream.media import scan
+from vidstream.media.cuts import Piece, merge_transcripts, speech_cuts
 from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
@@ -50,7 +55,11 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
         await run.report(segment_fraction(segment.end, 0.0, media.duration))
 
     started = time.monotonic()
-    transcript = await _ranges(tools, tools.whisper, job, source, media, on_segment, run)
+    transcript = None
+    if fans_out(s, media.duration):
+        transcript = await _in_pieces(tools, job, source, media, workdir, run)
+    if transcript is None:
+        transcript = await _ranges(tools, tools.whisper, job, source, media, on_segment, run.log)
     if transcript.duration > 0:
         rtf = (time.monotonic() - started) / transcript.duration
         tools.services.metrics.whisper_rtf.observe(rtf)
@@ -68,35 +77,81 @@ async def _ranges(
     source: Path,
     media: MediaInfo,
     on_segment: Callable[[Segment], Awaitable[None]],
-    run: StageRun,
+    log: structlog.stdlib.BoundLogger,
+    start: float = 0.0,
+    until: float | None = None,
 ) -> Transcript:
-    """Whisper over the source one range at a time, so a server holds at most one range
-    of audio (20 min by default, about 77 MB) whatever the video's length. Ranges follow
-    one another while the sound goes on, up to MAX_DURATION_S: what is decoded decides how
-    long a source is, not what its header says."""
+    """Whisper over the source from `start` one range at a time, so a server holds at most one
+    range of audio (20 min by default, about 77 MB) whatever the video's length. Ranges follow
+    one another while the sound goes on, up to MAX_DURATION_S (or `until`, a piece's end): what
+    is decoded decides how long a source is, not what its header says."""
     s = tools.services.settings
     parts: list[Transcript] = []
-    start = 0.0
+    limit = s.max_duration_s if until is None else min(until, s.max_duration_s)
     while True:
-        end, last = next_range(start, s.whisper_range_s, s.max_duration_s)
+        end, last = next_range(start, s.whisper_range_s, limit)
+        last = last and until is None  # a piece's end is not the source's
         timeout_s = run_timeout(expected_sound(start, end, media.duration), s.media_timeout_factor)
         request = TranscribeRequest(
             source, media.demuxer, job.options.language, start, end,
             duration=media.duration, last=last, timeout_s=timeout_s,
         )  # fmt: skip
-        heard = await pool.transcribe(request, on_segment, run.log)
+        heard = await pool.transcribe(request, on_segment, log)
         parts.append(heard.transcript)
-        if not heard.more:
+        if not heard.more or (until is not None and end >= limit):
             break
         if last:  # the server refuses this itself; never loop on a range of nothing
             raise TooLong(f"The video plays on past {spoken(end)}, the longest accepted.")
         start = end
     return Transcript(
         language=parts[0].language,
-        duration=max(media.duration, start + parts[-1].duration),
+        duration=max(media.duration if until is None else 0.0, start + parts[-1].duration),
         segments=tuple(seg for part in parts for seg in part.segments),
         model=parts[0].model,
     )
+
+
+async def _in_pieces(
+    tools: Tools, job: Job, source: Path, media: MediaInfo, workdir: Path, run: StageRun
+) -> Transcript | None:
+    """The transcript of a long source, its pieces cut in pauses and transcribed by every
+    transcribe worker at once (`fanout`); None if it cannot be cut."""
+    s = tools.services.settings
+
+    async def cut() -> list[Piece]:
+        timeout_s = run_timeout(media.duration / 20, s.media_timeout_factor)
+        found = await scan.pauses(tools.ffmpeg, source, media.demuxer, media.duration, timeout_s)
+        run.log.info("pauses_found", pauses=len(found))
+        return speech_cuts(media.duration, s.piece_s, found)
+
+    done = await fan_out(tools, job, run, Stage.TRANSCRIBE, cut, transcribe_piece, workdir)
+    if done is None:
+        return None
+    plan, results = done
+    parts = [(piece, Transcript.from_json(raw)) for piece, raw in zip(plan.pieces, results,
+                                                                     strict=True)]  # fmt: skip
+    return merge_transcripts(parts, media.duration)
+
+
+async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
+    """One piece of a fanned-out transcription (any transcribe worker's): its transcript, times
+    from the start of the source, as JSON."""
+    s, store = tools.services.settings, tools.services.store
+    piece, workdir = run.piece, run.workdir
+    assert tools.whisper is not None, "the transcribe stage runs where Whisper does"
+    source = await source_path(store, job, workdir, s.max_upload_bytes)
+    media = await probe(
+        source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
+        need_video=pipeline_of(job).needs_picture,
+    )  # fmt: skip
+
+    async def on_segment(segment: Segment) -> None:
+        await run.report(segment_fraction(segment.end, piece.start, piece.end))
+
+    until = None if piece.last else piece.end
+    heard = await _ranges(tools, tools.whisper, job, source, media, on_segment, run.log,
+                          start=piece.start, until=until)  # fmt: skip
+    return heard.to_json().decode()
 
 
 async def store_transcript(

@@ -171,6 +171,51 @@ def burn_subtitles(
     # fmt: on
 
 
+def burn_segment(
+    ffmpeg: str, source: str, ass_file: str, output: str, media: MediaInfo, enc: Encoder,
+    *, start: float, frames: int, bounds: Bounds = Bounds(),
+) -> list[str]:  # fmt: skip
+    """One segment of a fanned-out burn (`burn_subtitles`' picture, no sound): the `frames`
+    frames from the keyframe at `start` seconds, each kept with its own timestamp, so the
+    segments joined (`join_segments`) hold every frame of the source once. The input is sought
+    a millisecond early: the keyframe itself is the first frame kept, never its neighbour."""
+    # fmt: off
+    return [
+        *_base(ffmpeg),
+        "-ss", f"{max(start - 0.001, 0.0):.6f}",
+        *source_input(source, media.demuxer, bounds.max_pixels),
+        "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-vf", _video_filter(media, ass_file), "-fps_mode", "passthrough",
+        "-frames:v", str(frames),
+        "-c:v", "libx264", "-preset", enc.preset, "-crf", str(enc.crf),
+        *_bounded(bounds),
+        "-progress", "pipe:1", "-nostats",
+        output,
+    ]
+    # fmt: on
+
+
+def join_segments(
+    ffmpeg: str, listing: str, source: str, output: str, media: MediaInfo, enc: Encoder,
+    bounds: Bounds = Bounds(),
+) -> list[str]:  # fmt: skip
+    """The segments `listing` names (a concat demuxer file of bare names in the working
+    directory), joined without re-encoding, with the source's sound taken once, whole."""
+    # fmt: off
+    return [
+        *_base(ffmpeg),
+        "-f", "concat", "-safe", "1", "-protocol_whitelist", "file", "-i", listing,
+        *source_input(source, media.demuxer),
+        "-map", "0:v:0", "-map", "1:a:0?", "-sn", "-dn",
+        "-c:v", "copy", *_audio_args(media, enc),
+        *_bounded(bounds),
+        "-movflags", "+faststart",
+        "-progress", "pipe:1", "-nostats",
+        output,
+    ]
+    # fmt: on
+
+
 def soft_subtitles(
     ffmpeg: str,
     source: str,

@@ -24,9 +24,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--asset", choices=("video", "image", "audio"), help="probe a composition's asset"
     )
+    parser.add_argument(
+        "--keyframes", action="store_true", help="list the picture's keyframes (`scan`)"
+    )
     args = parser.parse_args(argv)
     try:
-        if args.asset:
+        if args.keyframes:
+            from vidstream.media.scan import scan_keyframes
+
+            info = scan_keyframes(args.path)
+        elif args.asset:
             info = inspect_asset(args.path, args.asset, args.max_pixels)
         else:
             info = inspect(args.path, args.max_pixels, need_video=not args.sound_alone)

@@ -78,6 +78,7 @@ class Retention:
             self.keys.retention, self.keys.job(job_id), self.keys.job_events(job_id),
             self.keys.job_logs(job_id), self.keys.tenant_jobs(job.tenant if job else "default"),
             self.keys.status_counts, idem, self.keys.job_objects(job_id),
+            self.keys.job_pieces(job_id),
         ]  # fmt: skip
         return int(await self._remove(keys=keys, args=[job_id, repr(now)]))
 

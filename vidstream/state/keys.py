@@ -33,6 +33,16 @@ class Keys:
         written, so retention deletes it whatever became of the run (`actors.outputs`)."""
         return f"{self.prefix}:job:{{{job_id}}}:objects"
 
+    def job_pieces(self, job_id: str) -> str:
+        """Hash: a fanned-out stage's plan (its pieces) and each piece's lease, tries, progress
+        and result (`state.pieces`)."""
+        return f"{self.prefix}:job:{{{job_id}}}:pieces"
+
+    def piece_stream(self, stage: Stage) -> str:
+        """Stream of the pieces of fanned-out jobs at `stage`, one entry each, read by the
+        stage's workers before its other streams: a started job's pieces go first."""
+        return f"{self.prefix}:stream:{stage.value}:pieces"
+
     def stage_stream(self, stage: Stage, priority: Priority = Priority.NORMAL) -> str:
         """Stream of work for one stage at one priority, read by that role's consumer group
         (normal keeps the name the only stream had before priorities)."""

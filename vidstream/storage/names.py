@@ -92,6 +92,12 @@ def transcript_key(job_id: str, fmt: str, run: str) -> str:
     return f"jobs/{job_id}/{run}/transcript.{fmt}"
 
 
+def segment_key(job_id: str, index: int, run: str) -> str:
+    """Where run `run` stores segment `index` of a job's fanned-out render (deleted once the
+    segments are joined)."""
+    return f"jobs/{job_id}/{run}/segment-{index:04d}.mp4"
+
+
 def rendered_key(
     job_id: str, run: str, now: float | None = None, part: str = "", ext: str = "mp4"
 ) -> str:

@@ -158,16 +158,17 @@ class Progress(Operation):
     stage_progress: float
     eta_s: float | None = None  # seconds until the job ends, once it can be estimated
     outputs: dict[str, Output] = field(default_factory=dict)  # stored early (a preview)
+    pieces: tuple[int, int] | None = None  # a fanned-out stage: (pieces done, pieces in all)
 
     @classmethod
     def of(
         cls, job: Job, stage: Stage, fraction: float, *, owner: str, eta_s: float | None = None,
-        outputs: dict[str, Output] | None = None,
+        outputs: dict[str, Output] | None = None, pieces: tuple[int, int] | None = None,
     ) -> Progress:  # fmt: skip
         overall = pipeline_of(job).progress(job.options, stage, fraction)
         return cls(stage=stage, owner=owner, progress=overall, stage_progress=_clamp(fraction),
                    eta_s=None if eta_s is None else round(max(eta_s, 0.0), 1),
-                   outputs=dict(outputs or {}))  # fmt: skip
+                   outputs=dict(outputs or {}), pieces=pieces)  # fmt: skip
 
     def guards(self) -> tuple[Guard, ...]:
         return AtStage(self.stage), Holds(self.owner), Forward(self.progress, bool(self.outputs))
@@ -180,7 +181,9 @@ class Progress(Operation):
     def data(self) -> dict[str, Any]:
         eta = {} if self.eta_s is None else {"eta_s": self.eta_s}
         early = {"outputs": sorted(self.outputs)} if self.outputs else {}
-        return {"stage_progress": self.stage_progress, **eta, **early}
+        cut = {} if self.pieces is None else {"pieces": {"done": self.pieces[0],
+                                                          "total": self.pieces[1]}}  # fmt: skip
+        return {"stage_progress": self.stage_progress, **eta, **early, **cut}
 
     def args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"stage": self.stage.value, "owner": self.owner,
