@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -175,6 +176,7 @@ async def work_piece(
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     log.info("piece_started", start=piece.start, end=piece.end)
     tag = f"{owner.rpartition(':')[2]}p{piece.index}"
+    started = time.monotonic()
     try:
         await hold(store, plan, piece.index, owner, lease,
                    lambda report: work(tools, job, PieceRun(piece, workdir, report, log, tag)),
@@ -198,7 +200,7 @@ async def work_piece(
         return Ended.FAILED
     finally:
         await asyncio.to_thread(_remove, workdir)
-    log.info("piece_done")
+    log.info("piece_done", took_s=round(time.monotonic() - started, 3))
     return Ended.DONE
 
 
