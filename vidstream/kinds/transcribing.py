@@ -18,10 +18,11 @@ from vidstream.kinds.base import PieceRun, StageRun, Tools
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import source_path
 from vidstream.media import scan
-from vidstream.media.cuts import Piece, merge_transcripts, speech_cuts
+from vidstream.media.cuts import Piece, speech_cuts, unpaused
 from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
+from vidstream.media.seams import merge_transcripts
 from vidstream.media.subtitles import build_cues, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperPool
@@ -121,8 +122,12 @@ async def _in_pieces(
     async def cut() -> list[Piece]:
         timeout_s = run_timeout(media.duration / 20, s.media_timeout_factor)
         found = await scan.pauses(tools.ffmpeg, source, media.demuxer, media.duration, timeout_s)
-        run.log.info("pauses_found", pauses=len(found))
-        return speech_cuts(media.duration, s.piece_s, found)
+        quiet = {
+            k: await scan.quietest_moment(tools.ffmpeg, source, media.demuxer, span, timeout_s)
+            for k, span in unpaused(media.duration, s.piece_s, found).items()
+        }
+        run.log.info("pauses_found", pauses=len(found), cuts_without_pause=len(quiet))
+        return speech_cuts(media.duration, s.piece_s, found, quiet)
 
     done = await fan_out(tools, job, run, Stage.TRANSCRIBE, cut, transcribe_piece, workdir)
     if done is None:

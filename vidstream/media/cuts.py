@@ -3,10 +3,10 @@ pieces' results are joined again. Pure functions: the FFmpeg and PyAV readings t
 are made elsewhere (`silences`, `keyframes`).
 
 Speech is cut inside pauses (FFmpeg's `silencedetect`), so no word is split; where no pause lies
-near a cut, the two pieces overlap by `OVERLAP_S` on each side and each word is kept by the
-piece whose own span holds its start, so none is lost or doubled at the seam. Pictures are cut
-at keyframes, so each segment decodes on its own and the segments join without re-encoding;
-each carries its exact frame count.
+near a cut, at the quietest moment near it, the two pieces overlapping by `OVERLAP_S` on each
+side, and their words joined where they agree (`seams`), so none is lost or doubled. Pictures
+are cut at keyframes, so each segment decodes on its own and the segments join without
+re-encoding; each carries its exact frame count.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-
-from vidstream.media.transcript import Segment, Transcript, Word
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 OVERLAP_S = 2.0  # each side of a cut that found no pause: longer than any word
 MIN_PAUSE_S = 0.3  # silencedetect's `d`: a pause between sentences, not between syllables
 MAX_PIECES = 200  # however short PIECE_S is set: a plan stays a small record
 _SILENCE = re.compile(r"silence_(start|end)[:=] ?(-?[0-9.]+)")
+_PTS = re.compile(r"pts_time:(-?[0-9.]+)")
+_LEVEL = re.compile(r"RMS_level=(-?inf|-?[0-9.]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +79,59 @@ def parse_silences(lines: Iterable[str]) -> list[tuple[float, float]]:
     return found
 
 
-def speech_cuts(
+def _pause_cuts(
     duration: float, piece_s: float, silences: Sequence[tuple[float, float]]
-) -> list[Piece]:
-    """Pieces of about `piece_s` seconds of a sound `duration` long, each cut in the pause
-    nearest its target (within a tenth of a piece, at most 30 s away), else overlapping."""
+) -> tuple[list[float | None], float]:
+    """Each cut's time in the pause nearest its target (None where no pause is near enough),
+    and how far from its target a cut may go."""
     n = piece_count(duration, piece_s)
     size = duration / n
     window = min(size / 10, 30.0)
-    cuts: list[tuple[float, bool]] = []  # (time, inside a pause)
+    cuts: list[float | None] = []
+    last = 0.0
     for k in range(1, n):
         target = k * size
         near = [
             (abs((a + b) / 2 - target), -(b - a), (a + b) / 2)
             for a, b in silences
-            if abs((a + b) / 2 - target) <= window and (not cuts or (a + b) / 2 > cuts[-1][0])
+            if abs((a + b) / 2 - target) <= window and (a + b) / 2 > last
         ]
-        cuts.append((min(near)[2], True) if near else (target, False))
+        cut = min(near)[2] if near else None
+        cuts.append(cut)
+        last = cut if cut is not None else target
+    return cuts, window
+
+
+def unpaused(
+    duration: float, piece_s: float, silences: Sequence[tuple[float, float]]
+) -> dict[int, tuple[float, float]]:
+    """The cuts no pause is near: for each (by its number from 1), the span in which to look
+    for the quietest moment instead (`quietest`)."""
+    cuts, window = _pause_cuts(duration, piece_s, silences)
+    size = duration / (len(cuts) + 1)
+    return {
+        k: (max(k * size - window, 0.0), min(k * size + window, duration))
+        for k, cut in enumerate(cuts, start=1)
+        if cut is None
+    }
+
+
+def speech_cuts(
+    duration: float, piece_s: float, silences: Sequence[tuple[float, float]],
+    quiet: Mapping[int, float] | None = None,
+) -> list[Piece]:  # fmt: skip
+    """Pieces of about `piece_s` seconds of a sound `duration` long, each cut in the pause
+    nearest its target (within a tenth of a piece, at most 30 s away); where none is, at the
+    quietest moment near it (`quiet`, by cut number) or at the target, the pieces overlapping
+    by `OVERLAP_S` there. Whisper starting in the middle of a word can lose a whole window of
+    speech, so a pause, or at least the quietest moment, is always sought first."""
+    found, _ = _pause_cuts(duration, piece_s, silences)
+    n = len(found) + 1
+    size = duration / n
+    cuts = [
+        (cut, True) if cut is not None else ((quiet or {}).get(k, k * size), False)
+        for k, cut in enumerate(found, start=1)
+    ]
     bounds = [(0.0, True), *cuts, (math.inf, True)]
     pieces = []
     for i in range(n):
@@ -108,53 +144,25 @@ def speech_cuts(
     return pieces
 
 
-def merge_transcripts(parts: Sequence[tuple[Piece, Transcript]], duration: float) -> Transcript:
-    """One transcript from its pieces' (in order): each keeps the words whose start lies in
-    its own span, so a word heard by two overlapping pieces is kept once; timestamps never go
-    back at a seam."""
-    segments: list[Segment] = []
-    for piece, part in parts:
-        for seg in part.segments:
-            kept = _kept(piece, seg)
-            if kept is not None:
-                segments.append(kept)
-    ordered: list[Segment] = []
-    for seg in segments:  # a word that ends past the next one's start is cut short at it
-        if ordered and seg.start < ordered[-1].end:
-            prev = ordered[-1]
-            ordered[-1] = _ending_at(prev, max(seg.start, prev.start))
-        ordered.append(seg)
-    first = parts[0][1] if parts else Transcript("", 0.0)
-    end = max((p.duration for _, p in parts), default=0.0)
-    return Transcript(
-        language=first.language,
-        duration=max(duration, end, ordered[-1].end if ordered else 0.0),
-        segments=tuple(ordered),
-        model=first.model,
-        meta=first.meta,
-    )
+def parse_levels(lines: Iterable[str], offset: float) -> list[tuple[float, float]]:
+    """The sound's level (dB) over time from `astats`' `ametadata` print: (seconds, level),
+    times counted from `offset` (where the reading started)."""
+    found: list[tuple[float, float]] = []
+    at: float | None = None
+    for line in lines:
+        if m := _PTS.search(line):
+            at = float(m[1]) + offset
+        elif (m := _LEVEL.search(line)) and at is not None:
+            level = -math.inf if m[1].startswith("-inf") else float(m[1])
+            found.append((at, level))
+    return found
 
 
-def _kept(piece: Piece, seg: Segment) -> Segment | None:
-    def inside(t: float) -> bool:
-        return piece.keep_from <= t < piece.keep_to
-
-    if not seg.words:
-        return seg if inside(seg.start) else None
-    words = tuple(w for w in seg.words if inside(w.start))
-    if not words:
-        return None
-    if len(words) == len(seg.words):
-        return seg
-    text = " ".join(w.text for w in words)
-    return Segment(words[0].start, max(words[-1].end, words[0].start), text, words)
-
-
-def _ending_at(seg: Segment, at: float) -> Segment:
-    words = tuple(
-        w if w.end <= at else Word(w.text, min(w.start, at), at, w.probability) for w in seg.words
-    )
-    return replace(seg, end=max(at, seg.start), words=words)
+def quietest(levels: Sequence[tuple[float, float]], around: float) -> float:
+    """The time of the quietest reading (the one nearest `around` among equals)."""
+    if not levels:
+        return around
+    return min(levels, key=lambda tl: (tl[1], abs(tl[0] - around)))[0]
 
 
 # -- pictures ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from vidstream.core.errors import TransientError
 from vidstream.media import ffmpeg as commands
-from vidstream.media.cuts import MIN_PAUSE_S, parse_silences
+from vidstream.media.cuts import MIN_PAUSE_S, parse_levels, parse_silences, quietest
 from vidstream.media.info import VIDEOS
 from vidstream.media.probe import open_only, run_child
 
@@ -32,18 +32,45 @@ async def pauses(
     ffmpeg: str, source: Path, demuxer: str, end: float, timeout_s: float
 ) -> list[tuple[float, float]]:
     """The pauses in the source's sound, as (start, end) seconds."""
+    lines = await _read(pauses_argv(ffmpeg, str(source), demuxer, end), timeout_s, "pauses")
+    return parse_silences(lines)
+
+
+def levels_argv(ffmpeg: str, source: str, demuxer: str, start: float, end: float) -> list[str]:
+    """Decode the first audio track from `start` to `end` seconds and print its level every
+    50 ms (`lavfi.astats.Overall.RMS_level` lines) on stdout."""
+    chain = (
+        "asetnsamples=n=800:p=0,astats=metadata=1:reset=1:measure_perchannel=none:"
+        "measure_overall=RMS_level,ametadata=mode=print:key=lavfi.astats.Overall.RMS_level:file=-"
+    )
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-ss", f"{start:.3f}", "-to", f"{end:.3f}", *commands.source_input(source, demuxer),
+        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", "16000", "-af", chain, "-f", "null", "-",
+    ]  # fmt: skip
+
+
+async def quietest_moment(
+    ffmpeg: str, source: Path, demuxer: str, span: tuple[float, float], timeout_s: float
+) -> float:
+    """The quietest 50 ms of the sound within `span` (seconds): where to cut speech that has
+    no pause near."""
+    out = await _read(levels_argv(ffmpeg, str(source), demuxer, *span), timeout_s, "quiet")
+    return quietest(parse_levels(out, span[0]), (span[0] + span[1]) / 2)
+
+
+async def _read(argv: list[str], timeout_s: float, what: str) -> list[str]:
     from vidstream.core import process
 
     try:
-        code, out, err = await process.run(pauses_argv(ffmpeg, str(source), demuxer, end),
-                                           timeout_s)  # fmt: skip
+        code, out, err = await process.run(argv, timeout_s)
     except TimeoutError:
         raise TransientError(
-            f"Finding the pauses took longer than {timeout_s:g} s.", code="timeout"
+            f"Listening for the {what} took longer than {timeout_s:g} s.", code="timeout"
         ) from None
     if code != 0:
         raise commands.render_failure(code, err)
-    return parse_silences(out.decode(errors="replace").splitlines())
+    return out.decode(errors="replace").splitlines()
 
 
 async def keyframes(source: Path, timeout_s: float) -> list[tuple[float, int]]:

@@ -1,0 +1,108 @@
+"""One transcript from the transcripts of a source's pieces (`cuts`).
+
+A piece keeps the words whose start lies in its own span. Where two pieces overlap (their cut
+found no pause), Whisper heard the words around the cut twice, and its word times near the edge
+of a range are a few tenths of a second off, so times alone could keep a word twice or drop it.
+There the two readings are aligned on their words instead: the longest run of words both heard
+near the cut is where the seam goes, the earlier piece's words before it and the later piece's
+from it on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from vidstream.media.cuts import OVERLAP_S, Piece
+from vidstream.media.transcript import Segment, Transcript, Word
+
+MIN_AGREEMENT = 2  # words in a row both pieces heard: one common word ("the") proves nothing
+_LETTERS = re.compile(r"[^\w']+")
+
+Place = tuple[int, int]  # (segment, word) within one piece's transcript
+
+
+def merge_transcripts(parts: Sequence[tuple[Piece, Transcript]], duration: float) -> Transcript:
+    """The pieces' transcripts (in order) as one: no word lost or kept twice at a seam, and
+    times that never go back."""
+    kept: list[set[Place]] = [_inside(piece, part) for piece, part in parts]
+    for i in range(1, len(parts)):
+        piece, part = parts[i]
+        if piece.start < piece.keep_from:  # overlapping its predecessor: align the two
+            _align(parts[i - 1][1], kept[i - 1], part, kept[i], piece.keep_from)
+    segments = [seg for (_, part), keep in zip(parts, kept, strict=True)
+                for seg in _segments(part, keep)]  # fmt: skip
+    ordered: list[Segment] = []
+    for seg in segments:  # a word that ends past the next one's start is cut short at it
+        if ordered and seg.start < ordered[-1].end:
+            ordered[-1] = _ending_at(ordered[-1], max(seg.start, ordered[-1].start))
+        ordered.append(seg)
+    first = parts[0][1] if parts else Transcript("", 0.0)
+    end = max((p.duration for _, p in parts), default=0.0)
+    return Transcript(
+        language=first.language,
+        duration=max(duration, end, ordered[-1].end if ordered else 0.0),
+        segments=tuple(ordered),
+        model=first.model,
+        meta=first.meta,
+    )
+
+
+def _inside(piece: Piece, part: Transcript) -> set[Place]:
+    """The words (and wordless segments, as word -1) whose start lies in the piece's span."""
+    found = set()
+    for s, seg in enumerate(part.segments):
+        if not seg.words and piece.keep_from <= seg.start < piece.keep_to:
+            found.add((s, -1))
+        for w, word in enumerate(seg.words):
+            if piece.keep_from <= word.start < piece.keep_to:
+                found.add((s, w))
+    return found
+
+
+def _words_near(part: Transcript, cut: float) -> list[tuple[Place, str]]:
+    window = OVERLAP_S + 1.0
+    return [((s, w), _LETTERS.sub("", word.text.lower()))
+            for s, seg in enumerate(part.segments) for w, word in enumerate(seg.words)
+            if abs(word.start - cut) <= window]  # fmt: skip
+
+
+def _align(
+    before: Transcript, keep_before: set[Place], after: Transcript, keep_after: set[Place],
+    cut: float,
+) -> None:  # fmt: skip
+    """Move the seam between two overlapping pieces to where their words agree (in place)."""
+    a, b = _words_near(before, cut), _words_near(after, cut)
+    match = difflib.SequenceMatcher(None, [t for _, t in a], [t for _, t in b], autojunk=False)
+    i, j, size = match.find_longest_match(0, len(a), 0, len(b))
+    if size < MIN_AGREEMENT:
+        return  # no agreement to go by: each keeps the words its own span holds
+    keep_before.difference_update(place for place, _ in a[i:])
+    keep_before.update(place for place, _ in a[:i])
+    keep_after.difference_update(place for place, _ in b[:j])
+    keep_after.update(place for place, _ in b[j:])
+
+
+def _segments(part: Transcript, keep: set[Place]) -> list[Segment]:
+    found = []
+    for s, seg in enumerate(part.segments):
+        if not seg.words:
+            if (s, -1) in keep:
+                found.append(seg)
+            continue
+        words = tuple(word for w, word in enumerate(seg.words) if (s, w) in keep)
+        if len(words) == len(seg.words):
+            found.append(seg)
+        elif words:
+            text = " ".join(word.text for word in words)
+            found.append(Segment(words[0].start, max(words[-1].end, words[0].start), text, words))
+    return found
+
+
+def _ending_at(seg: Segment, at: float) -> Segment:
+    words = tuple(
+        w if w.end <= at else Word(w.text, min(w.start, at), at, w.probability) for w in seg.words
+    )
+    return replace(seg, end=max(at, seg.start), words=words)
