@@ -77,6 +77,10 @@ class Announcement:
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
 
     async def pid(self, timeout_s: float = 30.0) -> int:
+        return (await self.pids(1, timeout_s))[0]
+
+    async def pids(self, count: int, timeout_s: float = 30.0) -> list[int]:
+        """The PIDs of the next `count` runs, as each announces itself."""
         loop = asyncio.get_running_loop()
         data = bytearray()
         arrived: asyncio.Event = asyncio.Event()
@@ -85,7 +89,7 @@ class Announcement:
             with contextlib.suppress(BlockingIOError):
                 chunk = os.read(self.fd, 64)
                 data.extend(chunk)
-                if b"\n" in data:
+                if data.count(b"\n") >= count:
                     arrived.set()
 
         loop.add_reader(self.fd, readable)
@@ -96,7 +100,7 @@ class Announcement:
             loop.remove_reader(self.fd)
             os.close(self.fd)
             self.path.unlink(missing_ok=True)
-        return int(data.split()[0])
+        return [int(pid) for pid in data.split()[:count]]
 
 
 class OwnRedis:

@@ -211,3 +211,110 @@ def watch_opens(*paths: Path) -> Iterator[list[str]]:
                 offset += 16 + size
     finally:
         os.close(fd)
+
+
+def varied_sentences(count: int, seed: int = 7) -> tuple[str, ...]:
+    """`count` sentences unlike one another (Whisper drops text it finds too repetitive), each
+    naming its own number."""
+    import random
+
+    pick = random.Random(seed).choice
+    adjectives = [
+        "red",
+        "quiet",
+        "happy",
+        "tall",
+        "small",
+        "green",
+        "bright",
+        "old",
+        "young",
+        "brave",
+        "calm",
+        "warm",
+    ]
+    people = [
+        "farmer",
+        "teacher",
+        "doctor",
+        "painter",
+        "sailor",
+        "baker",
+        "driver",
+        "pilot",
+        "singer",
+        "writer",
+    ]
+    verbs = [
+        "visited",
+        "painted",
+        "repaired",
+        "carried",
+        "opened",
+        "cleaned",
+        "borrowed",
+        "found",
+        "watched",
+    ]
+    places = [
+        "garden",
+        "bridge",
+        "window",
+        "kitchen",
+        "boat",
+        "market",
+        "library",
+        "station",
+        "river",
+        "tower",
+    ]
+    return tuple(
+        f"The {pick(adjectives)} {pick(people)} {pick(verbs)} the {pick(places)} on day {i}."
+        for i in range(1, count + 1)
+    )
+
+
+def scheduled_clip(
+    directory: Path, name: str, duration: float, starts: list[float], *, size: str = "640x360",
+    rate: int = 5, keyframe_every_s: float = 10.0,
+) -> Clip:  # fmt: skip
+    """A long test pattern with a varied sentence spoken at each of `starts` (seconds) and
+    silence between; a keyframe exactly every `keyframe_every_s` seconds and nowhere else."""
+    sentences = varied_sentences(len(starts))
+    pcm = np.zeros(int(duration * RATE), np.int16)
+    spoken = []
+    for i, (sentence, start) in enumerate(zip(sentences, starts, strict=True)):
+        part = directory / f"{name}-{i}.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(part), sentence], check=True)
+        with wave.open(str(part)) as w:
+            samples = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+        at = int(start * RATE)
+        samples = samples[: len(pcm) - at]
+        pcm[at : at + len(samples)] = samples
+        spoken.append(Spoken(sentence, start, start + len(samples) / RATE))
+        part.unlink()
+    wav = directory / f"{name}.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    out = directory / name
+    keyframes = f"expr:gte(t,n_forced*{keyframe_every_s})"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+         "-i", str(wav), "-t", f"{duration:.3f}", "-map", "0:v", "-map", "1:a",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+         "-force_key_frames", keyframes, "-x264-params", "scenecut=0:keyint=100000",
+         "-c:a", "aac", str(out)],
+        check=True,
+    )  # fmt: skip
+    wav.unlink()
+    return Clip(out, duration, tuple(spoken))
+
+
+def video_frames(path: Path) -> int:
+    """How many pictures the file's video track holds (its packets, none decoded)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)

@@ -13,7 +13,7 @@ from vidstream.job.model import Job, Stage
 from vidstream.kinds.base import PieceRun, StageRun, Tools
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.fanout import fan_out, fans_out
-from vidstream.kinds.sources import object_path, source_path
+from vidstream.kinds.sources import link_or_copy, object_path, source_path
 from vidstream.media import ffmpeg, fonts, scan
 from vidstream.media.cuts import Piece, frame_cuts
 from vidstream.media.info import MediaInfo, run_timeout
@@ -53,7 +53,7 @@ async def burn_in_pieces(
                                  s.max_upload_bytes * 4, what="segment")  # fmt: skip
         name = f"segment-{index:04d}.mp4"
         if path != workdir / name:
-            await asyncio.to_thread(_link, path, workdir / name)
+            await asyncio.to_thread(link_or_copy, path, workdir / name)
         names.append(name)
     listing = "".join(f"file '{name}'\n" for name in names)  # names of our own: nothing to quote
     await asyncio.to_thread((workdir / LISTING).write_text, listing)
@@ -103,11 +103,3 @@ def within(cues: list[Cue], piece: Piece) -> list[Cue]:
         for cue in cues
         if cue.end > piece.start and cue.start < end
     ]
-
-
-def _link(path: Path, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
-    try:
-        dest.hardlink_to(path)
-    except OSError:
-        dest.symlink_to(path)

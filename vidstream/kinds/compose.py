@@ -20,8 +20,8 @@ from vidstream.core.errors import InvalidKey
 from vidstream.job.kinds import ComposeOptions, ComposeRequest
 from vidstream.job.model import Stage, is_job_id
 from vidstream.kinds.base import Draft, Incoming, KindHandler
-from vidstream.kinds.composer import compose
-from vidstream.kinds.transcribing import transcribe
+from vidstream.kinds.composer import compose, compose_piece
+from vidstream.kinds.transcribing import transcribe, transcribe_piece
 from vidstream.services import Services
 from vidstream.state.budget import cleanup
 from vidstream.state.templates import NAME, Templates
@@ -182,4 +182,8 @@ async def check_jobs(services: Services, tenant: str, timeline: Timeline) -> Non
         raise InvalidTimeline(problems)
 
 
-HANDLER = KindHandler(intake, {Stage.TRANSCRIBE: transcribe, Stage.RENDER: compose})
+HANDLER = KindHandler(
+    intake,
+    {Stage.TRANSCRIBE: transcribe, Stage.RENDER: compose},
+    pieces={Stage.TRANSCRIBE: transcribe_piece, Stage.RENDER: compose_piece},
+)

@@ -7,7 +7,10 @@ Only I/O lives here: what to render is decided by the pure `compose` package.
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 from pathlib import Path
+
+import structlog
 
 from vidstream.compose import graph, segments
 from vidstream.compose.graph import Asset, Window
@@ -17,20 +20,24 @@ from vidstream.compose.timeline import (
     SubtitlesClip,
     Timeline,
     VideoClip,
+    frames,
 )
 from vidstream.core.errors import PermanentError
 from vidstream.core.settings import Settings
 from vidstream.job.kinds import ComposeOptions
-from vidstream.job.model import Job, Output, is_job_id
-from vidstream.kinds.base import StageRun, Tools
+from vidstream.job.model import Job, Output, Stage, is_job_id
+from vidstream.kinds.base import PieceRun, StageRun, Tools
 from vidstream.kinds.encode import Report, Share, run_ffmpeg
-from vidstream.kinds.sources import object_path
+from vidstream.kinds.fanout import fan_out
+from vidstream.kinds.sources import link_or_copy, object_path
 from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
+from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
 from vidstream.media.transcript import Transcript
-from vidstream.storage.names import CONTENT_TYPES, rendered_key
+from vidstream.storage.base import ObjectStore
+from vidstream.storage.names import CONTENT_TYPES, rendered_key, segment_key
 
 PROBES_AT_ONCE = 4
 CAPTIONS_MAX_BYTES = captions.MAX_BYTES
@@ -50,7 +57,7 @@ class Composer:
         self.settings: Settings = tools.services.settings
         self.store = tools.services.store
         self.jobs = tools.services.jobs
-        self.ffmpeg, self.encoder, self.concurrency = tools.ffmpeg, tools.encoder, tools.concurrency
+        self.ffmpeg, self.encoder, self.tools = tools.ffmpeg, tools.encoder, tools
 
     async def process(self, job: Job, workdir: Path, run: StageRun) -> None:
         timeline = Timeline.model_validate_json(job.timeline)
@@ -80,10 +87,10 @@ class Composer:
             await run.publish(PREVIEW_SHARE, early)
             base = PREVIEW_SHARE
         span = 1.0 - base - POSTER_SHARE
-        video = await self._video(timeline, assets, workdir, run, base, span)
+        video = await self._video(job, timeline, assets, workdir, run, base, span)
         poster = "poster.jpg"
         at = segments.poster_time(timeline)
-        await self._ffmpeg(segments.poster_args(video, at, poster), workdir, 1.0, run, None)
+        await self._ffmpeg(segments.poster_args(video, at, poster), workdir, 1.0, run.log, None)
         return {
             "video": await put("", fmt, workdir / video),
             "poster": await put("-poster", "jpg", workdir / poster),
@@ -100,19 +107,21 @@ class Composer:
         plan = graph.build(timeline, assets, name, window)
         await self._write(workdir, plan.files)
         share = Share(run.report, [1.0], 0.0, PREVIEW_SHARE)
-        await self._ffmpeg(plan.args, workdir, timeline.duration, run, share.part(0))
+        await self._ffmpeg(plan.args, workdir, timeline.duration, run.log, share.part(0))
         return name
 
     async def _video(
-        self, timeline: Timeline, assets: dict[str, Asset], workdir: Path, run: StageRun,
-        base: float, span: float,
+        self, job: Job, timeline: Timeline, assets: dict[str, Asset], workdir: Path,
+        run: StageRun, base: float, span: float,
     ) -> str:  # fmt: skip
         """The finished video: one FFmpeg, or segments at once joined with the sound."""
         fmt, s = timeline.output.format, self.settings
         name = f"output.{fmt}"
         enc = self.encoder
         total = graph.total_frames(timeline)
-        ranges = segments.plan(timeline, total, s.compose_segment_s, self.concurrency)
+        # Segments whenever the video is long enough: every render worker, on any host, may
+        # take one (`fanout`), not only this worker's other slots.
+        ranges = segments.plan(timeline, total, s.compose_segment_s, parallel=2)
         run.log.info(
             "compose_planned",
             frames=total,
@@ -124,37 +133,39 @@ class Composer:
             plan = graph.build(timeline, assets, name, Window(encoder=enc, max_pixels=s.max_pixels))
             await self._write(workdir, plan.files)
             share = Share(run.report, [1.0], base, span)
-            await self._ffmpeg(plan.args, workdir, timeline.duration, run, share.part(0))
+            await self._ffmpeg(plan.args, workdir, timeline.duration, run.log, share.part(0))
             return name
-        rate = timeline.output.rate
-        lengths = [float((last - first) / rate) for first, last in ranges]
         sound = f"sound.{'webm' if fmt == 'webm' else 'm4a'}"
-        # The sound weighs little next to a segment's picture.
-        share = Share(run.report, [*lengths, timeline.duration / 10], base, span)
-        jobs = []
-        names = [f"segment-{i}.{fmt}" for i in range(len(ranges))]
-        for i, (first, last) in enumerate(ranges):
-            window = Window(first, last, audio=False, encoder=enc, max_pixels=s.max_pixels)
-            plan = graph.build(timeline, assets, names[i], window)
-            await self._write(workdir, plan.files)
-            jobs.append((plan.args, lengths[i], share.part(i)))
         plan = graph.build(timeline, assets, sound, Window(video=False, encoder=enc))
-        jobs.append((plan.args, timeline.duration, share.part(len(ranges))))
-        slots = asyncio.Semaphore(max(self.concurrency, 1))
+        await self._write(workdir, plan.files)
+        rate = timeline.output.rate
 
-        async def render(args: list[str], seconds: float, report: Report) -> None:
-            async with slots:
-                await self._ffmpeg(args, workdir, seconds, run, report)
+        async def cut() -> list[Piece]:
+            return [Piece(i, float(Fraction(first) / rate), float(Fraction(last) / rate),
+                          float(Fraction(first) / rate), float(Fraction(last) / rate),
+                          frames=last - first, last=i == len(ranges) - 1)
+                    for i, (first, last) in enumerate(ranges)]  # fmt: skip
 
-        await asyncio.gather(*(render(*job) for job in jobs))
+        # The sound is mixed here, whole, while the segments are rendered (it weighs little).
+        mixed = self._ffmpeg(plan.args, workdir, timeline.duration, run.log, None)
+        _, done = await asyncio.gather(
+            mixed,
+            fan_out(self.tools, job, run, Stage.RENDER, cut, compose_piece, workdir,
+                    share=(base, span)),
+        )  # fmt: skip
+        assert done is not None
+        names = []
+        for index, key in enumerate(done[1]):  # in place with local storage, else downloaded
+            names.append(await _fetched(self.store, key, workdir, f"segment-{index}.{fmt}",
+                                        s.max_upload_bytes * 4))  # fmt: skip
         await asyncio.to_thread((workdir / "segments.txt").write_text, segments.concat_list(names))
         await self._ffmpeg(segments.join_args("segments.txt", sound, name, fmt), workdir, 1.0,
-                           run, None)  # fmt: skip
+                           run.log, None)  # fmt: skip
         return name
 
     async def _ffmpeg(
-        self, args: list[str], workdir: Path, seconds: float, run: StageRun,
-        report: Report | None,
+        self, args: list[str], workdir: Path, seconds: float,
+        log: structlog.stdlib.BoundLogger, report: Report | None,
     ) -> None:  # fmt: skip
         async def quiet(_fraction: float) -> None:
             return None
@@ -165,7 +176,7 @@ class Composer:
         await run_ffmpeg(
             argv, workdir, duration_s=max(seconds, 0.001),
             deadline_s=run_timeout(seconds, self.settings.media_timeout_factor),
-            report=report or quiet, log=run.log,
+            report=report or quiet, log=log,
         )  # fmt: skip
 
     @staticmethod
@@ -250,3 +261,33 @@ class Composer:
         raw = await self.store.get_bytes(key, CAPTIONS_MAX_BYTES)
         return captions.shift(captions.timed(captions.parse_captions(raw)), clip.start, 0.0,
                               clip.duration)  # fmt: skip
+
+
+async def compose_piece(tools: Tools, job: Job, run: PieceRun) -> str:
+    """One segment of a long timeline's picture (any render worker's): the assets fetched and
+    probed, the captions written, its frames rendered and stored; its key."""
+    composer, piece, workdir = Composer(tools), run.piece, run.workdir
+    timeline = Timeline.model_validate_json(job.timeline)
+    assets = await composer._assets(timeline, workdir)
+    await composer._captions(job, timeline, workdir)
+    await asyncio.to_thread(fonts.link, workdir, graph.faces(timeline))
+    fmt, rate = timeline.output.format, timeline.output.rate
+    first = frames(piece.start, rate)
+    name = f"segment.{fmt}"
+    window = Window(first, first + piece.frames, audio=False, encoder=composer.encoder,
+                    max_pixels=composer.settings.max_pixels)  # fmt: skip
+    plan = graph.build(timeline, assets, name, window)
+    await composer._write(workdir, plan.files)
+    await composer._ffmpeg(plan.args, workdir, piece.seconds, run.log, run.report)
+    key = segment_key(job.id, piece.index, run.tag, fmt)
+    await tools.services.jobs.own_object(job.id, Stage.RENDER, key)  # deleted whatever happens
+    await composer.store.put_file(key, workdir / name, CONTENT_TYPES[fmt])
+    return key
+
+
+async def _fetched(store: ObjectStore, key: str, workdir: Path, name: str, max_bytes: int) -> str:
+    """A stored segment as `name` in `workdir` (linked in place with local storage)."""
+    path = await object_path(store, key, workdir / name, max_bytes, what="segment")
+    if path != workdir / name:
+        await asyncio.to_thread(link_or_copy, path, workdir / name)
+    return name

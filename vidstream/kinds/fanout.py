@@ -117,9 +117,12 @@ def error_of(exc: BaseException) -> dict[str, object]:
 async def fan_out(
     tools: Tools, job: Job, run: StageRun, stage: Stage,
     cut: Callable[[], Awaitable[Sequence[Piece] | None]], work: PieceWork, workdir: Path,
+    share: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[Plan, list[str]] | None:  # fmt: skip
     """Run the job's `stage` as pieces (`cut` says which; None: it cannot be cut) and return
-    the plan with each piece's result, in order; None when the source cannot be cut."""
+    the plan with each piece's result, in order; None when the source cannot be cut. The
+    pieces' progress is the `share` (from, span) of the stage's."""
+    base, span = share
     s = tools.services.settings
     store, lease = piece_store(tools), lease_ms(s)
     plan = await store.plan(job.id, stage)
@@ -141,7 +144,7 @@ async def fan_out(
         _raise_failures(plan, states, s.job_max_attempts)
         if all(st.done is not None for st in states):
             break
-        await run.report(_fraction(plan, states), pieces=_counts(states))
+        await run.report(base + span * _fraction(plan, states), pieces=_counts(states))
         taken, index, attempt = await store.claim(plan, None, run.owner, lease, s.job_max_attempts)
         if taken is Taken.NONE:
             await asyncio.sleep(POLL_S)  # the others' pieces: a poll of one small hash
@@ -153,7 +156,7 @@ async def fan_out(
         log = run.log.bind(piece=index, piece_try=attempt)
         await work_piece(store, tools, job, plan, piece, run.owner, lease, work,
                          workdir / f"piece-{index}", log)  # fmt: skip
-    await run.report(1.0, pieces=_counts(states))
+    await run.report(base + span, pieces=_counts(states))
     results = [st.done or "" for st in states]
     return plan, results
 

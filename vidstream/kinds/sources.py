@@ -53,3 +53,13 @@ async def object_path(
 
 def _too_large(what: str, max_bytes: int) -> ObjectTooLarge:
     return ObjectTooLarge(f"The {what} is larger than {max_bytes} bytes, the largest accepted.")
+
+
+def link_or_copy(path: Path, dest: Path) -> None:
+    """`path` also as `dest` (a hard link where the file system allows, else a symbolic one),
+    for a tool that reads files by their names in one directory."""
+    dest.unlink(missing_ok=True)
+    try:
+        dest.hardlink_to(path)
+    except OSError:
+        dest.symlink_to(path)

@@ -18,7 +18,10 @@ from dataclasses import replace
 from vidstream.media.cuts import OVERLAP_S, Piece
 from vidstream.media.transcript import Segment, Transcript, Word
 
-MIN_AGREEMENT = 2  # words in a row both pieces heard: one common word ("the") proves nothing
+# Words in a row both pieces heard: one common word ("the") proves nothing, unless both heard it
+# at about the same time.
+MIN_AGREEMENT = 2
+SAME_WORD_S = 1.0
 _LETTERS = re.compile(r"[^\w']+")
 
 Place = tuple[int, int]  # (segment, word) within one piece's transcript
@@ -77,12 +80,18 @@ def _align(
     a, b = _words_near(before, cut), _words_near(after, cut)
     match = difflib.SequenceMatcher(None, [t for _, t in a], [t for _, t in b], autojunk=False)
     i, j, size = match.find_longest_match(0, len(a), 0, len(b))
-    if size < MIN_AGREEMENT:
+    if size == 0 or (size < MIN_AGREEMENT and not _same_time(before, a[i][0], after, b[j][0])):
         return  # no agreement to go by: each keeps the words its own span holds
     keep_before.difference_update(place for place, _ in a[i:])
     keep_before.update(place for place, _ in a[:i])
     keep_after.difference_update(place for place, _ in b[:j])
     keep_after.update(place for place, _ in b[j:])
+
+
+def _same_time(before: Transcript, a: Place, after: Transcript, b: Place) -> bool:
+    first = before.segments[a[0]].words[a[1]]
+    second = after.segments[b[0]].words[b[1]]
+    return abs(first.start - second.start) < SAME_WORD_S
 
 
 def _segments(part: Transcript, keep: set[Place]) -> list[Segment]:

@@ -92,10 +92,10 @@ def transcript_key(job_id: str, fmt: str, run: str) -> str:
     return f"jobs/{job_id}/{run}/transcript.{fmt}"
 
 
-def segment_key(job_id: str, index: int, run: str) -> str:
+def segment_key(job_id: str, index: int, run: str, ext: str = "mp4") -> str:
     """Where run `run` stores segment `index` of a job's fanned-out render (deleted once the
     segments are joined)."""
-    return f"jobs/{job_id}/{run}/segment-{index:04d}.mp4"
+    return f"jobs/{job_id}/{run}/segment-{index:04d}.{ext}"
 
 
 def rendered_key(
