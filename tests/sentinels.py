@@ -120,6 +120,22 @@ class Replicated:
         await self.primary.start()
         await self.replica.start()
         await self.replica.wait_for("MASTER <-> REPLICA sync: Finished with success")
+        await self.counted()
+
+    async def counted(self, timeout_s: float = 10.0) -> None:
+        """Return once the primary counts its replica as good (its first acknowledgement came
+        in, about a second after the sync): before it, `min-replicas-to-write` refuses writes."""
+        primary = Redis.from_url(self.url(self.primary), decode_responses=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    info = await primary.info("replication")
+                    good = info.get("min_slaves_good_slaves", info.get("connected_slaves", 0))
+                    if int(good) >= 1:
+                        return
+                    await asyncio.sleep(0.05)  # INFO has no notification: a bounded poll
+        finally:
+            await primary.aclose()
 
     async def cut(self) -> None:
         """Stop replication here: the replica frozen, and its link closed by the primary (what

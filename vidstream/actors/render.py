@@ -16,6 +16,7 @@ from vidstream.services import Services
 
 class RenderWorker(Worker):
     stage = Stage.RENDER
+    tools: Tools
 
     def __init__(
         self, services: Services, *, concurrency: int = 1, name: str | None = None

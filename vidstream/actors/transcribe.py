@@ -17,6 +17,7 @@ from vidstream.services import Services
 
 class TranscribeWorker(Worker):
     stage = Stage.TRANSCRIBE
+    tools: Tools
 
     def __init__(
         self, services: Services, *, concurrency: int = 1, name: str | None = None

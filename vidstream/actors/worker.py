@@ -44,7 +44,9 @@ from vidstream.storage.base import ObjectStore
 
 class Worker(Component, abc.ABC):
     stage: ClassVar[Stage]
-    tools: Tools  # what the stage's work is given (set by each role)
+    # What the stage's work is given (set by each role); a worker without tools takes no
+    # pieces of other runs' fanned-out stages.
+    tools: Tools | None = None
 
     def __init__(
         self, services: Services, *, concurrency: int = 1, name: str | None = None
@@ -94,7 +96,9 @@ class Worker(Component, abc.ABC):
         label = joblogs.worker_label(services.signer, self.stage.value, self.name)
         self.log = self.log.bind(consumer=self.name, worker=label)
         # Pieces of fanned-out jobs first: a started job's pieces before new jobs.
-        streams = (services.keys.piece_stream(self.stage), *services.keys.stage_streams(self.stage))
+        streams = services.keys.stage_streams(self.stage)
+        if self.tools is not None:
+            streams = (services.keys.piece_stream(self.stage), *streams)
         self.consumer = consumer = StageConsumer(
             services.redis, streams,
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
@@ -117,7 +121,7 @@ class Worker(Component, abc.ABC):
             store=self.store, limits=limits, lease_ms=self.lease_ms, tmp_root=self.tmp_root,
             metrics=services.metrics, ended=self.registry.ended,
         )  # fmt: skip
-        self.pieces = PieceTaker(
+        self.pieces = None if self.tools is None else PieceTaker(
             jobs=self.jobs, store=fanout.piece_store(self.tools), tools=self.tools,
             stage=self.stage, ack=consumer.ack, refresh=consumer.refresh, lease_ms=self.lease_ms,
             max_tries=s.job_max_attempts, tmp_root=self.tmp_root,
@@ -250,8 +254,8 @@ class Worker(Component, abc.ABC):
             self._spawn(entry_id, fields)
 
     def _spawn(self, entry_id: str, fields: dict[str, str]) -> None:
-        if "piece" in fields:
-            self._spawn_piece(entry_id, fields)
+        if "piece" in fields and self.pieces is not None:
+            self._spawn_piece(self.pieces, entry_id, fields)
             return
         run = new_run(self.jobs, self.stage, self.name, entry_id, fields, secrets.token_hex(4),
                       self.log)  # fmt: skip
@@ -269,7 +273,7 @@ class Worker(Component, abc.ABC):
 
         run.task.add_done_callback(done)
 
-    def _spawn_piece(self, entry_id: str, fields: dict[str, str]) -> None:
+    def _spawn_piece(self, pieces: PieceTaker, entry_id: str, fields: dict[str, str]) -> None:
         """Work a piece of another run's fanned-out stage (`actors.pieces`)."""
         key = f"{fields.get('job_id', '')}#{fields.get('piece', '')}"
         if key in self._pieces:  # a second entry for a piece this worker is working
@@ -277,7 +281,7 @@ class Worker(Component, abc.ABC):
             return
         owner = f"{self.name}:{secrets.token_hex(4)}"
         task = asyncio.create_task(
-            self.pieces.handle(entry_id, fields, owner, self._stopping, self.log),
+            pieces.handle(entry_id, fields, owner, self._stopping, self.log),
             name=f"{self.name}-{key}",
         )
         self._pieces[key] = task
