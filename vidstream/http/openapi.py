@@ -104,6 +104,11 @@ SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "integer"},
             "stage_progress": {"type": "number"},
             "eta_s": {"type": "number", "description": "Seconds until the job ends (estimate)."},
+            "pieces": {
+                "type": "object",
+                "description": "A long source's stage in pieces (FANOUT_MIN_S): done, in all.",
+                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+            },
             "at": {"type": "string"},
         },
     },
