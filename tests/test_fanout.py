@@ -214,6 +214,10 @@ async def test_a_failed_piece_is_tried_again_until_its_tries_run_out(
         assert await pieces.failed(plan, 2, "w:1", error) is Held.HELD
     assert (await pieces.claim(plan, 2, "w:1", LEASE_MS, 2))[0] is Taken.EXHAUSTED
     assert (await pieces.states(plan))[2].error == error
+    # The stage's next run (a retry, a replay) gives the unfinished pieces their tries again.
+    assert await pieces.adopt(plan, COORDINATOR) == plan
+    assert (await pieces.states(plan))[2].error is None
+    assert await pieces.claim(plan, 2, "w:1", LEASE_MS, 2) == (Taken.OK, 2, 1)
     # A piece handed back at shutdown was not a try.
     assert await pieces.claim(plan, 0, "w:2", LEASE_MS, 2) == (Taken.OK, 0, 1)
     assert await pieces.hand_back(plan, 0, "w:2") is Held.HELD

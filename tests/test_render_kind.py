@@ -221,6 +221,47 @@ async def test_the_corrected_transcript_is_what_is_burnt_in(
     assert done["outputs"]["video"]["url"] != original["outputs"]["transcript"]["url"]
 
 
+@pytest.fixture(scope="session")
+def keyed_video(media_dir: Path) -> Path:
+    """`plain_video` with a keyframe every second: a render can be cut into segments."""
+    path = media_dir / "grey-keyed.mp4"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x303030:s=1280x720:r=25:d=4",
+         "-f", "lavfi", "-i", "sine=frequency=300:duration=4", "-c:v", "libx264", "-preset",
+         "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+async def test_a_render_job_in_segments_burns_the_corrected_words_in_each(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
+    keyed_video: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Fanned out (FANOUT_MIN_S lowered), each segment of a render job draws the corrected
+    transcript it was given, not the original job's: the cue across the cut on both sides."""
+    settings = make_settings(
+        auth="on", api_keys=f"a:{A_KEY},b:{B_KEY}", x264_preset="ultrafast",
+        fanout_min_s=2.0, piece_s=5.0, concurrency=2,
+    )  # fmt: skip
+    async with Stack(settings, ("gateway", "notifier", "render")) as stack:
+        original = await finished(http, stack, keyed_video)
+        body = {"job": original["id"], "transcript": edited(FIXED)}
+        async with await render(http, stack, body) as r:
+            job = await r.json()
+            assert r.status == 202, job
+        events = await watch(job, timeout_s=60)
+        assert events[-1]["event"] == "completed", events[-1]
+        assert {e["pieces"]["total"] for e in events if "pieces" in e} == {2}
+        async with http.get(job["links"]["self"], headers=A) as r:
+            done = await r.json()
+        video = tmp_path / "rendered.mp4"
+        video.write_bytes(await fetch(http, done["outputs"]["video"]["url"]))
+    for at in (1.0, 3.0):  # either side of the cut at 2 s
+        seen = set(words_of(await asyncio.to_thread(burnt_in, video, tmp_path, at)))
+        assert {"purple", "elephants", "dance"} <= seen and not {"hello", "world"} & seen, seen
+
+
 async def test_uploaded_captions_render_a_render_jobs_source_again_as_a_track(
     stack: Stack, http: aiohttp.ClientSession, plain_video: Path, tmp_path: Path
 ) -> None:

@@ -136,6 +136,7 @@ class PieceRun:
     report: Report
     log: structlog.stdlib.BoundLogger
     tag: str  # the try's own short name, in the names of the objects it stores
+    context: Mapping[str, Any]  # what the stage's run decided for every piece (`fanout`)
 
 
 class PieceWork(Protocol):

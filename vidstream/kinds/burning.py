@@ -31,10 +31,12 @@ def wanted(tools: Tools, job: Job, media: MediaInfo) -> bool:
 
 
 async def burn_in_pieces(
-    tools: Tools, job: Job, source: Path, media: MediaInfo, workdir: Path, run: StageRun
-) -> Path | None:
-    """The job's video, its segments burnt by every render worker and joined here; None when
-    the picture cannot be cut (fewer than two keyframes)."""
+    tools: Tools, job: Job, source: Path, media: MediaInfo, transcript: str, workdir: Path,
+    run: StageRun,
+) -> Path | None:  # fmt: skip
+    """The job's video, its segments burnt by every render worker with the cues of the
+    transcript stored at `transcript` and joined here; None when the picture cannot be cut
+    (fewer than two keyframes)."""
     s = tools.services.settings
 
     async def cut() -> list[Piece] | None:
@@ -42,7 +44,9 @@ async def burn_in_pieces(
         run.log.info("keyframes_found", keyframes=len(found))
         return frame_cuts(found, media.duration, s.piece_s)
 
-    done = await fan_out(tools, job, run, Stage.RENDER, cut, burn_piece, workdir)
+    context = {"transcript": transcript, "media": media.to_dict()}
+    done = await fan_out(tools, job, run, Stage.RENDER, cut, burn_piece, workdir,
+                         context=context)  # fmt: skip
     if done is None:
         return None
     plan, keys = done
@@ -74,9 +78,8 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     """One segment (any render worker's): encoded with its cues, stored; its key."""
     s, store = tools.services.settings, tools.services.store
     piece, workdir = run.piece, run.workdir
-    assert job.media is not None, "the render stage runs after the transcribe stage"
-    media = job.media
-    raw = await store.get_bytes(job.outputs["transcript"].key)
+    media = MediaInfo.from_dict(run.context["media"])
+    raw = await store.get_bytes(str(run.context["transcript"]))
     cues = within(build_cues(Transcript.from_json(raw)), piece)
     source = await source_path(store, job, workdir, s.max_upload_bytes)
     width, height = media.display_size

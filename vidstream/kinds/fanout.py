@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -117,24 +118,28 @@ def error_of(exc: BaseException) -> dict[str, object]:
 async def fan_out(
     tools: Tools, job: Job, run: StageRun, stage: Stage,
     cut: Callable[[], Awaitable[Sequence[Piece] | None]], work: PieceWork, workdir: Path,
-    share: tuple[float, float] = (0.0, 1.0),
+    share: tuple[float, float] = (0.0, 1.0), context: dict[str, Any] | None = None,
 ) -> tuple[Plan, list[str]] | None:  # fmt: skip
     """Run the job's `stage` as pieces (`cut` says which; None: it cannot be cut) and return
     the plan with each piece's result, in order; None when the source cannot be cut. The
-    pieces' progress is the `share` (from, span) of the stage's."""
+    pieces' progress is the `share` (from, span) of the stage's; every piece's work reads
+    `context` (JSON) as the plan recorded it."""
     base, span = share
     s = tools.services.settings
     store, lease = piece_store(tools), lease_ms(s)
+    # A run of the stage before this one (which failed, or died) may have cut it: its pieces,
+    # and the results recorded, are this run's; those not done get their tries again.
     plan = await store.plan(job.id, stage)
     if plan is None:
         pieces = await cut()
         if not pieces:
             return None
-        adopted = await store.adopt(Plan.new(job.id, stage, pieces), run.owner)
-        if adopted is None:
-            await run.report(0.0, force=True)  # raises why the run no longer holds the stage
-            raise TransientError("The stage was taken over.", code="stage_out_of_order")
-        plan = adopted
+        plan = Plan.new(job.id, stage, pieces, context)
+    adopted = await store.adopt(plan, run.owner)
+    if adopted is None:
+        await run.report(0.0, force=True)  # raises why the run no longer holds the stage
+        raise TransientError("The stage was taken over.", code="stage_out_of_order")
+    plan = adopted
     states = await store.states(plan)
     await store.queue(plan, [st.index for st in states if st.done is None])
     run.log.info("pieces_queued", plan=plan.id, pieces=len(plan.pieces),
@@ -182,7 +187,9 @@ async def work_piece(
     started = time.monotonic()
     try:
         await hold(store, plan, piece.index, owner, lease,
-                   lambda report: work(tools, job, PieceRun(piece, workdir, report, log, tag)),
+                   lambda report: work(
+                       tools, job, PieceRun(piece, workdir, report, log, tag, plan.context)
+                   ),
                    refresh)  # fmt: skip
     except PieceLost as lost:
         log.warning("piece_lost", reason=lost.held.value)

@@ -184,7 +184,7 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
         job = job.with_changes(media=owner.media)
     transcript = Transcript.from_json(await store.get_bytes(job.assets[0], CORRECTED_MAX_BYTES))
     outputs = await store_transcript(job, transcript, workdir, run)
-    video = await subtitled(tools, job, build_cues(transcript), workdir, run)
+    video = await subtitled(tools, job, build_cues(transcript), workdir, run, job.assets[0])
     await run.finish({**outputs, "video": video}, job.media)
 
 

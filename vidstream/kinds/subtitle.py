@@ -49,16 +49,18 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
         raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
     store = tools.services.store
     raw = await store.get_bytes(job.outputs["transcript"].key)
-    video = await subtitled(tools, job, build_cues(Transcript.from_json(raw)), workdir, run)
+    cues = build_cues(Transcript.from_json(raw))
+    video = await subtitled(tools, job, cues, workdir, run, job.outputs["transcript"].key)
     await run.finish({"video": video})
 
 
 async def subtitled(
-    tools: Tools, job: Job, cues: list[Cue], workdir: Path, run: StageRun
+    tools: Tools, job: Job, cues: list[Cue], workdir: Path, run: StageRun, transcript: str
 ) -> Output:
-    """The job's source with `cues` burnt in (or as a track, as its options say), stored under
-    the run's own name: the finish makes it the job's video only if this run still holds the
-    stage (`actors.outputs`); otherwise it is deleted, never written over another."""
+    """The job's source with `cues` (those of the transcript stored at `transcript`) burnt in
+    (or as a track, as its options say), stored under the run's own name: the finish makes it
+    the job's video only if this run still holds the stage (`actors.outputs`); otherwise it is
+    deleted, never written over another."""
     s = tools.services.settings
     source = await source_path(tools.services.store, job, workdir, s.max_upload_bytes)
     media = job.media or await probe(
@@ -66,7 +68,7 @@ async def subtitled(
     )
     joined = None
     if burning.wanted(tools, job, media):
-        joined = await burning.burn_in_pieces(tools, job, source, media, workdir, run)
+        joined = await burning.burn_in_pieces(tools, job, source, media, transcript, workdir, run)
     if joined is None:
         argv = await _command(tools, job, source, media, cues, workdir)
         duration = min(media.duration, s.max_duration_s)

@@ -16,7 +16,7 @@ import json
 import math
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
@@ -36,18 +36,26 @@ class Plan:
     stage: Stage
     id: str
     pieces: tuple[Piece, ...]
+    # What every piece's work reads as the coordinator decided it (which transcript, the
+    # source's media info): the same for all, wherever they run.
+    context: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "pieces": json.loads(dumps(self.pieces))})
+        pieces = json.loads(dumps(self.pieces))
+        return json.dumps({"id": self.id, "pieces": pieces, "context": self.context})
 
     @classmethod
     def from_json(cls, job_id: str, stage: Stage, raw: str) -> Plan:
         doc = json.loads(raw)
-        return cls(job_id, stage, str(doc["id"]), loads(json.dumps(doc["pieces"])))
+        pieces = loads(json.dumps(doc["pieces"]))
+        return cls(job_id, stage, str(doc["id"]), pieces, dict(doc.get("context") or {}))
 
     @classmethod
-    def new(cls, job_id: str, stage: Stage, pieces: Sequence[Piece]) -> Plan:
-        return cls(job_id, stage, secrets.token_hex(6), tuple(pieces))
+    def new(
+        cls, job_id: str, stage: Stage, pieces: Sequence[Piece],
+        context: dict[str, Any] | None = None,
+    ) -> Plan:  # fmt: skip
+        return cls(job_id, stage, secrets.token_hex(6), tuple(pieces), dict(context or {}))
 
     @property
     def seconds(self) -> float:
