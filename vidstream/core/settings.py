@@ -267,8 +267,8 @@ class Settings(RedisSettings):
     compose_segment_s: float = setting(
         "COMPOSE_SEGMENT_S",
         60.0,
-        "a compose job at least twice this long renders in segments of about this length at "
-        "once, up to the render role's concurrency; 0 turns segments off",
+        "a compose job at least twice this long renders in segments of about this length, "
+        "which every render worker takes at once; 0 turns segments off",
         low=0,
     )
     max_tracks: int = setting("MAX_TRACKS", 32, "tracks a timeline may have", low=1, high=1000)
