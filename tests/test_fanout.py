@@ -4,15 +4,20 @@ the real Redis (`state.pieces`)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from tests.media import FFMPEG
 from vidstream.job.model import Job, Options, Stage
 from vidstream.job.protocol import Cancel, Claim
+from vidstream.media import scan
 from vidstream.media.cuts import (
     OVERLAP_S,
     Piece,
@@ -119,7 +124,7 @@ def test_overlapping_pieces_keep_each_word_once_even_when_their_times_disagree()
 
 
 @given(
-    words=st.lists(st.floats(0.0, 60.0, allow_nan=False), min_size=1, max_size=80, unique=True),
+    words=st.lists(st.floats(0.0, 60.0, allow_nan=False), min_size=1, max_size=200, unique=True),
     cut=st.floats(15.0, 45.0),
     drift=st.floats(-0.4, 0.4),
     overlap=st.booleans(),
@@ -138,6 +143,9 @@ def test_no_word_is_lost_or_doubled_at_a_seam(
         drift = 0.0  # a cut in a pause: nothing is heard twice
     merged = merge_transcripts([(first, heard_first), (second, _heard(later, shift=drift))], 60.0)
     assert _text(merged) == [w for w, _ in spoken]
+    starts = [w.start for seg in merged.segments for w in seg.words]
+    assert starts == sorted(starts), "times go back at the seam"
+    assert all(a.end <= b.start for a, b in zip(merged.segments, merged.segments[1:], strict=False))
 
 
 # -- pieces in Redis ----------------------------------------------------------------------------
@@ -198,8 +206,8 @@ async def test_a_piece_is_leased_to_one_worker_and_fenced(
     assert await pieces.renew(plan, 1, "worker-b:1", LEASE_MS, 0.5) is Held.TAKEN
     assert await pieces.done(plan, 1, "worker-b:1", "late") is Held.TAKEN
     assert await pieces.done(plan, 1, "worker-c:1", "heard") is Held.HELD
-    states = await pieces.states(plan)
-    assert [s.done for s in states] == [None, "heard", None]
+    assert [s.done for s in await pieces.states(plan)] == [False, True, False]
+    assert await pieces.results(plan) == ["", "heard", ""]
     assert (await pieces.claim(plan, 1, "worker-d:1", LEASE_MS, 3))[0] is Taken.DONE
     assert (await pieces.claim(plan, 2, "worker-d:1", LEASE_MS, 3))[0] is Taken.OK
 
@@ -224,6 +232,23 @@ async def test_a_failed_piece_is_tried_again_until_its_tries_run_out(
     assert await pieces.claim(plan, 0, "w:3", LEASE_MS, 2) == (Taken.OK, 0, 1)
 
 
+async def test_a_piece_whose_workers_keep_dying_runs_out_of_tries_with_a_reason(
+    pieces: PieceStore, running: Job, redis: Redis, prefix: str
+) -> None:
+    """Workers killed (or cut off) three times on one piece: the coordinator finds it out of
+    tries, with `worker_lost`, rather than waiting for it for ever."""
+    plan = await _plan(pieces, running)
+    for i in (0, 2):
+        assert (await pieces.claim(plan, i, "w:0", LEASE_MS, 3))[0] is Taken.OK
+        assert await pieces.done(plan, i, "w:0", "heard") is Held.HELD
+    for attempt in (1, 2, 3):
+        assert await pieces.claim(plan, 1, f"w:{attempt}", LEASE_MS, 3) == (Taken.OK, 1, attempt)
+        await redis.hset(Keys(prefix).job_pieces(running.id), "transcribe:1:until", 0)  # killed
+    assert await pieces.claim(plan, None, COORDINATOR, LEASE_MS, 3) == (Taken.EXHAUSTED, 1, 0)
+    error = (await pieces.states(plan))[1].error
+    assert error is not None and error["code"] == "worker_lost"
+
+
 async def test_a_cancel_ends_every_piece(pieces: PieceStore, jobs: JobStore, running: Job) -> None:
     plan = await _plan(pieces, running)
     assert (await pieces.claim(plan, 1, "w:1", LEASE_MS, 3))[0] is Taken.OK
@@ -237,6 +262,45 @@ async def test_an_entry_of_an_older_plan_is_stale(pieces: PieceStore, running: J
     plan = await _plan(pieces, running)
     older = Plan(plan.job_id, plan.stage, "0ld0ld0ld0ld", plan.pieces)
     assert (await pieces.claim(older, 0, "w:1", LEASE_MS, 3))[0] is Taken.STALE
-    await pieces.forget(plan)
+    await pieces.forget(running.id, Stage.TRANSCRIBE)
     assert await pieces.plan(running.id, Stage.TRANSCRIBE) is None
     assert (await pieces.claim(plan, 0, "w:1", LEASE_MS, 3))[0] is Taken.STALE
+
+
+# -- what can be cut ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six seconds at 25 fps, a keyframe every second."""
+    path = tmp_path_factory.mktemp("keyed") / "keyed.mp4"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
+         "-f", "lavfi", "-i", "sine", "-t", "6", "-c:v", "libx264", "-preset", "ultrafast",
+         "-g", "25", "-c:a", "aac", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+async def test_a_source_is_cut_at_its_keyframes_with_every_frame_counted(keyed: Path) -> None:
+    found = await scan.keyframes(keyed, 30.0)
+    assert found == [(float(i), 25) for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        (["-ss", "1.3", "-c", "copy"], "an edit list discards the frames before 1.3 s"),
+        (["-c", "copy", "-output_ts_offset", "0.5", "-f", "mpegts"], "the picture starts late"),
+    ],
+)
+async def test_a_source_whose_frames_would_not_join_exactly_is_rendered_whole(
+    keyed: Path, tmp_path: Path, how: list[str], why: str
+) -> None:
+    """Cut and joined, such a source would gain frames at a seam or lose its sync with the
+    sound: it gets no keyframes to cut at, so its render runs whole, on one worker."""
+    changed = tmp_path / "changed.mp4"
+    argv = [FFMPEG, "-v", "error", "-y", "-i", str(keyed), *how, str(changed)]
+    await asyncio.to_thread(subprocess.run, argv, check=True)
+    assert await scan.keyframes(changed, 30.0) == [], why

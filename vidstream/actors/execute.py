@@ -27,6 +27,7 @@ from vidstream.job.model import Job, Stage, Status, is_job_id
 from vidstream.job.protocol import Claim, Fail, HandBack, Retry
 from vidstream.ops.metrics import Metrics
 from vidstream.state.jobstore import JobStore
+from vidstream.state.pieces import PieceStore
 from vidstream.storage.base import ObjectStore
 
 # The runs that end the job, and how (a handed-on, retried or cancelled run does not).
@@ -51,6 +52,7 @@ class Executor:
     tmp_root: Path
     metrics: Metrics
     ended: Ended | None = None  # the worker registry: counts runs, keeps their durations
+    pieces: PieceStore | None = None  # a fanned-out stage's pieces, forgotten once it is done
 
     async def handle(self, run: Run) -> None:
         """Run the entry to its end; ack it when its outcome is recorded. At shutdown (the
@@ -61,8 +63,12 @@ class Executor:
             if run.started:
                 self._observe(run, started)
             if run.outcome in _STAGE_DONE and run.objects is not None:
-                # After the metrics: what earlier runs of the stage left is housekeeping.
+                # After the metrics: what earlier runs of the stage left is housekeeping (a
+                # fanned-out stage's pieces, their results and their segments included).
                 await run.objects.sweep_superseded()
+                if self.pieces is not None:
+                    with contextlib.suppress(RedisError):
+                        await self.pieces.forget(run.job_id, self.stage)
         except asyncio.CancelledError:
             if run.state not in (RunState.CANCELLED, RunState.LOST):  # shutting down
                 run.log.info("job_interrupted", took_s=round(time.monotonic() - started, 3))
@@ -122,7 +128,7 @@ class Executor:
             return await self._after_error(run, exc)
         finally:
             # What the run stored but no record names (it failed, was cancelled or lost).
-            await asyncio.shield(objects.discard())
+            await asyncio.shield(objects.discard(ended_early=run.outcome not in _STAGE_DONE))
             await asyncio.shield(_remove(workdir))
         return True
 

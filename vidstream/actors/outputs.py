@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from vidstream.core.backoff import Backoff, retry
 from vidstream.core.errors import StorageError
-from vidstream.job.model import Output, Stage
+from vidstream.job.model import Output, Stage, Status
 from vidstream.state.jobstore import JobStore
 from vidstream.storage.base import ObjectStore
 
@@ -55,19 +55,24 @@ class RunObjects:
         self.recorded_keys |= keys
         self.unrecorded = [key for key in self.unrecorded if key not in keys]
 
-    async def discard(self) -> None:
+    async def discard(self, *, ended_early: bool = True) -> None:
         """Delete what this run stored that no record names (it failed, was cancelled, or lost
-        its lease to another run); best effort: retention deletes what is left."""
-        if not self.unrecorded:
+        its lease to another run); best effort: retention deletes what is left. Once the job
+        failed or was cancelled, what other runs of the stage stored goes too (a fanned-out
+        stage's finished segments); a job that runs the stage again keeps them for its pieces.
+        A run that finished its stage (`ended_early` False) has nothing to look for but its own."""
+        if not self.unrecorded and not ended_early:
             return
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT_S):
                 job = await self.jobs.get(self.job_id)
+                ended = job is not None and job.status in (Status.FAILED, Status.CANCELLED)
+                others = await self.jobs.owned_objects(self.job_id, self.stage) if ended else []
         except (RedisError, TimeoutError):
             return  # retention deletes them with the job
         # Never what the job names: a record applied whose answer was lost names them.
         named = {out.key for out in job.outputs.values()} if job else set()
-        doomed = [key for key in self.unrecorded if key not in named]
+        doomed = [key for key in dict.fromkeys([*self.unrecorded, *others]) if key not in named]
         self.unrecorded = []
         if doomed:
             await self._delete(doomed, "run_objects_discarded")

@@ -73,7 +73,7 @@ class PieceTaker:
         work = kinds.piece_work(job.kind, self.stage) if job is not None else None
         if (
             job is None or plan is None or work is None or plan.id != plan_id
-            or not index.isdigit() or int(index) >= len(plan.pieces)
+            or not (index.isascii() and index.isdigit()) or int(index) >= len(plan.pieces)
         ):  # fmt: skip
             log.info("piece_skipped", reason="no such piece")
             return
@@ -93,5 +93,5 @@ class PieceTaker:
 
     async def _again(self, job_id: str, index: str) -> None:
         plan = await self.store.plan(job_id, self.stage)
-        if plan is not None and index.isdigit():
+        if plan is not None and index.isascii() and index.isdigit():
             await self.store.queue(plan, [int(index)])

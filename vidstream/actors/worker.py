@@ -96,9 +96,12 @@ class Worker(Component, abc.ABC):
         label = joblogs.worker_label(services.signer, self.stage.value, self.name)
         self.log = self.log.bind(consumer=self.name, worker=label)
         # Pieces of fanned-out jobs first: a started job's pieces before new jobs.
-        streams = services.keys.stage_streams(self.stage)
-        if self.tools is not None:
-            streams = (services.keys.piece_stream(self.stage), *streams)
+        keys = services.keys
+        streams = (
+            keys.stage_streams(self.stage)
+            if self.tools is None
+            else keys.worker_streams(self.stage)
+        )
         self.consumer = consumer = StageConsumer(
             services.redis, streams,
             services.keys.stage_group(self.stage), self.name, self.lease_ms,
@@ -120,6 +123,7 @@ class Worker(Component, abc.ABC):
             jobs=self.jobs, stage=self.stage, process=self.process, ack=consumer.ack,
             store=self.store, limits=limits, lease_ms=self.lease_ms, tmp_root=self.tmp_root,
             metrics=services.metrics, ended=self.registry.ended,
+            pieces=None if self.tools is None else fanout.piece_store(self.tools),
         )  # fmt: skip
         self.pieces = None if self.tools is None else PieceTaker(
             jobs=self.jobs, store=fanout.piece_store(self.tools), tools=self.tools,

@@ -310,7 +310,7 @@ class Settings(RedisSettings):
         "FANOUT_MIN_S",
         600.0,
         "a source at least this long is transcribed and rendered in pieces that all workers "
-        "take at once; 0 turns fan-out off",
+        "take at once; 0 turns fan-out off (a compose timeline's: COMPOSE_SEGMENT_S)",
         low=0,
     )
     piece_s: float = setting(

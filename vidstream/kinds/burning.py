@@ -23,6 +23,7 @@ from vidstream.storage.names import segment_key
 
 OUTPUT = "output.mp4"
 LISTING = "segments.txt"
+JOINED_AT = 0.95  # the stage's progress once every segment is encoded: joining them is the rest
 
 
 def wanted(tools: Tools, job: Job, media: MediaInfo) -> bool:
@@ -44,9 +45,11 @@ async def burn_in_pieces(
         run.log.info("keyframes_found", keyframes=len(found))
         return frame_cuts(found, media.duration, s.piece_s)
 
-    context = {"transcript": transcript, "media": media.to_dict()}
+    # Every segment as this worker would encode it, whatever its own host's settings.
+    encoder = {"preset": tools.encoder.preset, "crf": tools.encoder.crf}
+    context = {"transcript": transcript, "media": media.to_dict(), "encoder": encoder}
     done = await fan_out(tools, job, run, Stage.RENDER, cut, burn_piece, workdir,
-                         context=context)  # fmt: skip
+                         share=(0.0, JOINED_AT), context=context)  # fmt: skip
     if done is None:
         return None
     plan, keys = done
@@ -85,8 +88,9 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     width, height = media.display_size
     await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
     await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
+    encoder = dataclasses.replace(tools.encoder, **run.context.get("encoder", {}))
     argv = ffmpeg.burn_segment(
-        tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, tools.encoder,
+        tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, encoder,
         start=piece.start, frames=piece.frames, bounds=tools.bounds,
     )  # fmt: skip
     await run_ffmpeg(argv, workdir, duration_s=piece.seconds,

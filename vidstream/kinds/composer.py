@@ -146,13 +146,18 @@ class Composer:
                           frames=last - first, last=i == len(ranges) - 1)
                     for i, (first, last) in enumerate(ranges)]  # fmt: skip
 
-        # The sound is mixed here, whole, while the segments are rendered (it weighs little).
-        mixed = self._ffmpeg(plan.args, workdir, timeline.duration, run.log, None)
-        _, done = await asyncio.gather(
-            mixed,
-            fan_out(self.tools, job, run, Stage.RENDER, cut, compose_piece, workdir,
-                    share=(base, span)),
-        )  # fmt: skip
+        # The sound is mixed here, whole, while the segments are rendered (it weighs little);
+        # either failing stops the other.
+        segmented = fan_out(self.tools, job, run, Stage.RENDER, cut, compose_piece, workdir,
+                            share=(base, span))  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._ffmpeg(plan.args, workdir, timeline.duration, run.log,
+                                               None))  # fmt: skip
+                pieces = group.create_task(segmented)
+        except ExceptionGroup as failed:  # the first error is the job's (`policy` reads it)
+            raise failed.exceptions[0] from None
+        done = pieces.result()
         assert done is not None
         names = []
         for index, key in enumerate(done[1]):  # in place with local storage, else downloaded

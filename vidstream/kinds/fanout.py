@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -141,29 +143,32 @@ async def fan_out(
         raise TransientError("The stage was taken over.", code="stage_out_of_order")
     plan = adopted
     states = await store.states(plan)
-    await store.queue(plan, [st.index for st in states if st.done is None])
+    await store.queue(plan, [st.index for st in states if not st.done])
     run.log.info("pieces_queued", plan=plan.id, pieces=len(plan.pieces),
-                 done=sum(st.done is not None for st in states))  # fmt: skip
+                 done=sum(st.done for st in states))  # fmt: skip
     while True:
         states = await store.states(plan)
-        _raise_failures(plan, states, s.job_max_attempts)
-        if all(st.done is not None for st in states):
+        _raise_permanent(plan, states)
+        if all(st.done for st in states):
             break
         await run.report(base + span * _fraction(plan, states), pieces=_counts(states))
         taken, index, attempt = await store.claim(plan, None, run.owner, lease, s.job_max_attempts)
         if taken is Taken.NONE:
-            await asyncio.sleep(POLL_S)  # the others' pieces: a poll of one small hash
+            await asyncio.sleep(POLL_S)  # the others' pieces: a poll of a few small fields
             continue
+        if taken is Taken.EXHAUSTED:  # out of tries, failed or its workers lost: the stage too
+            raise _failure(plan, states[index])
         if taken is not Taken.OK:
             await run.report(0.0, force=True)
             raise TransientError("The job no longer runs this stage.", code="stage_out_of_order")
         piece = plan.pieces[index]
+
         log = run.log.bind(piece=index, piece_try=attempt)
+        own = _own_progress(run, plan, states, index, share)
         await work_piece(store, tools, job, plan, piece, run.owner, lease, work,
-                         workdir / f"piece-{index}", log)  # fmt: skip
+                         workdir / f"piece-{index}", log, progress=own)  # fmt: skip
     await run.report(base + span, pieces=_counts(states))
-    results = [st.done or "" for st in states]
-    return plan, results
+    return plan, await store.results(plan)
 
 
 class Ended(StrEnum):
@@ -177,20 +182,27 @@ class Ended(StrEnum):
 async def work_piece(
     store: PieceStore, tools: Tools, job: Job, plan: Plan, piece: Piece, owner: str, lease: int,
     work: PieceWork, workdir: Path, log: structlog.stdlib.BoundLogger,
-    refresh: Callable[[], Awaitable[None]] | None = None,
+    refresh: Callable[[], Awaitable[None]] | None = None, progress: Report | None = None,
 ) -> Ended:  # fmt: skip
     """Work a piece leased to `owner` and record how it ended: its result, its failure (for
-    another try), or its hand-back (the worker is stopping)."""
-    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    another try), or its hand-back (the worker is stopping). `progress` hears how far the
+    piece is as its work says, besides its lease's renewals."""
     log.info("piece_started", start=piece.start, end=piece.end)
     tag = f"{owner.rpartition(':')[2]}p{piece.index}"
     started = time.monotonic()
+
+    def run_of(report: Report) -> PieceRun:
+        async def both(fraction: float) -> None:
+            await report(fraction)
+            if progress is not None:
+                await progress(fraction)
+
+        return PieceRun(piece, workdir, both, log, tag, plan.context)
+
     try:
+        await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         await hold(store, plan, piece.index, owner, lease,
-                   lambda report: work(
-                       tools, job, PieceRun(piece, workdir, report, log, tag, plan.context)
-                   ),
-                   refresh)  # fmt: skip
+                   lambda report: work(tools, job, run_of(report)), refresh)  # fmt: skip
     except PieceLost as lost:
         log.warning("piece_lost", reason=lost.held.value)
         return Ended.LOST
@@ -214,33 +226,45 @@ async def work_piece(
     return Ended.DONE
 
 
-def _raise_failures(plan: Plan, states: Sequence[PieceState], max_tries: int) -> None:
-    """Fail the stage with a piece's error: one that running again cannot help, or the last of
-    a piece out of tries."""
+def _own_progress(
+    run: StageRun, plan: Plan, states: list[PieceState], index: int, share: tuple[float, float]
+) -> Report:
+    """The stage's progress as the run's own piece moves (not only as the others' do)."""
+
+    async def report(fraction: float) -> None:
+        now = [replace(st, fraction=fraction) if st.index == index else st for st in states]
+        await run.report(share[0] + share[1] * _fraction(plan, now), pieces=_counts(now))
+
+    return report
+
+
+def _raise_permanent(plan: Plan, states: Sequence[PieceState]) -> None:
+    """Fail the stage with a piece's error that running it again cannot help."""
     for st in states:
-        if st.done is not None or st.error is None:
-            continue
-        out_of_tries = st.tries >= max_tries and not st.owner
-        if st.error.get("permanent") or out_of_tries:
-            piece = plan.pieces[st.index]
-            where = f"piece {st.index + 1} of {len(plan.pieces)} ({_clock(piece.start)}-"
-            where += f"{_clock(piece.end)})"
-            message = f"{st.error.get('message')} ({where})"
-            code = str(st.error.get("code") or "internal_error")
-            if st.error.get("permanent"):
-                raise PermanentError(message, code=code)
-            raise TransientError(message, code=code)
+        if not st.done and st.error is not None and st.error.get("permanent"):
+            raise _failure(plan, st)
+
+
+def _failure(plan: Plan, st: PieceState) -> JobError:
+    """What a piece's last failure means for the stage, naming the piece."""
+    error = st.error or {"code": "worker_lost", "message": "The piece's workers stopped."}
+    piece = plan.pieces[st.index]
+    where = f"piece {st.index + 1} of {len(plan.pieces)}, {_clock(piece.start)}-{_clock(piece.end)}"
+    message, code = f"{error.get('message')} ({where})", str(error.get("code") or "internal_error")
+    if error.get("permanent"):
+        return PermanentError(message, code=code)
+    return TransientError(message, code=code)
 
 
 def _fraction(plan: Plan, states: Sequence[PieceState]) -> float:
     total = sum(p.seconds for p in plan.pieces) or 1.0
-    done = sum(p.seconds * (1.0 if st.done is not None else st.fraction)
+    done = sum(p.seconds * (1.0 if st.done else st.fraction)
                for p, st in zip(plan.pieces, states, strict=True))  # fmt: skip
     return min(done / total, 0.999)
 
 
 def _counts(states: Sequence[PieceState]) -> tuple[int, int]:
-    return sum(st.done is not None for st in states), len(states)
+    return sum(st.done for st in states), len(states)
 
 
 def _clock(seconds: float) -> str:
@@ -251,6 +275,4 @@ def _clock(seconds: float) -> str:
 
 
 def _remove(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)

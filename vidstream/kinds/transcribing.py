@@ -129,7 +129,9 @@ async def _in_pieces(
         run.log.info("pauses_found", pauses=len(found), cuts_without_pause=len(quiet))
         return speech_cuts(media.duration, s.piece_s, found, quiet)
 
-    done = await fan_out(tools, job, run, Stage.TRANSCRIBE, cut, transcribe_piece, workdir)
+    # Joining the pieces' transcripts takes little: the pieces are nearly all of the stage.
+    done = await fan_out(tools, job, run, Stage.TRANSCRIBE, cut, transcribe_piece, workdir,
+                         share=(0.0, 0.99))  # fmt: skip
     if done is None:
         return None
     plan, results = done

@@ -11,6 +11,8 @@ re-encoding; each carries its exact frame count.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import re
@@ -178,21 +180,25 @@ def frame_cuts(
         return None
     n = piece_count(duration, piece_s)
     size = duration / n
+    times = [t for t, _ in keyframes]
     chosen = [0]
     for k in range(1, n):
         target = k * size
-        best = min(range(len(keyframes)), key=lambda i: abs(keyframes[i][0] - target))
+        at = bisect.bisect_left(times, target)  # the keyframes either side of the target
+        best = min((i for i in (at - 1, at) if 0 <= i < len(times)),
+                   key=lambda i: abs(times[i] - target))  # fmt: skip
         if best > chosen[-1]:
             chosen.append(best)
     if len(chosen) < 2:
         return None
+    counts = list(itertools.accumulate(count for _, count in keyframes))
     pieces = []
     for i, at in enumerate(chosen):
         upto = chosen[i + 1] if i + 1 < len(chosen) else len(keyframes)
-        frames = sum(count for _, count in keyframes[at:upto])
-        start = keyframes[at][0]
-        end = keyframes[upto][0] if upto < len(keyframes) else duration
+        frames = counts[upto - 1] - (counts[at - 1] if at else 0)
+        start = times[at]
         last = upto == len(keyframes)
+        end = duration if last else times[upto]
         pieces.append(Piece(i, start, end, start, math.inf if last else end, frames, last))
     return pieces
 

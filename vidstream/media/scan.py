@@ -14,7 +14,9 @@ from vidstream.media.info import VIDEOS
 from vidstream.media.probe import open_only, run_child
 
 PAUSE_NOISE = "-35dB"  # quieter than this is a pause: espeak's and a talk's alike
-MAX_PACKETS = 5_000_000  # 48 h at 25 fps: more than MAX_DURATION_S lets through
+MAX_PACKETS = 2_000_000  # 9 h at 60 fps: a longer picture is rendered whole
+KEYFRAME_GAP_S = 1.0  # closer keyframes are not worth a cut (an all-intra source has one a frame)
+START_SLACK_S = 0.001
 
 
 def pauses_argv(ffmpeg: str, source: str, demuxer: str, end: float) -> list[str]:
@@ -74,13 +76,20 @@ async def _read(argv: list[str], timeout_s: float, what: str) -> list[str]:
 
 
 async def keyframes(source: Path, timeout_s: float) -> list[tuple[float, int]]:
-    """The picture's keyframes: (seconds from the file's start, frames from it to the next)."""
+    """The picture's keyframes at least `KEYFRAME_GAP_S` apart: (seconds from the file's start,
+    frames from it to the next); none when its timing does not let it be cut and joined
+    exactly (see `scan_keyframes`)."""
     found = await run_child(["--keyframes"], source, timeout_s, None, VIDEOS, "source")
     return [(float(t), int(n)) for t, n in found["keyframes"]]
 
 
 def scan_keyframes(path: str) -> dict[str, Any]:
-    """The child's side of `keyframes`: the first picture's packets, read without decoding."""
+    """The child's side of `keyframes`: the first picture's packets, read without decoding.
+
+    Segments are cut at keyframes and joined by the concat demuxer, which starts the picture at
+    0 and takes the sound whole from the source: exact only when every packet is shown (no edit
+    list discarding some) and the picture starts where the file does. A source that is not so,
+    or has more packets than `MAX_PACKETS`, is rendered whole."""
     import av.logging  # imported here: only the child process needs it
 
     av.logging.set_level(av.logging.ERROR)
@@ -88,20 +97,30 @@ def scan_keyframes(path: str) -> dict[str, Any]:
         videos = container.streams.video
         if not videos:
             return {"keyframes": []}
-        video = videos[0]
+        video, origin = videos[0], (container.start_time or 0) / 1_000_000
+        # The sound keeps its own times against the file's start (FFmpeg offsets each input by
+        # its start); the joined picture starts at 0, so it must start where the file does.
+        start = _start(video)
+        if start is None or abs(start - origin) > START_SLACK_S:
+            return {"keyframes": [], "why": "the picture starts after the file"}
         base = video.time_base
-        origin = (container.start_time or 0) / 1_000_000  # what `-ss` counts from
         frames: list[tuple[float, bool]] = []
         for packet in container.demux(video):
-            if packet.pts is None or packet.size == 0:
+            if packet.size == 0:
                 continue
+            if packet.pts is None or packet.is_discard or len(frames) >= MAX_PACKETS:
+                return {"keyframes": [], "why": "packets without a time, discarded or too many"}
             frames.append((float(packet.pts * base) - origin, bool(packet.is_keyframe)))
-            if len(frames) > MAX_PACKETS:
-                break
     frames.sort()
     found: list[list[float]] = []
-    for at, key in frames:
-        if key or not found:
+    for at, key in frames:  # keyframes closer than the gap count with the one before
+        if not found or (key and at - found[-1][0] >= KEYFRAME_GAP_S):
             found.append([round(at, 6), 0])
         found[-1][1] += 1
     return {"keyframes": found}
+
+
+def _start(stream: Any) -> float | None:
+    if stream.start_time is None:
+        return None
+    return float(stream.start_time * stream.time_base)

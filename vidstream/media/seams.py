@@ -18,9 +18,8 @@ from dataclasses import replace
 from vidstream.media.cuts import OVERLAP_S, Piece
 from vidstream.media.transcript import Segment, Transcript, Word
 
-# Words in a row both pieces heard: one common word ("the") proves nothing, unless both heard it
-# at about the same time.
-MIN_AGREEMENT = 2
+# Words both pieces heard, in a row, at about the same time (Whisper's word times near a range's
+# edge are a few tenths of a second off; a second off is another occurrence of the word).
 SAME_WORD_S = 1.0
 _LETTERS = re.compile(r"[^\w']+")
 
@@ -38,9 +37,11 @@ def merge_transcripts(parts: Sequence[tuple[Piece, Transcript]], duration: float
     segments = [seg for (_, part), keep in zip(parts, kept, strict=True)
                 for seg in _segments(part, keep)]  # fmt: skip
     ordered: list[Segment] = []
-    for seg in segments:  # a word that ends past the next one's start is cut short at it
-        if ordered and seg.start < ordered[-1].end:
-            ordered[-1] = _ending_at(ordered[-1], max(seg.start, ordered[-1].start))
+    for seg in segments:
+        if ordered and seg.start < ordered[-1].start:  # heard early at a seam: not before it
+            seg = _starting_at(seg, ordered[-1].start)
+        if ordered and seg.start < ordered[-1].end:  # a word that ends past the next one's start
+            ordered[-1] = _ending_at(ordered[-1], seg.start)
         ordered.append(seg)
     first = parts[0][1] if parts else Transcript("", 0.0)
     end = max((p.duration for _, p in parts), default=0.0)
@@ -80,7 +81,7 @@ def _align(
     a, b = _words_near(before, cut), _words_near(after, cut)
     match = difflib.SequenceMatcher(None, [t for _, t in a], [t for _, t in b], autojunk=False)
     i, j, size = match.find_longest_match(0, len(a), 0, len(b))
-    if size == 0 or (size < MIN_AGREEMENT and not _same_time(before, a[i][0], after, b[j][0])):
+    if size == 0 or not _same_time(before, a[i][0], after, b[j][0]):
         return  # no agreement to go by: each keeps the words its own span holds
     keep_before.difference_update(place for place, _ in a[i:])
     keep_before.update(place for place, _ in a[:i])
@@ -108,6 +109,13 @@ def _segments(part: Transcript, keep: set[Place]) -> list[Segment]:
             text = " ".join(word.text for word in words)
             found.append(Segment(words[0].start, max(words[-1].end, words[0].start), text, words))
     return found
+
+
+def _starting_at(seg: Segment, at: float) -> Segment:
+    words = tuple(
+        w if w.start >= at else Word(w.text, at, max(w.end, at), w.probability) for w in seg.words
+    )
+    return replace(seg, start=at, end=max(seg.end, at), words=words)
 
 
 def _ending_at(seg: Segment, at: float) -> Segment:

@@ -96,7 +96,7 @@ class Maintenance(Service):
         oldest = int((time.time() - FEED_MAX_AGE_S) * 1000)
         await self.redis.xtrim(self.keys.events, minid=f"{oldest}-0", approximate=True)
         for stage in Stage:
-            for stream in self.keys.stage_streams(stage):
+            for stream in self.keys.worker_streams(stage):
                 if not await self.redis.exists(stream):
                     continue
                 safe = await bus.trim_point(self.redis, stream, self.keys.stage_group(stage))
@@ -120,7 +120,7 @@ class Maintenance(Service):
         reaped = []
         for stage in Stage:
             group = self.keys.stage_group(stage)
-            for stream in self.keys.stage_streams(stage):
+            for stream in self.keys.worker_streams(stage):
                 try:
                     consumers: list[dict[str, Any]] = await self.redis.xinfo_consumers(
                         stream, group

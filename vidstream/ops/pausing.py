@@ -62,7 +62,7 @@ async def running(redis: Redis, keys: Keys) -> Running:
     alive: dict[str, bool] = {}
     for stage in Stage:
         group = keys.stage_group(stage)
-        for stream in keys.stage_streams(stage):
+        for stream in keys.worker_streams(stage):
             try:
                 consumers: list[dict[str, Any]] = await redis.xinfo_consumers(stream, group)
             except ResponseError:  # no such stream or group: nothing read from it

@@ -54,6 +54,11 @@ class Keys:
         """The stage's streams, in the order a worker reads them: high, normal, low."""
         return tuple(self.stage_stream(stage, p) for p in PRIORITIES)
 
+    def worker_streams(self, stage: Stage) -> tuple[str, ...]:
+        """Every stream a stage's workers read, in the order they read them: the pieces of
+        fanned-out jobs, then the stage's own (high, normal, low)."""
+        return (self.piece_stream(stage), *self.stage_streams(stage))
+
     def stage_group(self, stage: Stage) -> str:
         """The consumer group of the stage's workers (the same name on each of its streams)."""
         return f"{self.prefix}:{stage.value}"

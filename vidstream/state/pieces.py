@@ -13,12 +13,11 @@ or another run finishing the stage ends every piece.
 from __future__ import annotations
 
 import json
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -57,10 +56,6 @@ class Plan:
     ) -> Plan:  # fmt: skip
         return cls(job_id, stage, secrets.token_hex(6), tuple(pieces), dict(context or {}))
 
-    @property
-    def seconds(self) -> float:
-        return sum(p.seconds for p in self.pieces if p.seconds != math.inf)
-
 
 class Taken(StrEnum):
     """What a claim of a piece found (`piece_claim.lua`)."""
@@ -86,7 +81,7 @@ _HELD = {1: Held.HELD, 0: Held.TAKEN, -1: Held.GONE}
 @dataclass(frozen=True, slots=True)
 class PieceState:
     index: int
-    done: str | None  # its result, once done
+    done: bool
     owner: str
     fraction: float
     tries: int
@@ -140,6 +135,8 @@ class PieceStore:
                   max_tries, len(plan.pieces)],
         )  # fmt: skip
         answer = [str(x) for x in raw]
+        if answer[0] == Taken.EXHAUSTED and len(answer) > 1:  # the piece the stage waits for
+            return Taken.EXHAUSTED, int(answer[1]), 0
         if answer[0] != Taken.OK:
             return Taken(answer[0]), -1, 0
         return Taken.OK, int(answer[1]), int(answer[2])
@@ -169,23 +166,35 @@ class PieceStore:
         return _HELD[int(raw)]
 
     async def states(self, plan: Plan) -> list[PieceState]:
-        """Where each piece of `plan` stands."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.keys.job_pieces(plan.job_id)))
+        """Where each piece of `plan` stands (without its result: `results`)."""
+        key, names = self.keys.job_pieces(plan.job_id), ("owner", "frac", "tries", "error")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for piece in plan.pieces:
+                p = f"{plan.stage.value}:{piece.index}:"
+                pipe.hmget(key, [p + name for name in names])
+                pipe.hstrlen(key, p + "done")
+            raw = await pipe.execute()
         found = []
-        for piece in plan.pieces:
-            p = f"{plan.stage.value}:{piece.index}:"
-            error = raw.get(p + "error")
+        for piece, (fields, done) in zip(
+            plan.pieces, zip(raw[::2], raw[1::2], strict=True), strict=True
+        ):
+            owner, frac, tries, error = fields
             found.append(PieceState(
-                piece.index, raw.get(p + "done"), raw.get(p + "owner") or "",
-                float(raw.get(p + "frac") or 0.0), int(raw.get(p + "tries") or 0),
+                piece.index, int(done) > 0, owner or "", float(frac or 0.0), int(tries or 0),
                 json.loads(error) if error else None,
             ))  # fmt: skip
         return found
 
-    async def forget(self, plan: Plan) -> None:
-        """The stage is finished: its plan and pieces go (best effort; retention deletes the
-        hash with the job)."""
+    async def results(self, plan: Plan) -> list[str]:
+        """Each piece's result, in order ("" for a piece not done)."""
         key = self.keys.job_pieces(plan.job_id)
-        prefix = f"{plan.stage.value}:"
+        fields = [f"{plan.stage.value}:{piece.index}:done" for piece in plan.pieces]
+        return [str(value or "") for value in await self.redis.hmget(key, fields)]
+
+    async def forget(self, job_id: str, stage: Stage) -> None:
+        """The stage is finished: its plan and pieces go (retention deletes the hash with the
+        job otherwise)."""
+        key = self.keys.job_pieces(job_id)
+        prefix = f"{stage.value}:"
         fields = [f for f in await self.redis.hkeys(key) if str(f).startswith(prefix)]
-        await self.redis.hdel(key, plan.stage.value, *fields)
+        await self.redis.hdel(key, stage.value, *fields)

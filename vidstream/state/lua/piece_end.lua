@@ -15,7 +15,7 @@ if ARGV[4] == 'done' then
   redis.call('HDEL', KEYS[1], p .. 'error')
 elseif ARGV[4] == 'failed' then
   redis.call('HSET', KEYS[1], p .. 'error', ARGV[5])
-else
-  redis.call('HINCRBY', KEYS[1], p .. 'tries', -1)
+elseif tonumber(redis.call('HGET', KEYS[1], p .. 'tries') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], p .. 'tries', -1)  -- handed back untried: not a try
 end
 return 1
