@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tests.media import FFMPEG
+from vidstream.core.signing import Signer
 from vidstream.job.model import Job, Options, Stage
 from vidstream.job.protocol import Cancel, Claim
+from vidstream.kinds.sources import Downloads, source_path
 from vidstream.media import scan
 from vidstream.media.cuts import (
     OVERLAP_S,
@@ -35,6 +37,8 @@ from vidstream.media.transcript import Segment, Transcript, Word
 from vidstream.state.jobstore import JobStore
 from vidstream.state.keys import Keys
 from vidstream.state.pieces import Held, PieceStore, Plan, Taken
+from vidstream.storage.base import ObjectInfo
+from vidstream.storage.local import LocalStore
 
 # -- where a source is cut ------------------------------------------------------------------------
 
@@ -304,3 +308,46 @@ async def test_a_source_whose_frames_would_not_join_exactly_is_rendered_whole(
     argv = [FFMPEG, "-v", "error", "-y", "-i", str(keyed), *how, str(changed)]
     await asyncio.to_thread(subprocess.run, argv, check=True)
     assert await scan.keyframes(changed, 30.0) == [], why
+
+
+# -- a source downloaded once per worker ---------------------------------------------------------
+
+
+class RemoteStore(LocalStore):
+    """Local files served as a bucket would (no path in place), counting the downloads."""
+
+    downloads = 0
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    async def get_file(self, key: str, dest: Path, max_size: int | None = None) -> ObjectInfo:
+        self.downloads += 1
+        return await super().get_file(key, dest, max_size)
+
+
+async def test_a_workers_pieces_download_their_source_once(tmp_path: Path) -> None:
+    """With a bucket, the pieces one worker takes of a job read one download of its source,
+    each through a link of its own that outlives the download's eviction."""
+    async with RemoteStore(tmp_path / "bucket", Signer(b"s"), "http://gateway") as store:
+        source = tmp_path / "talk.mp4"
+        source.write_bytes(b"x" * 1000)
+        jobs = [Job.new(f"uploads/{name}/talk.mp4", Options()) for name in ("a", "b", "c")]
+        for job in jobs:
+            await store.put_file(job.source_key, source, "video/mp4")
+        downloads = Downloads(lambda: tmp_path / "worker", keep=2)
+        paths = []
+        for piece in range(3):  # three pieces of the first job, one after another
+            workdir = tmp_path / f"piece-{piece}"
+            workdir.mkdir()
+            paths.append(await source_path(store, jobs[0], workdir, 10_000, downloads))
+        assert store.downloads == 1
+        for job in jobs[1:]:  # two other jobs' sources: the first job's is evicted
+            workdir = tmp_path / f"run-{job.id}"
+            workdir.mkdir()
+            await source_path(store, job, workdir, 10_000, downloads)
+        assert store.downloads == 3
+        assert all(p.read_bytes() == b"x" * 1000 for p in paths)  # still readable where linked
+        assert len(list((tmp_path / "worker" / "downloads").iterdir())) == 2
+        await downloads.clear()
+        assert not list((tmp_path / "worker" / "downloads").iterdir())

@@ -10,6 +10,7 @@ from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
 from vidstream.job.model import Job, Stage
 from vidstream.kinds.base import Tools
+from vidstream.kinds.sources import Downloads
 from vidstream.media import ffmpeg
 from vidstream.services import Services
 
@@ -30,6 +31,7 @@ class RenderWorker(Worker):
             # Whatever the source's header says: no larger picture is decoded, no longer video made.
             ffmpeg.Bounds(s.max_pixels, s.max_duration_s),
             concurrency,
+            downloads=Downloads(lambda: self.tmp_root, keep=concurrency + 1),
         )
 
     async def setup(self) -> None:

@@ -10,6 +10,7 @@ from vidstream.actors.run import Run
 from vidstream.actors.worker import Worker
 from vidstream.job.model import Job, Stage
 from vidstream.kinds.base import Tools
+from vidstream.kinds.sources import Downloads
 from vidstream.media import ffmpeg
 from vidstream.media.whisper import WhisperConfig, WhisperPool
 from vidstream.services import Services
@@ -38,6 +39,7 @@ class TranscribeWorker(Worker):
         self.tools = Tools(
             services, binary, ffmpeg.Encoder(preset=s.x264_preset, crf=s.x264_crf),
             ffmpeg.Bounds(s.max_pixels, s.max_duration_s), concurrency, whisper=self.pool,
+            downloads=Downloads(lambda: self.tmp_root, keep=concurrency + 1),
         )  # fmt: skip
 
     async def setup(self) -> None:

@@ -173,6 +173,8 @@ class Worker(Component, abc.ABC):
         if self.consumer is not None:
             await self.consumer.close()
         await self.teardown()
+        if self.tools is not None and self.tools.downloads is not None:
+            await self.tools.downloads.clear()
         if self.slot is not None:
             await self.slot.release()
         self._state = "closed"

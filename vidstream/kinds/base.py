@@ -24,6 +24,7 @@ import structlog
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
+from vidstream.kinds.sources import Downloads
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Bounds, Encoder
 from vidstream.media.info import MediaInfo
@@ -74,8 +75,9 @@ class Tools:
     ffmpeg: str  # the FFmpeg binary
     encoder: Encoder
     bounds: Bounds  # whatever a source's header says: no larger picture, no longer video
-    concurrency: int = 1  # jobs the worker runs at once (a compose render splits by it)
+    concurrency: int = 1  # jobs the worker runs at once
     whisper: WhisperPool | None = None  # the transcribe stage's
+    downloads: Downloads | None = None  # sources downloaded once for the worker's runs
 
 
 class Stored(Protocol):

@@ -84,7 +84,7 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     media = MediaInfo.from_dict(run.context["media"])
     raw = await store.get_bytes(str(run.context["transcript"]))
     cues = within(build_cues(Transcript.from_json(raw)), piece)
-    source = await source_path(store, job, workdir, s.max_upload_bytes)
+    source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
     width, height = media.display_size
     await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
     await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])

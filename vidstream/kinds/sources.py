@@ -4,6 +4,10 @@ storage, else downloaded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from vidstream.core.errors import ObjectNotFound, ObjectTooLarge, PermanentError
@@ -11,13 +15,64 @@ from vidstream.job.model import Job
 from vidstream.storage.base import ObjectStore
 
 
-async def source_path(store: ObjectStore, job: Job, workdir: Path, max_bytes: int) -> Path:
-    """The source as a local file: in place for local storage, else downloaded to `workdir`.
-    A source that no longer exists fails the job (`source_not_found`); one larger than
-    `max_bytes` (replaced since the job was made: an upload link outlives its first use) fails
-    it `too_large`, before a byte of it is downloaded."""
+async def source_path(
+    store: ObjectStore, job: Job, workdir: Path, max_bytes: int,
+    downloads: Downloads | None = None,
+) -> Path:  # fmt: skip
+    """The source as a local file: in place for local storage, else downloaded to `workdir`
+    (through `downloads`, when given: once for all of this worker's runs of the job). A source
+    that no longer exists fails the job (`source_not_found`); one larger than `max_bytes`
+    (replaced since the job was made: an upload link outlives its first use) fails it
+    `too_large`, before a byte of it is downloaded."""
     dest = workdir / ("source" + Path(job.source_key).suffix[:10])
+    if downloads is not None and store.local_path(job.source_key) is None:
+        kept = await downloads.fetch(store, job.source_key, max_bytes)
+        with contextlib.suppress(OSError):  # (another file system: downloaded again)
+            await asyncio.to_thread(_hard_link, kept, dest)
+            return dest
     return await object_path(store, job.source_key, dest, max_bytes, what="source")
+
+
+class Downloads:
+    """The sources a worker downloaded last (S3, R2), kept for its next runs of the same job: a
+    long source's pieces, worked one after another by the same worker, download it once, not
+    once each. A run gets a hard link in its own directory, so evicting a source (beyond the
+    `keep` most recently asked for) never pulls it from under a run that still reads it: its
+    bytes go when the last run using them removes its directory."""
+
+    def __init__(self, root: Callable[[], Path], keep: int = 2) -> None:
+        self._root, self.keep = root, keep  # `root`: the worker's directory is named at start
+        self._paths: OrderedDict[str, Path] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def fetch(self, store: ObjectStore, key: str, max_bytes: int) -> Path:
+        """The object at `key`, downloaded once (the first asker downloads, others wait)."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            path = self._paths.get(key)
+            if path is not None and await asyncio.to_thread(path.is_file):
+                self._paths.move_to_end(key)
+                return path
+            root = self._root() / "downloads"
+            await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+            name = hashlib.sha256(key.encode()).hexdigest()[:32] + Path(key).suffix[:10]
+            path = await object_path(store, key, root / name, max_bytes, what="source")
+            self._paths[key] = path
+        while len(self._paths) > self.keep:
+            gone, old = self._paths.popitem(last=False)
+            self._locks.pop(gone, None)
+            await asyncio.to_thread(old.unlink, True)
+        return path
+
+    async def clear(self) -> None:
+        """Delete every kept download (the worker is stopping)."""
+        while self._paths:
+            _, old = self._paths.popitem()
+            await asyncio.to_thread(old.unlink, True)
+
+
+def _hard_link(path: Path, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    dest.hardlink_to(path)
 
 
 async def object_path(

@@ -62,7 +62,9 @@ async def subtitled(
     the job's video only if this run still holds the stage (`actors.outputs`); otherwise it is
     deleted, never written over another."""
     s = tools.services.settings
-    source = await source_path(tools.services.store, job, workdir, s.max_upload_bytes)
+    source = await source_path(
+        tools.services.store, job, workdir, s.max_upload_bytes, tools.downloads
+    )
     media = job.media or await probe(
         source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s
     )

@@ -46,7 +46,7 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
     """The stage's work: the transcript stored, the job handed on with its media info."""
     s, store = tools.services.settings, tools.services.store
     assert tools.whisper is not None, "the transcribe stage runs where Whisper does"
-    source = await source_path(store, job, workdir, s.max_upload_bytes)
+    source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
     media = await probe(
         source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
         need_video=pipeline_of(job).needs_picture,
@@ -146,7 +146,7 @@ async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     s, store = tools.services.settings, tools.services.store
     piece, workdir = run.piece, run.workdir
     assert tools.whisper is not None, "the transcribe stage runs where Whisper does"
-    source = await source_path(store, job, workdir, s.max_upload_bytes)
+    source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
     media = await probe(
         source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
         need_video=pipeline_of(job).needs_picture,
