@@ -29,7 +29,7 @@ from vidstream.job.model import Job, Output, Stage, is_job_id
 from vidstream.kinds.base import PieceRun, StageRun, Tools
 from vidstream.kinds.encode import Report, Share, run_ffmpeg
 from vidstream.kinds.fanout import fan_out
-from vidstream.kinds.sources import link_or_copy, object_path
+from vidstream.kinds.sources import kept_path, link_or_copy, object_path
 from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.cuts import Piece
@@ -208,8 +208,8 @@ class Composer:
         async def one(index: int, key: str, kind: AssetKind) -> tuple[str, Asset]:
             async with slots:
                 dest = workdir / f"asset-{index}"
-                path = await object_path(self.store, key, dest, s.max_upload_bytes,
-                                         what=f"{kind.noun} {key!r}")  # fmt: skip
+                what, kept = f"{kind.noun} {key!r}", self.tools.downloads
+                path = await kept_path(self.store, key, dest, s.max_upload_bytes, kept, what=what)
                 info = await probe_asset(path, kind, s.probe_timeout_s, max_pixels=s.max_pixels,
                                          max_duration_s=s.max_duration_s)  # fmt: skip
             return key, Asset(str(path), info.demuxer, info.duration, info.has_audio)

@@ -25,12 +25,21 @@ async def source_path(
     (replaced since the job was made: an upload link outlives its first use) fails it
     `too_large`, before a byte of it is downloaded."""
     dest = workdir / ("source" + Path(job.source_key).suffix[:10])
-    if downloads is not None and store.local_path(job.source_key) is None:
-        kept = await downloads.fetch(store, job.source_key, max_bytes)
+    return await kept_path(store, job.source_key, dest, max_bytes, downloads, what="source")
+
+
+async def kept_path(
+    store: ObjectStore, key: str, dest: Path, max_bytes: int, downloads: Downloads | None,
+    *, what: str,
+) -> Path:  # fmt: skip
+    """`object_path`, through `downloads` when given (a bucket's object downloaded once for
+    all of this worker's runs, linked as `dest`)."""
+    if downloads is not None and store.local_path(key) is None:
+        kept = await downloads.fetch(store, key, max_bytes, what)
         with contextlib.suppress(OSError):  # (another file system: downloaded again)
             await asyncio.to_thread(_hard_link, kept, dest)
             return dest
-    return await object_path(store, job.source_key, dest, max_bytes, what="source")
+    return await object_path(store, key, dest, max_bytes, what=what)
 
 
 class Downloads:
@@ -45,7 +54,9 @@ class Downloads:
         self._paths: OrderedDict[str, Path] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def fetch(self, store: ObjectStore, key: str, max_bytes: int) -> Path:
+    async def fetch(
+        self, store: ObjectStore, key: str, max_bytes: int, what: str = "source"
+    ) -> Path:
         """The object at `key`, downloaded once (the first asker downloads, others wait)."""
         async with self._locks.setdefault(key, asyncio.Lock()):
             path = self._paths.get(key)
@@ -55,7 +66,7 @@ class Downloads:
             root = self._root() / "downloads"
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
             name = hashlib.sha256(key.encode()).hexdigest()[:32] + Path(key).suffix[:10]
-            path = await object_path(store, key, root / name, max_bytes, what="source")
+            path = await object_path(store, key, root / name, max_bytes, what=what)
             self._paths[key] = path
         while len(self._paths) > self.keep:
             gone, old = self._paths.popitem(last=False)
