@@ -200,7 +200,7 @@ class Worker(Component, abc.ABC):
                     tasks += self._pieces.values()
                     await asyncio.wait([*tasks, hurry], return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            self.log.warning("grace_period_over", jobs=len(self._runs))
+            self.log.warning("grace_period_over", jobs=len(self._runs), pieces=len(self._pieces))
         finally:
             hurry.cancel()
 
