@@ -70,7 +70,7 @@ imports:
 
 # Every benchmark, one after the other (about 55 min on 2 cores): tables printed, JSON written
 # under bench/results/. See bench/README.md. `make bench-quick` runs each in its quick mode.
-BENCHES := pipeline bus gateway memory notifier compose soak
+BENCHES := pipeline bus gateway memory notifier compose soak fanout
 bench: install redis
 	@failed=""; for b in $(BENCHES); do echo "== bench/$$b.py"; \
 	  $(BIN)/python bench/$$b.py || failed="$$failed $$b"; done; \

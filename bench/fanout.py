@@ -2,12 +2,12 @@
 """Fan-out: one long subtitle job on one "host" and on two, each host pinned to a core of its own.
 
     .venv/bin/python bench/fanout.py                  # 10 min of 720p, PIECE_S 300 and 60
-    .venv/bin/python bench/fanout.py --quick          # 2 min, PIECE_S 30: about 3 min in all
+    .venv/bin/python bench/fanout.py --quick          # 2 min, PIECE_S 30: about 2 min in all
     .venv/bin/python bench/fanout.py --piece-s 300    # the default pieces only
-    .venv/bin/python bench/fanout.py --length 300 --piece-s 60,30 --keep
+    .venv/bin/python bench/fanout.py --only one@300,two@300 --keep
 
-A default run takes about 20 minutes on the 2-core VM, most of it the single worker's and the
-one-host runs (each does the whole job on one core).
+A default run takes about 14 minutes on the 2-core VM (832 s), most of it the single worker's
+and the two one-host cases (each does the whole job on one core, about 190 s).
 
 The source: espeak-ng speech (tests/media.py `speech_wav`: the sentences below in turn, each
 round in another order, GAP_S of silence before each, then silence to the end) over FFmpeg's
@@ -55,11 +55,21 @@ How to read the table:
                 of its time on one");
   vs single     wall / the single worker's wall (what fan-out buys against the job run whole);
   busy A / B    CPU seconds of each host's process tree (worker, Whisper server, FFmpeg and
-                probe children) / wall, in % of its one core.
-Under it, for each fanned-out case, every piece: which host worked it, its span of the source
-and its `took_s` (from `piece_started` to `piece_done` in the workers' JSON logs), and what the
-coordinators did outside the pieces (probe and the pause or keyframe scan before them, the join
-after them).
+                probe children) / wall, in % of its one core;
+  other %       the CPU everything outside this script's process tree used meanwhile, in % of
+                one core (Redis counts there: a few % is an undisturbed run); from 50% the row
+                is marked disturbed: a pinned core was shared, so its times carry that noise
+                (compare the CPU seconds below, which do not).
+Below the table: the CPU seconds of each stage's workers (sampled every 0.25 s from /proc); the
+checks, that every case's output holds every frame of the source and that its transcript holds
+the spoken words in order (difflib's matching blocks against the sentences spoken; the longest
+differences are printed when fewer than 95% match); and the commit the roles ran (a case's
+processes import the working tree as it is when they start, said when it changed mid-run).
+Then, for each fanned-out case, every piece: which host worked it, its span of the source, its
+`took_s` (from `piece_started` to `piece_done` in the workers' JSON logs) and its CPU seconds
+(its worker's process tree over the same span: less than took_s when it waited for the core),
+and what the coordinators did outside the pieces (probe and the pause or keyframe scan before
+them, the join after them).
 
 The projection to 4 and 8 hosts is on paper, from the one-host case of each PIECE_S (where one
 core worked every piece in turn, so nothing overlapped):
@@ -69,18 +79,18 @@ core worked every piece in turn, so nothing overlapped):
   k hosts       outside + for each stage (serial + the longest-processing-time list schedule of
                 its measured piece times on k hosts, one core each), i.e. the critical path if
                 every host works pieces at the one-core speed measured here and nothing else
-                grows with k. What it leaves out: with S3 every piece downloads the whole source
-                first (`kinds.sources.source_path`: a cost per piece this local-storage run does
-                not see); Redis, the store and the network shared by more hosts; vidstream hands
-                out pieces in queue order, not longest first (the "in order" figure is that
-                schedule); a stage cannot use more hosts than it has pieces.
+                grows with k. What it leaves out: with S3 each worker downloads the whole source
+                before its first piece of the job (`kinds.sources.Downloads`: a cost per host
+                and stage this local-storage run does not see); Redis, the store and the
+                network shared by more hosts; vidstream hands out pieces in queue order, not
+                longest first (the "in order" figure is that schedule); a stage cannot use more
+                hosts than it has pieces. "LPT on cpu s" is the same schedule of the pieces' CPU
+                seconds instead of their wall seconds: what the pieces cost undisturbed.
 The 2-host projection is printed beside the measured two-host case as a check of the model.
 
-"other processes" is the CPU used by everything outside this script's process tree meanwhile, in
-% of one core (Redis counts there: a few % is an undisturbed run). The script never fails on
-speed: it exits non-zero only when a job does not complete. Results go to bench/results/
-fanout.json for a run with every default; --quick to fanout.quick.json, any other option to
-fanout.custom.json.
+The script never fails on speed: it exits non-zero only when a job does not complete. Results
+go to bench/results/fanout.json for a run with every default; --quick to fanout.quick.json, any
+other option to fanout.custom.json.
 """
 
 from __future__ import annotations
@@ -100,6 +110,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from dataclasses import dataclass
@@ -216,10 +227,20 @@ def words_heard(data: Path, spoken: tuple[str, ...]) -> dict[str, Any]:
     if not found:
         return {}
     segments = json.loads(found[-1].read_text())["segments"]
-    heard = [w for seg in segments for w in words_of(seg["text"])]
+    timed = [(w, seg["start"]) for seg in segments for w in words_of(seg["text"])]
+    heard = [w for w, _ in timed]
     match = difflib.SequenceMatcher(None, spoken, heard, autojunk=False)
     same = sum(block.size for block in match.get_matching_blocks())
-    return {"heard": len(heard), "spoken": len(spoken), "in_order": same}
+    # The longest stretches that differ, with where they are heard: a seam that lost or
+    # doubled words shows up at a piece's start or end.
+    stretches = sorted(
+        (max(i2 - i1, j2 - j1), tag, " ".join(spoken[i1:i2])[:80], " ".join(heard[j1:j2])[:80],
+         timed[min(j1, len(timed) - 1)][1] if timed else 0.0)
+        for tag, i1, i2, j1, j2 in match.get_opcodes() if tag != "equal"
+    )[-3:]  # fmt: skip
+    return {"heard": len(heard), "spoken": len(spoken), "in_order": same,
+            "worst": [{"words": n, "what": tag, "spoken": a, "heard": b, "at_s": round(at, 1)}
+                      for n, tag, a, b, at in reversed(stretches)]}  # fmt: skip
 
 
 def x264_threads(path: Path) -> str:
@@ -253,9 +274,9 @@ def _proc_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def tree_cpu(pids: list[int]) -> float:
+def tree_cpu(pids: list[int], table: dict[int, tuple[int, float]] | None = None) -> float:
     """CPU seconds used so far by `pids` and all their live descendants (and what they reaped)."""
-    table = _proc_table()
+    table = _proc_table() if table is None else table
     children: dict[int, list[int]] = {}
     for p, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(p)
@@ -265,6 +286,42 @@ def tree_cpu(pids: list[int]) -> float:
         total += table.get(p, (0, 0.0))[1]
         todo += children.get(p, [])
     return total
+
+
+class CpuSampler(threading.Thread):
+    """Each worker's process tree's CPU seconds every `interval_s`, by the wall clock: what a
+    piece cost in CPU, whatever else shared its core."""
+
+    def __init__(self, roles: list[Role], interval_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.roles, self.interval_s = roles, interval_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.stopping = threading.Event()
+
+    def sample(self) -> None:
+        table = _proc_table()
+        self.samples.append(
+            (time.time(), {r.name: tree_cpu([r.proc.pid], table) for r in self.roles})
+        )
+
+    def run(self) -> None:
+        self.sample()
+        while not self.stopping.wait(self.interval_s):
+            self.sample()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(5)
+        self.sample()
+
+    def at(self, name: str, when: float) -> float:
+        """The role's CPU seconds at `when`, interpolated between the samples around it."""
+        before = [(t, c[name]) for t, c in self.samples if t <= when]
+        after = [(t, c[name]) for t, c in self.samples if t > when]
+        if not before or not after:
+            return (before or after)[-1 if before else 0][1]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
 
 
 def machine_cpu() -> float:
@@ -352,10 +409,13 @@ class Role:
         self.log.close()
 
     def problems(self) -> list[str]:
+        """Warning and error lines, and lines that are not JSON; not the gateway's warning that
+        authentication is off, which this run asks for."""
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
-                level = json.loads(line).get("level")
+                entry = json.loads(line)
+                level = entry.get("level") if entry.get("event") != "authentication_off" else None
             except (ValueError, AttributeError):
                 level = "raw" if line.strip() else None
             if level in ("warning", "error", "critical", "raw"):
@@ -493,12 +553,18 @@ def run_case(case: Case, source: Source, args: argparse.Namespace, workdir: Path
                 raise RuntimeError("the roles were not ready within 300 s")
             time.sleep(0.1)  # polling the processes' start-up, not synchronising with them
         result["ready_s"] = time.perf_counter() - started
+        result["code"] = code_state()
         result["affinity"] = {r.name: r.affinity() for r in roles}
         workers = [r for r in roles if r.role != "gateway"]
         hosts = {h: [r.proc.pid for r in workers if r.host == h] for h in "AB"[: len(case.hosts)]}
         cpu_before = {h: tree_cpu(pids) for h, pids in hosts.items()}
+        sampler = CpuSampler(workers)
+        sampler.start()
         others, t0 = Others(), time.perf_counter()
-        done = asyncio.run(submit(gateway, source.path, args.job_timeout))
+        try:
+            done = asyncio.run(submit(gateway, source.path, args.job_timeout))
+        finally:
+            sampler.stop()
         span = time.perf_counter() - t0
         result["busy_pct"] = {h: 100 * (tree_cpu(pids) - cpu_before[h]) / span
                               for h, pids in hosts.items()}  # fmt: skip
@@ -514,7 +580,19 @@ def run_case(case: Case, source: Source, args: argparse.Namespace, workdir: Path
         result["render_s"] = marks["render_end"] - marks["render_start"]
         result["outside_s"] = result["wall_s"] - result["transcribe_s"] - result["render_s"]
         result["upload_s"] = marks["queued"] - done["posted_at"] if "queued" in marks else None
-        result["stages"] = pieces_of(workers, done["id"])
+        result["stages"] = stages = pieces_of(workers, done["id"])
+        for stage, (start, end) in (
+            ("transcribe", (marks["transcribe_start"], marks["transcribe_end"])),
+            ("render", (marks["render_start"], marks["render_end"])),
+        ):
+            mine = [r.name for r in workers if r.role == stage]
+            result[f"{stage}_cpu_s"] = sum(sampler.at(n, end) - sampler.at(n, start) for n in mine)
+            for piece in stages.get(stage, {}).get("pieces", []):
+                if piece.get("started_at") and piece.get("done_at"):
+                    name = f"{piece['host']}/{stage}"
+                    piece["cpu_s"] = sampler.at(name, piece["done_at"]) - sampler.at(
+                        name, piece["started_at"]
+                    )
         rendered = sorted((home / "data" / "storage" / "rendered").glob("*.mp4"))
         result["x264_threads"] = x264_threads(rendered[-1]) if rendered else "?"
         result["frames"] = video_frames(rendered[-1]) if rendered else None
@@ -577,14 +655,19 @@ def project(one: dict[str, Any]) -> dict[str, Any]:
     """k-host wall times from the one-host case: outside + per stage (serial + schedule)."""
     stages = {}
     for stage in ("transcribe", "render"):
-        took = [p["took_s"] for p in one["stages"][stage]["pieces"] if "took_s" in p]
-        stages[stage] = {"pieces_s": took, "serial_s": one[f"{stage}_s"] - sum(took)}
+        pieces = one["stages"][stage]["pieces"]
+        took = [p["took_s"] for p in pieces if "took_s" in p]
+        cpu = [p.get("cpu_s", p["took_s"]) for p in pieces if "took_s" in p]
+        stages[stage] = {"pieces_s": took, "pieces_cpu_s": cpu,
+                         "serial_s": one[f"{stage}_s"] - sum(took)}  # fmt: skip
     hosts = {}
     for k in PROJECT_HOSTS:
-        row = {"lpt_s": one["outside_s"], "in_order_s": one["outside_s"]}
+        row = {"lpt_s": one["outside_s"], "in_order_s": one["outside_s"], "lpt_cpu_s": 0.0}
         for st in stages.values():
             row["lpt_s"] += st["serial_s"] + lpt(st["pieces_s"], k)
             row["in_order_s"] += st["serial_s"] + in_order(st["pieces_s"], k)
+            row["lpt_cpu_s"] += st["serial_s"] + lpt(st["pieces_cpu_s"], k)
+        row["lpt_cpu_s"] += one["outside_s"]
         row["vs_one_host"] = row["lpt_s"] / one["wall_s"]
         hosts[k] = row
     return {"from": one["key"], "outside_s": one["outside_s"], "stages": stages, "hosts": hosts}
@@ -605,6 +688,19 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "?"
+
+
+def code_state() -> str:
+    """The commit the roles run, and the files under vidstream/ changed from it (a case's
+    processes import the working tree as it is when they start)."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    changed = git("status", "--porcelain", "--", "vidstream").splitlines()
+    return f"{commit} + {len(changed)} changed file(s)" if changed else commit
 
 
 def _load() -> str:
@@ -677,30 +773,52 @@ def report(results: dict[str, Any]) -> None:
                 verdict = "met" if ratio <= TARGET else "MISSED"
                 print(f"two hosts / one host, PIECE_S {c['piece_s']:g}: {ratio:.2f}; target <= "
                       f"{TARGET:.2f}: {verdict}")  # fmt: skip
+    codes = {c.get("code") for c in cases if c.get("code")}
+    if len(codes) > 1:
+        ran = ", ".join(f"{c['key']} ran {c['code']}" for c in cases if c.get("code"))
+        print(f"the code changed during the run: {ran}")
     threads = sorted({c.get("x264_threads", "?") for c in cases})
     print(
         f"x264 threads in the outputs' headers: {', '.join(threads)}; outside the stages "
         "(upload, pickups, hand-off): "
         + ", ".join(f"{c['key']} {c['outside_s']:.1f} s" for c in cases if "outside_s" in c)
     )
+    cpu = ", ".join(
+        f"{c['key']} {c['transcribe_cpu_s']:.1f}/{c['render_cpu_s']:.1f}"
+        for c in cases
+        if "render_cpu_s" in c
+    )
+    print(f"CPU s of each stage's workers, transcribe/render (about its wall s when undisturbed): "
+          f"{cpu}")  # fmt: skip
     frames = ", ".join(f"{c['key']} {c['frames']}" for c in cases if c.get("frames") is not None)
     words = ", ".join(f"{c['key']} {c['words']['in_order']}/{c['words']['heard']}"
                       for c in cases if c.get("words"))  # fmt: skip
     print(f"checks: output frames (source {src['frames']}): {frames}; transcript words heard in "
           f"the spoken order / words in it (spoken {src['words']}): {words}")  # fmt: skip
+    for c in cases:
+        w = c.get("words") or {}
+        if w and w["in_order"] < 0.95 * w["spoken"]:
+            worst = "; ".join(
+                f"{x['words']} words {x['what']} at {x['at_s']:.0f} s: "
+                f"{x['spoken'][:40]!r} -> {x['heard'][:40]!r}"
+                for x in w["worst"]
+            )
+            print(f"  {c['key']}: {w['spoken'] - w['in_order']} spoken words not heard in order; "
+                  f"longest differences: {worst}")  # fmt: skip
 
     for c in cases:
         if c["piece_s"] is None or "stages" not in c:
             continue
         print()
         print(f"{c['case']}, PIECE_S {c['piece_s']:g}: pieces")
-        head = f"{'stage':<12}{'piece':>6}{'host':>6}{'from':>9}{'to':>9}{'took s':>9}"
+        head = f"{'stage':<12}{'piece':>6}{'host':>6}{'from':>9}{'to':>9}{'took s':>9}{'cpu s':>8}"
         print(head)
         print("-" * len(head))
         for stage in ("transcribe", "render"):
             st = c["stages"].get(stage, {})
             for p in st.get("pieces", []):
                 took = f"{p['took_s']:9.1f}" if "took_s" in p else f"{'-':>9}"
+                took += f"{p['cpu_s']:8.1f}" if "cpu_s" in p else f"{'-':>8}"
                 print(f"{stage:<12}{p['piece']:>6}{p['host']:>6}{_clock(p.get('start')):>9}"
                       f"{_clock(p.get('end')):>9}{took}")  # fmt: skip
             marks = st.get("marks", {})
@@ -726,17 +844,20 @@ def report(results: dict[str, Any]) -> None:
                 for n, st in proj["stages"].items()
             )
         )
-        head = f"{'hosts':>6}{'LPT s':>9}{'in order s':>12}{'vs 1 host':>11}{'measured s':>12}"
+        head = (
+            f"{'hosts':>6}{'LPT s':>9}{'in order s':>12}{'vs 1 host':>11}{'LPT on cpu s':>14}"
+            f"{'measured s':>12}"
+        )
         print(head)
         print("-" * len(head))
         for k, row in proj["hosts"].items():
-            measured = proj.get("measured", {}).get(str(k)) or proj.get("measured", {}).get(k)
+            measured = proj.get("measured", {}).get(k)
             text = f"{measured:12.1f}" if measured else f"{'-':>12}"
-            print(f"{k:>6}{row['lpt_s']:9.1f}{row['in_order_s']:12.1f}"
-                  f"{row['vs_one_host']:11.2f}{text}")  # fmt: skip
+            print(f"{k:>6}{row['lpt_s']:9.1f}{row['in_order_s']:12.1f}{row['vs_one_host']:11.2f}"
+                  f"{row['lpt_cpu_s']:14.1f}{text}")  # fmt: skip
         print("  assumes every host works pieces at this one-core speed, local storage (with S3 "
-              "each piece downloads the whole source first), no contention from more hosts; a "
-              "stage never uses more hosts than it has pieces")  # fmt: skip
+              "each worker downloads the whole source before its first piece), no contention "
+              "from more hosts; a stage never uses more hosts than it has pieces")  # fmt: skip
 
     problems = results.get("problems", [])
     if problems:
@@ -766,7 +887,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "versions": {
             "python": platform.python_version(),
-            "vidstream": version("vidstream"),
+            "vidstream": f"{version('vidstream')} at {code_state()}",
             "faster-whisper": version("faster-whisper"),
             "ffmpeg": _ffmpeg_version(FFMPEG),
             "redis": redis_version(args.redis_url) or "?",
@@ -797,6 +918,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cases = [Case("single worker", (0,), None)]
         for piece_s in args.piece_s:
             cases += [Case("one host", (0,), piece_s), Case("two hosts", (0, 1), piece_s)]
+        if args.only:
+            cases = [c for c in cases if c.key in args.only]
         for case in cases:
             result = run_case(case, source, args, workdir)
             results["cases"].append(result)
@@ -845,9 +968,14 @@ def main() -> int:
         default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14"),
         help="Redis for vidstream; only keys under each case's own prefix are touched",
     )
+    parser.add_argument(
+        "--only", help="the cases to run, comma-separated keys (single, one@300, two@60, ...)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     custom = args.length is not None or args.piece_s is not None or args.size != "1280x720"
+    custom = custom or args.only is not None
+    args.only = set(args.only.split(",")) if args.only else None
     args.length = args.length or (120 if args.quick else 600)
     try:
         args.piece_s = [float(x) for x in (args.piece_s or ("30" if args.quick else "300,60"))
