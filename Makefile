@@ -68,7 +68,7 @@ typecheck:
 imports:
 	$(BIN)/lint-imports
 
-# Every benchmark, one after the other (about 55 min on 2 cores): tables printed, JSON written
+# Every benchmark, one after the other (about 70 min on 2 cores): tables printed, JSON written
 # under bench/results/. See bench/README.md. `make bench-quick` runs each in its quick mode.
 BENCHES := pipeline bus gateway memory notifier compose soak fanout
 bench: install redis
