@@ -10,11 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tests.media import FFMPEG
+from vidstream.actors.outputs import RunObjects
 from vidstream.core.signing import Signer
 from vidstream.job.model import Job, Options, Stage
 from vidstream.job.protocol import Cancel, Claim
@@ -351,3 +353,25 @@ async def test_a_workers_pieces_download_their_source_once(tmp_path: Path) -> No
         assert len(list((tmp_path / "worker" / "downloads").iterdir())) == 2
         await downloads.clear()
         assert not list((tmp_path / "worker" / "downloads").iterdir())
+
+
+async def test_a_cancelled_jobs_finished_segments_are_deleted(
+    jobs: JobStore, running: Job, tmp_path: Path
+) -> None:
+    """Segments other workers stored for a job that is then cancelled go when its stage's run
+    ends, not a retention period later; a job that runs the stage again keeps them."""
+    async with LocalStore(tmp_path / "storage", Signer(b"s"), "http://gateway") as store:
+        piece = tmp_path / "segment.mp4"
+        piece.write_bytes(b"frames")
+        kept, gone = "jobs/x/helper1/segment-0000.mp4", "jobs/y/helper2/segment-0001.mp4"
+        log = structlog.get_logger()
+        await jobs.own_object(running.id, Stage.TRANSCRIBE, kept)
+        await store.put_file(kept, piece, "video/mp4")
+        await RunObjects(store, jobs, Stage.TRANSCRIBE, running.id, log).discard()
+        assert await store.head(kept) is not None  # the job still runs: its pieces are kept
+        await jobs.own_object(running.id, Stage.TRANSCRIBE, gone)
+        await store.put_file(gone, piece, "video/mp4")
+        assert (await jobs.apply(running.id, Cancel())).ok
+        await RunObjects(store, jobs, Stage.TRANSCRIBE, running.id, log).discard()
+        assert await store.head(kept) is None and await store.head(gone) is None
+        assert await jobs.owned_objects(running.id) == []

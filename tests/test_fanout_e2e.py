@@ -17,6 +17,7 @@ import aiohttp
 import av
 import numpy as np
 import pytest
+from redis.asyncio import Redis
 
 from tests.conftest import fetch, upload_job, watch
 from tests.faults import FAKE_FFMPEG, Faults, wait_exit
@@ -34,6 +35,7 @@ from vidstream.actors.worker import Worker
 from vidstream.core.settings import Settings
 from vidstream.media.cuts import frame_cuts
 from vidstream.runtime import Stack
+from vidstream.state.keys import Keys
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +107,7 @@ def pieces_of(events: list[dict[str, Any]], stage: str) -> set[int]:
 
 
 async def test_a_long_video_fans_out_and_comes_back_whole(
-    make_settings: Callable[..., Settings], redis: object, http: aiohttp.ClientSession,
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
     long_clip: Clip, tmp_path: Path,
 ) -> None:  # fmt: skip
     """A 12-minute video, each stage in four pieces worked two at a time: a transcript with every
@@ -128,6 +130,9 @@ async def test_a_long_video_fans_out_and_comes_back_whole(
     assert pieces_of(events, "transcribe") == {4} and pieces_of(events, "render") == {4}
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress)
+    assert max(e["progress"] for e in events if e["event"] == "progress") < 1.0  # joined last
+    pieces = Keys(settings.redis_prefix).job_pieces(job["id"])
+    assert not await redis.exists(pieces), "the pieces are forgotten once each stage is done"
 
     assert_every_sentence_heard_once(long_clip, transcript)
     await asyncio.to_thread(_whole_with_cues_at_seams, video, long_clip, srt, tmp_path)
