@@ -22,6 +22,7 @@ from vidstream.job.model import Stage, is_job_id
 from vidstream.kinds.base import Draft, Incoming, KindHandler
 from vidstream.kinds.composer import compose, compose_piece
 from vidstream.kinds.transcribing import transcribe, transcribe_piece
+from vidstream.media.models import check_language, describe
 from vidstream.services import Services
 from vidstream.state.budget import cleanup
 from vidstream.state.templates import NAME, Templates
@@ -47,6 +48,8 @@ async def intake(incoming: Incoming, request: ComposeRequest) -> Draft:
     heard = timeline.named(clip_name) if clip_name else None
     source_key = str(getattr(heard, "key", "") or "")
     options = ComposeOptions(request.language, False, request.formats, clip_name, request.preview)
+    if clip_name:  # its narration is transcribed: by a model that speaks its language
+        check_language(describe(services.settings.whisper_model), options.language)
     return Draft(
         source_key,  # the transcribed clip's upload ("" when nothing is transcribed)
         options,

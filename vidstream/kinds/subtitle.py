@@ -19,6 +19,7 @@ from vidstream.kinds.sources import source_path
 from vidstream.kinds.transcribing import transcribe, transcribe_piece
 from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
+from vidstream.media.models import check_language, describe
 from vidstream.media.probe import probe
 from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
@@ -29,6 +30,7 @@ OUTPUT = "output.mp4"
 
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
     options = Options(request.language, request.burn_subtitles, request.formats)
+    check_language(describe(incoming.services.settings.whisper_model), options.language)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
         return Draft(upload.key, options, upload.filename, found=Intake.OK)

@@ -104,7 +104,7 @@ class WhisperServer:
                 f"the Whisper model did not load: {ready.get('message')}", code="model_load_failed"
             )
         self.model = str(ready.get("model", ""))
-        self.model_name = self.model.rstrip("/").rsplit("/", 1)[-1]
+        self.model_name = str(ready.get("name") or self.model.rstrip("/").rsplit("/", 1)[-1])
 
     @property
     def alive(self) -> bool:

