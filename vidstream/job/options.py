@@ -15,8 +15,9 @@ from typing import Any, ClassVar, Literal, Self
 
 from vidstream.core.errors import PermanentError
 
-Format = Literal["json", "srt", "vtt"]
-FORMATS: tuple[Format, ...] = ("json", "srt", "vtt")
+Format = Literal["json", "srt", "vtt", "ass", "txt"]
+ALL_FORMATS: tuple[Format, ...] = ("json", "srt", "vtt", "ass", "txt")  # in the order stored
+FORMATS: tuple[Format, ...] = ("json", "srt", "vtt")  # what a job stores unless it asks
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
 
 
@@ -40,12 +41,13 @@ def formats_of(value: object) -> tuple[str, ...]:
         value = [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, tuple):
         value = list(value)
+    choices = ", ".join(ALL_FORMATS)
     if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
-        raise invalid("formats must be a list drawn from json, srt, vtt")
-    bad = [f for f in value if f not in FORMATS]
+        raise invalid(f"formats must be a list drawn from {choices}")
+    bad = [f for f in value if f not in ALL_FORMATS]
     if bad:
-        raise invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from json, srt, vtt")
-    return tuple(f for f in FORMATS if f in value or f == "json")
+        raise invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from {choices}")
+    return tuple(f for f in ALL_FORMATS if f in value or f == "json")
 
 
 def flag(name: str) -> Callable[[object], bool]:

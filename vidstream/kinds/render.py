@@ -183,7 +183,8 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
     if owner is not None and owner.media is not None:  # the same source: no need to probe
         job = job.with_changes(media=owner.media)
     transcript = Transcript.from_json(await store.get_bytes(job.assets[0], CORRECTED_MAX_BYTES))
-    outputs = await store_transcript(job, transcript, workdir, run)
+    size = job.media.display_size if job.media is not None else (0, 0)
+    outputs = await store_transcript(job, transcript, workdir, run, size)
     video = await subtitled(tools, job, build_cues(transcript), workdir, run, job.assets[0])
     await run.finish({**outputs, "video": video}, job.media)
 

@@ -23,7 +23,7 @@ from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
 from vidstream.media.seams import merge_transcripts
-from vidstream.media.subtitles import build_cues, to_srt, to_vtt
+from vidstream.media.subtitles import build_cues, to_ass, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperPool
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
@@ -66,7 +66,7 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
         tools.services.metrics.whisper_rtf.observe(rtf)
     if transcript.duration > media.duration:  # it played longer than its header said
         media = dataclasses.replace(media, duration=transcript.duration)
-    outputs = await store_transcript(job, transcript, workdir, run)
+    outputs = await store_transcript(job, transcript, workdir, run, media.display_size)
     # Finished, and handed on to the next stage of the job's pipeline in the same step.
     await run.finish(outputs, media)
 
@@ -162,18 +162,26 @@ async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
 
 
 async def store_transcript(
-    job: Job, transcript: Transcript, workdir: Path, run: StageRun
-) -> dict[str, Output]:
-    """The transcript's files (JSON always, SRT and VTT as the job's formats ask), under the
-    run's own names (`actors.outputs`)."""
+    job: Job, transcript: Transcript, workdir: Path, run: StageRun,
+    picture: tuple[int, int] = (0, 0),
+) -> dict[str, Output]:  # fmt: skip
+    """The transcript's files (JSON always; SRT, VTT, ASS, plain text as the job's formats ask),
+    under the run's own names (`actors.outputs`). The ASS file is laid out for the source's
+    `picture` (width, height; 1080p for a source of sound alone), as a burn would draw it."""
     assert run.objects is not None
     objects = run.objects
     cues = build_cues(transcript)
     documents = {"transcript": ("json", transcript.to_json())}
-    if "srt" in job.options.formats:
+    formats = job.options.formats
+    if "srt" in formats:
         documents["srt"] = ("srt", to_srt(cues).encode())
-    if "vtt" in job.options.formats:
+    if "vtt" in formats:
         documents["vtt"] = ("vtt", to_vtt(cues).encode())
+    if "ass" in formats:
+        width, height = picture if all(picture) else (1920, 1080)
+        documents["ass"] = ("ass", to_ass(cues, width, height).encode())
+    if "txt" in formats:
+        documents["txt"] = ("txt", (transcript.text + "\n").encode())
 
     async def put(name: str, fmt: str, body: bytes) -> tuple[str, Output]:
         path = workdir / f"transcript.{fmt}"

@@ -28,6 +28,8 @@ CONTENT_TYPES = {
     "json": "application/json",
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
+    "ass": "text/x-ssa",
+    "txt": "text/plain; charset=utf-8",
     "mp4": "video/mp4",
     "webm": "video/webm",
     "jpg": "image/jpeg",
