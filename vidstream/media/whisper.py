@@ -23,6 +23,7 @@ import structlog
 from vidstream.core import logs, process
 from vidstream.core.backoff import Backoff
 from vidstream.core.errors import JobError, PermanentError, TransientError
+from vidstream.core.lifecycle import Component
 from vidstream.core.tasks import cancel_and_wait
 from vidstream.media.transcript import Segment, Transcript
 
@@ -204,7 +205,7 @@ class WhisperServer:
             self._stderr.cancel()
 
 
-class WhisperPool:
+class WhisperPool(Component):
     """`size` Whisper servers; `transcribe` waits for a free one."""
 
     def __init__(self, config: WhisperConfig, size: int) -> None:

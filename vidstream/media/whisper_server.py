@@ -35,6 +35,12 @@ from vidstream.media.models import describe
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024
 SLACK_S = 1.0  # decoded past a range's end, to learn whether the sound goes on
+# The same sound, the same words: faster-whisper's default falls back to sampling at higher
+# temperatures when a window's decode looks repetitive, and drew different words on every run
+# (a list read in one pattern lost 13 to 22 of 58 words, differently each time; CTranslate2's
+# seed does not reach its decoding threads). Beam search alone is the same on every run, on
+# every worker, and kept the espeak-ng lists whole where sampling garbled them.
+TEMPERATURES = (0.0,)
 # FFmpeg stops an input at a packet's edge, a few tens of milliseconds past the end asked for:
 # sound this close to the end is part of the range, not more of it.
 TOLERANCE_S = 0.25
@@ -151,6 +157,7 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
         )
     segments, info = model.transcribe(
         decoded.audio,
+        temperature=TEMPERATURES,
         language=language,
         beam_size=args.beam_size,
         word_timestamps=True,
