@@ -16,20 +16,24 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from vidstream.core.errors import PermanentError
 from vidstream.job.options import (
+    CHARS_PER_LINE,
     FORMATS,
+    LINES,
     Format,
     Options,
+    bounded,
     flag,
     formats_of,
     invalid,
     language_of,
+    position_of,
 )
 from vidstream.job.stages import Priority, Stage, parse_priority
 
@@ -164,7 +168,29 @@ class StorageKey(BaseModel):
     key: str = Field(json_schema_extra={"minLength": 1, "maxLength": 512})
 
 
-class FromVideo(JobRequest):
+class Captioned(JobRequest):
+    """How the captions are laid out: in the burnt-in video, the subtitle track and the SRT,
+    VTT and ASS files alike."""
+
+    max_chars_per_line: Annotated[
+        int, checked(bounded("max_chars_per_line", *CHARS_PER_LINE)),
+        Field(description="longest caption line, in characters (10 to 80)"),
+    ] = 42  # fmt: skip
+    max_lines: Annotated[
+        int, checked(bounded("max_lines", *LINES)),
+        Field(description="lines a caption may have (1 to 3)"),
+    ] = 2  # fmt: skip
+    position: Annotated[
+        Literal["bottom", "top"], checked(position_of),
+        Field(description="where burnt-in captions sit"),
+    ] = "bottom"  # fmt: skip
+
+    def layout(self) -> dict[str, Any]:
+        return {"max_chars_per_line": self.max_chars_per_line, "max_lines": self.max_lines,
+                "position": self.position}  # fmt: skip
+
+
+class FromVideo(Captioned):
     """A job made from one uploaded video (or sound): POST /v1/uploads, then its key here; or
     the file itself in a multipart request."""
 
@@ -235,7 +261,7 @@ def _captions_shape(value: object) -> object:
     return value
 
 
-class RenderRequest(JobRequest):
+class RenderRequest(Captioned):
     """A finished job's video rendered again, without transcribing it again, with subtitles
     from its transcript as you corrected it: its JSON in `transcript`, or an uploaded JSON,
     SRT or WebVTT file in `captions`. Its outputs are the video and the corrected transcript

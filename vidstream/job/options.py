@@ -50,6 +50,31 @@ def formats_of(value: object) -> tuple[str, ...]:
     return tuple(f for f in ALL_FORMATS if f in value or f == "json")
 
 
+CHARS_PER_LINE = (10, 80)  # a caption line's length a client may ask for, in characters
+LINES = (1, 3)  # lines a caption may have
+POSITIONS = ("bottom", "top")  # where burnt-in captions sit
+
+
+def bounded(name: str, low: int, high: int) -> Callable[[object], int]:
+    """The parser of a whole-number option between `low` and `high` (a form field's digits
+    too)."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise invalid(f"{name} must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def position_of(value: object) -> str:
+    if value not in POSITIONS:
+        raise invalid(f"position must be one of {', '.join(POSITIONS)}")
+    return str(value)
+
+
 def flag(name: str) -> Callable[[object], bool]:
     """The parser of a true-or-false option called `name`."""
 
@@ -69,12 +94,19 @@ class Options:
     language: str | None = "en"  # None = let Whisper detect it
     burn_subtitles: bool = True
     formats: tuple[str, ...] = FORMATS
+    # The captions' layout: in the burnt-in video, the track and the SRT, VTT and ASS files.
+    max_chars_per_line: int = 42
+    max_lines: int = 2
+    position: str = "bottom"  # of burnt-in captions: bottom or top centre
 
     # Each option a client may give, with its parser; a subclass adds its own.
     PARSERS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
         "language": language_of,
         "burn_subtitles": flag("burn_subtitles"),
         "formats": formats_of,
+        "max_chars_per_line": bounded("max_chars_per_line", *CHARS_PER_LINE),
+        "max_lines": bounded("max_lines", *LINES),
+        "position": position_of,
     }
 
     @classmethod

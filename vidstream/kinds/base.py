@@ -28,6 +28,7 @@ from vidstream.kinds.sources import Downloads
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Bounds, Encoder
 from vidstream.media.info import MediaInfo
+from vidstream.media.subtitles import Layout
 from vidstream.media.whisper import WhisperPool
 from vidstream.services import Services
 
@@ -158,3 +159,8 @@ class KindHandler:
     stages: Mapping[Stage, StageWork]  # the work of each stage of its pipeline
     # The work of one piece, for each stage that fans a long source out (`fanout`).
     pieces: Mapping[Stage, PieceWork] = field(default_factory=dict)
+
+
+def layout_of(options: Options) -> Layout:
+    """How a job's options lay its captions out (`media.subtitles`)."""
+    return Layout(max_chars=options.max_chars_per_line, max_lines=options.max_lines)

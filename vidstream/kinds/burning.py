@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from vidstream.job.model import Job, Stage
-from vidstream.kinds.base import PieceRun, StageRun, Tools
+from vidstream.kinds.base import PieceRun, StageRun, Tools, layout_of
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import link_or_copy, object_path, source_path
@@ -83,10 +83,11 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     piece, workdir = run.piece, run.workdir
     media = MediaInfo.from_dict(run.context["media"])
     raw = await store.get_bytes(str(run.context["transcript"]))
-    cues = within(build_cues(Transcript.from_json(raw)), piece)
+    cues = within(build_cues(Transcript.from_json(raw), layout_of(job.options)), piece)
     source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
     width, height = media.display_size
-    await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
+    document = to_ass(cues, width, height, top=job.options.position == "top")
+    await asyncio.to_thread((workdir / "subs.ass").write_text, document)
     await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
     encoder = dataclasses.replace(tools.encoder, **run.context.get("encoder", {}))
     argv = ffmpeg.burn_segment(

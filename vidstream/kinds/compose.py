@@ -47,7 +47,9 @@ async def intake(incoming: Incoming, request: ComposeRequest) -> Draft:
     taken = await take_assets(services, tenant, incoming.job_id, timeline)
     heard = timeline.named(clip_name) if clip_name else None
     source_key = str(getattr(heard, "key", "") or "")
-    options = ComposeOptions(request.language, False, request.formats, clip_name, request.preview)
+    options = ComposeOptions(language=request.language, burn_subtitles=False,
+                             formats=request.formats, transcribe=clip_name,
+                             preview=request.preview)  # fmt: skip
     if clip_name:  # its narration is transcribed: by a model that speaks its language
         check_language(describe(services.settings.whisper_model), options.language)
     return Draft(

@@ -27,7 +27,7 @@ from pathlib import Path
 from vidstream.core.errors import ObjectNotFound, PermanentError
 from vidstream.job.kinds import KINDS, RenderOptions, RenderRequest
 from vidstream.job.model import Job, Stage, Status, is_job_id
-from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
+from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools, layout_of
 from vidstream.kinds.burning import burn_piece
 from vidstream.kinds.subtitle import subtitled
 from vidstream.kinds.transcribing import store_transcript
@@ -77,8 +77,9 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
         raise
     given = "language" in request.model_fields_set
     options = RenderOptions(
-        request.language if given else owner.options.language, request.burn_subtitles,
-        request.formats, job=owner.id,
+        language=request.language if given else owner.options.language,
+        burn_subtitles=request.burn_subtitles, formats=request.formats, job=owner.id,
+        **request.layout(),
     )  # fmt: skip
     return Draft(owner.source_key, options, owner.source_name, assets=(stored, *taken))
 
@@ -185,7 +186,8 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
     transcript = Transcript.from_json(await store.get_bytes(job.assets[0], CORRECTED_MAX_BYTES))
     size = job.media.display_size if job.media is not None else (0, 0)
     outputs = await store_transcript(job, transcript, workdir, run, size)
-    video = await subtitled(tools, job, build_cues(transcript), workdir, run, job.assets[0])
+    cues = build_cues(transcript, layout_of(job.options))
+    video = await subtitled(tools, job, cues, workdir, run, job.assets[0])
     await run.finish({**outputs, "video": video}, job.media)
 
 

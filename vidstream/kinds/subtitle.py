@@ -13,7 +13,7 @@ from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
 from vidstream.kinds import burning
-from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
+from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools, layout_of
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.sources import source_path
 from vidstream.kinds.transcribing import transcribe, transcribe_piece
@@ -29,7 +29,8 @@ OUTPUT = "output.mp4"
 
 
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
-    options = Options(request.language, request.burn_subtitles, request.formats)
+    options = Options(language=request.language, burn_subtitles=request.burn_subtitles,
+                      formats=request.formats, **request.layout())  # fmt: skip
     check_language(describe(incoming.services.settings.whisper_model), options.language)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
@@ -51,7 +52,7 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
         raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
     store = tools.services.store
     raw = await store.get_bytes(job.outputs["transcript"].key)
-    cues = build_cues(Transcript.from_json(raw))
+    cues = build_cues(Transcript.from_json(raw), layout_of(job.options))
     video = await subtitled(tools, job, cues, workdir, run, job.outputs["transcript"].key)
     await run.finish({"video": video})
 
@@ -91,7 +92,9 @@ async def _command(
 ) -> list[str]:
     if job.options.burn_subtitles:
         width, height = media.display_size
-        await asyncio.to_thread((workdir / "subs.ass").write_text, to_ass(cues, width, height))
+        top = job.options.position == "top"
+        document = to_ass(cues, width, height, top=top)
+        await asyncio.to_thread((workdir / "subs.ass").write_text, document)
         await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
         return ffmpeg.burn_subtitles(
             tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, tools.encoder, tools.bounds

@@ -14,7 +14,7 @@ import structlog
 from vidstream.core.errors import TooLong
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.pipelines import pipeline_of
-from vidstream.kinds.base import PieceRun, StageRun, Tools
+from vidstream.kinds.base import PieceRun, StageRun, Tools, layout_of
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import source_path
 from vidstream.media import scan
@@ -170,7 +170,7 @@ async def store_transcript(
     `picture` (width, height; 1080p for a source of sound alone), as a burn would draw it."""
     assert run.objects is not None
     objects = run.objects
-    cues = build_cues(transcript)
+    cues = build_cues(transcript, layout_of(job.options))
     documents = {"transcript": ("json", transcript.to_json())}
     formats = job.options.formats
     if "srt" in formats:
@@ -179,7 +179,8 @@ async def store_transcript(
         documents["vtt"] = ("vtt", to_vtt(cues).encode())
     if "ass" in formats:
         width, height = picture if all(picture) else (1920, 1080)
-        documents["ass"] = ("ass", to_ass(cues, width, height).encode())
+        top = job.options.position == "top"
+        documents["ass"] = ("ass", to_ass(cues, width, height, top=top).encode())
     if "txt" in formats:
         documents["txt"] = ("txt", (transcript.text + "\n").encode())
 
