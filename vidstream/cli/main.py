@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "(listed by GET /v1/kinds; by default, the gateway's default kind)",
     )  # fmt: skip
     submit.add_argument("--wait", action="store_true", help="follow the jobs until they end")
+    get = sub.add_parser("get", help="download a job's outputs into a folder")
+    get.add_argument("job_id", metavar="JOB")
+    get.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR",
+                     help="where to save them (default: here)")  # fmt: skip
+    _gateway_options(get)
     jobs = sub.add_parser("jobs", help="your recent jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
     _gateway_options(jobs)
@@ -126,7 +131,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any
 
         roles = ROLE_NAMES if args.command == "dev" else (args.command,)
         return runtime.serve(settings, roles, dev=args.command == "dev")
-    if args.command in ("submit", "jobs"):
+    if args.command in ("submit", "jobs", "get"):
         return _submit(args, settings)
     if args.command == "logs":
         from vidstream.cli import logs as logscli
@@ -158,6 +163,10 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
 
     gateway = args.gateway or settings.gateway_url
     try:
+        if args.command == "get":
+            from vidstream.cli.get import get
+
+            return await get(args.job_id, gateway, args.api_key, args.output)
         if args.command == "jobs":
             jobs = await client.recent_jobs(gateway, args.api_key, args.limit)
             from vidstream.ops import admin
