@@ -106,13 +106,11 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import wave
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
@@ -126,7 +124,22 @@ RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from tests.media import FFMPEG, GAP_S, RATE, speech_wav, words_of  # noqa: E402
+from bench.common import (  # noqa: E402
+    SENTENCES,
+    Others,
+    cpu_model,
+    delete_keys,
+    epoch,
+    ffmpeg_version,
+    free_port,
+    load,
+    proc_table,
+    redis_version,
+    speech_video,
+    spoken_s,
+    tree_cpu,
+)
+from tests.media import FFMPEG, words_of  # noqa: E402
 from vidstream.core.settings import Settings  # noqa: E402
 
 TARGET = 0.60  # two hosts / one host, the issue's
@@ -134,24 +147,6 @@ DISTURBED = 50  # % of a core used by other processes: a row's times carry their
 PROJECT_HOSTS = (1, 2, 4, 8)
 FANOUT_MIN_S = 60  # the fan-out cases: low enough that the source fans out whatever its probe
 TERMINAL = ("completed", "failed", "cancelled")
-SENTENCES = (
-    "Today we talk about the weather in the city and what it means for the weekend.",
-    "Please open the window and let the fresh air in before the meeting starts.",
-    "The train to the coast leaves every morning at seven and returns at night.",
-    "Thank you for watching this short video and have a very nice day.",
-    "Our garden needs water every evening when the summer is hot and dry.",
-    "She bought three books, a lamp and a small green chair at the market.",
-    "The museum opens at ten and closes early on Sundays and public holidays.",
-    "We will meet again next week to look at the plans for the new bridge.",
-    "A good breakfast with bread, cheese and fruit keeps you going until lunch.",
-    "The children played football in the park until the sun went down.",
-    "Remember to save your work often, because the power may go out.",
-    "Music from the old radio filled the kitchen while we cooked dinner.",
-    "Good morning, everyone.",
-    "The coffee is ready.",
-    "See you all tomorrow.",
-    "Let us begin with the news.",
-)
 
 
 # -- media -----------------------------------------------------------------------------------------
@@ -168,43 +163,14 @@ class Source:
     frames: int
 
 
-def _spoken_s(directory: Path, sentence: str) -> float:
-    part = directory / "measure.wav"
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(part), sentence], check=True)
-    with wave.open(str(part)) as w:
-        return w.getnframes() / RATE
-
-
 def make_source(directory: Path, seconds: int, size: str) -> Source:
-    """`seconds` of test pattern with the sentences spoken over it, in turn, each round in
-    another order, skipping any that no longer fits, then silence to the end."""
+    """`seconds` of test pattern with the sentences spoken over it (`common.speech_video`)."""
     started = time.perf_counter()
     work = directory / "speech"
     work.mkdir(parents=True, exist_ok=True)
-    lengths = {s: _spoken_s(work, s) for s in SENTENCES}
-    chosen: list[str] = []
-    t, n, misses = GAP_S, 0, 0
-    while misses < len(SENTENCES):
-        rnd, i = divmod(n, len(SENTENCES))
-        sentence = SENTENCES[(i * 5 + rnd) % len(SENTENCES)]  # 5 is prime to 16: a permutation
-        n += 1
-        if t + lengths[sentence] + GAP_S > seconds:
-            misses += 1
-            continue
-        chosen.append(sentence)
-        t += lengths[sentence] + GAP_S
-        misses = 0
-    wav, _spoken = speech_wav(work, tuple(chosen))
+    lengths = {s: spoken_s(work, s) for s in SENTENCES}
     out = directory / f"source{seconds}.mp4"
-    # fmt: off
-    subprocess.run(
-        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
-         "-i", str(wav), "-af", "apad", "-t", f"{seconds:.3f}", "-map", "0:v", "-map", "1:a",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-         str(out)],
-        check=True,
-    )
-    # fmt: on
+    chosen = speech_video(directory, out, seconds, size, lengths)
     shutil.rmtree(work, ignore_errors=True)
     words = tuple(w for sentence in chosen for w in words_of(sentence))
     return Source(out, seconds, size, len(chosen), time.perf_counter() - started, words,
@@ -256,37 +222,6 @@ def x264_threads(path: Path) -> str:
 
 # -- process trees ---------------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds of the process and of its reaped children)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        cpu = sum(int(x) for x in fields[11:15]) / _TICK  # utime stime cutime cstime
-        table[int(entry.name)] = (int(fields[1]), cpu)
-    return table
-
-
-def tree_cpu(pids: list[int], table: dict[int, tuple[int, float]] | None = None) -> float:
-    """CPU seconds used so far by `pids` and all their live descendants (and what they reaped)."""
-    table = _proc_table() if table is None else table
-    children: dict[int, list[int]] = {}
-    for p, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(p)
-    total, todo = 0.0, list(pids)
-    while todo:
-        p = todo.pop()
-        total += table.get(p, (0, 0.0))[1]
-        todo += children.get(p, [])
-    return total
-
 
 class CpuSampler(threading.Thread):
     """Each worker's process tree's CPU seconds every `interval_s`, by the wall clock: what a
@@ -299,7 +234,7 @@ class CpuSampler(threading.Thread):
         self.stopping = threading.Event()
 
     def sample(self) -> None:
-        table = _proc_table()
+        table = proc_table()
         self.samples.append(
             (time.time(), {r.name: tree_cpu([r.proc.pid], table) for r in self.roles})
         )
@@ -322,32 +257,6 @@ class CpuSampler(threading.Thread):
             return (before or after)[-1 if before else 0][1]
         (t0, c0), (t1, c1) = before[-1], after[0]
         return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
-
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
-class Others:
-    """The CPU used by everything but this process tree, as a share of one core, over a span."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.machine, self.ours = machine_cpu(), tree_cpu([os.getpid()])
-
-    def pct(self) -> float:
-        wall = time.perf_counter() - self.started
-        others = machine_cpu() - self.machine - (tree_cpu([os.getpid()]) - self.ours)
-        return max(0.0, 100 * others / wall) if wall > 0 else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- roles -----------------------------------------------------------------------------------------
@@ -438,10 +347,6 @@ class Case:
         return label if self.piece_s is None else f"{label}@{self.piece_s:g}"
 
 
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 async def submit(gateway: str, source: Path, timeout_s: float) -> dict[str, Any]:
     """POST the source as multipart (streamed from disk), poll the job to its end; its events."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
@@ -471,7 +376,7 @@ async def submit(gateway: str, source: Path, timeout_s: float) -> dict[str, Any]
 def stage_marks(events: list[dict[str, Any]]) -> dict[str, float]:
     first: dict[tuple[str, str | None], float] = {}
     for e in events:
-        first.setdefault((e["event"], e.get("stage")), _epoch(e["at"]))
+        first.setdefault((e["event"], e.get("stage")), epoch(e["at"]))
     marks = {
         "queued": first.get(("queued", None)),
         "transcribe_start": first.get(("started", "transcribe")),
@@ -491,7 +396,7 @@ def pieces_of(roles: list[Role], job_id: str) -> dict[str, Any]:
         for e in role.entries():
             if e.get("job_id") != job_id:
                 continue
-            event, at = e.get("event"), _epoch(e["timestamp"]) if "timestamp" in e else None
+            event, at = e.get("event"), epoch(e["timestamp"]) if "timestamp" in e else None
             if event in ("piece_started", "piece_done"):
                 index = int(e["piece"])
                 piece = stage["pieces"].setdefault(index, {"piece": index})
@@ -607,31 +512,6 @@ def run_case(case: Case, source: Source, args: argparse.Namespace, workdir: Path
             shutil.rmtree(home / "data", ignore_errors=True)
 
 
-def delete_keys(redis_url: str, prefix: str) -> int:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-        return len(keys)
-    finally:
-        client.close()
-
-
-def redis_version(redis_url: str) -> str | None:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        return str(client.info("server")["redis_version"])
-    except Exception:
-        return None
-    finally:
-        client.close()
-
-
 # -- the projection --------------------------------------------------------------------------------
 
 
@@ -676,20 +556,6 @@ def project(one: dict[str, Any]) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------------
 
 
-def _ffmpeg_version(exe: str) -> str:
-    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False).stdout
-    first = out.splitlines()[0] if out else "?"
-    return first.split(" Copyright")[0].removeprefix("ffmpeg version ").strip()
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
 def code_state() -> str:
     """The commit the roles run, and the files under vidstream/ changed from it (a case's
     processes import the working tree as it is when they start)."""
@@ -701,10 +567,6 @@ def code_state() -> str:
     commit = git("rev-parse", "--short", "HEAD") or "?"
     changed = git("status", "--porcelain", "--", "vidstream").splitlines()
     return f"{commit} + {len(changed)} changed file(s)" if changed else commit
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _pieces_text(case: dict[str, Any]) -> str:
@@ -880,16 +742,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "started": datetime.now().isoformat(timespec="seconds"),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "load_before": _load(),
+            "load_before": load(),
         },
         "versions": {
             "python": platform.python_version(),
             "vidstream": f"{version('vidstream')} at {code_state()}",
             "faster-whisper": version("faster-whisper"),
-            "ffmpeg": _ffmpeg_version(FFMPEG),
+            "ffmpeg": ffmpeg_version(FFMPEG),
             "redis": redis_version(args.redis_url) or "?",
         },
         "settings": {
@@ -947,7 +809,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    results["machine"]["load_after"] = _load()
+    results["machine"]["load_after"] = load()
     results["seconds"] = time.monotonic() - started
     return results
 

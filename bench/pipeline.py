@@ -98,14 +98,12 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,7 +115,20 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from tests.media import FFMPEG, GAP_S, RATE, speech_wav  # noqa: E402
+from bench.common import (  # noqa: E402
+    SENTENCES,
+    Others,
+    cpu_model,
+    delete_keys,
+    epoch,
+    ffmpeg_version,
+    free_port,
+    load,
+    redis_version,
+    speech_video,
+    spoken_s,
+    tree_cpu,
+)
 from vidstream.core.settings import Settings  # noqa: E402
 from vidstream.media.ffmpeg import resolve_binary  # noqa: E402
 
@@ -129,24 +140,6 @@ BATCH_TARGET = 1.3
 DEFAULT_REPS = {10: 6, 30: 6, 300: 4}
 PHASES = ("start", "upload", "pickup", "transcribe", "handoff", "render", "follow", "exit")
 FLOOR_PHASES = ("transcribe_s", "srt_s", "burn_s")
-SENTENCES = (
-    "Today we talk about the weather in the city and what it means for the weekend.",
-    "Please open the window and let the fresh air in before the meeting starts.",
-    "The train to the coast leaves every morning at seven and returns at night.",
-    "Thank you for watching this short video and have a very nice day.",
-    "Our garden needs water every evening when the summer is hot and dry.",
-    "She bought three books, a lamp and a small green chair at the market.",
-    "The museum opens at ten and closes early on Sundays and public holidays.",
-    "We will meet again next week to look at the plans for the new bridge.",
-    "A good breakfast with bread, cheese and fruit keeps you going until lunch.",
-    "The children played football in the park until the sun went down.",
-    "Remember to save your work often, because the power may go out.",
-    "Music from the old radio filled the kitchen while we cooked dinner.",
-    "Good morning, everyone.",
-    "The coffee is ready.",
-    "See you all tomorrow.",
-    "Let us begin with the news.",
-)
 
 
 # -- media -----------------------------------------------------------------------------------------
@@ -159,111 +152,18 @@ class Clip:
     sentences: int
 
 
-def _spoken_s(directory: Path, sentence: str) -> float:
-    """How long espeak-ng takes to say `sentence`, at the rate speech_wav uses."""
-    part = directory / "measure.wav"
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(part), sentence], check=True)
-    with wave.open(str(part)) as w:
-        return w.getnframes() / RATE
-
-
 def make_clip(directory: Path, seconds: int, size: str, lengths: dict[str, float]) -> Clip:
-    """`seconds` of test pattern with the sentences spoken over it: the sentences in turn, each
-    round in another order, skipping any that no longer fits, then silence to the end."""
-    work = directory / f"speech{seconds}"
-    work.mkdir(parents=True, exist_ok=True)
-    chosen: list[str] = []
-    t, n, misses = GAP_S, 0, 0
-    while misses < len(SENTENCES):
-        rnd, i = divmod(n, len(SENTENCES))
-        sentence = SENTENCES[(i * 5 + rnd) % len(SENTENCES)]  # 5 is prime to 16: a permutation
-        n += 1
-        if t + lengths[sentence] + GAP_S > seconds:
-            misses += 1
-            continue
-        chosen.append(sentence)
-        t += lengths[sentence] + GAP_S
-        misses = 0
-    wav, _spoken = speech_wav(work, tuple(chosen))
+    """`seconds` of test pattern with the sentences spoken over it (`common.speech_video`)."""
     out = directory / f"clip{seconds}.mp4"
-    # The encoding of tests.media.make_clip; the sound padded with silence to the length.
-    # fmt: off
-    subprocess.run(
-        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
-         "-i", str(wav), "-af", "apad", "-t", f"{seconds:.3f}", "-map", "0:v", "-map", "1:a",
-         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-         str(out)],
-        check=True,
-    )
-    # fmt: on
-    shutil.rmtree(work, ignore_errors=True)
-    return Clip(seconds, out, len(chosen))
+    return Clip(seconds, out, len(speech_video(directory, out, seconds, size, lengths)))
 
 
 # -- process trees ---------------------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds of the process and of its reaped children)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the name: state ppid ... utime(14) stime cutime cstime, counted from 1.
-        cpu = sum(int(x) for x in fields[11:15]) / _TICK
-        table[int(entry.name)] = (int(fields[1]), cpu)
-    return table
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by `pid` and all its live descendants (and whatever they reaped)."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for p, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(p)
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        total += table.get(p, (0, 0.0))[1]
-        todo += children.get(p, [])
-    return total
-
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _TICK
-
-
-class Others:
-    """The CPU used by everything but this process tree, as a share of one core, over a span."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.machine, self.ours = machine_cpu(), tree_cpu(os.getpid())
-
-    def pct(self) -> float:
-        wall = time.perf_counter() - self.started
-        others = machine_cpu() - self.machine - (tree_cpu(os.getpid()) - self.ours)
-        return max(0.0, 100 * others / wall) if wall > 0 else 0.0
 
 
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def command(name: str) -> list[str]:
@@ -409,7 +309,7 @@ class Dev:
             except ValueError:
                 continue
             if entry.get("event") == "http_request":
-                end = _epoch(entry["timestamp"])
+                end = epoch(entry["timestamp"])
                 start = end - float(entry.get("took_ms", 0.0)) / 1000
                 out.append((entry["method"], entry["route"], start, end))
         return out
@@ -421,7 +321,7 @@ class Dev:
             return {}
         first: dict[tuple[str, str | None], float] = {}
         for e in self.events(run["jobs"][0]["id"]):
-            first.setdefault((e["event"], e.get("stage")), _epoch(e["at"]))
+            first.setdefault((e["event"], e.get("stage")), epoch(e["at"]))
         completed = first.get(("completed", "render")) or first.get(("completed", None))
         requests = self._requests()
         upload = [s for m, r, s, _ in requests if (m, r) == ("POST", "/v1/uploads")]
@@ -447,7 +347,7 @@ class Dev:
         """When a job's stages started and ended (epoch seconds), from its events."""
         first: dict[tuple[str, str | None], float] = {}
         for e in self.events(job_id):
-            first.setdefault((e["event"], e.get("stage")), _epoch(e["at"]))
+            first.setdefault((e["event"], e.get("stage")), epoch(e["at"]))
         marks = {
             "queued": first.get(("queued", None)),
             "transcribe_start": first.get(("started", "transcribe")),
@@ -478,35 +378,6 @@ class Dev:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
-
-
-def delete_keys(redis_url: str, prefix: str) -> int:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-        return len(keys)
-    finally:
-        client.close()
-
-
-def redis_version(redis_url: str) -> str | None:
-    from redis import Redis
-
-    client = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        return str(client.info("server")["redis_version"])
-    except Exception:
-        return None
-    finally:
-        client.close()
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -839,26 +710,6 @@ def report(results: dict[str, Any]) -> None:
 # -- main ------------------------------------------------------------------------------------------
 
 
-def _ffmpeg_version(exe: str) -> str:
-    out = subprocess.run([exe, "-version"], capture_output=True, text=True, check=False).stdout
-    first = out.splitlines()[0] if out else "?"
-    return first.split(" Copyright")[0].removeprefix("ffmpeg version ").strip()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     prefix = f"vsb-pipe-{secrets.token_hex(4)}"
@@ -889,17 +740,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "started": datetime.now().isoformat(timespec="seconds"),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "load_before": _load(),
+            "load_before": load(),
         },
         "versions": {
             "python": platform.python_version(),
             "vidstream": version("vidstream"),
             "faster-whisper": version("faster-whisper"),
             "ctranslate2": version("ctranslate2"),
-            "ffmpeg": _ffmpeg_version(exe),
+            "ffmpeg": ffmpeg_version(exe),
             "redis": redis_version(args.redis_url) or "?",
         },
         "settings": {
@@ -916,7 +767,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     dev = floor = None
     try:
-        lengths = {s: _spoken_s(workdir, s) for s in SENTENCES}
+        lengths = {s: spoken_s(workdir, s) for s in SENTENCES}
         clips = {n: make_clip(workdir, n, args.size, lengths) for n in args.lengths}
         print(f"clips: {', '.join(f'{n} s ({c.sentences} sentences)' for n, c in clips.items())}")
         dev = Dev(env, workdir / "dev.log")
@@ -968,7 +819,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"cleaned up: {deleted} Redis keys under {prefix}:")
-    results["machine"]["load_after"] = _load()
+    results["machine"]["load_after"] = load()
     results["seconds"] = time.monotonic() - started
     return results
 
