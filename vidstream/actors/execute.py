@@ -66,7 +66,7 @@ class Executor:
                 # After the metrics: what earlier runs of the stage left is housekeeping (a
                 # fanned-out stage's pieces, their results and their segments included).
                 await run.objects.sweep_superseded()
-                if self.pieces is not None:
+                if self.pieces is not None and run.pieces is not None:  # it fanned out
                     with contextlib.suppress(RedisError):
                         await self.pieces.forget(run.job_id, self.stage)
         except asyncio.CancelledError:

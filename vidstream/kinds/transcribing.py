@@ -130,8 +130,9 @@ async def _in_pieces(
         return speech_cuts(media.duration, s.piece_s, found, quiet)
 
     # Joining the pieces' transcripts takes little: the pieces are nearly all of the stage.
+    # The probe's answer goes with the plan: a piece's worker does not probe the source again.
     done = await fan_out(tools, job, run, Stage.TRANSCRIBE, cut, transcribe_piece, workdir,
-                         share=(0.0, 0.99))  # fmt: skip
+                         share=(0.0, 0.99), context={"media": media.to_dict()})  # fmt: skip
     if done is None:
         return None
     plan, results = done
@@ -147,10 +148,7 @@ async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     piece, workdir = run.piece, run.workdir
     assert tools.whisper is not None, "the transcribe stage runs where Whisper does"
     source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
-    media = await probe(
-        source, s.probe_timeout_s, max_pixels=s.max_pixels, max_duration_s=s.max_duration_s,
-        need_video=pipeline_of(job).needs_picture,
-    )  # fmt: skip
+    media = MediaInfo.from_dict(run.context["media"])  # as the stage's run probed it
 
     async def on_segment(segment: Segment) -> None:
         await run.report(segment_fraction(segment.end, piece.start, piece.end))
