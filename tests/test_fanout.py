@@ -5,6 +5,7 @@ the real Redis (`state.pieces`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -25,11 +26,11 @@ from vidstream.media import scan
 from vidstream.media.cuts import (
     OVERLAP_S,
     Piece,
-    dumps,
     frame_cuts,
-    loads,
     parse_levels,
     parse_silences,
+    pieces_from_json,
+    pieces_to_json,
     quietest,
     speech_cuts,
     unpaused,
@@ -96,7 +97,7 @@ def test_pictures_are_cut_at_keyframes_with_every_frame_counted_once() -> None:
 
 def test_pieces_survive_their_json() -> None:
     pieces = speech_cuts(300.0, 100.0, [])
-    assert loads(dumps(pieces)) == tuple(pieces)
+    assert pieces_from_json(json.loads(json.dumps(pieces_to_json(pieces)))) == tuple(pieces)
 
 
 # -- joining transcripts ------------------------------------------------------------------------

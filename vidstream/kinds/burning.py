@@ -13,7 +13,7 @@ from vidstream.job.model import Job, Stage
 from vidstream.kinds.base import PieceRun, StageRun, Tools, layout_of
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.fanout import fan_out, fans_out
-from vidstream.kinds.sources import link_or_copy, object_path, source_path
+from vidstream.kinds.sources import fetched_as, source_path
 from vidstream.media import ffmpeg, fonts, scan
 from vidstream.media.cuts import Piece, frame_cuts
 from vidstream.media.info import MediaInfo, run_timeout
@@ -54,14 +54,9 @@ async def burn_in_pieces(
         return None
     plan, keys = done
     store = tools.services.store
-    names = []
-    for index, key in enumerate(keys):  # in place with local storage, else downloaded
-        path = await object_path(store, key, workdir / f"segment-{index:04d}.mp4",
-                                 s.max_upload_bytes * 4, what="segment")  # fmt: skip
-        name = f"segment-{index:04d}.mp4"
-        if path != workdir / name:
-            await asyncio.to_thread(link_or_copy, path, workdir / name)
-        names.append(name)
+    limit = s.max_upload_bytes * 4
+    names = [await fetched_as(store, key, workdir, f"segment-{i:04d}.mp4", limit)
+             for i, key in enumerate(keys)]  # fmt: skip
     listing = "".join(f"file '{name}'\n" for name in names)  # names of our own: nothing to quote
     await asyncio.to_thread((workdir / LISTING).write_text, listing)
     argv = ffmpeg.join_segments(tools.ffmpeg, LISTING, str(source), OUTPUT, media, tools.encoder,

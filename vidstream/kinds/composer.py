@@ -29,14 +29,13 @@ from vidstream.job.model import Job, Output, Stage, is_job_id
 from vidstream.kinds.base import PieceRun, StageRun, Tools
 from vidstream.kinds.encode import Report, Share, run_ffmpeg
 from vidstream.kinds.fanout import fan_out
-from vidstream.kinds.sources import kept_path, link_or_copy, object_path
+from vidstream.kinds.sources import fetched_as, kept_path
 from vidstream.media import captions, fonts
 from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
 from vidstream.media.transcript import Transcript
-from vidstream.storage.base import ObjectStore
 from vidstream.storage.names import CONTENT_TYPES, rendered_key, segment_key
 
 PROBES_AT_ONCE = 4
@@ -161,7 +160,7 @@ class Composer:
         assert done is not None
         names = []
         for index, key in enumerate(done[1]):  # in place with local storage, else downloaded
-            names.append(await _fetched(self.store, key, workdir, f"segment-{index}.{fmt}",
+            names.append(await fetched_as(self.store, key, workdir, f"segment-{index}.{fmt}",
                                         s.max_upload_bytes * 4))  # fmt: skip
         await asyncio.to_thread((workdir / "segments.txt").write_text, segments.concat_list(names))
         await self._ffmpeg(segments.join_args("segments.txt", sound, name, fmt), workdir, 1.0,
@@ -288,11 +287,3 @@ async def compose_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     await tools.services.jobs.own_object(job.id, Stage.RENDER, key)  # deleted whatever happens
     await composer.store.put_file(key, workdir / name, CONTENT_TYPES[fmt])
     return key
-
-
-async def _fetched(store: ObjectStore, key: str, workdir: Path, name: str, max_bytes: int) -> str:
-    """A stored segment as `name` in `workdir` (linked in place with local storage)."""
-    path = await object_path(store, key, workdir / name, max_bytes, what="segment")
-    if path != workdir / name:
-        await asyncio.to_thread(link_or_copy, path, workdir / name)
-    return name

@@ -4,8 +4,8 @@ storage, else downloaded."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +36,18 @@ async def kept_path(
     all of this worker's runs, linked as `dest`)."""
     if downloads is not None and store.local_path(key) is None:
         kept = await downloads.fetch(store, key, max_bytes, what)
-        with contextlib.suppress(OSError):  # (another file system: downloaded again)
-            await asyncio.to_thread(_hard_link, kept, dest)
-            return dest
+        await asyncio.to_thread(link_or_copy, kept, dest)
+        return dest
     return await object_path(store, key, dest, max_bytes, what=what)
+
+
+async def fetched_as(store: ObjectStore, key: str, workdir: Path, name: str, max_bytes: int) -> str:
+    """A stored segment as `name` in `workdir` (in place with local storage, else downloaded),
+    for a tool that reads files by their names in one directory (the concat demuxer)."""
+    path = await object_path(store, key, workdir / name, max_bytes, what="segment")
+    if path != workdir / name:
+        await asyncio.to_thread(link_or_copy, path, workdir / name)
+    return name
 
 
 class Downloads:
@@ -81,11 +89,6 @@ class Downloads:
             await asyncio.to_thread(old.unlink, True)
 
 
-def _hard_link(path: Path, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
-    dest.hardlink_to(path)
-
-
 async def object_path(
     store: ObjectStore, key: str, dest: Path, max_bytes: int, *, what: str
 ) -> Path:
@@ -122,10 +125,10 @@ def _too_large(what: str, max_bytes: int) -> ObjectTooLarge:
 
 
 def link_or_copy(path: Path, dest: Path) -> None:
-    """`path` also as `dest` (a hard link where the file system allows, else a symbolic one),
-    for a tool that reads files by their names in one directory."""
+    """`path` also as `dest`: a hard link where the file system allows (its bytes stay while
+    either name does, so a kept download may be evicted under a run), else a copy."""
     dest.unlink(missing_ok=True)
     try:
         dest.hardlink_to(path)
     except OSError:
-        dest.symlink_to(path)
+        shutil.copyfile(path, dest)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 OVERLAP_S = 2.0  # each side of a cut that found no pause: longer than any word
 MIN_PAUSE_S = 0.3  # silencedetect's `d`: a pause between sentences, not between syllables
@@ -46,11 +46,16 @@ class Piece:
 
 
 def pieces_to_json(pieces: Sequence[Piece]) -> list[dict[str, object]]:
-    return [asdict(p) for p in pieces]
+    """The pieces as JSON values (the source's end, infinity, as null)."""
+    return [{k: (None if v == math.inf else v) for k, v in asdict(p).items()} for p in pieces]
 
 
-def pieces_from_json(raw: Iterable[dict[str, object]]) -> tuple[Piece, ...]:
-    return tuple(Piece(**p) for p in raw)  # type: ignore[arg-type]
+def pieces_from_json(raw: Iterable[dict[str, Any]]) -> tuple[Piece, ...]:
+    def one(p: dict[str, Any]) -> Piece:
+        values: dict[str, Any] = {k: (math.inf if v is None else v) for k, v in p.items()}
+        return Piece(**values)
+
+    return tuple(one(p) for p in raw)
 
 
 def piece_count(duration: float, piece_s: float) -> int:
@@ -201,16 +206,3 @@ def frame_cuts(
         end = duration if last else times[upto]
         pieces.append(Piece(i, start, end, start, math.inf if last else end, frames, last))
     return pieces
-
-
-def dumps(pieces: Sequence[Piece]) -> str:
-    """The pieces as JSON (infinity as null: the source's end)."""
-    return json.dumps([{k: (None if v == math.inf else v) for k, v in p.items()}
-                       for p in pieces_to_json(pieces)])  # fmt: skip
-
-
-def loads(raw: str) -> tuple[Piece, ...]:
-    items = json.loads(raw)
-    return pieces_from_json(
-        {k: (math.inf if v is None else v) for k, v in item.items()} for item in items
-    )

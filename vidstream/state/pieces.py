@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from vidstream.job.model import Stage
-from vidstream.media.cuts import Piece, dumps, loads
+from vidstream.media.cuts import Piece, pieces_from_json, pieces_to_json
 from vidstream.state import scripts
 from vidstream.state.keys import Keys
 
@@ -40,13 +40,13 @@ class Plan:
     context: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        pieces = json.loads(dumps(self.pieces))
+        pieces = pieces_to_json(self.pieces)
         return json.dumps({"id": self.id, "pieces": pieces, "context": self.context})
 
     @classmethod
     def from_json(cls, job_id: str, stage: Stage, raw: str) -> Plan:
         doc = json.loads(raw)
-        pieces = loads(json.dumps(doc["pieces"]))
+        pieces = pieces_from_json(doc["pieces"])
         return cls(job_id, stage, str(doc["id"]), pieces, dict(doc.get("context") or {}))
 
     @classmethod
