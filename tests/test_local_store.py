@@ -31,7 +31,9 @@ async def test_partial_files_of_a_dead_writer_go_while_the_store_runs(
 ) -> None:
     """A partial file nobody writes to any more (a killed gateway's upload) is swept while the
     store runs, not only at the next start; an upload still arriving is never swept."""
-    monkeypatch.setattr(local, "PARTIAL_IDLE_S", 0.0)  # any file not being written is stale
+    # Stale after 0.2 s: not 0, since a file's change time comes from the kernel's coarse clock
+    # and may read a few milliseconds before a `time.time()` taken just ahead of its creation.
+    monkeypatch.setattr(local, "PARTIAL_IDLE_S", 0.2)
     monkeypatch.setattr(local, "PARTIAL_SWEEP_S", 0.05)
     arrived, more = asyncio.Event(), asyncio.Event()
 
