@@ -1,4 +1,4 @@
-"""The transcribe role: a worker holding a pool of Whisper servers, running each job's
+"""The transcribe role: a worker holding a pool of Whisper servers per model, running each job's
 transcribe stage as its kind declares it (`kinds.transcribing` for every kind so far)."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from vidstream.job.model import Job, Stage
 from vidstream.kinds.base import Tools
 from vidstream.kinds.sources import Downloads
 from vidstream.media import ffmpeg
-from vidstream.media.whisper import WhisperConfig, WhisperPool
+from vidstream.media.models import catalogue
+from vidstream.media.whisper import WhisperConfig
+from vidstream.media.whispers import Whispers
 from vidstream.services import Services
 
 
@@ -26,14 +28,14 @@ class TranscribeWorker(Worker):
         super().__init__(services, concurrency=concurrency, name=name)
         s = self.settings
         binary = ffmpeg.resolve_binary(s.ffmpeg)
-        self.pool = WhisperPool(
+        self.pool = Whispers(
             WhisperConfig(
                 ffmpeg=binary,
-                model=s.whisper_model,
                 threads=s.whisper_threads,
                 beam_size=s.whisper_beam_size,
                 load_timeout_s=s.whisper_load_timeout_s,
             ),
+            catalogue(s.whisper_model, s.whisper_models_dir),
             size=concurrency,
         )
         self.tools = Tools(

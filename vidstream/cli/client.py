@@ -11,7 +11,7 @@ import asyncio
 import json
 import mimetypes
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -159,22 +159,26 @@ async def _read_file(path: Path, on_progress: Any) -> AsyncIterator[bytes]:
 
 
 async def submit(
-    videos: list[Path], gateway: str, *, burn: bool = True, language: str | None = None,
+    videos: list[Path], gateway: str, fields: Mapping[str, Any] | None = None, *,
     wait: bool = False, kind: str | None = None, api_key: str | None = None,
     out: TextIO = sys.stdout, err: TextIO = sys.stderr,
 ) -> int:  # fmt: skip
-    """Upload each video and create its job, all at once; with `wait`, follow each to its end.
-    Returns the exit status: 0 when every job completed (or was queued, without `wait`)."""
+    """Upload each video and create its job with the request `fields` (`language`, `model`,
+    `max_chars_per_line`, ...), all at once; with `wait`, follow each to its end. Returns the
+    exit status: 0 when every job completed (or was queued, without `wait`)."""
+    fields = dict(fields or {})
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         client = Client(http, gateway, api_key)
         if kind is not None:  # before any upload: a kind the gateway cannot make from a video
             await _check_kind(client, kind)
+            fields["kind"] = kind
+        await _check_model(client, fields)  # before any upload: a language it cannot do
         if err.isatty():
             with Bars(err) as bars:
-                results = await _all(client, videos, bars, burn, language, wait, kind)
+                results = await _all(client, videos, bars, fields, wait)
         else:
-            results = await _all(client, videos, Lines(err), burn, language, wait, kind)
+            results = await _all(client, videos, Lines(err), fields, wait)
     for job in results:
         if not wait:
             out.write(json.dumps(job, indent=2) + "\n")
@@ -196,18 +200,37 @@ async def _check_kind(client: Client, kind: str) -> None:
         raise SubmitError(f"--kind must be one of {', '.join(choices)}")
 
 
+async def _check_model(client: Client, fields: Mapping[str, Any]) -> None:
+    """Refuse, before the bytes are sent, a model the gateway does not offer or a language or
+    task it cannot do (the gateway would refuse the job after the upload)."""
+    try:
+        listed = await client.get("/v1/models")
+    except SubmitError:  # an older gateway: it checks the job itself
+        return
+    models = {m["name"]: m for m in listed.get("models", [])}
+    name = fields.get("model") or listed.get("default")
+    model = models.get(name)
+    if model is None:
+        raise SubmitError(f"--model must be one of {', '.join(models)}")
+    language = str(fields.get("language") or "en").lower()
+    if language == "auto" and not model.get("multilingual"):
+        raise SubmitError(f"the model {name} transcribes only English: it cannot detect one")
+    if language != "auto" and language not in model.get("languages", []):
+        raise SubmitError(
+            f"the model {name} does not transcribe {language!r}; it knows "
+            f"{', '.join(model.get('languages', []))}"
+        )
+    if fields.get("task") == "translate" and not model.get("translate"):
+        raise SubmitError(f"the model {name} cannot translate: choose a multilingual --model")
+
+
 async def _all(
-    client: Client, videos: list[Path], display: Display, burn: bool, language: str | None,
-    wait: bool, kind: str | None,
+    client: Client, videos: list[Path], display: Display, fields: Mapping[str, Any],
+    wait: bool,
 ) -> list[dict[str, Any]]:  # fmt: skip
     async def one(video: Path) -> dict[str, Any]:
         key = await client.upload(video, display)
-        options: dict[str, Any] = {"source": {"key": key}, "burn_subtitles": burn}
-        if kind is not None:  # else the gateway's default kind
-            options["kind"] = kind
-        if language:
-            options["language"] = language
-        job = await client.post("/v1/jobs", options)
+        job = await client.post("/v1/jobs", {**fields, "source": {"key": key}})
         display.note(f"job {job['id']} queued ({video.name})")
         if not wait:
             return job

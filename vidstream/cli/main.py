@@ -33,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
         "--no-burn", action="store_true", help="add a subtitle track instead of burning"
     )
     submit.add_argument("--language", help="spoken language, e.g. en (default en; 'auto' detects)")
+    submit.add_argument("--model", help="the Whisper model (GET /v1/models; default the gateway's)")
+    submit.add_argument(
+        "--translate",
+        action="store_true",
+        help="captions in English, whatever is spoken (a multilingual model)",
+    )
+    submit.add_argument(
+        "--max-chars",
+        type=int,
+        metavar="N",
+        help="longest caption line, in characters (10 to 80; default 42)",
+    )
+    submit.add_argument(
+        "--max-lines", type=int, metavar="N", help="lines a caption may have (1 to 3; default 2)"
+    )
+    submit.add_argument("--position", choices=("bottom", "top"), help="where captions sit")
     submit.add_argument(
         "--kind", help="what to make of each video: a kind the gateway makes from a video "
         "(listed by GET /v1/kinds; by default, the gateway's default kind)",
@@ -177,12 +193,26 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
             print(f"vidstream: no such file: {', '.join(missing)}", file=sys.stderr)
             return 2
         return await client.submit(
-            args.videos, gateway, burn=not args.no_burn, language=args.language,
-            wait=args.wait, kind=args.kind, api_key=args.api_key,
+            args.videos, gateway, _job_fields(args), wait=args.wait, kind=args.kind,
+            api_key=args.api_key,
         )  # fmt: skip
     except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)
         return 1
+
+
+def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job request's fields `vidstream submit`'s options ask for (the gateway checks them)."""
+    given = {
+        "burn_subtitles": not args.no_burn,
+        "language": args.language,
+        "model": args.model,
+        "task": "translate" if args.translate else None,
+        "max_chars_per_line": args.max_chars,
+        "max_lines": args.max_lines,
+        "position": args.position,
+    }
+    return {name: value for name, value in given.items() if value is not None}
 
 
 async def _admin(args: argparse.Namespace, settings: Settings) -> int:

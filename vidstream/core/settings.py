@@ -285,8 +285,16 @@ class Settings(RedisSettings):
     whisper_model: str = setting(
         "WHISPER_MODEL",
         "",
-        "CTranslate2 Whisper model directory",
+        "the default Whisper model: a name in `WHISPER_MODELS_DIR`, or a CTranslate2 model's "
+        "folder",
         shown_default="bundled `tiny.en`",
+    )
+    whisper_models_dir: str = setting(
+        "WHISPER_MODELS_DIR",
+        "",
+        "a folder of CTranslate2 Whisper models, one per folder named as jobs choose it "
+        "(`model`); the bundled `tiny.en` is always offered too",
+        shown_default="none",
     )
     # One thread per Whisper server: on 2-core machines two threads were slower than one and
     # used twice the CPU (bench/whisper_threads.py); scale with more servers instead.
@@ -395,6 +403,8 @@ class Settings(RedisSettings):
             networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"TRUSTED_PROXIES: {exc}") from None
+        if self.whisper_models_dir and not Path(self.whisper_models_dir).is_dir():
+            raise ConfigError(f"WHISPER_MODELS_DIR: {self.whisper_models_dir!r} is no folder")
         self.check_redis()
         self.check_storage()
 

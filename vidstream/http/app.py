@@ -13,6 +13,7 @@ from vidstream.feed.redis import redis_hub
 from vidstream.http import admin, compose, health, jobs, openapi, page, recovery, sse, uploads
 from vidstream.http import kinds as kinds_api
 from vidstream.http import logs as job_logs
+from vidstream.http import models as models_api
 from vidstream.http import stats as operator_stats
 from vidstream.http import workers as operator_workers
 from vidstream.http.auth import auth_middleware
@@ -46,6 +47,7 @@ def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> 
     app.add_routes(health.routes)
     app.add_routes(jobs.routes)
     app.add_routes(kinds_api.routes)
+    app.add_routes(models_api.routes)
     app.add_routes(compose.routes)
     app.add_routes(job_logs.routes)
     app.add_routes(uploads.routes)

@@ -26,7 +26,7 @@ from vidstream.state import scripts
 
 DEFAULT_TENANT = "default"
 # Signed, or public documents.
-_OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/", "/v1/kinds")
+_OPEN = ("/v1/objects/", "/v1/openapi.json", "/v1/schemas/", "/v1/kinds", "/v1/models")
 # The one route a `?token=` opens instead of a key (not `/v1/templates/events`, say).
 _EVENTS = re.compile(r"/v1/jobs/[^/]+/events")
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from vidstream import __version__
-from vidstream.http import kinds, openapi_compose, openapi_operator
+from vidstream.http import kinds, models, openapi_compose, openapi_operator
 from vidstream.http.openapi_compose import JSON
 from vidstream.http.state import base_url
 from vidstream.job.kinds import KINDS
@@ -355,6 +355,7 @@ def document(server_url: str) -> dict[str, Any]:
         "paths": {
             **PATHS,
             **kinds.paths(),
+            **models.paths(),
             **openapi_operator.paths(_COMMON),
             **openapi_compose.paths(_COMMON),
         },

@@ -33,7 +33,9 @@ from vidstream.job.options import (
     formats_of,
     invalid,
     language_of,
+    model_of,
     position_of,
+    task_of,
 )
 from vidstream.job.stages import Priority, Stage, parse_priority
 
@@ -142,6 +144,19 @@ Language = Annotated[
     Field(description="spoken language (ISO 639-1), or 'auto'", examples=["en", "auto"]),
 ]
 Formats = Annotated[tuple[Format, ...], checked(formats_of)]
+ModelName = Annotated[
+    str,
+    checked(model_of),
+    Field(description="the Whisper model's name (GET /v1/models); default: the deployment's"),
+]
+Task = Annotated[
+    Literal["transcribe", "translate"],
+    checked(task_of),
+    Field(
+        description="`translate`: the captions in English, whatever is spoken (a "
+        "multilingual model only)"
+    ),
+]
 Burn = Annotated[bool, checked(flag("burn_subtitles"))]
 _WEBHOOK = {"type": "string", "format": "uri", "maxLength": 2048}
 
@@ -196,6 +211,8 @@ class FromVideo(Captioned):
 
     source: Annotated[StorageKey, checked(_source_shape)]
     language: Language = "en"
+    model: ModelName = ""
+    task: Task = "transcribe"
     burn_subtitles: Burn = True
     formats: Formats = FORMATS
 
@@ -221,6 +238,8 @@ class ComposeRequest(JobRequest):
     })] = None  # fmt: skip
     preview: Annotated[bool, checked(flag("preview"))] = False
     language: Language = "en"
+    model: ModelName = ""
+    task: Task = "transcribe"
     formats: Formats = FORMATS
 
 

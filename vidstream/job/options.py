@@ -19,6 +19,9 @@ Format = Literal["json", "srt", "vtt", "ass", "txt"]
 ALL_FORMATS: tuple[Format, ...] = ("json", "srt", "vtt", "ass", "txt")  # in the order stored
 FORMATS: tuple[Format, ...] = ("json", "srt", "vtt")  # what a job stores unless it asks
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}")
+# A model's name is its folder's (`media.models`), and reaches a command line: nothing else.
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TASKS = ("transcribe", "translate")  # Whisper's: write the speech down, or in English
 
 
 def invalid(message: str) -> PermanentError:
@@ -48,6 +51,21 @@ def formats_of(value: object) -> tuple[str, ...]:
     if bad:
         raise invalid(f"unknown format(s) {', '.join(bad)[:40]}; choose from {choices}")
     return tuple(f for f in ALL_FORMATS if f in value or f == "json")
+
+
+def model_of(value: object) -> str:
+    """A Whisper model's name ("" or null: the deployment's default)."""
+    if value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not _MODEL_RE.fullmatch(value):
+        raise invalid("model must be the name of a model (GET /v1/models)")
+    return value
+
+
+def task_of(value: object) -> str:
+    if value not in TASKS:
+        raise invalid(f"task must be one of {', '.join(TASKS)}")
+    return str(value)
 
 
 CHARS_PER_LINE = (10, 80)  # a caption line's length a client may ask for, in characters
@@ -98,6 +116,8 @@ class Options:
     max_chars_per_line: int = 42
     max_lines: int = 2
     position: str = "bottom"  # of burnt-in captions: bottom or top centre
+    model: str = ""  # the Whisper model's name; "" the deployment's default
+    task: str = "transcribe"  # or "translate": the captions in English
 
     # Each option a client may give, with its parser; a subclass adds its own.
     PARSERS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
@@ -107,6 +127,8 @@ class Options:
         "max_chars_per_line": bounded("max_chars_per_line", *CHARS_PER_LINE),
         "max_lines": bounded("max_lines", *LINES),
         "position": position_of,
+        "model": model_of,
+        "task": task_of,
     }
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from vidstream.core.settings import Settings
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
@@ -28,8 +29,9 @@ from vidstream.kinds.sources import Downloads
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Bounds, Encoder
 from vidstream.media.info import MediaInfo
+from vidstream.media.models import ModelInfo, Task, catalogue, check
 from vidstream.media.subtitles import Layout
-from vidstream.media.whisper import WhisperPool
+from vidstream.media.whispers import Whispers
 from vidstream.services import Services
 
 
@@ -77,7 +79,7 @@ class Tools:
     encoder: Encoder
     bounds: Bounds  # whatever a source's header says: no larger picture, no longer video
     concurrency: int = 1  # jobs the worker runs at once
-    whisper: WhisperPool | None = None  # the transcribe stage's
+    whisper: Whispers | None = None  # the transcribe stage's, a pool per model
     downloads: Downloads | None = None  # sources downloaded once for the worker's runs
 
 
@@ -164,3 +166,11 @@ class KindHandler:
 def layout_of(options: Options) -> Layout:
     """How a job's options lay its captions out (`media.subtitles`)."""
     return Layout(max_chars=options.max_chars_per_line, max_lines=options.max_lines)
+
+
+def speech_model(settings: Settings, options: Options) -> ModelInfo:
+    """The Whisper model a job's options choose, refused (400) when the deployment does not
+    offer it or it cannot do the language or task asked, naming it."""
+    model = catalogue(settings.whisper_model, settings.whisper_models_dir).get(options.model)
+    check(model, options.language, Task(options.task))
+    return model

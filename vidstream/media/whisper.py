@@ -27,7 +27,9 @@ from vidstream.core.lifecycle import Component
 from vidstream.core.tasks import cancel_and_wait
 from vidstream.media.transcript import Segment, Transcript
 
-PERMANENT_CODES = frozenset({"invalid_media", "unsupported_language", "too_long"})
+PERMANENT_CODES = frozenset(
+    {"invalid_media", "unsupported_language", "unsupported_task", "too_long"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class TranscribeRequest:
     duration: float = 0.0  # of the whole source, as probed: sizes the server's first buffer
     last: bool = False  # `end` is MAX_DURATION_S: sound going on past it fails `too_long`
     timeout_s: float = 600.0  # for the whole request, decoding included
+    task: str = "transcribe"  # or "translate" (a multilingual model's): English text
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,8 @@ class Heard:
 @dataclass(frozen=True, slots=True)
 class WhisperConfig:
     ffmpeg: str
-    model: str = ""
+    model: str = ""  # its folder ("" the bundled model's)
+    name: str = ""  # its name, as jobs choose it ("" its folder's)
     threads: int = 1
     beam_size: int = 5
     load_timeout_s: float = 120.0
@@ -88,6 +92,8 @@ class WhisperServer:
         ]
         if cfg.model:
             argv += ["--model", cfg.model]
+        if cfg.name:
+            argv += ["--name", cfg.name]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(cfg.threads)}
         self.proc = await process.spawn(argv, stdin=process.PIPE, env=env, limit=16 * 2**20)
         self._stderr = process.Tail(self.proc.stderr)
@@ -151,6 +157,7 @@ class WhisperServer:
                 "duration": req.duration,
                 "last": req.last,
                 "language": req.language,
+                "task": req.task,
             }
         )
         self.proc.stdin.write(line.encode() + b"\n")

@@ -138,12 +138,16 @@ class _RequestError(Exception):
 def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: IO[str]) -> None:
     rid = req["id"]
     start, end = float(req.get("start") or 0.0), float(req["end"])
-    language = req.get("language")
-    if not model.model.is_multilingual:
+    language, task = req.get("language"), req.get("task") or "transcribe"
+    if not model.model.is_multilingual:  # the gateway refuses these too: a job queued before
         if language not in (None, "en"):
             raise _RequestError(
                 "unsupported_language",
                 f"The model {args.model_name} transcribes only English, not {language!r}.",
+            )
+        if task != "transcribe":
+            raise _RequestError(
+                "unsupported_task", f"The model {args.model_name} cannot translate."
             )
         language = "en"
     decoded = decode_range(
@@ -159,6 +163,7 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
         decoded.audio,
         temperature=TEMPERATURES,
         language=language,
+        task=task,
         beam_size=args.beam_size,
         word_timestamps=True,
         condition_on_previous_text=False,
@@ -186,7 +191,7 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
         out,
         type="done",
         id=rid,
-        language=info.language,
+        language="en" if task == "translate" else info.language,  # the captions' language
         duration=decoded.seconds,
         more=decoded.more,
     )
@@ -197,6 +202,7 @@ def main() -> int:
     parser.add_argument(
         "--model", default="", help="CTranslate2 model directory (default: tiny.en)"
     )
+    parser.add_argument("--name", default="", help="its name, as jobs choose it")
     parser.add_argument("--ffmpeg", required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--beam-size", type=int, default=5)
@@ -210,7 +216,7 @@ def main() -> int:
         from faster_whisper import WhisperModel
 
         described = describe(args.model)  # "" is the bundled model
-        args.model, args.model_name = described.path, described.name
+        args.model, args.model_name = described.path, args.name or described.name
         model = WhisperModel(
             args.model, device="cpu", compute_type="int8", cpu_threads=args.threads
         )
