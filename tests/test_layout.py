@@ -25,10 +25,16 @@ from vidstream.runtime import Stack
 @pytest.mark.parametrize(
     ("options", "needle"),
     [
-        ({"max_chars_per_line": 5}, "max_chars_per_line must be a whole number from 10 to 80"),
-        ({"max_chars_per_line": "twenty"}, "max_chars_per_line must be a whole number"),
-        ({"max_lines": 4}, "max_lines must be a whole number from 1 to 3"),
-        ({"position": "middle"}, "position must be one of bottom, top"),
+        (
+            {"max_chars_per_line": 5},
+            "max_chars_per_line: Input should be greater than or equal to 10",
+        ),
+        ({"max_chars_per_line": "twenty"}, "max_chars_per_line: Input should be a valid integer"),
+        ({"max_lines": 4}, "max_lines: Input should be less than or equal to 3"),
+        (
+            {"position": "left"},
+            'position must be "bottom", "top", "middle" or {"x": 0..1, "y": 0..1}',
+        ),
     ],
 )
 async def test_a_layout_out_of_bounds_is_refused(

@@ -31,7 +31,7 @@ from vidstream.compose.timeline import (
     frames,
 )
 from vidstream.compose.visuals import Box, Frame, Span
-from vidstream.media import fonts, subtitles
+from vidstream.media import fonts
 from vidstream.media.ffmpeg import Encoder, source_input
 
 
@@ -109,8 +109,9 @@ def faces(timeline: Timeline) -> tuple[tuple[str, bool], ...]:
         if isinstance(clip, TextClip):
             found.setdefault((clip.font, clip.bold))
         elif isinstance(clip, SubtitlesClip):
-            found.setdefault((subtitles.FONT, False))
-            found.setdefault((subtitles.FONT, True))
+            family = clip.caption_style().look().font
+            found.setdefault((family, False))
+            found.setdefault((family, True))
     return tuple(found)
 
 

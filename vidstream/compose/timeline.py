@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidstream.compose.caption_style import CaptionFields
 from vidstream.media.fonts import Family
 
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
@@ -163,15 +164,14 @@ class AudioClip(_Clip):
     duck: Duck | None = None
 
 
-class SubtitlesClip(_Clip):
+class SubtitlesClip(_Clip, CaptionFields):
     """Captions: the transcript of a job of yours, an SRT/VTT/transcript file, or (neither)
-    the transcript this job makes of its `transcribe` clip."""
+    the transcript this job makes of its `transcribe` clip; laid out and drawn as a subtitle
+    job's are, with the same fields (`compose.caption_style`)."""
 
     type: Literal["subtitles"]
     job: str | None = Field(None, max_length=40, description="a finished job's id")
     key: Key | None = Field(None, description="an SRT, WebVTT or transcript JSON")
-    style: Literal["default", "boxed", "bold", "top"] = "default"
-    karaoke: bool = Field(False, description="highlight each word as it is spoken")
 
 
 Clip = Annotated[

@@ -143,8 +143,8 @@ M = TypeVar("M", bound=BaseModel)
 
 def validated(model: type[M], body: dict[str, Any], what: str) -> M:
     """`body` checked against a request `model`, or `ApiError(400, invalid_request)` saying
-    what is wrong: every unknown field at once, else the first problem (`what` names the
-    request in messages: "a subtitle job")."""
+    what is wrong: every unknown field at once, else every problem at once, in the message and
+    one by one in `details` (`what` names the request in messages: "a subtitle job")."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -153,12 +153,20 @@ def validated(model: type[M], body: dict[str, Any], what: str) -> M:
     if unknown:
         names = ", ".join(short(n, 30) for n in unknown[:5])
         raise ApiError(400, "invalid_request", f"unknown field(s) for {what}: {names}")
-    first = problems[0]
-    where = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "invalid_request":  # an option's own parser: its message says it all
-        message = first["msg"]
-    elif first["type"] == "missing":
-        message = f"{where} is required"
-    else:
-        message = f"{where}: {first['msg']}"
-    raise ApiError(400, "invalid_request", message)
+    details: list[dict[str, str]] = []
+    for problem in problems[:20]:
+        # A union's member (`position`'s "bottom" or {x, y}) is not part of where it is.
+        where = ".".join(
+            str(p) for p in problem["loc"] if not str(p).startswith(("literal[", "Point"))
+        )
+        if problem["type"] == "invalid_request":  # an option's own parser: its own words
+            said = problem["msg"]
+            message = said if not where or said.startswith(where) else f"{where}: {said}"
+        elif problem["type"] == "missing":
+            message = f"{where} is required"
+        else:
+            message = f"{where}: {problem['msg']}"
+        if all(message != d["message"] for d in details):
+            details.append({"path": where, "message": message})
+    said = "; ".join(d["message"] for d in details)
+    raise ApiError(400, "invalid_request", said, details=details)

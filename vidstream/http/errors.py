@@ -31,11 +31,13 @@ _STATUS_FOR_CODE = {"too_large": 413, "source_not_found": 400, "not_found": 404,
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.details = details  # where and why, one entry per problem
 
 
 def error_response(
@@ -60,7 +62,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.code, exc.message, exc.headers)
+        response = error_response(exc.status, exc.code, exc.message, exc.headers, exc.details)
     except InvalidTimeline as exc:
         details = [problem.to_dict() for problem in exc.problems]
         response = error_response(422, exc.code, exc.message, details=details)

@@ -21,20 +21,17 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from vidstream.compose.caption_style import CaptionFields
 from vidstream.core.errors import PermanentError
 from vidstream.job.options import (
-    CHARS_PER_LINE,
     FORMATS,
-    LINES,
     Format,
     Options,
-    bounded,
     flag,
     formats_of,
     invalid,
     language_of,
     model_of,
-    position_of,
     task_of,
 )
 from vidstream.job.stages import Priority, Stage, parse_priority
@@ -183,26 +180,10 @@ class StorageKey(BaseModel):
     key: str = Field(json_schema_extra={"minLength": 1, "maxLength": 512})
 
 
-class Captioned(JobRequest):
-    """How the captions are laid out: in the burnt-in video, the subtitle track and the SRT,
-    VTT and ASS files alike."""
-
-    max_chars_per_line: Annotated[
-        int, checked(bounded("max_chars_per_line", *CHARS_PER_LINE)),
-        Field(description="longest caption line, in characters (10 to 80)"),
-    ] = 42  # fmt: skip
-    max_lines: Annotated[
-        int, checked(bounded("max_lines", *LINES)),
-        Field(description="lines a caption may have (1 to 3)"),
-    ] = 2  # fmt: skip
-    position: Annotated[
-        Literal["bottom", "top"], checked(position_of),
-        Field(description="where burnt-in captions sit"),
-    ] = "bottom"  # fmt: skip
-
-    def layout(self) -> dict[str, Any]:
-        return {"max_chars_per_line": self.max_chars_per_line, "max_lines": self.max_lines,
-                "position": self.position}  # fmt: skip
+class Captioned(JobRequest, CaptionFields):
+    """How the captions are laid out (in the burnt-in video, the subtitle track and the SRT,
+    VTT and ASS files alike) and look (burnt in, and the ASS file): `compose.caption_style`,
+    shared with a timeline's subtitles clips."""
 
 
 class FromVideo(Captioned):

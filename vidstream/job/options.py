@@ -13,6 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
+from pydantic import ValidationError
+
+from vidstream.compose.caption_style import DEFAULT as DEFAULT_CAPTIONS
+from vidstream.compose.caption_style import CaptionFields, CaptionStyle
 from vidstream.core.errors import PermanentError
 
 Format = Literal["json", "srt", "vtt", "ass", "txt"]
@@ -68,31 +72,6 @@ def task_of(value: object) -> str:
     return str(value)
 
 
-CHARS_PER_LINE = (10, 80)  # a caption line's length a client may ask for, in characters
-LINES = (1, 3)  # lines a caption may have
-POSITIONS = ("bottom", "top")  # where burnt-in captions sit
-
-
-def bounded(name: str, low: int, high: int) -> Callable[[object], int]:
-    """The parser of a whole-number option between `low` and `high` (a form field's digits
-    too)."""
-
-    def parse(value: object) -> int:
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise invalid(f"{name} must be a whole number from {low} to {high}")
-        return value
-
-    return parse
-
-
-def position_of(value: object) -> str:
-    if value not in POSITIONS:
-        raise invalid(f"position must be one of {', '.join(POSITIONS)}")
-    return str(value)
-
-
 def flag(name: str) -> Callable[[object], bool]:
     """The parser of a true-or-false option called `name`."""
 
@@ -112,10 +91,9 @@ class Options:
     language: str | None = "en"  # None = let Whisper detect it
     burn_subtitles: bool = True
     formats: tuple[str, ...] = FORMATS
-    # The captions' layout: in the burnt-in video, the track and the SRT, VTT and ASS files.
-    max_chars_per_line: int = 42
-    max_lines: int = 2
-    position: str = "bottom"  # of burnt-in captions: bottom or top centre
+    # The captions' layout (in the burnt-in video, the track and the SRT, VTT and ASS files)
+    # and look (burnt in, and the ASS file); given and shown as options of their own.
+    captions: CaptionStyle = DEFAULT_CAPTIONS
     model: str = ""  # the Whisper model's name; "" the deployment's default
     task: str = "transcribe"  # or "translate": the captions in English
 
@@ -124,9 +102,6 @@ class Options:
         "language": language_of,
         "burn_subtitles": flag("burn_subtitles"),
         "formats": formats_of,
-        "max_chars_per_line": bounded("max_chars_per_line", *CHARS_PER_LINE),
-        "max_lines": bounded("max_lines", *LINES),
-        "position": position_of,
         "model": model_of,
         "task": task_of,
     }
@@ -135,10 +110,15 @@ class Options:
     def parse(cls, data: Mapping[str, Any]) -> Self:
         """Options as a client sent them (or as stored); raise `PermanentError` saying what is
         wrong. An option not given takes its default."""
-        unknown = set(data) - set(cls.PARSERS)
+        unknown = set(data) - set(cls.PARSERS) - set(CaptionFields.model_fields)
         if unknown:
             raise invalid(f"unknown option(s): {', '.join(sorted(unknown))[:80]}")
-        return cls(**{name: cls.PARSERS[name](value) for name, value in data.items()})
+        given = {name: value for name, value in data.items() if name in cls.PARSERS}
+        parsed = {name: cls.PARSERS[name](value) for name, value in given.items()}
+        style = {name: value for name, value in data.items() if name not in cls.PARSERS}
+        if style:
+            parsed["captions"] = captions_of(style)
+        return cls(**parsed)
 
     def to_dict(self) -> dict[str, Any]:
         """As stored and as shown to the client: every option, but an extension's only when it
@@ -149,6 +129,23 @@ class Options:
             "formats": list(self.formats),
         }
         for f in dataclasses.fields(self):
-            if f.name not in data and getattr(self, f.name) != f.default:
+            if f.name not in data and f.name != "captions" and getattr(self, f.name) != f.default:
                 data[f.name] = getattr(self, f.name)
-        return data
+        return {**data, **self.captions.changes()}
+
+
+def captions_of(fields: Mapping[str, Any]) -> CaptionStyle:
+    """The caption model of its fields as given, every problem in one `invalid_request`."""
+    try:
+        return CaptionStyle.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise invalid(problems(exc)) from None
+
+
+def problems(exc: ValidationError) -> str:
+    """Every problem pydantic found, each with where it is, in one sentence."""
+    said = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        said.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(said)

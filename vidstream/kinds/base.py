@@ -26,11 +26,13 @@ from vidstream.job.model import Job, Output, Stage
 from vidstream.job.options import Options
 from vidstream.job.protocol import Intake
 from vidstream.kinds.sources import Downloads
+from vidstream.media import captions
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Bounds, Encoder
 from vidstream.media.info import MediaInfo
 from vidstream.media.models import ModelInfo, Task, catalogue, check
 from vidstream.media.subtitles import Layout
+from vidstream.media.transcript import Transcript
 from vidstream.media.whispers import Whispers
 from vidstream.services import Services
 
@@ -165,7 +167,21 @@ class KindHandler:
 
 def layout_of(options: Options) -> Layout:
     """How a job's options lay its captions out (`media.subtitles`)."""
-    return Layout(max_chars=options.max_chars_per_line, max_lines=options.max_lines)
+    return options.captions.layout()
+
+
+def burnt_captions(
+    options: Options, transcript: Transcript, width: int, height: int,
+    window: tuple[float, float] | None = None,
+) -> str:  # fmt: skip
+    """The ASS document of a job's captions for a `width` x `height` picture, in the layout and
+    look its options chose; with `window` (start, end), only the cues seen in it, timed from its
+    start (a segment of a fanned-out burn)."""
+    items = captions.word_cues(transcript, options.captions.layout())
+    if window is not None:
+        items = captions.shift(items, 0.0, *window)
+    look = options.captions.look()
+    return captions.to_ass_styled(items, width, height, look, karaoke=options.captions.karaoke)
 
 
 def speech_model(settings: Settings, options: Options) -> ModelInfo:

@@ -10,14 +10,14 @@ import dataclasses
 from pathlib import Path
 
 from vidstream.job.model import Job, Stage
-from vidstream.kinds.base import PieceRun, StageRun, Tools, layout_of
+from vidstream.kinds.base import PieceRun, StageRun, Tools, burnt_captions
 from vidstream.kinds.encode import run_ffmpeg
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import fetched_as, source_path
 from vidstream.media import ffmpeg, fonts, scan
 from vidstream.media.cuts import Piece, frame_cuts
 from vidstream.media.info import MediaInfo, run_timeout
-from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass
+from vidstream.media.subtitles import Cue
 from vidstream.media.transcript import Transcript
 from vidstream.storage.names import segment_key
 
@@ -78,12 +78,13 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     piece, workdir = run.piece, run.workdir
     media = MediaInfo.from_dict(run.context["media"])
     raw = await store.get_bytes(str(run.context["transcript"]))
-    cues = within(build_cues(Transcript.from_json(raw), layout_of(job.options)), piece)
     source = await source_path(store, job, workdir, s.max_upload_bytes, tools.downloads)
     width, height = media.display_size
-    document = to_ass(cues, width, height, top=job.options.position == "top")
+    # The cues seen in the segment, timed from its start: one across a cut is in both.
+    window = (piece.start, piece.end if not piece.last else float("inf"))
+    document = burnt_captions(job.options, Transcript.from_json(raw), width, height, window)
     await asyncio.to_thread((workdir / "subs.ass").write_text, document)
-    await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
+    await asyncio.to_thread(fonts.link, workdir, [job.options.captions.faces()])
     encoder = dataclasses.replace(tools.encoder, **run.context.get("encoder", {}))
     argv = ffmpeg.burn_segment(
         tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, encoder,

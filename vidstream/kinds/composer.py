@@ -35,6 +35,7 @@ from vidstream.media.assets import AssetKind, probe_asset
 from vidstream.media.cuts import Piece
 from vidstream.media.ffmpeg import Encoder
 from vidstream.media.info import run_timeout
+from vidstream.media.subtitles import Layout
 from vidstream.media.transcript import Transcript
 from vidstream.storage.names import CONTENT_TYPES, rendered_key, segment_key
 
@@ -230,13 +231,14 @@ class Composer:
         for t, c, clip in timeline.clips():
             if not isinstance(clip, SubtitlesClip):
                 continue
-            items = await self._timed(job, timeline, clip)
-            document = captions.to_ass_styled(items, out.width, out.height, clip.style,
-                                              karaoke=clip.karaoke)  # fmt: skip
+            style = clip.caption_style()
+            items = await self._timed(job, timeline, clip, style.layout())
+            document = captions.to_ass_styled(items, out.width, out.height, style.look(),
+                                              karaoke=style.karaoke)  # fmt: skip
             await self._write(workdir, {graph.captions_file(t, c): document})
 
     async def _timed(
-        self, job: Job, timeline: Timeline, clip: SubtitlesClip
+        self, job: Job, timeline: Timeline, clip: SubtitlesClip, layout: Layout
     ) -> list[captions.Timed]:
         if clip.job is None and clip.key is None:  # this job's transcript of its clip
             options = job.options
@@ -250,8 +252,9 @@ class Composer:
             assert isinstance(heard, VideoClip | AudioClip)
             speed = heard.speed if isinstance(heard, VideoClip) else 1.0
             begin = heard.trim.start
-            items = captions.shift(captions.timed(Transcript.from_json(raw)), heard.start, begin,
-                                   begin + heard.duration * speed, speed=speed)  # fmt: skip
+            heard_cues = captions.timed(Transcript.from_json(raw), layout)
+            items = captions.shift(heard_cues, heard.start, begin, begin + heard.duration * speed,
+                                   speed=speed)  # fmt: skip
             return captions.shift(items, clip.start, clip.start, clip.end)  # its window only
         if clip.job is not None:
             other = await self.jobs.get(clip.job) if is_job_id(clip.job) else None
@@ -263,7 +266,7 @@ class Composer:
             assert clip.key is not None
             key = clip.key
         raw = await self.store.get_bytes(key, CAPTIONS_MAX_BYTES)
-        return captions.shift(captions.timed(captions.parse_captions(raw)), clip.start, 0.0,
+        return captions.shift(captions.timed(captions.parse_captions(raw), layout), clip.start, 0.0,
                               clip.duration)  # fmt: skip
 
 

@@ -27,12 +27,11 @@ from pathlib import Path
 from vidstream.core.errors import ObjectNotFound, PermanentError
 from vidstream.job.kinds import KINDS, RenderOptions, RenderRequest
 from vidstream.job.model import Job, Stage, Status, is_job_id
-from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools, layout_of
+from vidstream.kinds.base import Draft, Incoming, KindHandler, StageRun, Tools
 from vidstream.kinds.burning import burn_piece
 from vidstream.kinds.subtitle import subtitled
 from vidstream.kinds.transcribing import store_transcript
 from vidstream.media import captions
-from vidstream.media.subtitles import build_cues
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.services import Services
 from vidstream.state.budget import cleanup
@@ -79,7 +78,7 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
     options = RenderOptions(
         language=request.language if given else owner.options.language,
         burn_subtitles=request.burn_subtitles, formats=request.formats, job=owner.id,
-        **request.layout(),
+        captions=request.caption_style(),
     )  # fmt: skip
     return Draft(owner.source_key, options, owner.source_name, assets=(stored, *taken))
 
@@ -186,8 +185,7 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
     transcript = Transcript.from_json(await store.get_bytes(job.assets[0], CORRECTED_MAX_BYTES))
     size = job.media.display_size if job.media is not None else (0, 0)
     outputs = await store_transcript(job, transcript, workdir, run, size)
-    cues = build_cues(transcript, layout_of(job.options))
-    video = await subtitled(tools, job, cues, workdir, run, job.assets[0])
+    video = await subtitled(tools, job, transcript, workdir, run, job.assets[0])
     await run.finish({**outputs, "video": video}, job.media)
 
 

@@ -19,6 +19,7 @@ from vidstream.kinds.base import (
     KindHandler,
     StageRun,
     Tools,
+    burnt_captions,
     layout_of,
     speech_model,
 )
@@ -28,7 +29,7 @@ from vidstream.kinds.transcribing import transcribe, transcribe_piece
 from vidstream.media import ffmpeg, fonts
 from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
-from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
+from vidstream.media.subtitles import build_cues, to_srt
 from vidstream.media.transcript import Transcript
 from vidstream.storage.names import check_source_key, rendered_key
 
@@ -38,7 +39,7 @@ OUTPUT = "output.mp4"
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
     options = Options(language=request.language, burn_subtitles=request.burn_subtitles,
                       formats=request.formats, model=request.model, task=request.task,
-                      **request.layout())  # fmt: skip
+                      captions=request.caption_style())  # fmt: skip
     speech_model(incoming.services.settings, options)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
@@ -60,15 +61,15 @@ async def render(tools: Tools, job: Job, workdir: Path, run: StageRun) -> None:
         raise TransientError("the transcript is not stored yet", code="stage_out_of_order")
     store = tools.services.store
     raw = await store.get_bytes(job.outputs["transcript"].key)
-    cues = build_cues(Transcript.from_json(raw), layout_of(job.options))
-    video = await subtitled(tools, job, cues, workdir, run, job.outputs["transcript"].key)
+    transcript = Transcript.from_json(raw)
+    video = await subtitled(tools, job, transcript, workdir, run, job.outputs["transcript"].key)
     await run.finish({"video": video})
 
 
 async def subtitled(
-    tools: Tools, job: Job, cues: list[Cue], workdir: Path, run: StageRun, transcript: str
+    tools: Tools, job: Job, transcript: Transcript, workdir: Path, run: StageRun, stored: str
 ) -> Output:
-    """The job's source with `cues` (those of the transcript stored at `transcript`) burnt in
+    """The job's source with `transcript` (stored at `stored`) burnt in
     (or as a track, as its options say), stored under the run's own name: the finish makes it
     the job's video only if this run still holds the stage (`actors.outputs`); otherwise it is
     deleted, never written over another."""
@@ -81,9 +82,9 @@ async def subtitled(
     )
     joined = None
     if burning.wanted(tools, job, media):
-        joined = await burning.burn_in_pieces(tools, job, source, media, transcript, workdir, run)
+        joined = await burning.burn_in_pieces(tools, job, source, media, stored, workdir, run)
     if joined is None:
-        argv = await _command(tools, job, source, media, cues, workdir)
+        argv = await _command(tools, job, source, media, transcript, workdir)
         duration = min(media.duration, s.max_duration_s)
         await run_ffmpeg(
             argv, workdir, duration_s=media.duration,
@@ -96,18 +97,17 @@ async def subtitled(
 
 
 async def _command(
-    tools: Tools, job: Job, source: Path, media: MediaInfo, cues: list[Cue], workdir: Path
+    tools: Tools, job: Job, source: Path, media: MediaInfo, transcript: Transcript, workdir: Path
 ) -> list[str]:
     if job.options.burn_subtitles:
         width, height = media.display_size
-        top = job.options.position == "top"
-        document = to_ass(cues, width, height, top=top)
+        document = burnt_captions(job.options, transcript, width, height)
         await asyncio.to_thread((workdir / "subs.ass").write_text, document)
-        await asyncio.to_thread(fonts.link, workdir, [(FONT, False)])
+        await asyncio.to_thread(fonts.link, workdir, [job.options.captions.faces()])
         return ffmpeg.burn_subtitles(
             tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, tools.encoder, tools.bounds
         )
-    srt = None
+    srt, cues = None, build_cues(transcript, layout_of(job.options))
     if cues:  # nothing said: no subtitle track (FFmpeg refuses an empty SRT file)
         srt = "subs.srt"
         await asyncio.to_thread((workdir / srt).write_text, to_srt(cues))

@@ -14,7 +14,7 @@ import structlog
 from vidstream.core.errors import TooLong
 from vidstream.job.model import Job, Output, Stage
 from vidstream.job.pipelines import pipeline_of
-from vidstream.kinds.base import PieceRun, StageRun, Tools, layout_of
+from vidstream.kinds.base import PieceRun, StageRun, Tools, burnt_captions, layout_of
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import source_path
 from vidstream.media import scan
@@ -23,7 +23,7 @@ from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
 from vidstream.media.seams import merge_transcripts
-from vidstream.media.subtitles import build_cues, to_ass, to_srt, to_vtt
+from vidstream.media.subtitles import build_cues, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import TranscribeRequest, WhisperPool
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
@@ -179,8 +179,8 @@ async def store_transcript(
         documents["vtt"] = ("vtt", to_vtt(cues).encode())
     if "ass" in formats:
         width, height = picture if all(picture) else (1920, 1080)
-        top = job.options.position == "top"
-        documents["ass"] = ("ass", to_ass(cues, width, height, top=top).encode())
+        document = burnt_captions(job.options, transcript, width, height)
+        documents["ass"] = ("ass", document.encode())
     if "txt" in formats:
         documents["txt"] = ("txt", (transcript.text + "\n").encode())
 

@@ -70,8 +70,9 @@ class Style:
     border_style: int  # 1: outlined letters; 3: a box per line; 4: one box (libass)
     bold: bool
     alignment: int  # numpad
-    margin_h: int
+    margin_h: int  # left, and right unless `margin_r` says otherwise
     margin_v: int
+    margin_r: int = -1  # -1: as `margin_h` (a centred block); set, it moves the block across
 
     def __post_init__(self) -> None:
         if self.font not in FAMILIES:
@@ -90,6 +91,7 @@ class Style:
             "outline": _clamp(self.outline, 0, round(size * MAX_OUTLINE)),
             "shadow": _clamp(self.shadow, 0, round(size * MAX_SHADOW)),
             "margin_h": _clamp(self.margin_h, 0, width),
+            "margin_r": _clamp(self.margin_h if self.margin_r < 0 else self.margin_r, 0, width),
             "margin_v": _clamp(self.margin_v, 0, height),
         }
         for name, value in clamped.items():
@@ -101,7 +103,7 @@ class Style:
             f"{self.font},{self.size},{self.primary},{self.secondary},{self.outline_colour},"
             f"{self.back_colour},{-1 if self.bold else 0},0,0,0,100,100,0,0,"
             f"{self.border_style},{self.outline},{self.shadow},{self.alignment},"
-            f"{self.margin_h},{self.margin_h},{self.margin_v},1"
+            f"{self.margin_h},{self.margin_r},{self.margin_v},1"
         )
 
 

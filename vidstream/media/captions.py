@@ -232,6 +232,7 @@ class Style:
     bold: bool = False
     alignment: int = 2  # numpad: 2 bottom centre, 5 middle, 8 top centre
     margin_v: float = 0.05  # of the picture height
+    x: float = 0.5  # the captions' centre, as a fraction of the width
 
 
 STYLES: dict[str, Style] = {
@@ -266,13 +267,17 @@ def to_ass_styled(
             code="invalid_request",
         )
     size = max(round(height * look.size), 12)
+    margin_l = margin_r = max(round(width * 0.05), 8)
+    if look.x != 0.5:  # centred on x, as wide as the nearer side of the picture allows
+        half = min(look.x, 1 - look.x) * width
+        margin_l, margin_r = round(look.x * width - half), round((1 - look.x) * width - half)
     built = ass.Style(
         width, height, font or look.font, size,
         primary=look.highlight if karaoke else look.colour, secondary=look.colour,
         outline_colour=look.outline_colour, back_colour=look.back_colour,
         outline=max(round(size * look.outline), 1) if look.outline else 0,
         shadow=round(size * look.shadow), border_style=look.border_style, bold=look.bold,
-        alignment=look.alignment, margin_h=max(round(width * 0.05), 8),
+        alignment=look.alignment, margin_h=margin_l, margin_r=margin_r,
         margin_v=max(round(height * look.margin_v), 8),
     )  # fmt: skip
     events = [
