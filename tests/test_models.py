@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import aiohttp
 import pytest
@@ -21,6 +22,8 @@ from redis.asyncio import Redis
 from tests.conftest import cli, fetch, upload_job, watch
 from tests.media import Clip, words_of
 from tests.test_gateway import expect_error, gw, upload
+from vidstream.cli.main import PRESETS
+from vidstream.compose.caption_style import Preset
 from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
 from vidstream.media.models import BUNDLED, bundled_path, catalogue, describe
@@ -169,15 +172,17 @@ async def test_the_cli_chooses_a_model_and_refuses_before_uploading(
         assert code == 1 and f"the model {BUNDLED} does not transcribe 'de'" in said, said
         assert await upload_links(api) == uploads  # nothing was sent
         asked = ["--model", "whisper-small", "--language", "de", "--translate", "--max-chars",
-                 "20", "--max-lines", "1", "--position", "top"]  # fmt: skip
+                 "20", "--max-lines", "1", "--position", "top", "--style", "boxed",
+                 "--karaoke"]  # fmt: skip
         code, said = await cli(env, "submit", str(clip.path), "--gateway", gw(api), *asked)
         assert code == 0, said
         assert await upload_links(api) == uploads + 1  # the count does count
         options = json.loads(said)["options"]
         assert {k: options[k] for k in ("model", "language", "task", "max_chars_per_line",
-                                        "max_lines", "position")} == {
+                                        "max_lines", "position", "style", "karaoke")} == {
             "model": "whisper-small", "language": "de", "task": "translate",
-            "max_chars_per_line": 20, "max_lines": 1, "position": "top",
+            "max_chars_per_line": 20, "max_lines": 1, "position": "top", "style": "boxed",
+            "karaoke": True,
         }  # fmt: skip
 
 
@@ -190,3 +195,7 @@ async def upload_links(api: Stack) -> int:
         for line in text.splitlines()
         if line.startswith("vidstream_http_requests_total") and '"/v1/uploads"' in line
     )
+
+
+def test_the_cli_offers_every_caption_preset() -> None:
+    assert get_args(Preset) == PRESETS

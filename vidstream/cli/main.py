@@ -17,6 +17,10 @@ from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
 from vidstream.job.stages import PAUSABLE, ROLE_NAMES, ROLES
 
+# The caption presets (`compose.caption_style.Preset`, which tests/test_models.py checks this
+# against): named here so that `vidstream` starts without importing pydantic.
+PRESETS = ("default", "boxed", "bold", "top")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidstream", description="Subtitled videos at scale.")
@@ -48,7 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--max-lines", type=int, metavar="N", help="lines a caption may have (1 to 3; default 2)"
     )
-    submit.add_argument("--position", choices=("bottom", "top"), help="where captions sit")
+    submit.add_argument(
+        "--position",
+        help="where captions sit: bottom, top, middle, or X,Y (fractions of the picture)",
+    )
+    submit.add_argument(
+        "--style",
+        choices=PRESETS,
+        help="the captions' look (a preset; the job's fields adjust it: see docs/api.md)",
+    )
+    submit.add_argument("--karaoke", action="store_true", help="highlight each word as spoken")
     submit.add_argument(
         "--kind", help="what to make of each video: a kind the gateway makes from a video "
         "(listed by GET /v1/kinds; by default, the gateway's default kind)",
@@ -211,6 +224,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_chars_per_line": args.max_chars,
         "max_lines": args.max_lines,
         "position": args.position,
+        "style": args.style,
+        "karaoke": args.karaoke or None,
     }
     return {name: value for name, value in given.items() if value is not None}
 
