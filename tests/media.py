@@ -16,7 +16,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidstream.media.captions import to_ass_styled
 from vidstream.media.ffmpeg import resolve_binary
+from vidstream.media.subtitles import FONT, Cue
 
 FFMPEG = resolve_binary("auto")
 
@@ -318,3 +320,8 @@ def video_frames(path: Path) -> int:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def to_ass(cues: list[Cue], width: int, height: int, font: str = FONT) -> str:
+    """The ASS a subtitle job burns for `cues` in the default style (no karaoke)."""
+    return to_ass_styled([(cue, ()) for cue in cues], width, height, font=font)

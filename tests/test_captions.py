@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.media import to_ass
+from vidstream.compose.caption_style import CaptionStyle
 from vidstream.core.errors import PermanentError
 from vidstream.media.captions import (
     MAX_CUES,
@@ -25,7 +27,7 @@ from vidstream.media.captions import (
     to_ass_styled,
     word_cues,
 )
-from vidstream.media.subtitles import Cue, Layout, ass_time, build_cues, to_ass
+from vidstream.media.subtitles import Cue, Layout, ass_time, build_cues
 from vidstream.media.transcript import Segment, Transcript, Word
 
 FFMPEG = "/usr/bin/ffmpeg"
@@ -402,12 +404,15 @@ def test_karaoke_follows_the_spoken_words_and_escapes_text() -> None:
 
 
 def test_default_style_is_byte_identical_to_to_ass() -> None:
-    """The default preset without karaoke is exactly today's burn-in subtitles."""
+    """The default preset without karaoke is exactly the burn-in subtitles as they always were,
+    whatever words the cues carry."""
     for width, height in ((1920, 1080), (640, 360), (1080, 1920), (160, 120), (7, 5)):
         for font in ("DejaVu Sans", "Liberation Serif"):
             expected = to_ass(build_cues(TRANSCRIPT), width, height, font)
             assert to_ass_styled(word_cues(TRANSCRIPT), width, height, font=font) == expected
             assert to_ass_styled(PAIRS, width, height, STYLES["default"], font=font) == expected
+            caption_style = CaptionStyle().look()
+            assert to_ass_styled(PAIRS, width, height, caption_style, font=font) == expected
     # What to_ass wrote before the presets existed.
     assert to_ass([Cue(0.5, 2.0, ("Hello", "world"))], 640, 360) == (
         "[Script Info]\nScriptType: v4.00+\nWrapStyle: 0\nScaledBorderAndShadow: yes\n"

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from tests.media import to_ass
 from tests.test_gateway import gw
 from vidstream.compose import graph, rules
 from vidstream.compose.graph import Window
@@ -25,7 +26,7 @@ from vidstream.core.errors import PermanentError
 from vidstream.core.settings import Settings
 from vidstream.media import captions, fonts
 from vidstream.media.captions import STYLES
-from vidstream.media.subtitles import build_cues, to_ass
+from vidstream.media.subtitles import build_cues
 from vidstream.runtime import Stack
 
 CORPUS = Path(__file__).parent / "hostile"

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from tests.media import FFMPEG as PINNED_FFMPEG
+from tests.media import to_ass
 from tests.test_captions import PAIRS, ass_parts
 from vidstream.media import ass, fonts
 from vidstream.media.captions import Style, parse_captions, shift, timed, to_ass_styled
 from vidstream.media.ffmpeg import Encoder, burn_subtitles
 from vidstream.media.info import MediaInfo
-from vidstream.media.subtitles import FONT, Cue, to_ass
+from vidstream.media.subtitles import FONT, Cue
 
 # -- what libass is given: the text of an upload as text, the declared font files -------------
 

@@ -7,14 +7,13 @@ import json
 
 import pytest
 
-from tests.media import parse_cues
+from tests.media import parse_cues, to_ass
 from vidstream.media.subtitles import (
     Cue,
     Layout,
     ass_time,
     build_cues,
     srt_time,
-    to_ass,
     to_srt,
     to_vtt,
     vtt_time,

@@ -194,18 +194,3 @@ def to_vtt(cues: Sequence[Cue]) -> str:
 
 
 FONT = "DejaVu Sans"  # burned captions' (`fonts.link` it where they are rendered)
-
-
-def to_ass(
-    cues: Sequence[Cue], width: int, height: int, font: str = FONT, *, top: bool = False
-) -> str:
-    """ASS sized for a `width` x `height` picture: white text, black outline, bottom centre
-    (or top centre)."""
-    size = max(round(height * 0.055), 12)
-    style = ass.Style(
-        width, height, font, size, "&H00FFFFFF", "&H00FFFFFF", "&H00000000", "&H80000000",
-        outline=max(round(size / 14), 1), shadow=0, border_style=1, bold=False,
-        alignment=8 if top else 2,  # the numpad's top and bottom centre
-        margin_h=max(round(width * 0.05), 8), margin_v=max(round(height * 0.05), 8),
-    )  # fmt: skip
-    return ass.document(style, [ass.Event(c.start, c.end, c.lines) for c in cues])
