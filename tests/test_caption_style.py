@@ -21,7 +21,8 @@ from tests.test_gateway import gw, upload
 from vidstream.compose.caption_style import CaptionStyle, ass_colour
 from vidstream.core.settings import Settings
 from vidstream.media.captions import to_ass_styled
-from vidstream.media.subtitles import Cue
+from vidstream.media.subtitles import Cue, build_cues
+from vidstream.media.transcript import Segment, Transcript, Word
 from vidstream.runtime import Stack
 
 
@@ -131,3 +132,16 @@ async def test_a_compose_clip_takes_the_same_fields(
     picture = await asyncio.to_thread(frame_at, video, 1.0)
     green = _coloured(picture, (0, 255, 0))
     assert green[:80].mean() > 0.01 and green[80:].mean() == 0, green[:80].mean()
+
+
+def test_cue_durations_follow_the_fields() -> None:
+    """A long run of words without a pause: no cue longer than `max_duration`; a lone short
+    word held for `min_duration`."""
+    words = tuple(Word(f"w{i}", i * 0.3, i * 0.3 + 0.25) for i in range(40))
+    transcript = Transcript("en", 12.0, (Segment(0.0, 12.0, "", words),))
+    style = CaptionStyle(max_duration=2.0, max_chars_per_line=80, max_lines=3)
+    cues = build_cues(transcript, style.layout())
+    assert cues and max(c.end - c.start for c in cues) <= 2.0
+    lone = Transcript("en", 5.0, (Segment(1.0, 1.1, "", (Word("hi", 1.0, 1.1),)),))
+    [cue] = build_cues(lone, CaptionStyle(min_duration=2.5).layout())
+    assert cue.end - cue.start == pytest.approx(2.5)
