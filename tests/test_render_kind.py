@@ -144,12 +144,15 @@ async def upload(
     return str(ticket["key"])
 
 
-async def finished(http: aiohttp.ClientSession, stack: Stack, video: Path) -> dict[str, Any]:
-    """A transcribe job of tenant a's, completed with a transcript saying `SAID`."""
+async def finished(
+    http: aiohttp.ClientSession, stack: Stack, video: Path, **fields: Any
+) -> dict[str, Any]:
+    """A transcribe job of tenant a's (with the request `fields`), completed with a transcript
+    saying `SAID`."""
     services = stack.services
     assert services is not None
     key = await upload(http, stack, video.read_bytes(), "holiday.mp4")
-    request = {"kind": "transcribe", "source": {"key": key}}
+    request = {"kind": "transcribe", "source": {"key": key}, **fields}
     async with http.post(f"{gw(stack)}/v1/jobs", json=request, headers=A) as r:
         assert r.status == 202, await r.text()
         job_id = (await r.json())["id"]
@@ -292,6 +295,28 @@ async def test_uploaded_captions_render_a_render_jobs_source_again_as_a_track(
         assert [s.type for s in container.streams].count("subtitle") == 1
     async with await render(http, stack, {"job": original["id"], "captions": {"key": key}}) as r:
         assert "No upload of yours" in await expect_error(r, 400, "source_not_found")  # used
+
+
+async def test_a_correction_keeps_the_look_of_the_job_it_corrects(
+    make_settings: Callable[..., Settings], redis: Redis, http: aiohttp.ClientSession,
+    plain_video: Path,
+) -> None:  # fmt: skip
+    """A render request that says nothing of the captions draws them as the job it corrects
+    did (its style, layout, track or burn, files); one that sets any caption field gives the
+    whole look anew."""
+    settings = make_settings(auth="on", api_keys=f"a:{A_KEY},b:{B_KEY}")
+    async with Stack(settings, ("gateway",)) as stack:
+        look = {"position": "top", "color": "#ffff00", "max_chars_per_line": 20,
+                "burn_subtitles": False, "formats": ["json", "ass"]}  # fmt: skip
+        original = await finished(http, stack, plain_video, **look)
+        body = {"job": original["id"], "transcript": edited(FIXED)}
+        async with await render(http, stack, body) as r:
+            job = await r.json()
+            assert r.status == 202, job
+        assert {k: job["options"].get(k) for k in look} == look
+        async with await render(http, stack, {**body, "style": "bold"}) as r:
+            anew = (await r.json())["options"]
+        assert anew["style"] == "bold" and "position" not in anew and "color" not in anew
 
 
 async def test_a_render_request_is_checked_whole_before_it_is_queued(

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+from vidstream.compose.caption_style import CaptionFields
 from vidstream.core.errors import ObjectNotFound, PermanentError
 from vidstream.job.kinds import KINDS, RenderOptions, RenderRequest
 from vidstream.job.model import Job, Stage, Status, is_job_id
@@ -55,7 +56,7 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
         )
     if request.transcript is not None and not isinstance(request.transcript, dict):
         raise _invalid("transcript must be the transcript's JSON object")
-    owner = await _source_owner(services, tenant, request.job)
+    named, owner = await _source_owner(services, tenant, request.job)
     await incoming.refuse_if_paused()  # before its upload is taken
     tickets = Tickets(services.redis, services.keys)
     taken: list[str] = []
@@ -74,18 +75,23 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
     except BaseException:
         await asyncio.shield(cleanup(tickets.give_back_all(taken, incoming.job_id)))
         raise
-    given = "language" in request.model_fields_set
+    # What the request leaves out is as the job it corrects had it: its captions' look and
+    # layout, burnt in or not, its files, its language.
+    given, before = request.model_fields_set, named.options
     options = RenderOptions(
-        language=request.language if given else owner.options.language,
-        burn_subtitles=request.burn_subtitles, formats=request.formats, job=owner.id,
-        captions=request.caption_style(),
+        language=request.language if "language" in given else before.language,
+        burn_subtitles=request.burn_subtitles if "burn_subtitles" in given
+        else before.burn_subtitles,
+        formats=request.formats if "formats" in given else before.formats, job=owner.id,
+        captions=request.caption_style() if given & set(CaptionFields.model_fields)
+        else before.captions,
     )  # fmt: skip
     return Draft(owner.source_key, options, owner.source_name, assets=(stored, *taken))
 
 
-async def _source_owner(services: Services, tenant: str, job_id: str) -> Job:
-    """The finished job whose source a request for `job_id` renders again: that job, or (when
-    it is itself a render job) the job whose source it rendered."""
+async def _source_owner(services: Services, tenant: str, job_id: str) -> tuple[Job, Job]:
+    """The finished job `job_id`, and the one whose source a request for it renders again: that
+    job, or (when it is itself a render job) the job whose source it rendered."""
     named = await _finished(services, tenant, job_id)
     owner = named
     if isinstance(named.options, RenderOptions) and named.options.job:
@@ -100,7 +106,7 @@ async def _source_owner(services: Services, tenant: str, job_id: str) -> Job:
         raise PermanentError(
             f"The source of job {job_id} is no longer stored.", code="source_not_found"
         )
-    return owner
+    return named, owner
 
 
 async def _finished(services: Services, tenant: str, job_id: str) -> Job:
