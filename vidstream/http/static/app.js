@@ -1,8 +1,14 @@
 // The page: choose a video and options, upload (or write a timeline to compose), watch the job
-// live, play and download the result, and come back to recent jobs. Talking to vidstream is
-// api.js's part; this file only draws.
+// live, play and download the result, correct its transcript and render it again, and come
+// back to recent jobs. Talking to vidstream is api.js's part; this file only draws, with the
+// transcript editor in editor.js and the speech model picker in speech.js.
 
-import { ApiError, Client, FINAL, Watcher } from "./api.js";
+import {
+  ApiError, Client, FINAL, SOURCE_EXTENSIONS, Watcher, refusal, retryable,
+} from "./api.js";
+import { Editor } from "./editor.js";
+import { explain } from "./sentences.js";
+import { offerModels, speechOptions, wanted, wireSpeech } from "./speech.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,6 +25,7 @@ const client = new Client(gateway, askForKey);
 // what the gateway says (GET /v1/kinds) once it has answered.
 const STAGES = {
   subtitle: ["transcribe", "render"], transcribe: ["transcribe"], compose: ["render"],
+  render: ["render"],
 };
 const STAGE_NAMES = { transcribe: "Transcribe", render: "Render" };
 const STAGE_DOING = { transcribe: "Transcribing…", render: "Rendering…" };
@@ -42,69 +49,26 @@ const EXAMPLE_TIMELINE = {
   ],
 };
 
-// -- errors as sentences ------------------------------------------------------------------------
-
-// By error code (docs/api.md). Messages from the server are written for people, so the
-// sentence quotes one where only it knows what was wrong.
-const SENTENCES = {
-  invalid_media: (m) => `This file can't be used: ${m || "it is not a playable video with sound."}`,
-  too_long: () => "This video is longer than the service accepts. Trim it and try again.",
-  too_large: () => "This file is larger than the service accepts.",
-  too_large_frame: () =>
-    "The picture is larger than the service accepts. Scale the video down and try again.",
-  unsupported_language: () =>
-    "The speech model here does not know that language. Choose English or Detect.",
-  paused: () => "New jobs are paused for maintenance. Try again in a minute.",
-  model_load_failed: () =>
-    "The speech model could not be loaded on the server. Tell the operator; retry later.",
-  whisper_error: () => "Speech recognition failed on this file. Retrying may help.",
-  invalid_subtitles: (m) => `The subtitles can't be used: ${m || "they are not valid SRT or VTT."}`,
-  forbidden: () => "This key may not do that, or the job belongs to someone else.",
-  source_not_found: () => "The uploaded file is no longer there. Upload it again.",
-  ffmpeg_failed: () =>
-    "The video could not be converted. Retrying may help; if not, the file may be damaged.",
-  whisper_crashed: () => "Speech recognition stopped unexpectedly. Retrying usually helps.",
-  whisper_unavailable: () =>
-    "Speech recognition is not available right now. Try again in a few minutes.",
-  storage_error: () => "Storage was not reachable while the job ran. Retrying usually helps.",
-  timeout: () => "Processing took too long and was stopped. A shorter video may work.",
-  too_many_attempts: () =>
-    "The job was interrupted too many times and was given up. Retry it later.",
-  unauthorized: () => "The service needs a valid API key. Use the API key button to enter one.",
-  rate_limited: (_, after) =>
-    `Too many requests just now. Wait ${after ? `${after} s` : "a moment"} and try again.`,
-  overloaded: () => "The service is busy with other videos. Try again in a minute.",
-  unavailable: () => "The service is briefly unavailable. Try again in a moment.",
-  internal_error: () =>
-    "Something went wrong on our side. Try again; if it keeps happening, tell the operator.",
-  link_used: () => "The upload link was already used. Start the upload again.",
-  invalid_signature: () => "The upload link expired. Start the upload again.",
-  network: () => "The service could not be reached. Check your connection and try again.",
-  invalid_timeline: (m) =>
-    `The timeline can't be rendered: ${m || "it does not follow the timeline schema."}`,
-};
-SENTENCES.storage_unavailable = SENTENCES.storage_error;
-
-function explain(error) {
-  const sentence = SENTENCES[error.code];
-  if (sentence) return sentence(error.message, error.retryAfter);
-  return error.message || `Something went wrong (${error.code ?? "unknown error"}).`;
-}
-
-// A refused timeline (the only error with `details`) names each problem by where it is:
-// one "path: message" a line.
-function say(error) {
-  const notice = $("notice");
+// An error is said next to what caused it (`where`: the element beside the file input, the
+// timeline, the job's buttons), where a person on a phone is looking; the banner at the top
+// only for what belongs to no part of the page. A refused timeline (the only error with
+// `details`) names each problem by where it is: one "path: message" a line.
+function tell(where, error) {
+  const place = $(where);
   const details = error?.details ?? [];
-  notice.textContent = error ? explain(error) : "";
+  place.textContent = error ? explain(error) : "";
   if (details.length) {
-    notice.textContent = "The timeline can't be rendered:";
+    place.textContent = "The timeline can't be rendered:";
     const list = text("ul", "");
     const line = ({ path, message }) => text("li", path ? `${path}: ${message}` : message);
     list.append(...details.map(line));
-    notice.append(list);
+    place.append(list);
   }
-  notice.hidden = !error;
+  place.hidden = !error;
+}
+
+function say(error) {
+  tell("notice", error);
 }
 
 // -- the API key ------------------------------------------------------------------------------
@@ -177,28 +141,37 @@ function drawRecent() {
     const li = document.createElement("li");
     li.dataset.id = id;
     if (view.job?.id === id) li.setAttribute("aria-current", "true");
-    const open = button("", "open", () => openJob(known.get(id)));
+    const open = button("", "open", () => openJob(known.get(id), { shown: true }));
     open.append(text("strong", titleOf(job, job.id)),
       text("small", `${new Date(job.created_at).toLocaleString()} · ${job.kind}`));
     li.append(open, pill(job.status));
-    if (!FINAL.has(job.status)) li.append(button("Cancel", "quiet", () => cancel(id)));
-    if (job.status === "failed") li.append(button("Retry", "", () => retry(id)));
+    if (!FINAL.has(job.status)) {
+      li.append(button("Cancel", "quiet", () => cancel(id, "recent-error")));
+    }
+    if (canRetry(job)) li.append(button("Retry", "", () => retry(id, "recent-error")));
     return li;
   });
   $("recent").replaceChildren(...items);
   $("recent-empty").hidden = items.length > 0;
 }
 
-async function cancel(id) {
+// Retry is offered only where it may help: not for input the service cannot use.
+function canRetry(job) {
+  return job.status === "failed" && retryable(job.error);
+}
+
+async function cancel(id, where = "action-error") {
+  tell(where, null);
   try {
     known.set(id, { ...known.get(id), ...(await client.cancelJob(id)) });
     drawRecent(); // the watcher, if it follows this job, hears `cancelled` on its own
   } catch (error) {
-    say(error);
+    tell(where, error);
   }
 }
 
-async function retry(id) {
+async function retry(id, where = "action-error") {
+  tell(where, null);
   try {
     await client.retryJob(id);
     // The retry answer has no token or links: read the job again for them.
@@ -207,9 +180,9 @@ async function retry(id) {
     drawRecent();
     // A retry starts a new run: an id of the old one would be answered with a reset, so
     // read the whole history again ("0-0"), both runs, and draw the log afresh.
-    openJob(job);
+    openJob(job, { shown: true });
   } catch (error) {
-    say(error);
+    tell(where, error);
   }
 }
 
@@ -217,10 +190,19 @@ async function retry(id) {
 
 let chosen = null;
 
+// A file the service would refuse for certain is refused here, before any of it is sent.
 function choose(file) {
-  chosen = file ?? null;
-  $("file-name").textContent = chosen ? `${chosen.name} · ${bytes(chosen.size)}` : "";
+  const refused = file ? refusal(file) : null;
+  chosen = file && !refused ? file : null;
+  $("file-name").textContent = file ? `${file.name} · ${bytes(file.size)}` : "";
+  fileError(refused && { code: "refused_file", message: refused });
   $("start").disabled = !chosen;
+}
+
+function fileError(error) {
+  tell("file-error", error);
+  if (error) $("file").setAttribute("aria-invalid", "true");
+  else $("file").removeAttribute("aria-invalid");
 }
 
 // Speed over the last few seconds, not since the start, so the time left follows the network.
@@ -232,7 +214,8 @@ function meter(total) {
     while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();
     const [t0, b0] = samples[0];
     const speed = now > t0 ? ((loaded - b0) * 1000) / (now - t0) : 0;
-    $("upload-bar").value = total ? loaded / total : 0;
+    $("upload-bar").value = total ? (100 * loaded) / total : 0;
+    $("upload-bar").setAttribute("aria-valuenow", Math.floor($("upload-bar").value));
     const parts = [`${bytes(loaded)} of ${bytes(total)}`];
     if (speed > 0) parts.push(`${bytes(speed)}/s`);
     if (speed > 0 && loaded < total) parts.push(`${duration((total - loaded) / speed)} left`);
@@ -245,26 +228,22 @@ async function submit(event) {
   const file = chosen; // the person may pick another while this one uploads
   if (!file) return;
   const form = new FormData($("job-form"));
-  // "Other" takes a code the server checks against its model (a multilingual WHISPER_MODEL).
-  const language = form.get("language") === "other"
-    ? (form.get("language_code") || "").trim().toLowerCase() || "auto"
-    : form.get("language");
-  const options = { kind: form.get("kind"), language };
+  const options = { kind: form.get("kind"), ...speechOptions() };
   if (renders(options.kind)) options.burn_subtitles = form.get("burn") === "true";
-  say(null);
+  fileError(null);
   $("start").disabled = true;
   $("upload").hidden = false;
   $("upload-bar").value = 0;
+  $("upload-bar").setAttribute("aria-valuenow", "0");
+  $("upload-bar").setAttribute("aria-label", `Upload of ${file.name}`);
   $("upload-text").textContent = "Asking for an upload link…";
   try {
     const job = await client.submit(file, options, meter(file.size));
     $("upload-text").textContent = `Uploaded ${file.name} (${bytes(file.size)}).`;
-    remember(job.id);
-    known.set(job.id, job);
-    openJob(job);
+    started(job);
   } catch (error) {
     $("upload-text").textContent = "The upload did not finish.";
-    say(error);
+    fileError(error);
   } finally {
     $("start").disabled = !chosen;
   }
@@ -273,10 +252,10 @@ async function submit(event) {
 // -- compose ----------------------------------------------------------------------------------
 
 // The timeline is checked whole by the gateway; only "is it JSON at all" is the page's to say.
-function timelineError(message) {
-  $("timeline-error").textContent = message ?? "";
-  $("timeline-error").hidden = !message;
-  if (message) $("timeline").setAttribute("aria-invalid", "true");
+// Either way the problems are listed under the timeline.
+function timelineError(error) {
+  tell("timeline-error", typeof error === "string" ? { message: error } : error);
+  if (error) $("timeline").setAttribute("aria-invalid", "true");
   else $("timeline").removeAttribute("aria-invalid");
 }
 
@@ -296,28 +275,57 @@ async function compose(event) {
     return;
   }
   timelineError(null);
-  say(null);
   $("render").disabled = true;
   try {
     const job = await client.createJob({
       kind: "compose", timeline, variables: { name: $("var-name").value }, preview: true,
     });
-    remember(job.id);
-    known.set(job.id, job);
-    openJob(job);
+    started(job);
   } catch (error) {
-    if (error.details?.length) $("timeline").setAttribute("aria-invalid", "true");
-    say(error);
+    timelineError(error);
+    $("timeline").focus();
   } finally {
     $("render").disabled = false;
   }
 }
 
+// -- correcting a transcript -------------------------------------------------------------------
+
+// The layout a job's captions had is kept for its corrected render.
+const LAYOUT = ["max_chars_per_line", "max_lines", "position"];
+
+async function renderAgain(jobId, transcript) {
+  tell("rerender-error", null);
+  const options = known.get(jobId)?.options ?? view.job?.options ?? {};
+  const kept = { burn_subtitles: options.burn_subtitles ?? true };
+  for (const name of LAYOUT) if (options[name] != null) kept[name] = options[name];
+  $("rerender").disabled = true;
+  try {
+    started(await client.renderAgain(jobId, transcript, kept));
+  } catch (error) {
+    tell("rerender-error", error);
+    $("rerender").disabled = false;
+  }
+}
+
+const editor = new Editor({
+  root: $("transcript"), list: $("cues"), player: $("player"), save: $("rerender"),
+  count: $("edits"), onSave: renderAgain,
+});
+
 // -- the job ----------------------------------------------------------------------------------
 
 const view = { job: null, watcher: null, pace: null, trackUrl: null, reads: 0 };
 
-function openJob(job, since = "0-0") {
+// A job the person just made: remembered, followed, and its card brought into view (on a
+// phone it is below the forms).
+function started(job) {
+  remember(job.id);
+  known.set(job.id, job);
+  openJob(job, { shown: true });
+}
+
+function openJob(job, { since = "0-0", shown = false } = {}) {
   view.watcher?.stop();
   view.job = { ...job };
   view.pace = null;
@@ -325,6 +333,7 @@ function openJob(job, since = "0-0") {
   $("job").hidden = false;
   $("job-title").textContent = titleOf(job, "Video");
   $("job-id").textContent = job.id;
+  tell("action-error", null);
   if (since === "0-0") {
     $("log").replaceChildren();
     $("eta").hidden = true;
@@ -332,7 +341,9 @@ function openJob(job, since = "0-0") {
     $("player").removeAttribute("src");
     delete $("player").dataset.job;
     $("player").removeAttribute("poster");
-    $("stages").replaceChildren(...stagesOf(job).map(stageRow));
+    editor.hide();
+    tell("rerender-error", null);
+    $("stages").replaceChildren(...stagesOf(job).map((stage) => stageRow(stage, job)));
   }
   drawJob();
   drawRecent();
@@ -345,15 +356,25 @@ function openJob(job, since = "0-0") {
     onState: showConnection,
   });
   view.watcher.start();
+  if (shown) bringIntoView($("job"));
 }
 
-function stageRow(stage) {
+// On a phone the job's card is below the forms: scroll to it, unless its top is in sight.
+function bringIntoView(node) {
+  const top = node.getBoundingClientRect().top;
+  if (top < 0 || top > innerHeight - 120) node.scrollIntoView({ block: "start" });
+}
+
+function stageRow(stage, job = view.job) {
   const row = document.createElement("div");
   row.className = "stage";
   row.dataset.stage = stage;
   const bar = document.createElement("progress");
-  bar.max = 1;
+  bar.max = 100;
   bar.value = 0;
+  // Named for the stage and the job, so a screen reader says which bar moves.
+  bar.setAttribute("aria-label", `${STAGE_NAMES[stage] ?? stage}: ${titleOf(job, job.id)}`);
+  bar.setAttribute("aria-valuenow", "0");
   row.append(text("span", STAGE_NAMES[stage] ?? stage, "stage-name"), bar);
   row.append(text("span", "", "stage-pct"));
   return row;
@@ -364,8 +385,9 @@ function setStage(stage, fraction) {
   let row = $("stages").querySelector(`[data-stage="${stage}"]`);
   if (!row) $("stages").append((row = stageRow(stage))); // a stage this page does not know yet
   const bar = row.querySelector("progress");
-  bar.value = Math.max(bar.value, Math.min(1, fraction));
-  row.querySelector(".stage-pct").textContent = `${Math.floor(bar.value * 100)}%`;
+  bar.value = Math.max(bar.value, Math.min(100, fraction * 100));
+  bar.setAttribute("aria-valuenow", Math.floor(bar.value));
+  row.querySelector(".stage-pct").textContent = `${Math.floor(bar.value)}%`;
 }
 
 function onEvent(event) {
@@ -429,7 +451,7 @@ async function readOutputs(id) {
     known.set(id, job);
     if (view.job?.id === id) showResult(job);
   } catch (error) {
-    say(error);
+    tell("action-error", error);
   }
 }
 
@@ -440,7 +462,7 @@ function drawJob() {
   status.textContent = (job.status === "running" && STAGE_DOING[job.stage])
     || STATUS_NAMES[job.status] || job.status;
   $("cancel").hidden = FINAL.has(job.status);
-  $("retry").hidden = job.status !== "failed";
+  $("retry").hidden = !canRetry(job);
   for (const row of $("stages").children) {
     row.classList.toggle("active", job.status === "running" && row.dataset.stage === job.stage);
   }
@@ -480,11 +502,15 @@ function showConnection(state, detail) {
     closed: "finished", refused: "not allowed to follow this job",
   };
   $("connection").textContent = words[state] ?? state;
-  if (state === "refused") say(detail);
+  if (state === "refused") tell("action-error", detail);
 }
 
 async function showResult(job) {
   const { video, vtt, preview, poster } = job.outputs ?? {};
+  // A transcript to correct, with the video to play it against when there is one. (A compose
+  // job's source is one of its clips: it is not rendered again.)
+  if (job.kind === "compose") editor.hide();
+  else editor.show(job);
   $("result").hidden = Object.keys(job.outputs ?? {}).length === 0;
   $("no-video").hidden = Boolean(video ?? preview) || job.kind !== "transcribe";
   $("downloads").replaceChildren(...Object.entries(job.outputs ?? {}).map(([name, out]) => {
@@ -568,9 +594,11 @@ async function offerKinds() {
   $("job-form").onchange();
 }
 
-// A compose job has no uploaded file to be named after.
+// A compose job has no uploaded file to be named after; a render job is its source's again.
 function titleOf(job, otherwise) {
-  return job.source?.name || (job.kind === "compose" ? "Composed video" : otherwise);
+  const name = job.source?.name;
+  if (name && job.kind === "render") return `${name} (corrected)`;
+  return name || (job.kind === "compose" ? "Composed video" : otherwise);
 }
 
 function text(tag, content, className) {
@@ -613,9 +641,8 @@ $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
   $("burn-choice").disabled = !renders(new FormData($("job-form")).get("kind"));
 };
-$("language-code").oninput = () => {
-  document.querySelector('input[name="language"][value="other"]').checked = true;
-};
+wireSpeech();
+client.onKey = () => { if (wanted()) offerModels(client); }; // listed to key holders only
 $("compose-form").onsubmit = compose;
 $("timeline").value = JSON.stringify(EXAMPLE_TIMELINE, null, 2);
 $("timeline").oninput = () => timelineError(null);
@@ -623,6 +650,7 @@ $("var-name").value = "vidstream";
 $("schema-link").href = `${gateway}/v1/schemas/timeline.json`;
 $("cancel").onclick = () => cancel(view.job.id);
 $("retry").onclick = () => retry(view.job.id);
+$("file").accept = ["video/*", "audio/*", ...SOURCE_EXTENSIONS.map((e) => `.${e}`)].join(",");
 $("key-button").onclick = () => askForKey(false).then((key) => { client.key = key; }, () => {});
 
 const drop = $("drop");
@@ -648,6 +676,7 @@ window.vidstream = {
 
 showKeyState();
 offerKinds();
+offerModels(client).then(() => { window.vidstream.speech = "offered"; });
 refreshRecent().then(() => {
   const newest = known.get(recentIds()[0]);
   if (newest && !view.job) openJob(newest);
