@@ -3,14 +3,13 @@
 // back to recent jobs. Talking to vidstream is api.js's part; this file only draws, with the
 // transcript editor in editor.js and the speech model picker in speech.js.
 
-import {
-  ApiError, Client, FINAL, SOURCE_EXTENSIONS, Watcher, refusal, retryable,
-} from "./api.js";
+import { Client, FINAL, SOURCE_EXTENSIONS, Watcher, refusal, retryable } from "./api.js";
+import { $, button, bytes, duration, tell, text } from "./dom.js";
 import { Editor } from "./editor.js";
+import { askForKey, showKeyState } from "./keys.js";
+import { drawResult, log } from "./result.js";
 import { explain } from "./sentences.js";
 import { offerModels, speechOptions, wanted, wireSpeech } from "./speech.js";
-
-const $ = (id) => document.getElementById(id);
 
 // The API is the page's own origin, unless a frontend hosted elsewhere names it (that origin
 // must then be in the gateway's CORS_ORIGINS).
@@ -19,7 +18,7 @@ const gateway = (
   document.querySelector('meta[name="vidstream-gateway"]')?.content ||
   location.origin
 ).replace(/\/+$/, "");
-const client = new Client(gateway, askForKey);
+const client = new Client(gateway, (rejected) => askForKey(gateway, rejected));
 
 // The stages each kind of job runs, in order, when the job does not list its own; replaced by
 // what the gateway says (GET /v1/kinds) once it has answered.
@@ -33,11 +32,6 @@ const STATUS_NAMES = {
   queued: "Waiting", running: "Working", completed: "Done", failed: "Failed",
   cancelled: "Cancelled",
 };
-const OUTPUT_NAMES = {
-  video: "Video (MP4)", vtt: "Subtitles (VTT)", srt: "Subtitles (SRT)",
-  transcript: "Transcript (JSON)", poster: "Poster (JPEG)", preview: "Preview (low resolution)",
-};
-
 // The compose example: needs no uploads, and fills `{{name}}` from the page's one variable.
 const EXAMPLE_TIMELINE = {
   output: { width: 640, height: 360, fps: 25, duration: 4 },
@@ -49,56 +43,8 @@ const EXAMPLE_TIMELINE = {
   ],
 };
 
-// An error is said next to what caused it (`where`: the element beside the file input, the
-// timeline, the job's buttons), where a person on a phone is looking; the banner at the top
-// only for what belongs to no part of the page. A refused timeline (the only error with
-// `details`) names each problem by where it is: one "path: message" a line.
-function tell(where, error) {
-  const place = $(where);
-  const details = error?.details ?? [];
-  place.textContent = error ? explain(error) : "";
-  if (details.length) {
-    place.textContent = "The timeline can't be rendered:";
-    const list = text("ul", "");
-    const line = ({ path, message }) => text("li", path ? `${path}: ${message}` : message);
-    list.append(...details.map(line));
-    place.append(list);
-  }
-  place.hidden = !error;
-}
-
 function say(error) {
   tell("notice", error);
-}
-
-// -- the API key ------------------------------------------------------------------------------
-
-// Asked for when a call answers 401; api.js keeps it for the tab and retries the call.
-function askForKey(rejected) {
-  const dialog = $("key-dialog");
-  const host = new URL(gateway).host;
-  // Named, because ?gateway= can point this page anywhere: the key goes to that host only.
-  $("key-reason").textContent = rejected
-    ? `That key was not accepted by ${host}. Check it and try again.`
-    : `${host} needs an API key. Ask its operator for one.`;
-  showKeyState();
-  $("key-input").value = "";
-  dialog.showModal();
-  return new Promise((resolve, reject) => {
-    const decline = () => reject(new ApiError(401, "unauthorized", ""));
-    $("key-form").onsubmit = (event) => {
-      event.preventDefault();
-      dialog.close();
-      resolve($("key-input").value.trim());
-      showKeyState(true);
-    };
-    $("key-cancel").onclick = () => { dialog.close(); decline(); };
-    dialog.oncancel = decline; // Escape
-  });
-}
-
-function showKeyState(given = Boolean(client.key)) {
-  $("key-button").textContent = given ? "API key ✓" : "API key";
 }
 
 // -- recent jobs ------------------------------------------------------------------------------
@@ -315,7 +261,7 @@ const editor = new Editor({
 
 // -- the job ----------------------------------------------------------------------------------
 
-const view = { job: null, watcher: null, pace: null, trackUrl: null, reads: 0 };
+const view = { job: null, watcher: null, pace: null, reads: 0 };
 
 // A job the person just made: remembered, followed, and its card brought into view (on a
 // phone it is below the forms).
@@ -474,25 +420,12 @@ function drawJob() {
   }
 }
 
-function log(event) {
-  const pct = (x) => `${Math.floor(x * 100)}%`;
-  const what = {
-    queued: event.replay ? "queued again" : "queued",
-    started: `${event.stage} started${event.attempts > 1 ? ` (try ${event.attempts})` : ""}`,
-    progress: `${event.stage} ${pct(event.stage_progress ?? 0)}`,
-    stage_completed: `${event.stage} done`,
-    retrying: `${event.stage} failed (${event.error?.code}); `
-      + `retry in ${duration(event.retry_in_s ?? 0)}`,
-    failed: `failed: ${event.error?.code}`,
-    reset: "caught up: the events missed are gone (kept too long ago, or lost by the server), so this is the job as it is now",
-  }[event.event] ?? event.event;
-  const li = text("li", "");
-  li.dataset.id = event.id;
-  li.dataset.event = event.event;
-  const at = text("time", new Date(event.at).toLocaleTimeString());
-  li.append(at, ` ${what} · ${pct(event.progress)}`);
-  $("log").append(li);
-  $("log-count").textContent = `(${$("log").children.length})`;
+// A transcript to correct, with the video to play it against when there is one. (A compose
+// job's source is one of its clips: it is not rendered again.)
+function showResult(job) {
+  if (job.kind === "compose") editor.hide();
+  else editor.show(job);
+  drawResult(job);
 }
 
 function showConnection(state, detail) {
@@ -505,60 +438,13 @@ function showConnection(state, detail) {
   if (state === "refused") tell("action-error", detail);
 }
 
-async function showResult(job) {
-  const { video, vtt, preview, poster } = job.outputs ?? {};
-  // A transcript to correct, with the video to play it against when there is one. (A compose
-  // job's source is one of its clips: it is not rendered again.)
-  if (job.kind === "compose") editor.hide();
-  else editor.show(job);
-  $("result").hidden = Object.keys(job.outputs ?? {}).length === 0;
-  $("no-video").hidden = Boolean(video ?? preview) || job.kind !== "transcribe";
-  $("downloads").replaceChildren(...Object.entries(job.outputs ?? {}).map(([name, out]) => {
-    const link = text("a", OUTPUT_NAMES[name] ?? name);
-    link.href = out.url;
-    link.download = "";
-    const li = text("li", "");
-    link.append(text("small", bytes(out.size)));
-    li.append(link);
-    return li;
-  }));
-  // A compose job's preview plays until its video is stored, then the video replaces it.
-  const playing = video ? "video" : "preview";
-  const player = $("player");
-  player.hidden = !(video ?? preview);
-  if (!(video ?? preview)) return;
-  if (player.dataset.job === job.id && player.dataset.output === playing) return;
-  player.dataset.job = job.id;
-  player.dataset.output = playing;
-  if (poster) player.poster = poster.url;
-  player.replaceChildren();
-  player.src = (video ?? preview).url;
-  if (!vtt) return;
-  const track = document.createElement("track");
-  track.kind = "subtitles";
-  track.label = "Subtitles";
-  if (job.options?.language !== "auto") track.srclang = job.options?.language ?? "en";
-  // Burned-in subtitles are in the picture already: the track is there to switch on, not
-  // shown twice.
-  track.default = job.options?.burn_subtitles === false;
-  track.src = await subtitleUrl(vtt.url);
-  if (player.dataset.job === job.id) player.append(track); // unless another job was opened
-}
-
-// A <track> from another origin needs CORS on the media as well; read as a blob it never does.
-async function subtitleUrl(url) {
-  try {
-    const response = await fetch(url);
-    if (!response.ok) return url;
-    if (view.trackUrl) URL.revokeObjectURL(view.trackUrl);
-    view.trackUrl = URL.createObjectURL(await response.blob());
-    return view.trackUrl;
-  } catch {
-    return url;
-  }
-}
-
 // -- small helpers ----------------------------------------------------------------------------
+
+function pill(status) {
+  const node = text("span", STATUS_NAMES[status] ?? status, "pill");
+  node.dataset.status = status;
+  return node;
+}
 
 function stagesOf(job) {
   return job.stages ?? STAGES[job.kind] ?? [];
@@ -601,38 +487,6 @@ function titleOf(job, otherwise) {
   return name || (job.kind === "compose" ? "Composed video" : otherwise);
 }
 
-function text(tag, content, className) {
-  const node = document.createElement(tag);
-  node.textContent = content;
-  if (className) node.className = className;
-  return node;
-}
-
-function button(label, className, onClick) {
-  const node = text("button", label, className);
-  node.type = "button";
-  node.onclick = onClick;
-  return node;
-}
-
-function pill(status) {
-  const node = text("span", STATUS_NAMES[status] ?? status, "pill");
-  node.dataset.status = status;
-  return node;
-}
-
-function bytes(n) {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;
-  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
-}
-
-function duration(seconds) {
-  const s = Math.max(1, Math.round(seconds));
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
-}
-
 // -- wiring -----------------------------------------------------------------------------------
 
 $("gateway").textContent = new URL(gateway).host;
@@ -651,7 +505,9 @@ $("schema-link").href = `${gateway}/v1/schemas/timeline.json`;
 $("cancel").onclick = () => cancel(view.job.id);
 $("retry").onclick = () => retry(view.job.id);
 $("file").accept = ["video/*", "audio/*", ...SOURCE_EXTENSIONS.map((e) => `.${e}`)].join(",");
-$("key-button").onclick = () => askForKey(false).then((key) => { client.key = key; }, () => {});
+$("key-button").onclick = () => askForKey(gateway, false).then(
+  (key) => { client.key = key; }, () => {},
+);
 
 const drop = $("drop");
 drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("over"); };
@@ -674,7 +530,7 @@ window.vidstream = {
   get connections() { return view.watcher?.connections ?? 0; },
 };
 
-showKeyState();
+showKeyState(Boolean(client.key));
 offerKinds();
 offerModels(client).then(() => { window.vidstream.speech = "offered"; });
 refreshRecent().then(() => {

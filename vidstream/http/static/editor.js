@@ -4,6 +4,8 @@
 // marked for a look. "Save and re-render" hands the corrected transcript JSON to `onSave`,
 // which makes a render job of it (the video again, not transcribed again).
 
+import { text as element } from "./dom.js";
+
 // Below this probability a word is marked for review.
 export const DOUBT = 0.5;
 
@@ -189,11 +191,4 @@ function keepInView(list, item) {
 function clock(seconds) {
   const s = Math.max(0, Math.floor(seconds));
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
-
-function element(tag, content, className) {
-  const node = document.createElement(tag);
-  node.textContent = content;
-  if (className) node.className = className;
-  return node;
 }

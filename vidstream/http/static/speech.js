@@ -2,7 +2,8 @@
 // languages the chosen one knows, "Detect" and "Translate to English" only where the model can.
 // A gateway that does not list models keeps the picker hidden and English the only language.
 
-const $ = (id) => document.getElementById(id);
+import { $ } from "./dom.js";
+
 const names = new Intl.DisplayNames(["en"], { type: "language" });
 
 // undefined: not asked yet, or asked without the key it needs; null: the gateway lists none.
