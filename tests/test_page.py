@@ -657,6 +657,12 @@ async def test_a_transcript_read_corrected_and_rendered_again(
     await expect(page.locator("#cues .cue.now")).to_have_count(1)
     await page.evaluate("() => document.querySelector('#player').pause()")
 
+    # A cue's time clicked plays from its start.
+    await page.locator('#cues .cue[data-index="0"] .cue-time').click()
+    at = await page.evaluate("document.querySelector('#player').currentTime")
+    assert at == pytest.approx(segments[0]["start"], abs=0.05)
+    await expect(page.locator("#cues .cue.now")).to_have_attribute("data-index", "0")
+
     # A word clicked plays from there and opens for correcting; Enter keeps the correction.
     cue, index, word = next(
         (c, i, w)
@@ -674,6 +680,7 @@ async def test_a_transcript_read_corrected_and_rendered_again(
     corrected = page.locator(f'#cues [data-cue="{cue}"][data-word="{index}"]')
     await expect(corrected).to_have_text("ZEBRA")
     await expect(corrected).to_have_class(re.compile(r"\bedited\b"))
+    await expect(corrected).to_have_class(re.compile(r"\bsaid\b"))  # being said at this time
     await expect(page.locator("#edits")).to_have_text("1 correction")
 
     async with page.expect_request(

@@ -33,7 +33,7 @@ const PERMANENT = new Set([
   "invalid_media", "unsupported_media", "unsupported_media_type", "invalid_subtitles",
   "unsupported_language", "invalid_request", "invalid_key", "too_large", "too_long",
   "too_large_frame", "too_many_pixels", "too_much_memory", "invalid_timeline", "missing_asset",
-  "source_not_found", "not_found", "conflict",
+  "source_not_found", "not_found", "conflict", "unknown_model", "unsupported_task",
 ]);
 
 // Whether running a failed job again may succeed: as the job says, when it says.

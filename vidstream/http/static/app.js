@@ -237,14 +237,23 @@ async function compose(event) {
 
 // -- correcting a transcript -------------------------------------------------------------------
 
-// The layout a job's captions had is kept for its corrected render.
-const LAYOUT = ["max_chars_per_line", "max_lines", "position"];
+// The fields of each kind's request, from GET /v1/kinds; these until it has answered.
+const FIELDS = {
+  render: ["burn_subtitles", "formats", "max_chars_per_line", "max_lines", "position"],
+};
+// A render request's own fields, not carried over from the job it renders again.
+const NOT_KEPT = new Set(["kind", "job", "transcript", "captions", "language"]);
 
+// The corrected transcript rendered as the job was: every option of its (burning or not,
+// the captions' layout and look) that a render request takes.
 async function renderAgain(jobId, transcript) {
   tell("rerender-error", null);
   const options = known.get(jobId)?.options ?? view.job?.options ?? {};
-  const kept = { burn_subtitles: options.burn_subtitles ?? true };
-  for (const name of LAYOUT) if (options[name] != null) kept[name] = options[name];
+  const kept = {};
+  for (const [name, value] of Object.entries(options)) {
+    if (FIELDS.render.includes(name) && !NOT_KEPT.has(name) && value != null) kept[name] = value;
+  }
+  kept.burn_subtitles ??= true;
   $("rerender").disabled = true;
   try {
     started(await client.renderAgain(jobId, transcript, kept));
@@ -463,7 +472,10 @@ async function offerKinds() {
   } catch {
     return; // the choices written in the page stay
   }
-  for (const kind of listed) STAGES[kind.name] = kind.stages;
+  for (const kind of listed) {
+    STAGES[kind.name] = kind.stages;
+    if (kind.fields) FIELDS[kind.name] = kind.fields;
+  }
   const choices = listed.filter((kind) => kind.from_video);
   if (!choices.length) return;
   const fieldset = $("kind-choice");

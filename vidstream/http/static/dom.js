@@ -8,13 +8,15 @@ export const $ = (id) => document.getElementById(id);
 // An error is said next to what caused it (`where`: the element beside the file input, the
 // timeline, the job's buttons), where a person on a phone is looking; the banner at the top
 // only for what belongs to no part of the page. A refused timeline (the only error with
-// `details`) names each problem by where it is: one "path: message" a line.
+// `details`) names each problem by where it is: one "path: message" a line, as does any
+// refused request that lists its problems.
 export function tell(where, error) {
   const place = $(where);
   const details = error?.details ?? [];
   place.textContent = error ? explain(error) : "";
   if (details.length) {
-    place.textContent = "The timeline can't be rendered:";
+    place.textContent = error.code === "invalid_timeline"
+      ? "The timeline can't be rendered:" : "The request was refused:";
     const list = text("ul", "");
     const line = ({ path, message }) => text("li", path ? `${path}: ${message}` : message);
     list.append(...details.map(line));

@@ -10,6 +10,8 @@ export const SENTENCES = {
     "The picture is larger than the service accepts. Scale the video down and try again.",
   unsupported_language: () =>
     "The speech model here does not know that language. Choose one the page offers.",
+  unknown_model: () => "That speech model is not offered here (any more). Choose another.",
+  unsupported_task: () => "This speech model cannot translate. Choose a multilingual one.",
   paused: () => "New jobs are paused for maintenance. Try again in a minute.",
   model_load_failed: () =>
     "The speech model could not be loaded on the server. Tell the operator; retry later.",
