@@ -529,6 +529,10 @@ drop.ondrop = (event) => {
   drop.classList.remove("over");
   choose(event.dataTransfer.files[0]);
 };
+// Corrections not yet rendered are lost with the page: the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (editor.changes) event.preventDefault();
+});
 // A file dropped beside the zone would otherwise replace the page with the video.
 window.ondragover = window.ondrop = (event) => event.preventDefault();
 

@@ -49,6 +49,7 @@ export class Editor {
     this.root.hidden = true;
     this.jobId = null;
     this.doc = null;
+    this.changes = 0;
     this.list.replaceChildren();
   }
 
