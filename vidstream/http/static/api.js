@@ -4,6 +4,45 @@
 
 export const FINAL = new Set(["completed", "failed", "cancelled"]);
 
+// What a source may be: the containers the workers read (vidstream/media/info.py, videos or
+// sound alone), as file names and types show them. The workers check the bytes themselves;
+// this only spares a person uploading a file that is refused for certain.
+export const SOURCE_EXTENSIONS = [
+  "mp4", "m4v", "mov", "3gp", "mkv", "webm", "avi", "ts", "mts", "m2ts", "flv", "ogv", "ogg",
+  "oga", "opus", "wmv", "asf", "mpg", "mpeg", "vob", "wav", "mp3", "flac", "aac", "m4a",
+];
+const SOURCE_NAMES = "MP4, MOV, MKV, WebM, AVI, MPEG-TS, FLV, Ogg, WMV, MPEG, WAV, MP3, FLAC or AAC";
+
+// Why a file chosen as a source would be refused, or null if it may be sent.
+export function refusal(file) {
+  const dot = file.name.lastIndexOf(".");
+  const extension = dot > 0 ? file.name.slice(dot + 1).toLowerCase() : "";
+  const named = SOURCE_EXTENSIONS.includes(extension);
+  // A name without a known extension may still say what it is by its type.
+  const typed = !extension && /^(video|audio)\//.test(file.type);
+  if (!named && !typed) {
+    return `${file.name} is not a video or sound file vidstream reads (${SOURCE_NAMES}).`;
+  }
+  if (file.size === 0) return `${file.name} is empty.`;
+  return null;
+}
+
+// Failures the input causes (docs/api.md; PermanentError in vidstream/core/errors.py): running
+// the job again would fail the same way, so a retry is not offered for them.
+const PERMANENT = new Set([
+  "invalid_media", "unsupported_media", "unsupported_media_type", "invalid_subtitles",
+  "unsupported_language", "invalid_request", "invalid_key", "too_large", "too_long",
+  "too_large_frame", "too_many_pixels", "too_much_memory", "invalid_timeline", "missing_asset",
+  "source_not_found", "not_found", "conflict", "unknown_model", "unsupported_task",
+]);
+
+// Whether running a failed job again may succeed: as the job says, when it says.
+export function retryable(error) {
+  if (!error) return true;
+  if (typeof error.retryable === "boolean") return error.retryable;
+  return !PERMANENT.has(error.code);
+}
+
 export class ApiError extends Error {
   constructor(status, code, message, retryAfter = null, details = []) {
     super(message);
@@ -32,11 +71,13 @@ export class Client {
   set key(value) {
     if (value) sessionStorage.setItem(this.keySlot, value);
     else sessionStorage.removeItem(this.keySlot);
+    if (value) this.onKey?.(value); // a call that was refused for want of one may try again
   }
 
   // Every gateway call: sends the key, and on 401 asks for one and tries again, so a page
-  // opened without a key works as soon as one is given.
-  async call(method, path, body) {
+  // opened without a key works as soon as one is given (unless `ask` is false: a call the
+  // page makes on its own, which must not open the question before the person does anything).
+  async call(method, path, body, { ask = true } = {}) {
     for (;;) {
       const headers = {};
       if (this.key) headers.Authorization = `Bearer ${this.key}`;
@@ -49,7 +90,7 @@ export class Client {
       } catch {
         throw new ApiError(0, "network", "The service could not be reached.");
       }
-      if (response.status === 401) {
+      if (response.status === 401 && ask) {
         const rejected = Boolean(this.key);
         this.key = null;
         // Calls that fail together (say, refreshing the recent jobs) share one question.
@@ -67,10 +108,24 @@ export class Client {
   getJob(id) { return this.call("GET", `/v1/jobs/${encodeURIComponent(id)}`); }
   // The kinds of job the gateway makes (public: no key needed).
   async kinds() { return (await this.call("GET", "/v1/kinds")).kinds; }
+  // The speech models the workers have ({default, models: [{name, multilingual, languages,
+  // translate}]}), or null from a gateway that does not list them. Throws 401 without a key.
+  async models() {
+    try {
+      return await this.call("GET", "/v1/models", undefined, { ask: false });
+    } catch (error) {
+      if (error.status === 404) return null;
+      throw error;
+    }
+  }
   cancelJob(id) { return this.call("DELETE", `/v1/jobs/${encodeURIComponent(id)}`); }
   retryJob(id) { return this.call("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`); }
   // A job that needs no upload of its own, such as {kind: "compose", timeline, variables}.
   createJob(request) { return this.call("POST", "/v1/jobs", request); }
+  // A finished job's video rendered again with its transcript as corrected: no transcribing.
+  renderAgain(jobId, transcript, options = {}) {
+    return this.createJob({ kind: "render", job: jobId, transcript, ...options });
+  }
 
   // Ask for a signed upload link, PUT the bytes there, and make the job from the stored key.
   // With a bucket the bytes never pass through the gateway.

@@ -1,10 +1,15 @@
 // The page: choose a video and options, upload (or write a timeline to compose), watch the job
-// live, play and download the result, and come back to recent jobs. Talking to vidstream is
-// api.js's part; this file only draws.
+// live, play and download the result, correct its transcript and render it again, and come
+// back to recent jobs. Talking to vidstream is api.js's part; this file only draws, with the
+// transcript editor in editor.js and the speech model picker in speech.js.
 
-import { ApiError, Client, FINAL, Watcher } from "./api.js";
-
-const $ = (id) => document.getElementById(id);
+import { Client, FINAL, SOURCE_EXTENSIONS, Watcher, refusal, retryable } from "./api.js";
+import { $, button, bytes, duration, tell, text } from "./dom.js";
+import { Editor } from "./editor.js";
+import { askForKey, showKeyState } from "./keys.js";
+import { drawResult, log } from "./result.js";
+import { explain } from "./sentences.js";
+import { offerModels, speechOptions, wanted, wireSpeech } from "./speech.js";
 
 // The API is the page's own origin, unless a frontend hosted elsewhere names it (that origin
 // must then be in the gateway's CORS_ORIGINS).
@@ -13,12 +18,13 @@ const gateway = (
   document.querySelector('meta[name="vidstream-gateway"]')?.content ||
   location.origin
 ).replace(/\/+$/, "");
-const client = new Client(gateway, askForKey);
+const client = new Client(gateway, (rejected) => askForKey(gateway, rejected));
 
 // The stages each kind of job runs, in order, when the job does not list its own; replaced by
 // what the gateway says (GET /v1/kinds) once it has answered.
 const STAGES = {
   subtitle: ["transcribe", "render"], transcribe: ["transcribe"], compose: ["render"],
+  render: ["render"],
 };
 const STAGE_NAMES = { transcribe: "Transcribe", render: "Render" };
 const STAGE_DOING = { transcribe: "Transcribing…", render: "Rendering…" };
@@ -26,11 +32,6 @@ const STATUS_NAMES = {
   queued: "Waiting", running: "Working", completed: "Done", failed: "Failed",
   cancelled: "Cancelled",
 };
-const OUTPUT_NAMES = {
-  video: "Video (MP4)", vtt: "Subtitles (VTT)", srt: "Subtitles (SRT)",
-  transcript: "Transcript (JSON)", poster: "Poster (JPEG)", preview: "Preview (low resolution)",
-};
-
 // The compose example: needs no uploads, and fills `{{name}}` from the page's one variable.
 const EXAMPLE_TIMELINE = {
   output: { width: 640, height: 360, fps: 25, duration: 4 },
@@ -42,99 +43,8 @@ const EXAMPLE_TIMELINE = {
   ],
 };
 
-// -- errors as sentences ------------------------------------------------------------------------
-
-// By error code (docs/api.md). Messages from the server are written for people, so the
-// sentence quotes one where only it knows what was wrong.
-const SENTENCES = {
-  invalid_media: (m) => `This file can't be used: ${m || "it is not a playable video with sound."}`,
-  too_long: () => "This video is longer than the service accepts. Trim it and try again.",
-  too_large: () => "This file is larger than the service accepts.",
-  too_large_frame: () =>
-    "The picture is larger than the service accepts. Scale the video down and try again.",
-  unsupported_language: () =>
-    "The speech model here does not know that language. Choose English or Detect.",
-  paused: () => "New jobs are paused for maintenance. Try again in a minute.",
-  model_load_failed: () =>
-    "The speech model could not be loaded on the server. Tell the operator; retry later.",
-  whisper_error: () => "Speech recognition failed on this file. Retrying may help.",
-  invalid_subtitles: (m) => `The subtitles can't be used: ${m || "they are not valid SRT or VTT."}`,
-  forbidden: () => "This key may not do that, or the job belongs to someone else.",
-  source_not_found: () => "The uploaded file is no longer there. Upload it again.",
-  ffmpeg_failed: () =>
-    "The video could not be converted. Retrying may help; if not, the file may be damaged.",
-  whisper_crashed: () => "Speech recognition stopped unexpectedly. Retrying usually helps.",
-  whisper_unavailable: () =>
-    "Speech recognition is not available right now. Try again in a few minutes.",
-  storage_error: () => "Storage was not reachable while the job ran. Retrying usually helps.",
-  timeout: () => "Processing took too long and was stopped. A shorter video may work.",
-  too_many_attempts: () =>
-    "The job was interrupted too many times and was given up. Retry it later.",
-  unauthorized: () => "The service needs a valid API key. Use the API key button to enter one.",
-  rate_limited: (_, after) =>
-    `Too many requests just now. Wait ${after ? `${after} s` : "a moment"} and try again.`,
-  overloaded: () => "The service is busy with other videos. Try again in a minute.",
-  unavailable: () => "The service is briefly unavailable. Try again in a moment.",
-  internal_error: () =>
-    "Something went wrong on our side. Try again; if it keeps happening, tell the operator.",
-  link_used: () => "The upload link was already used. Start the upload again.",
-  invalid_signature: () => "The upload link expired. Start the upload again.",
-  network: () => "The service could not be reached. Check your connection and try again.",
-  invalid_timeline: (m) =>
-    `The timeline can't be rendered: ${m || "it does not follow the timeline schema."}`,
-};
-SENTENCES.storage_unavailable = SENTENCES.storage_error;
-
-function explain(error) {
-  const sentence = SENTENCES[error.code];
-  if (sentence) return sentence(error.message, error.retryAfter);
-  return error.message || `Something went wrong (${error.code ?? "unknown error"}).`;
-}
-
-// A refused timeline (the only error with `details`) names each problem by where it is:
-// one "path: message" a line.
 function say(error) {
-  const notice = $("notice");
-  const details = error?.details ?? [];
-  notice.textContent = error ? explain(error) : "";
-  if (details.length) {
-    notice.textContent = "The timeline can't be rendered:";
-    const list = text("ul", "");
-    const line = ({ path, message }) => text("li", path ? `${path}: ${message}` : message);
-    list.append(...details.map(line));
-    notice.append(list);
-  }
-  notice.hidden = !error;
-}
-
-// -- the API key ------------------------------------------------------------------------------
-
-// Asked for when a call answers 401; api.js keeps it for the tab and retries the call.
-function askForKey(rejected) {
-  const dialog = $("key-dialog");
-  const host = new URL(gateway).host;
-  // Named, because ?gateway= can point this page anywhere: the key goes to that host only.
-  $("key-reason").textContent = rejected
-    ? `That key was not accepted by ${host}. Check it and try again.`
-    : `${host} needs an API key. Ask its operator for one.`;
-  showKeyState();
-  $("key-input").value = "";
-  dialog.showModal();
-  return new Promise((resolve, reject) => {
-    const decline = () => reject(new ApiError(401, "unauthorized", ""));
-    $("key-form").onsubmit = (event) => {
-      event.preventDefault();
-      dialog.close();
-      resolve($("key-input").value.trim());
-      showKeyState(true);
-    };
-    $("key-cancel").onclick = () => { dialog.close(); decline(); };
-    dialog.oncancel = decline; // Escape
-  });
-}
-
-function showKeyState(given = Boolean(client.key)) {
-  $("key-button").textContent = given ? "API key ✓" : "API key";
+  tell("notice", error);
 }
 
 // -- recent jobs ------------------------------------------------------------------------------
@@ -177,28 +87,37 @@ function drawRecent() {
     const li = document.createElement("li");
     li.dataset.id = id;
     if (view.job?.id === id) li.setAttribute("aria-current", "true");
-    const open = button("", "open", () => openJob(known.get(id)));
+    const open = button("", "open", () => openJob(known.get(id), { shown: true }));
     open.append(text("strong", titleOf(job, job.id)),
       text("small", `${new Date(job.created_at).toLocaleString()} · ${job.kind}`));
     li.append(open, pill(job.status));
-    if (!FINAL.has(job.status)) li.append(button("Cancel", "quiet", () => cancel(id)));
-    if (job.status === "failed") li.append(button("Retry", "", () => retry(id)));
+    if (!FINAL.has(job.status)) {
+      li.append(button("Cancel", "quiet", () => cancel(id, "recent-error")));
+    }
+    if (canRetry(job)) li.append(button("Retry", "", () => retry(id, "recent-error")));
     return li;
   });
   $("recent").replaceChildren(...items);
   $("recent-empty").hidden = items.length > 0;
 }
 
-async function cancel(id) {
+// Retry is offered only where it may help: not for input the service cannot use.
+function canRetry(job) {
+  return job.status === "failed" && retryable(job.error);
+}
+
+async function cancel(id, where = "action-error") {
+  tell(where, null);
   try {
     known.set(id, { ...known.get(id), ...(await client.cancelJob(id)) });
     drawRecent(); // the watcher, if it follows this job, hears `cancelled` on its own
   } catch (error) {
-    say(error);
+    tell(where, error);
   }
 }
 
-async function retry(id) {
+async function retry(id, where = "action-error") {
+  tell(where, null);
   try {
     await client.retryJob(id);
     // The retry answer has no token or links: read the job again for them.
@@ -207,9 +126,9 @@ async function retry(id) {
     drawRecent();
     // A retry starts a new run: an id of the old one would be answered with a reset, so
     // read the whole history again ("0-0"), both runs, and draw the log afresh.
-    openJob(job);
+    openJob(job, { shown: true });
   } catch (error) {
-    say(error);
+    tell(where, error);
   }
 }
 
@@ -217,10 +136,19 @@ async function retry(id) {
 
 let chosen = null;
 
+// A file the service would refuse for certain is refused here, before any of it is sent.
 function choose(file) {
-  chosen = file ?? null;
-  $("file-name").textContent = chosen ? `${chosen.name} · ${bytes(chosen.size)}` : "";
+  const refused = file ? refusal(file) : null;
+  chosen = file && !refused ? file : null;
+  $("file-name").textContent = file ? `${file.name} · ${bytes(file.size)}` : "";
+  fileError(refused && { code: "refused_file", message: refused });
   $("start").disabled = !chosen;
+}
+
+function fileError(error) {
+  tell("file-error", error);
+  if (error) $("file").setAttribute("aria-invalid", "true");
+  else $("file").removeAttribute("aria-invalid");
 }
 
 // Speed over the last few seconds, not since the start, so the time left follows the network.
@@ -232,7 +160,8 @@ function meter(total) {
     while (samples.length > 2 && now - samples[0][0] > 3000) samples.shift();
     const [t0, b0] = samples[0];
     const speed = now > t0 ? ((loaded - b0) * 1000) / (now - t0) : 0;
-    $("upload-bar").value = total ? loaded / total : 0;
+    $("upload-bar").value = total ? (100 * loaded) / total : 0;
+    $("upload-bar").setAttribute("aria-valuenow", Math.floor($("upload-bar").value));
     const parts = [`${bytes(loaded)} of ${bytes(total)}`];
     if (speed > 0) parts.push(`${bytes(speed)}/s`);
     if (speed > 0 && loaded < total) parts.push(`${duration((total - loaded) / speed)} left`);
@@ -245,26 +174,22 @@ async function submit(event) {
   const file = chosen; // the person may pick another while this one uploads
   if (!file) return;
   const form = new FormData($("job-form"));
-  // "Other" takes a code the server checks against its model (a multilingual WHISPER_MODEL).
-  const language = form.get("language") === "other"
-    ? (form.get("language_code") || "").trim().toLowerCase() || "auto"
-    : form.get("language");
-  const options = { kind: form.get("kind"), language };
+  const options = { kind: form.get("kind"), ...speechOptions() };
   if (renders(options.kind)) options.burn_subtitles = form.get("burn") === "true";
-  say(null);
+  fileError(null);
   $("start").disabled = true;
   $("upload").hidden = false;
   $("upload-bar").value = 0;
+  $("upload-bar").setAttribute("aria-valuenow", "0");
+  $("upload-bar").setAttribute("aria-label", `Upload of ${file.name}`);
   $("upload-text").textContent = "Asking for an upload link…";
   try {
     const job = await client.submit(file, options, meter(file.size));
     $("upload-text").textContent = `Uploaded ${file.name} (${bytes(file.size)}).`;
-    remember(job.id);
-    known.set(job.id, job);
-    openJob(job);
+    started(job);
   } catch (error) {
     $("upload-text").textContent = "The upload did not finish.";
-    say(error);
+    fileError(error);
   } finally {
     $("start").disabled = !chosen;
   }
@@ -273,10 +198,10 @@ async function submit(event) {
 // -- compose ----------------------------------------------------------------------------------
 
 // The timeline is checked whole by the gateway; only "is it JSON at all" is the page's to say.
-function timelineError(message) {
-  $("timeline-error").textContent = message ?? "";
-  $("timeline-error").hidden = !message;
-  if (message) $("timeline").setAttribute("aria-invalid", "true");
+// Either way the problems are listed under the timeline.
+function timelineError(error) {
+  tell("timeline-error", typeof error === "string" ? { message: error } : error);
+  if (error) $("timeline").setAttribute("aria-invalid", "true");
   else $("timeline").removeAttribute("aria-invalid");
 }
 
@@ -296,28 +221,66 @@ async function compose(event) {
     return;
   }
   timelineError(null);
-  say(null);
   $("render").disabled = true;
   try {
     const job = await client.createJob({
       kind: "compose", timeline, variables: { name: $("var-name").value }, preview: true,
     });
-    remember(job.id);
-    known.set(job.id, job);
-    openJob(job);
+    started(job);
   } catch (error) {
-    if (error.details?.length) $("timeline").setAttribute("aria-invalid", "true");
-    say(error);
+    timelineError(error);
+    $("timeline").focus();
   } finally {
     $("render").disabled = false;
   }
 }
 
+// -- correcting a transcript -------------------------------------------------------------------
+
+// The fields of each kind's request, from GET /v1/kinds; these until it has answered.
+const FIELDS = {
+  render: ["burn_subtitles", "formats", "max_chars_per_line", "max_lines", "position"],
+};
+// A render request's own fields, not carried over from the job it renders again.
+const NOT_KEPT = new Set(["kind", "job", "transcript", "captions", "language"]);
+
+// The corrected transcript rendered as the job was: every option of its (burning or not,
+// the captions' layout and look) that a render request takes.
+async function renderAgain(jobId, transcript) {
+  tell("rerender-error", null);
+  const options = known.get(jobId)?.options ?? view.job?.options ?? {};
+  const kept = {};
+  for (const [name, value] of Object.entries(options)) {
+    if (FIELDS.render.includes(name) && !NOT_KEPT.has(name) && value != null) kept[name] = value;
+  }
+  kept.burn_subtitles ??= true;
+  $("rerender").disabled = true;
+  try {
+    started(await client.renderAgain(jobId, transcript, kept));
+  } catch (error) {
+    tell("rerender-error", error);
+    $("rerender").disabled = false;
+  }
+}
+
+const editor = new Editor({
+  root: $("transcript"), list: $("cues"), player: $("player"), save: $("rerender"),
+  count: $("edits"), onSave: renderAgain,
+});
+
 // -- the job ----------------------------------------------------------------------------------
 
-const view = { job: null, watcher: null, pace: null, trackUrl: null, reads: 0 };
+const view = { job: null, watcher: null, pace: null, reads: 0 };
 
-function openJob(job, since = "0-0") {
+// A job the person just made: remembered, followed, and its card brought into view (on a
+// phone it is below the forms).
+function started(job) {
+  remember(job.id);
+  known.set(job.id, job);
+  openJob(job, { shown: true });
+}
+
+function openJob(job, { since = "0-0", shown = false } = {}) {
   view.watcher?.stop();
   view.job = { ...job };
   view.pace = null;
@@ -325,6 +288,7 @@ function openJob(job, since = "0-0") {
   $("job").hidden = false;
   $("job-title").textContent = titleOf(job, "Video");
   $("job-id").textContent = job.id;
+  tell("action-error", null);
   if (since === "0-0") {
     $("log").replaceChildren();
     $("eta").hidden = true;
@@ -332,7 +296,9 @@ function openJob(job, since = "0-0") {
     $("player").removeAttribute("src");
     delete $("player").dataset.job;
     $("player").removeAttribute("poster");
-    $("stages").replaceChildren(...stagesOf(job).map(stageRow));
+    editor.hide();
+    tell("rerender-error", null);
+    $("stages").replaceChildren(...stagesOf(job).map((stage) => stageRow(stage, job)));
   }
   drawJob();
   drawRecent();
@@ -345,15 +311,25 @@ function openJob(job, since = "0-0") {
     onState: showConnection,
   });
   view.watcher.start();
+  if (shown) bringIntoView($("job"));
 }
 
-function stageRow(stage) {
+// On a phone the job's card is below the forms: scroll to it, unless its top is in sight.
+function bringIntoView(node) {
+  const top = node.getBoundingClientRect().top;
+  if (top < 0 || top > innerHeight - 120) node.scrollIntoView({ block: "start" });
+}
+
+function stageRow(stage, job = view.job) {
   const row = document.createElement("div");
   row.className = "stage";
   row.dataset.stage = stage;
   const bar = document.createElement("progress");
-  bar.max = 1;
+  bar.max = 100;
   bar.value = 0;
+  // Named for the stage and the job, so a screen reader says which bar moves.
+  bar.setAttribute("aria-label", `${STAGE_NAMES[stage] ?? stage}: ${titleOf(job, job.id)}`);
+  bar.setAttribute("aria-valuenow", "0");
   row.append(text("span", STAGE_NAMES[stage] ?? stage, "stage-name"), bar);
   row.append(text("span", "", "stage-pct"));
   return row;
@@ -364,8 +340,9 @@ function setStage(stage, fraction) {
   let row = $("stages").querySelector(`[data-stage="${stage}"]`);
   if (!row) $("stages").append((row = stageRow(stage))); // a stage this page does not know yet
   const bar = row.querySelector("progress");
-  bar.value = Math.max(bar.value, Math.min(1, fraction));
-  row.querySelector(".stage-pct").textContent = `${Math.floor(bar.value * 100)}%`;
+  bar.value = Math.max(bar.value, Math.min(100, fraction * 100));
+  bar.setAttribute("aria-valuenow", Math.floor(bar.value));
+  row.querySelector(".stage-pct").textContent = `${Math.floor(bar.value)}%`;
 }
 
 function onEvent(event) {
@@ -429,7 +406,7 @@ async function readOutputs(id) {
     known.set(id, job);
     if (view.job?.id === id) showResult(job);
   } catch (error) {
-    say(error);
+    tell("action-error", error);
   }
 }
 
@@ -440,7 +417,7 @@ function drawJob() {
   status.textContent = (job.status === "running" && STAGE_DOING[job.stage])
     || STATUS_NAMES[job.status] || job.status;
   $("cancel").hidden = FINAL.has(job.status);
-  $("retry").hidden = job.status !== "failed";
+  $("retry").hidden = !canRetry(job);
   for (const row of $("stages").children) {
     row.classList.toggle("active", job.status === "running" && row.dataset.stage === job.stage);
   }
@@ -452,25 +429,12 @@ function drawJob() {
   }
 }
 
-function log(event) {
-  const pct = (x) => `${Math.floor(x * 100)}%`;
-  const what = {
-    queued: event.replay ? "queued again" : "queued",
-    started: `${event.stage} started${event.attempts > 1 ? ` (try ${event.attempts})` : ""}`,
-    progress: `${event.stage} ${pct(event.stage_progress ?? 0)}`,
-    stage_completed: `${event.stage} done`,
-    retrying: `${event.stage} failed (${event.error?.code}); `
-      + `retry in ${duration(event.retry_in_s ?? 0)}`,
-    failed: `failed: ${event.error?.code}`,
-    reset: "caught up: the events missed are gone (kept too long ago, or lost by the server), so this is the job as it is now",
-  }[event.event] ?? event.event;
-  const li = text("li", "");
-  li.dataset.id = event.id;
-  li.dataset.event = event.event;
-  const at = text("time", new Date(event.at).toLocaleTimeString());
-  li.append(at, ` ${what} · ${pct(event.progress)}`);
-  $("log").append(li);
-  $("log-count").textContent = `(${$("log").children.length})`;
+// A transcript to correct, with the video to play it against when there is one. (A compose
+// job's source is one of its clips: it is not rendered again.)
+function showResult(job) {
+  if (job.kind === "compose") editor.hide();
+  else editor.show(job);
+  drawResult(job);
 }
 
 function showConnection(state, detail) {
@@ -480,59 +444,16 @@ function showConnection(state, detail) {
     closed: "finished", refused: "not allowed to follow this job",
   };
   $("connection").textContent = words[state] ?? state;
-  if (state === "refused") say(detail);
-}
-
-async function showResult(job) {
-  const { video, vtt, preview, poster } = job.outputs ?? {};
-  $("result").hidden = Object.keys(job.outputs ?? {}).length === 0;
-  $("no-video").hidden = Boolean(video ?? preview) || job.kind !== "transcribe";
-  $("downloads").replaceChildren(...Object.entries(job.outputs ?? {}).map(([name, out]) => {
-    const link = text("a", OUTPUT_NAMES[name] ?? name);
-    link.href = out.url;
-    link.download = "";
-    const li = text("li", "");
-    link.append(text("small", bytes(out.size)));
-    li.append(link);
-    return li;
-  }));
-  // A compose job's preview plays until its video is stored, then the video replaces it.
-  const playing = video ? "video" : "preview";
-  const player = $("player");
-  player.hidden = !(video ?? preview);
-  if (!(video ?? preview)) return;
-  if (player.dataset.job === job.id && player.dataset.output === playing) return;
-  player.dataset.job = job.id;
-  player.dataset.output = playing;
-  if (poster) player.poster = poster.url;
-  player.replaceChildren();
-  player.src = (video ?? preview).url;
-  if (!vtt) return;
-  const track = document.createElement("track");
-  track.kind = "subtitles";
-  track.label = "Subtitles";
-  if (job.options?.language !== "auto") track.srclang = job.options?.language ?? "en";
-  // Burned-in subtitles are in the picture already: the track is there to switch on, not
-  // shown twice.
-  track.default = job.options?.burn_subtitles === false;
-  track.src = await subtitleUrl(vtt.url);
-  if (player.dataset.job === job.id) player.append(track); // unless another job was opened
-}
-
-// A <track> from another origin needs CORS on the media as well; read as a blob it never does.
-async function subtitleUrl(url) {
-  try {
-    const response = await fetch(url);
-    if (!response.ok) return url;
-    if (view.trackUrl) URL.revokeObjectURL(view.trackUrl);
-    view.trackUrl = URL.createObjectURL(await response.blob());
-    return view.trackUrl;
-  } catch {
-    return url;
-  }
+  if (state === "refused") tell("action-error", detail);
 }
 
 // -- small helpers ----------------------------------------------------------------------------
+
+function pill(status) {
+  const node = text("span", STATUS_NAMES[status] ?? status, "pill");
+  node.dataset.status = status;
+  return node;
+}
 
 function stagesOf(job) {
   return job.stages ?? STAGES[job.kind] ?? [];
@@ -551,7 +472,10 @@ async function offerKinds() {
   } catch {
     return; // the choices written in the page stay
   }
-  for (const kind of listed) STAGES[kind.name] = kind.stages;
+  for (const kind of listed) {
+    STAGES[kind.name] = kind.stages;
+    if (kind.fields) FIELDS[kind.name] = kind.fields;
+  }
   const choices = listed.filter((kind) => kind.from_video);
   if (!choices.length) return;
   const fieldset = $("kind-choice");
@@ -568,41 +492,11 @@ async function offerKinds() {
   $("job-form").onchange();
 }
 
-// A compose job has no uploaded file to be named after.
+// A compose job has no uploaded file to be named after; a render job is its source's again.
 function titleOf(job, otherwise) {
-  return job.source?.name || (job.kind === "compose" ? "Composed video" : otherwise);
-}
-
-function text(tag, content, className) {
-  const node = document.createElement(tag);
-  node.textContent = content;
-  if (className) node.className = className;
-  return node;
-}
-
-function button(label, className, onClick) {
-  const node = text("button", label, className);
-  node.type = "button";
-  node.onclick = onClick;
-  return node;
-}
-
-function pill(status) {
-  const node = text("span", STATUS_NAMES[status] ?? status, "pill");
-  node.dataset.status = status;
-  return node;
-}
-
-function bytes(n) {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;
-  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
-}
-
-function duration(seconds) {
-  const s = Math.max(1, Math.round(seconds));
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+  const name = job.source?.name;
+  if (name && job.kind === "render") return `${name} (corrected)`;
+  return name || (job.kind === "compose" ? "Composed video" : otherwise);
 }
 
 // -- wiring -----------------------------------------------------------------------------------
@@ -613,9 +507,8 @@ $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
   $("burn-choice").disabled = !renders(new FormData($("job-form")).get("kind"));
 };
-$("language-code").oninput = () => {
-  document.querySelector('input[name="language"][value="other"]').checked = true;
-};
+wireSpeech();
+client.onKey = () => { if (wanted()) offerModels(client); }; // listed to key holders only
 $("compose-form").onsubmit = compose;
 $("timeline").value = JSON.stringify(EXAMPLE_TIMELINE, null, 2);
 $("timeline").oninput = () => timelineError(null);
@@ -623,7 +516,10 @@ $("var-name").value = "vidstream";
 $("schema-link").href = `${gateway}/v1/schemas/timeline.json`;
 $("cancel").onclick = () => cancel(view.job.id);
 $("retry").onclick = () => retry(view.job.id);
-$("key-button").onclick = () => askForKey(false).then((key) => { client.key = key; }, () => {});
+$("file").accept = ["video/*", "audio/*", ...SOURCE_EXTENSIONS.map((e) => `.${e}`)].join(",");
+$("key-button").onclick = () => askForKey(gateway, false).then(
+  (key) => { client.key = key; }, () => {},
+);
 
 const drop = $("drop");
 drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("over"); };
@@ -633,6 +529,10 @@ drop.ondrop = (event) => {
   drop.classList.remove("over");
   choose(event.dataTransfer.files[0]);
 };
+// Corrections not yet rendered are lost with the page: the browser asks first.
+window.addEventListener("beforeunload", (event) => {
+  if (editor.changes) event.preventDefault();
+});
 // A file dropped beside the zone would otherwise replace the page with the video.
 window.ondragover = window.ondrop = (event) => event.preventDefault();
 
@@ -646,8 +546,9 @@ window.vidstream = {
   get connections() { return view.watcher?.connections ?? 0; },
 };
 
-showKeyState();
+showKeyState(Boolean(client.key));
 offerKinds();
+offerModels(client).then(() => { window.vidstream.speech = "offered"; });
 refreshRecent().then(() => {
   const newest = known.get(recentIds()[0]);
   if (newest && !view.job) openJob(newest);
