@@ -26,6 +26,7 @@ from vidstream.cli.main import PRESETS
 from vidstream.compose.caption_style import Preset
 from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
+from vidstream.job.options import Options
 from vidstream.media.models import BUNDLED, bundled_path, catalogue, describe
 from vidstream.runtime import Stack
 
@@ -199,3 +200,10 @@ async def upload_links(api: Stack) -> int:
 
 def test_the_cli_offers_every_caption_preset() -> None:
     assert get_args(Preset) == PRESETS
+
+
+def test_translated_captions_are_tagged_english() -> None:
+    """A translated job's subtitle track is English, whatever was spoken."""
+    assert Options(language="de", task="translate").written_in == "en"
+    assert Options(language="de").written_in == "de"
+    assert Options(language=None).written_in is None

@@ -106,6 +106,12 @@ class Options:
         "task": task_of,
     }
 
+    @property
+    def written_in(self) -> str | None:
+        """The captions' language: English when translated, else the one spoken (None when
+        Whisper detects it)."""
+        return "en" if self.task == "translate" else self.language
+
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Self:
         """Options as a client sent them (or as stored); raise `PermanentError` saying what is

@@ -112,7 +112,7 @@ async def _command(
         srt = "subs.srt"
         await asyncio.to_thread((workdir / srt).write_text, to_srt(cues))
     return ffmpeg.soft_subtitles(
-        tools.ffmpeg, str(source), srt, OUTPUT, media, tools.encoder, job.options.language,
+        tools.ffmpeg, str(source), srt, OUTPUT, media, tools.encoder, job.options.written_in,
         tools.bounds,
     )  # fmt: skip
 
