@@ -532,6 +532,10 @@ async def test_on_a_phone_nothing_sticks_out_and_each_thing_is_said_where_it_hap
     assert drop and box and 0 <= box["y"] - (drop["y"] + drop["height"]) <= 16, (drop, box)
     await expect(said).to_be_in_viewport()
 
+    # The captions as a person shapes them here: a box, short lines, karaoke.
+    await page.select_option("#caption-style", "boxed")
+    await page.select_option("#max-chars", "20")
+    await page.check("#karaoke")
     await visit.start(clip.path)
     await expect(said).to_be_hidden()
     await expect(page.locator("#job")).to_be_in_viewport()  # scrolled down to it
@@ -547,6 +551,13 @@ async def test_on_a_phone_nothing_sticks_out_and_each_thing_is_said_where_it_hap
     await visit.status("completed")
     for name in ("Transcribe: clip.mp4", "Render: clip.mp4"):
         await expect(bars[name]).to_have_attribute("aria-valuenow", "100")
+    async with aiohttp.ClientSession() as http, http.get(f"{gw(full_stack)}/v1/jobs") as r:
+        [job] = (await r.json())["jobs"]
+    assert {k: job["options"].get(k) for k in ("style", "max_chars_per_line", "karaoke")} == {
+        "style": "boxed",
+        "max_chars_per_line": 20,
+        "karaoke": True,
+    }, job["options"]
     await expect(page.locator("#cues .cue").first).to_be_visible()  # the transcript, below
     player, cues = (
         await page.locator("#player").bounding_box(),

@@ -1,7 +1,7 @@
 // The page: choose a video and options, upload (or write a timeline to compose), watch the job
 // live, play and download the result, correct its transcript and render it again, and come
 // back to recent jobs. Talking to vidstream is api.js's part; this file only draws, with the
-// transcript editor in editor.js and the speech model picker in speech.js.
+// transcript editor in editor.js and the speech and caption choices in speech.js.
 
 import { Client, FINAL, SOURCE_EXTENSIONS, Watcher, refusal, retryable } from "./api.js";
 import { $, button, bytes, duration, tell, text } from "./dom.js";
@@ -9,7 +9,7 @@ import { Editor } from "./editor.js";
 import { askForKey, showKeyState } from "./keys.js";
 import { drawResult, log } from "./result.js";
 import { explain } from "./sentences.js";
-import { offerModels, speechOptions, wanted, wireSpeech } from "./speech.js";
+import { captionOptions, offerModels, speechOptions, wanted, wireSpeech } from "./speech.js";
 
 // The API is the page's own origin, unless a frontend hosted elsewhere names it (that origin
 // must then be in the gateway's CORS_ORIGINS).
@@ -176,6 +176,7 @@ async function submit(event) {
   const form = new FormData($("job-form"));
   const options = { kind: form.get("kind"), ...speechOptions() };
   if (renders(options.kind)) options.burn_subtitles = form.get("burn") === "true";
+  Object.assign(options, captionOptions(form, renders(options.kind)));
   fileError(null);
   $("start").disabled = true;
   $("upload").hidden = false;
@@ -505,7 +506,9 @@ $("gateway").textContent = new URL(gateway).host;
 $("file").onchange = (event) => choose(event.target.files[0]);
 $("job-form").onsubmit = submit;
 $("job-form").onchange = () => {
-  $("burn-choice").disabled = !renders(new FormData($("job-form")).get("kind"));
+  const drawn = renders(new FormData($("job-form")).get("kind"));
+  $("burn-choice").disabled = !drawn;
+  $("caption-style").disabled = $("karaoke").disabled = !drawn;
 };
 wireSpeech();
 client.onKey = () => { if (wanted()) offerModels(client); }; // listed to key holders only

@@ -1,6 +1,7 @@
 // The speech model and language picker: the models the gateway lists (GET /v1/models), the
 // languages the chosen one knows, "Detect" and "Translate to English" only where the model can.
 // A gateway that does not list models keeps the picker hidden and English the only language.
+// And what the form asks of the captions.
 
 import { $ } from "./dom.js";
 
@@ -75,4 +76,16 @@ export function speechOptions() {
 
 export function wireSpeech() {
   $("model").onchange = () => offerLanguages(modelNamed($("model").value));
+}
+
+// The caption fields the form changed from their defaults: the line length for any kind (it
+// shapes the SRT and VTT too), the look only where a video is drawn.
+export function captionOptions(form, drawn) {
+  const chosen = {};
+  const chars = Number(form.get("max_chars_per_line"));
+  if (chars && chars !== 42) chosen.max_chars_per_line = chars;
+  if (!drawn) return chosen;
+  if (form.get("style") && form.get("style") !== "default") chosen.style = form.get("style");
+  if (form.get("karaoke")) chosen.karaoke = true;
+  return chosen;
 }
