@@ -36,14 +36,25 @@ def test_a_preset_is_what_each_field_adjusts() -> None:
     assert ass_colour("#1e90ffff") == "&H00FF901E"  # opaque: ASS alpha 00; blue, green, red
 
 
-def test_a_point_moves_the_captions_there() -> None:
-    """{"x": 0.2, "y": 0.5}: centred on a fifth of the width (as wide as the left side lets
-    it be), its bottom half-way down."""
-    look = CaptionStyle.model_validate({"position": {"x": 0.2, "y": 0.5}}).look()
+@pytest.mark.parametrize(
+    ("x", "y", "margins"),
+    [
+        (0.5, 0.5, (50, 50, 400)),  # centred: the default block, its bottom half-way down
+        (0.6, 0.5, (100, 0, 400)),  # the same block moved right, up to the picture's edge
+        (0.0, 0.9, (0, 100, 80)),  # a corner: the block stays whole, in the picture
+        (0.5, 0.0, (50, 50, 745)),  # the very top: raised no higher than keeps the line in
+    ],
+)
+def test_a_point_moves_the_captions_there(
+    x: float, y: float, margins: tuple[int, int, int]
+) -> None:
+    """{"x", "y"}: the captions' block (as wide as ever) centred on x where the picture allows,
+    its bottom at y where the cue's lines still fit."""
+    look = CaptionStyle.model_validate({"position": {"x": x, "y": y}}).look()
     document = to_ass_styled([(Cue(0, 1, ("hi",)), ())], 1000, 800, look)
     style = next(line for line in document.splitlines() if line.startswith("Style:"))
     margin_l, margin_r, margin_v = style.split(",")[-4:-1]
-    assert (int(margin_l), int(margin_r), int(margin_v)) == (0, 600, 400)
+    assert (int(margin_l), int(margin_r), int(margin_v)) == margins
 
 
 async def test_every_problem_is_told_at_once(

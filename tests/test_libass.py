@@ -87,11 +87,12 @@ def test_burned_captions_draw_with_the_declared_font_file(tmp_path: Path) -> Non
 
 def test_no_style_can_ask_libass_for_more_than_the_bounds() -> None:
     """A look asking for a font half the picture high, outlines and shadows as large, is drawn
-    at the bounds: 20% of the height, outline a quarter and shadow a half of the font size."""
+    at the bounds: 20% of the height, outline a quarter and shadow a half of the font size, and
+    raised no higher than keeps the cue's lines in the picture."""
     greedy = Style(size=0.5, outline=5.0, shadow=5.0, margin_v=3.0)
     _, [style], _ = ass_parts(to_ass_styled(PAIRS, 640, 360, greedy))
     assert (style["Fontsize"], style["Outline"], style["Shadow"]) == ("72", "18", "36")
-    assert (style["ScaleX"], style["ScaleY"], style["MarginV"]) == ("100", "100", "360")
+    assert (style["ScaleX"], style["ScaleY"], style["MarginV"]) == ("100", "100", "180")
     with pytest.raises(ValueError, match="font"):
         to_ass_styled(PAIRS, 640, 360, Style(font="Arial,999"))
 

@@ -9,6 +9,7 @@ vocabulary, which is all the gateway reads. Transcribing German was not run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -22,12 +23,16 @@ from redis.asyncio import Redis
 from tests.conftest import cli, fetch, upload_job, watch
 from tests.media import Clip, words_of
 from tests.test_gateway import expect_error, gw, upload
+from tests.test_operations import eventually
 from vidstream.cli.main import PRESETS
 from vidstream.compose.caption_style import Preset
 from vidstream.core.errors import ConfigError
 from vidstream.core.settings import Settings
 from vidstream.job.options import Options
-from vidstream.media.models import BUNDLED, bundled_path, catalogue, describe
+from vidstream.media.ffmpeg import resolve_binary
+from vidstream.media.models import BUNDLED, Task, bundled_path, catalogue, check, describe
+from vidstream.media.whisper import WhisperConfig
+from vidstream.media.whispers import Whispers
 from vidstream.runtime import Stack
 
 LANGUAGES = ("en", "zh", "de", "fr", "ja")
@@ -64,8 +69,20 @@ def test_the_catalogue_lists_every_folder_beside_the_bundled_model(tmp_path: Pat
     # The default by name, first in the list.
     by_name = catalogue("whisper-small", str(tmp_path / "models"))
     assert (by_name.default, next(iter(by_name.models))) == ("whisper-small", "whisper-small")
-    with pytest.raises(ConfigError, match="neither a model's name nor a folder"):
-        catalogue("nowhere", str(tmp_path / "models"))
+    # A default this process cannot read (the gateway may not have the workers' models):
+    # offered, its languages unknown, so none is refused on a guess.
+    unseen = catalogue("/srv/models/large-v3", str(tmp_path / "models"))
+    assert unseen.default == "large-v3" and unseen.get("").languages == ()
+    check(unseen.get(""), "ko", Task.TRANSLATE)
+    # A name jobs cannot send, or one taken twice, stops the process at start.
+    with pytest.raises(ConfigError, match="must be a name of its own"):
+        catalogue(str(tmp_path / "elsewhere" / "whisper-small"), str(tmp_path / "models"))
+    with pytest.raises(ConfigError, match="must be a name of its own"):
+        catalogue("/srv/models/large v3", "")
+    (tmp_path / "other" / "tiny.en").mkdir(parents=True)  # (the catalogue is read once)
+    (tmp_path / "other" / "tiny.en" / "model.bin").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not one"):
+        catalogue("", str(tmp_path / "other"))
 
 
 @pytest.mark.parametrize(
@@ -207,3 +224,47 @@ def test_translated_captions_are_tagged_english() -> None:
     assert Options(language="de", task="translate").written_in == "en"
     assert Options(language="de").written_in == "de"
     assert Options(language=None).written_in is None
+
+
+def whisper_servers() -> list[int]:
+    """The pids of this process's Whisper server children (from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and b"whisper_server" in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow  # Whisper servers start
+async def test_a_models_load_outlives_a_cancelled_job_but_not_the_worker() -> None:
+    """A job cancelled while the model it chose loads: the load goes on and the next job gets
+    that pool. Pools closed while one loads (the worker stopping): no Whisper server is left."""
+    models = catalogue("", "")
+    config = WhisperConfig(ffmpeg=resolve_binary("auto"))
+    whispers, other = Whispers(config, models, size=1), Whispers(config, models, size=1)
+
+    async def servers(count: int) -> bool:
+        return len(whisper_servers()) == count
+
+    try:
+        job = asyncio.create_task(whispers.pool(""))
+        await eventually(lambda: servers(1))
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        pool = await whispers.pool("")  # the same load, finished
+        assert pool.pids() == whisper_servers()
+        loading = asyncio.create_task(other.pool(""))
+        await eventually(lambda: servers(2))
+        await other.close()  # while it loads
+        with pytest.raises(asyncio.CancelledError):
+            await loading
+        assert whisper_servers() == pool.pids()
+    finally:
+        await asyncio.gather(whispers.close(), other.close())
+    assert whisper_servers() == []

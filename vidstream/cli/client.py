@@ -28,6 +28,10 @@ TERMINAL = ("completed", "failed", "cancelled")
 class SubmitError(Exception):
     """The gateway refused a request; the message is its error message."""
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # the gateway's HTTP status (0: refused here, before asking)
+
 
 class Display(Protocol):
     def bar(self, label: str, total: float, *, transfer: bool = False) -> Any:
@@ -111,7 +115,8 @@ async def _check(response: aiohttp.ClientResponse) -> dict[str, Any]:
     if response.status >= 400:
         err = body.get("error") or {}
         raise SubmitError(
-            f"{response.status} {err.get('code', 'error')}: {err.get('message', response.reason)}"
+            f"{response.status} {err.get('code', 'error')}: {err.get('message', response.reason)}",
+            response.status,
         )
     return body
 
@@ -205,8 +210,10 @@ async def _check_model(client: Client, fields: Mapping[str, Any]) -> None:
     task it cannot do (the gateway would refuse the job after the upload)."""
     try:
         listed = await client.get("/v1/models")
-    except SubmitError:  # an older gateway: it checks the job itself
-        return
+    except SubmitError as exc:
+        if exc.status == 404:  # an older gateway: it checks the job itself
+            return
+        raise
     models = {m["name"]: m for m in listed.get("models", [])}
     name = fields.get("model") or listed.get("default")
     model = models.get(name)
@@ -215,7 +222,8 @@ async def _check_model(client: Client, fields: Mapping[str, Any]) -> None:
     language = str(fields.get("language") or "en").lower()
     if language == "auto" and not model.get("multilingual"):
         raise SubmitError(f"the model {name} transcribes only English: it cannot detect one")
-    if language != "auto" and language not in model.get("languages", []):
+    known = model.get("languages") or []  # none: the gateway cannot tell (it refuses nothing)
+    if language != "auto" and known and language not in known:
         raise SubmitError(
             f"the model {name} does not transcribe {language!r}; it knows "
             f"{', '.join(model.get('languages', []))}"

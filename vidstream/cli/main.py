@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument(
         "--max-chars",
-        type=int,
+        type=_between(10, 80),
         metavar="N",
         help="longest caption line, in characters (10 to 80; default 42)",
     )
     submit.add_argument(
-        "--max-lines", type=int, metavar="N", help="lines a caption may have (1 to 3; default 2)"
+        "--max-lines", type=_between(1, 3), metavar="N", help="lines a caption may have (1 to 3)"
     )
     submit.add_argument(
         "--position",
-        help="where captions sit: bottom, top, middle, or X,Y (fractions of the picture)",
+        type=_position,
+        help="where captions sit: bottom, top, middle, or X,Y (fractions of the picture, 0-1)",
     )
     submit.add_argument(
         "--style",
@@ -212,6 +213,29 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
     except (SubmitError, OSError, aiohttp.ClientError) as exc:
         print(f"vidstream: {exc}", file=sys.stderr)
         return 1
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """An option's whole number, checked before anything is sent (the gateway checks it too)."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
+def _position(text: str) -> str:
+    if text in ("bottom", "top", "middle"):
+        return text
+    x, _, y = text.partition(",")
+    try:
+        if all(0 <= float(v) <= 1 for v in (x, y)):
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError("bottom, top, middle, or X,Y with each from 0 to 1")
 
 
 def _job_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,15 @@ import dataclasses
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from vidstream.media.captions import STYLES, Style
@@ -101,11 +109,12 @@ class CaptionFields(BaseModel):
     shadow_color: Colour | None = None
     box: Colour | None = Field(None, description="a box behind each caption, in this colour")
 
-    @model_validator(mode="after")
-    def _durations(self) -> Any:
-        if self.min_duration > self.max_duration:
-            raise ValueError("min_duration must not exceed max_duration")
-        return self
+    @field_validator("max_duration")
+    @classmethod
+    def _durations(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("min_duration", 0.0):
+            raise _said("max_duration must be at least min_duration")
+        return value
 
     def caption_style(self) -> CaptionStyle:
         """These fields alone, as the caption model."""

@@ -22,11 +22,15 @@ from vidstream.http.errors import cors_middleware, errors_middleware
 from vidstream.http.limits import body_timeout_middleware, lift_budget, redis_budget_middleware
 from vidstream.http.observe import observe_middleware
 from vidstream.http.state import HUB, SERVICES, URLS, PublicUrls
+from vidstream.media.models import catalogue
 from vidstream.services import Services
 
 
 def create_app(services: Services, urls: PublicUrls, hub: Hub | None = None) -> web.Application:
     settings = services.settings
+    # The models jobs may choose, read now: a misnamed one stops the gateway at start, not
+    # each request that asks.
+    catalogue(settings.whisper_model, settings.whisper_models_dir)
     app = web.Application(
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream and are limited separately
         middlewares=[

@@ -79,7 +79,8 @@ async def intake(incoming: Incoming, request: RenderRequest) -> Draft:
     # layout, burnt in or not, its files, its language.
     given, before = request.model_fields_set, named.options
     options = RenderOptions(
-        language=request.language if "language" in given else before.language,
+        # (a translated job's captions are English: corrected, they still are)
+        language=request.language if "language" in given else before.written_in,
         burn_subtitles=request.burn_subtitles if "burn_subtitles" in given
         else before.burn_subtitles,
         formats=request.formats if "formats" in given else before.formats, job=owner.id,

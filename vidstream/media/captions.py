@@ -267,10 +267,17 @@ def to_ass_styled(
             code="invalid_request",
         )
     size = max(round(height * look.size), 12)
+    # The block the lines wrap in: as wide wherever it sits (centred on x), kept in the picture.
     margin_l = margin_r = max(round(width * 0.05), 8)
-    if look.x != 0.5:  # centred on x, as wide as the nearer side of the picture allows
-        half = min(look.x, 1 - look.x) * width
-        margin_l, margin_r = round(look.x * width - half), round((1 - look.x) * width - half)
+    if look.x != 0.5:
+        block = max(width - 2 * margin_l, 1)
+        margin_l = round(min(max(look.x * width - block / 2, 0), width - block))
+        margin_r = width - block - margin_l
+    # From the bottom, never so far up that the cue's lines would leave the picture.
+    lines = max((len(cue.lines) for cue, _ in items), default=1)
+    drawn = min(size, max(round(height * ass.MAX_SIZE), ass.MIN_SIZE_PX))  # as ass.Style has it
+    room = max(height - round(drawn * 1.25 * lines), 0)
+    margin_v = min(max(round(height * look.margin_v), 8), room)
     built = ass.Style(
         width, height, font or look.font, size,
         primary=look.highlight if karaoke else look.colour, secondary=look.colour,
@@ -278,7 +285,7 @@ def to_ass_styled(
         outline=max(round(size * look.outline), 1) if look.outline else 0,
         shadow=round(size * look.shadow), border_style=look.border_style, bold=look.bold,
         alignment=look.alignment, margin_h=margin_l, margin_r=margin_r,
-        margin_v=max(round(height * look.margin_v), 8),
+        margin_v=margin_v,
     )  # fmt: skip
     events = [
         ass.Event(c.start, c.end, c.lines, _fills(c, words) if karaoke else ())

@@ -40,7 +40,9 @@ class ModelInfo:
     path: str
     name: str  # the bundled model's own name, else its folder's
     multilingual: bool
-    languages: tuple[str, ...]  # ISO 639 codes it transcribes, in its vocabulary's order
+    # ISO 639 codes it transcribes, in its vocabulary's order; () when the model could not be
+    # read here (the workers may still have it): then no language is refused on a guess.
+    languages: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """As `GET /v1/models` shows it (never its path: that is the operator's)."""
@@ -90,16 +92,26 @@ def catalogue(default: str = "", folder: str = "") -> Catalogue:
         if not root.is_dir():
             raise ConfigError(f"WHISPER_MODELS_DIR {folder!r} is not a directory")
         for path in sorted(root.iterdir()):
-            if (path / "model.bin").is_file() and NAME.fullmatch(path.name):
-                models.setdefault(path.name, read(str(path), path.name))
+            if not (path / "model.bin").is_file():
+                continue
+            if not NAME.fullmatch(path.name) or path.name == BUNDLED:
+                raise ConfigError(
+                    f"WHISPER_MODELS_DIR: a model's folder is its name, which jobs send: "
+                    f"{path.name!r} is not one (letters, digits, . _ -; not {BUNDLED})"
+                )
+            models[path.name] = read(str(path), path.name)
     name = BUNDLED
     if default in models:
         name = default
     elif default:
-        path = Path(default)
-        if not (path / "model.bin").is_file() and not (path / "vocabulary.txt").is_file():
-            raise ConfigError(f"WHISPER_MODEL {default!r} is neither a model's name nor a folder")
-        name = path.resolve().name
+        # A folder, named as given (a link's own name), that this process may not see: the
+        # gateway may run without the models the transcribe workers load.
+        name = Path(default).name
+        if not NAME.fullmatch(name) or name in models:
+            raise ConfigError(
+                f"WHISPER_MODEL {default!r}: its folder's name {name!r} is how jobs choose it, "
+                "and must be a name of its own (letters, digits, . _ -)"
+            )
         models[name] = read(default, name)
     ordered = {name: models[name], **{k: v for k, v in models.items() if k != name}}
     return Catalogue(name, ordered)
@@ -114,12 +126,12 @@ def describe(setting: str) -> ModelInfo:
 
 def read(path: str, name: str) -> ModelInfo:
     tokens = _vocabulary(Path(path))
-    multilingual = tokens is None or len(tokens) >= MULTILINGUAL_TOKENS
-    languages: tuple[str, ...] = ("en",)
-    if multilingual:
-        found = [m.group(1) for t in tokens or () if (m := _LANGUAGE_TOKEN.fullmatch(t))]
-        languages = tuple(dict.fromkeys(found)) or ("en",)
-    return ModelInfo(path, name, multilingual, languages)
+    if tokens is None:  # not readable here: taken to be multilingual, its languages unknown
+        return ModelInfo(path, name, True, ())
+    if len(tokens) < MULTILINGUAL_TOKENS:
+        return ModelInfo(path, name, False, ("en",))
+    found = [m.group(1) for t in tokens if (m := _LANGUAGE_TOKEN.fullmatch(t))]
+    return ModelInfo(path, name, True, tuple(dict.fromkeys(found)))
 
 
 def _vocabulary(folder: Path) -> list[str] | None:
@@ -148,7 +160,8 @@ def check(model: ModelInfo, language: str | None, task: Task = Task.TRANSCRIBE) 
             code="unsupported_task",
         )
     if language == "en" or (
-        model.multilingual and (language is None or language in model.languages)
+        model.multilingual
+        and (language is None or language in model.languages or not model.languages)
     ):
         return
     if model.multilingual:

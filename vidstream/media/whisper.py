@@ -105,6 +105,9 @@ class WhisperServer:
             raise TransientError(
                 f"the Whisper server did not start: {exc}", code="whisper_crashed"
             ) from None
+        except BaseException:  # cancelled while it loads: no process is left behind
+            await asyncio.shield(self.close())
+            raise
         if ready.get("type") != "ready":
             await self.close()
             raise TransientError(
@@ -232,7 +235,11 @@ class WhisperPool(Component):
             return
         self._started = True
         servers = [WhisperServer(self.config) for _ in range(self.size)]
-        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        try:
+            results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        except BaseException:  # cancelled: each server stops itself; these are the stragglers
+            await asyncio.shield(asyncio.gather(*(s.close() for s in servers)))
+            raise
         for server, result in zip(servers, results, strict=True):
             if isinstance(result, BaseException):
                 await asyncio.gather(*(s.close() for s in servers))
