@@ -34,6 +34,7 @@ from vidstream.job.options import (
     invalid,
     language_of,
     position_of,
+    speakers_of,
 )
 from vidstream.job.stages import Priority, Stage, parse_priority
 
@@ -184,10 +185,15 @@ class Captioned(JobRequest):
         Literal["bottom", "top"], checked(position_of),
         Field(description="where burnt-in captions sit"),
     ] = "bottom"  # fmt: skip
+    speaker_labels: Annotated[
+        bool, checked(flag("speaker_labels")),
+        Field(description="start a caption with [Speaker N] where the speaker changes (needs a "
+                          "transcript told apart by speaker: `speakers`)"),
+    ] = False  # fmt: skip
 
     def layout(self) -> dict[str, Any]:
         return {"max_chars_per_line": self.max_chars_per_line, "max_lines": self.max_lines,
-                "position": self.position}  # fmt: skip
+                "position": self.position, "speaker_labels": self.speaker_labels}  # fmt: skip
 
 
 class FromVideo(Captioned):
@@ -198,6 +204,15 @@ class FromVideo(Captioned):
     language: Language = "en"
     burn_subtitles: Burn = True
     formats: Formats = FORMATS
+    speakers: Annotated[
+        int | None, checked(speakers_of),
+        WithJsonSchema({
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": 8}, {"enum": ["auto"]},
+                      {"type": "null"}],
+            "description": "tell this many speakers apart (1 to 8), or 'auto' (also 0); absent "
+                           "or null: don't",
+        }),
+    ] = None  # fmt: skip
 
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}

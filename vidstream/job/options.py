@@ -69,6 +69,23 @@ def bounded(name: str, low: int, high: int) -> Callable[[object], int]:
     return parse
 
 
+MAX_SPEAKERS = 8  # the most speakers a job may ask to tell apart
+
+
+def speakers_of(value: object) -> int | None:
+    """How many speakers to tell apart: 1 to 8, 0 for "auto" (as many as can be told apart),
+    None (null, "" or absent) for not telling them apart at all."""
+    if value in (None, ""):
+        return None
+    if value == "auto":
+        return 0
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPEAKERS:
+        raise invalid(f"speakers must be a whole number from 1 to {MAX_SPEAKERS}, or 'auto'")
+    return value
+
+
 def position_of(value: object) -> str:
     if value not in POSITIONS:
         raise invalid(f"position must be one of {', '.join(POSITIONS)}")
@@ -98,6 +115,8 @@ class Options:
     max_chars_per_line: int = 42
     max_lines: int = 2
     position: str = "bottom"  # of burnt-in captions: bottom or top centre
+    speakers: int | None = None  # how many to tell apart (0: "auto"); None: not told apart
+    speaker_labels: bool = False  # a caption starts "[Speaker N]" where the speaker changes
 
     # Each option a client may give, with its parser; a subclass adds its own.
     PARSERS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
@@ -107,6 +126,8 @@ class Options:
         "max_chars_per_line": bounded("max_chars_per_line", *CHARS_PER_LINE),
         "max_lines": bounded("max_lines", *LINES),
         "position": position_of,
+        "speakers": speakers_of,
+        "speaker_labels": flag("speaker_labels"),
     }
 
     @classmethod

@@ -163,4 +163,5 @@ class KindHandler:
 
 def layout_of(options: Options) -> Layout:
     """How a job's options lay its captions out (`media.subtitles`)."""
-    return Layout(max_chars=options.max_chars_per_line, max_lines=options.max_lines)
+    return Layout(max_chars=options.max_chars_per_line, max_lines=options.max_lines,
+                  speaker_labels=options.speaker_labels)  # fmt: skip

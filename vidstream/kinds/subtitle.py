@@ -23,6 +23,7 @@ from vidstream.media.models import check_language, describe
 from vidstream.media.probe import probe
 from vidstream.media.subtitles import FONT, Cue, build_cues, to_ass, to_srt
 from vidstream.media.transcript import Transcript
+from vidstream.media.voices import check_speakers
 from vidstream.storage.names import check_source_key, rendered_key
 
 OUTPUT = "output.mp4"
@@ -30,8 +31,10 @@ OUTPUT = "output.mp4"
 
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
     options = Options(language=request.language, burn_subtitles=request.burn_subtitles,
-                      formats=request.formats, **request.layout())  # fmt: skip
+                      formats=request.formats, speakers=request.speakers,
+                      **request.layout())  # fmt: skip
     check_language(describe(incoming.services.settings.whisper_model), options.language)
+    check_speakers(options.speakers)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
         return Draft(upload.key, options, upload.filename, found=Intake.OK)
