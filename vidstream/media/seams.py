@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from vidstream.media.cuts import OVERLAP_S, Piece
-from vidstream.media.transcript import Segment, Transcript, Word
+from vidstream.media.transcript import Segment, Transcript
 
 # Words both pieces heard, in a row, at about the same time (Whisper's word times near a range's
 # edge are a few tenths of a second off; a second off is another occurrence of the word).
