@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
 
 from vidstream.core.errors import PermanentError
+from vidstream.media.speakers import MAX_SPEAKERS
 
 Format = Literal["json", "srt", "vtt", "ass", "txt"]
 ALL_FORMATS: tuple[Format, ...] = ("json", "srt", "vtt", "ass", "txt")  # in the order stored
@@ -67,9 +68,6 @@ def bounded(name: str, low: int, high: int) -> Callable[[object], int]:
         return value
 
     return parse
-
-
-MAX_SPEAKERS = 8  # the most speakers a job may ask to tell apart
 
 
 def speakers_of(value: object) -> int | None:

