@@ -25,7 +25,7 @@ from vidstream.media.speakers import (
     windows,
     word_speakers,
 )
-from vidstream.media.subtitles import Layout, build_cues
+from vidstream.media.subtitles import Layout, build_cues, cue_groups
 from vidstream.media.transcript import Segment, Transcript, Word
 from vidstream.runtime import Stack
 
@@ -183,6 +183,28 @@ async def test_two_voices_taking_turns_are_told_apart(
     assert labels[:4] == ["1", "2", "1", "2"], srt
     for cue in srt.strip().split("\n\n"):  # no cue holds two speakers
         assert len(re.findall(r"\[Speaker \d\]", cue)) <= 1, srt
+
+
+@pytest.mark.slow
+async def test_auto_finds_two_voices_and_captions_never_mix_them(
+    stack: Stack, http: aiohttp.ClientSession, turns: Clip
+) -> None:
+    """`speakers: auto` over two clearly different voices finds two; without labels the VTT's
+    cues carry no [Speaker N], and each cue's words are one speaker's."""
+    assert stack.gateway is not None
+    job = await upload_job(http, stack.gateway.url, turns.path, kind="transcribe",
+                           speakers="auto", formats="json,vtt")  # fmt: skip
+    assert job["options"]["speakers"] == 0
+    assert (await watch(job, timeout_s=120))[-1]["event"] == "completed"
+    async with http.get(job["links"]["self"]) as r:
+        outputs = (await r.json())["outputs"]
+    transcript = json.loads(await fetch(http, outputs["transcript"]["url"]))
+    assert _speaker_of_sentences(transcript, turns) == [1, 2, 1, 2], transcript
+    vtt = (await fetch(http, outputs["vtt"]["url"])).decode()
+    assert "[Speaker" not in vtt
+    told = Transcript.from_json(json.dumps(transcript))
+    for cue_words in [words for _, words in cue_groups(told)]:
+        assert len({w.speaker for w in cue_words}) == 1
 
 
 async def test_speakers_are_refused_where_no_encoder_is_installed(
