@@ -16,6 +16,7 @@ from tests.media import Clip, make_clip
 from vidstream.core.errors import PermanentError
 from vidstream.job.options import Options
 from vidstream.media import voices
+from vidstream.media.logmel import log_mel
 from vidstream.media.speakers import (
     diarized,
     numbered,
@@ -140,6 +141,30 @@ def test_voices_are_grouped_into_the_count_asked_for() -> None:
     assert labels[0] == labels[1] == labels[3] != labels[2] == labels[4]
     assert len(set(voices.grouped(vectors, 0))) == 2
     assert set(voices.grouped(vectors, 1)) == {0}
+
+
+def test_many_voices_are_grouped_through_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the most vectors clustered pair by pair, the rest join the nearest group."""
+    monkeypatch.setattr(voices, "MAX_CLUSTERED", 10)
+    a, b = [1.0, 0.1, 0.0], [0.0, 0.1, 1.0]
+    vectors = [a if i % 3 else b for i in range(40)]
+    labels = voices.grouped(vectors, 2)
+    assert len(set(labels)) == 2
+    assert all((labels[i] == labels[0]) == (i % 3 == 0) for i in range(40))
+
+
+def test_log_mel_bands_are_librosas() -> None:
+    """The encoder's features, computed without librosa, equal librosa's."""
+    librosa = pytest.importorskip("librosa")
+    np = pytest.importorskip("numpy")
+    samples = (np.random.default_rng(7).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    theirs = librosa.feature.melspectrogram(
+        y=samples, sr=16000, n_fft=512, win_length=400, hop_length=160, n_mels=40,
+        window="hamming", center=False, power=2.0,
+    )  # fmt: skip
+    ours = log_mel(samples, 16000, 512, 400, 160, 40)
+    assert ours.shape == (theirs.shape[1], 40)
+    assert np.abs(ours - np.log10(theirs + 1e-10).T).max() < 1e-4
 
 
 @pytest.fixture(scope="module")

