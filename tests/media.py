@@ -54,15 +54,17 @@ def words_of(text: str) -> list[str]:
 
 
 def speech_wav(
-    directory: Path, sentences: tuple[str, ...] = SENTENCES
+    directory: Path, sentences: tuple[str, ...] = SENTENCES, voices: tuple[str, ...] = ()
 ) -> tuple[Path, list[Spoken]]:
-    """One WAV with each sentence after a short silence; returns when each was spoken."""
+    """One WAV with each sentence after a short silence (the i-th in espeak-ng's voice
+    `voices[i]`, when given); returns when each was spoken."""
     pcm: list[np.ndarray] = []
     spoken, t = [], 0.0
     silence = np.zeros(int(GAP_S * RATE), np.int16)
     for i, sentence in enumerate(sentences):
         part = directory / f"sentence{i}.wav"
-        subprocess.run(["espeak-ng", "-s", "150", "-w", str(part), sentence], check=True)
+        voice = ["-v", voices[i]] if voices else []
+        subprocess.run(["espeak-ng", *voice, "-s", "150", "-w", str(part), sentence], check=True)
         with wave.open(str(part)) as w:
             assert w.getframerate() == RATE and w.getnchannels() == 1
             samples = np.frombuffer(w.readframes(w.getnframes()), np.int16)
@@ -84,9 +86,10 @@ def make_clip(
     directory: Path, name: str = "clip.mp4", *, size: str = "640x360",
     video: tuple[str, ...] = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
     audio: tuple[str, ...] = ("-c:a", "aac"), sentences: tuple[str, ...] = SENTENCES,
+    voices: tuple[str, ...] = (),
 ) -> Clip:  # fmt: skip
-    """A video of the test pattern with the sentences spoken over it."""
-    wav, spoken = speech_wav(directory, sentences)
+    """A video of the test pattern with the sentences spoken over it (in `voices`, if given)."""
+    wav, spoken = speech_wav(directory, sentences, voices)
     duration = spoken[-1].end + GAP_S
     out = directory / name
     subprocess.run(

@@ -191,16 +191,17 @@ async def test_the_cli_chooses_a_model_and_refuses_before_uploading(
         assert await upload_links(api) == uploads  # nothing was sent
         asked = ["--model", "whisper-small", "--language", "de", "--translate", "--max-chars",
                  "20", "--max-lines", "1", "--position", "top", "--style", "boxed",
-                 "--karaoke"]  # fmt: skip
+                 "--karaoke", "--speaker-labels"]  # fmt: skip
         code, said = await cli(env, "submit", str(clip.path), "--gateway", gw(api), *asked)
         assert code == 0, said
         assert await upload_links(api) == uploads + 1  # the count does count
         options = json.loads(said)["options"]
         assert {k: options[k] for k in ("model", "language", "task", "max_chars_per_line",
-                                        "max_lines", "position", "style", "karaoke")} == {
+                                        "max_lines", "position", "style", "karaoke",
+                                        "speaker_labels")} == {
             "model": "whisper-small", "language": "de", "task": "translate",
             "max_chars_per_line": 20, "max_lines": 1, "position": "top", "style": "boxed",
-            "karaoke": True,
+            "karaoke": True, "speaker_labels": True,
         }  # fmt: skip
 
 

@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--karaoke", action="store_true", help="highlight each word as spoken")
     submit.add_argument(
+        "--speakers", type=_speakers, metavar="N", help="tell N speakers apart (1 to 8), or 'auto'"
+    )
+    submit.add_argument(
+        "--speaker-labels",
+        action="store_true",
+        help="start a caption with [Speaker N] where the speaker changes",
+    )
+    submit.add_argument(
         "--kind", help="what to make of each video: a kind the gateway makes from a video "
         "(listed by GET /v1/kinds; by default, the gateway's default kind)",
     )  # fmt: skip
@@ -226,6 +234,12 @@ def _between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _speakers(text: str) -> str | int:
+    if text == "auto":
+        return text
+    return _between(1, 8)(text)
+
+
 def _position(text: str) -> str:
     if text in ("bottom", "top", "middle"):
         return text
@@ -250,6 +264,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         "position": args.position,
         "style": args.style,
         "karaoke": args.karaoke or None,
+        "speakers": args.speakers,
+        "speaker_labels": args.speaker_labels or None,
     }
     return {name: value for name, value in given.items() if value is not None}
 

@@ -91,6 +91,10 @@ class CaptionFields(BaseModel):
     max_lines: int = Field(2, ge=1, le=3, description="lines a caption may have")
     min_duration: float = Field(0.8, ge=0.1, le=10, description="a cue's least seconds on screen")
     max_duration: float = Field(7.0, ge=1, le=30, description="a cue's most seconds on screen")
+    speaker_labels: bool = Field(
+        False, description="start a caption with [Speaker N] where the speaker changes (a "
+        "transcript told apart by speaker: `speakers`)",
+    )  # fmt: skip
     # -- look: a preset, and what changes it
     style: Preset = Field("default", description="a preset the other fields adjust")
     karaoke: bool = Field(False, description="highlight each word as it is spoken")
@@ -132,6 +136,7 @@ class CaptionStyle(CaptionFields):
         return Layout(
             max_chars=self.max_chars_per_line, max_lines=self.max_lines,
             min_duration_s=self.min_duration, max_duration_s=self.max_duration,
+            speaker_labels=self.speaker_labels,
         )  # fmt: skip
 
     def look(self) -> Style:

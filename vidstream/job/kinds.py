@@ -32,6 +32,7 @@ from vidstream.job.options import (
     invalid,
     language_of,
     model_of,
+    speakers_of,
     task_of,
 )
 from vidstream.job.stages import Priority, Stage, parse_priority
@@ -196,6 +197,15 @@ class FromVideo(Captioned):
     task: Task = "transcribe"
     burn_subtitles: Burn = True
     formats: Formats = FORMATS
+    speakers: Annotated[
+        int | None, checked(speakers_of),
+        WithJsonSchema({
+            "anyOf": [{"type": "integer", "minimum": 0, "maximum": 8}, {"enum": ["auto"]},
+                      {"type": "null"}],
+            "description": "tell this many speakers apart (1 to 8), or 'auto' (also 0); absent "
+                           "or null: don't",
+        }),
+    ] = None  # fmt: skip
 
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from vidstream.compose.caption_style import DEFAULT as DEFAULT_CAPTIONS
 from vidstream.compose.caption_style import CaptionFields, CaptionStyle
 from vidstream.core.errors import PermanentError
+from vidstream.media.speakers import MAX_SPEAKERS
 
 Format = Literal["json", "srt", "vtt", "ass", "txt"]
 ALL_FORMATS: tuple[Format, ...] = ("json", "srt", "vtt", "ass", "txt")  # in the order stored
@@ -66,6 +67,20 @@ def model_of(value: object) -> str:
     return value
 
 
+def speakers_of(value: object) -> int | None:
+    """How many speakers to tell apart: 1 to 8, 0 for "auto" (as many as can be told apart),
+    None (null, "" or absent) for not telling them apart at all."""
+    if value in (None, ""):
+        return None
+    if value == "auto":
+        return 0
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPEAKERS:
+        raise invalid(f"speakers must be a whole number from 1 to {MAX_SPEAKERS}, or 'auto'")
+    return value
+
+
 def task_of(value: object) -> str:
     if value not in TASKS:
         raise invalid(f"task must be one of {', '.join(TASKS)}")
@@ -96,6 +111,7 @@ class Options:
     captions: CaptionStyle = DEFAULT_CAPTIONS
     model: str = ""  # the Whisper model's name; "" the deployment's default
     task: str = "transcribe"  # or "translate": the captions in English
+    speakers: int | None = None  # how many to tell apart (0: "auto"); None: not told apart
 
     # Each option a client may give, with its parser; a subclass adds its own.
     PARSERS: ClassVar[Mapping[str, Callable[[object], Any]]] = {
@@ -104,6 +120,7 @@ class Options:
         "formats": formats_of,
         "model": model_of,
         "task": task_of,
+        "speakers": speakers_of,
     }
 
     @property

@@ -31,6 +31,7 @@ from vidstream.media.info import MediaInfo, run_timeout
 from vidstream.media.probe import probe
 from vidstream.media.subtitles import build_cues, to_srt
 from vidstream.media.transcript import Transcript
+from vidstream.media.voices import check_speakers
 from vidstream.storage.names import check_source_key, rendered_key
 
 OUTPUT = "output.mp4"
@@ -39,8 +40,9 @@ OUTPUT = "output.mp4"
 async def intake(incoming: Incoming, request: FromVideo) -> Draft:
     options = Options(language=request.language, burn_subtitles=request.burn_subtitles,
                       formats=request.formats, model=request.model, task=request.task,
-                      captions=request.caption_style())  # fmt: skip
+                      speakers=request.speakers, captions=request.caption_style())  # fmt: skip
     speech_model(incoming.services.settings, options)
+    check_speakers(options.speakers)
     if incoming.upload is not None:  # streamed with the request: stored, its ticket issued
         upload = incoming.upload
         return Draft(upload.key, options, upload.filename, found=Intake.OK)

@@ -23,9 +23,10 @@ from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
 from vidstream.media.seams import merge_transcripts
+from vidstream.media.speakers import diarized
 from vidstream.media.subtitles import build_cues, to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
-from vidstream.media.whisper import TranscribeRequest, WhisperPool
+from vidstream.media.whisper import DiarizeRequest, TranscribeRequest, WhisperPool
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
 
 
@@ -62,6 +63,9 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
     if transcript is None:
         pool = await tools.whisper.pool(job.options.model)
         transcript = await _ranges(tools, pool, job, source, media, on_segment, run.log)
+    if job.options.speakers is not None:  # after any fan-out: one numbering for the whole source
+        pool = await tools.whisper.pool(job.options.model)
+        transcript = await _told_apart(tools, pool, job, source, media, transcript, run)
     if transcript.duration > 0:
         rtf = (time.monotonic() - started) / transcript.duration
         tools.services.metrics.whisper_rtf.observe(rtf)
@@ -70,6 +74,24 @@ async def transcribe(tools: Tools, job: Job, workdir: Path, run: StageRun) -> No
     outputs = await store_transcript(job, transcript, workdir, run, media.display_size)
     # Finished, and handed on to the next stage of the job's pipeline in the same step.
     await run.finish(outputs, media)
+
+
+async def _told_apart(
+    tools: Tools, pool: WhisperPool, job: Job, source: Path, media: MediaInfo,
+    transcript: Transcript, run: StageRun,
+) -> Transcript:  # fmt: skip
+    """The transcript with who says each word (`media.speakers`), told apart on a Whisper
+    server: the whole source at once, so a speaker keeps one number throughout."""
+    words = tuple((w.start, w.end) for seg in transcript.segments for w in seg.words)
+    if not words:
+        return transcript
+    s = tools.services.settings
+    asked = job.options.speakers or 0
+    request = DiarizeRequest(
+        source, media.demuxer, words, asked, duration=media.duration, range_s=s.whisper_range_s,
+        timeout_s=run_timeout(media.duration, s.media_timeout_factor),
+    )  # fmt: skip
+    return diarized(transcript, await pool.diarize(request, run.log))
 
 
 async def _ranges(

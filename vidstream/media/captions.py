@@ -7,6 +7,7 @@ WebVTT file. All three become `Timed` cues (a cue and its words, in the clip's o
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import json
@@ -160,7 +161,7 @@ def word_cues(transcript: Transcript, layout: Layout = _LAYOUT) -> list[Timed]:
 
 def _clip(word: Word, lo: float, hi: float) -> Word:
     start = min(max(word.start, lo), hi)
-    return Word(word.text, start, min(max(word.end, start), hi), word.probability)
+    return dataclasses.replace(word, start=start, end=min(max(word.end, start), hi))
 
 
 def spread_words(cue: Cue) -> tuple[Word, ...]:
@@ -206,7 +207,7 @@ def shift(
         def at(t: float, lo: float = lo, hi: float = hi) -> float:
             return offset + (min(max(t, lo), hi) - start) / speed
 
-        moved = tuple(Word(w.text, at(w.start), at(w.end), w.probability) for w in words)
+        moved = tuple(dataclasses.replace(w, start=at(w.start), end=at(w.end)) for w in words)
         placed.append((Cue(at(lo), at(hi), cue.lines), moved))
     return placed
 

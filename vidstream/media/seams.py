@@ -6,6 +6,10 @@ of a range are a few tenths of a second off, so times alone could keep a word tw
 There the two readings are aligned on their words instead: the longest run of words both heard
 near the cut is where the seam goes, the earlier piece's words before it and the later piece's
 from it on.
+
+Speakers (`speakers`) are told apart once the pieces are joined, over the whole source, so that
+a speaker has one number throughout; a piece's transcript has none. Were it to have some, they
+are kept as they are: each piece would number its own speakers.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from vidstream.media.cuts import OVERLAP_S, Piece
-from vidstream.media.transcript import Segment, Transcript, Word
+from vidstream.media.transcript import Segment, Transcript
 
 # Words both pieces heard, in a row, at about the same time (Whisper's word times near a range's
 # edge are a few tenths of a second off; a second off is another occurrence of the word).
@@ -107,19 +111,20 @@ def _segments(part: Transcript, keep: set[Place]) -> list[Segment]:
             found.append(seg)
         elif words:
             text = " ".join(word.text for word in words)
-            found.append(Segment(words[0].start, max(words[-1].end, words[0].start), text, words))
+            end = max(words[-1].end, words[0].start)
+            found.append(Segment(words[0].start, end, text, words, seg.speaker))
     return found
 
 
 def _starting_at(seg: Segment, at: float) -> Segment:
     words = tuple(
-        w if w.start >= at else Word(w.text, at, max(w.end, at), w.probability) for w in seg.words
+        w if w.start >= at else replace(w, start=at, end=max(w.end, at)) for w in seg.words
     )
     return replace(seg, start=at, end=max(seg.end, at), words=words)
 
 
 def _ending_at(seg: Segment, at: float) -> Segment:
     words = tuple(
-        w if w.end <= at else Word(w.text, min(w.start, at), at, w.probability) for w in seg.words
+        w if w.end <= at else replace(w, start=min(w.start, at), end=at) for w in seg.words
     )
     return replace(seg, end=max(at, seg.start), words=words)

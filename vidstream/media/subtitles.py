@@ -1,7 +1,9 @@
 """Subtitle cues from word timings, and their SRT, WebVTT and ASS renderings. Pure functions.
 
 Cues follow common captioning guidance: at most two lines of about 42 characters, at most about
-seven seconds on screen, broken at sentence ends and at pauses, never overlapping.
+seven seconds on screen, broken at sentence ends and at pauses, never overlapping. In a transcript
+told apart by speaker, a cue is one speaker's words, never two's; with `speaker_labels`, a cue
+whose speaker is not the previous cue's starts with "[Speaker N]".
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Layout:
     max_duration_s: float = 7.0
     pause_s: float = 0.8
     min_duration_s: float = 0.8
+    speaker_labels: bool = False
 
 
 def build_cues(transcript: Transcript, layout: Layout = Layout()) -> list[Cue]:
@@ -46,15 +49,18 @@ def cue_groups(
     partly outside its cue; karaoke (`captions.word_cues`) clips them.
     """
     groups: list[list[Word]] = []
+    labels: list[str] = []
     for segment in transcript.segments:
-        groups.extend(_split(_words_of(segment), layout))
+        for group in _split(_words_of(segment), layout, groups[-1][0].speaker if groups else None):
+            labels.append(_label(group, groups[-1][0].speaker if groups else None, layout))
+            groups.append(group)
     cues = [
         Cue(
             group[0].start,
             max(group[-1].end, group[0].start),
-            wrap(" ".join(w.text for w in group), layout.max_chars, layout.max_lines),
+            wrap(label + " ".join(w.text for w in group), layout.max_chars, layout.max_lines),
         )
-        for group in groups
+        for group, label in zip(groups, labels, strict=True)
     ]
     fixed = _fix_timing(cues, layout)
     return [(cue, tuple(group)) for cue, group in zip(fixed, groups, strict=True)]
@@ -69,34 +75,48 @@ def _words_of(segment: Segment) -> list[Word]:
         return []
     step = (segment.end - segment.start) / len(texts)
     return [
-        Word(t, segment.start + i * step, segment.start + (i + 1) * step)
+        Word(t, segment.start + i * step, segment.start + (i + 1) * step, speaker=segment.speaker)
         for i, t in enumerate(texts)
     ]
 
 
-def _split(words: Sequence[Word], layout: Layout) -> Iterable[list[Word]]:
+def _label(group: Sequence[Word], previous: int | None, layout: Layout) -> str:
+    """What a cue of `group` starts with: "[Speaker N] " where the speaker changes (after a cue
+    of `previous`'s), when labels are asked for; else nothing."""
+    speaker = group[0].speaker if group else None
+    if not layout.speaker_labels or speaker is None or speaker == previous:
+        return ""
+    return f"[Speaker {speaker}] "
+
+
+def _split(
+    words: Sequence[Word], layout: Layout, previous: int | None = None
+) -> Iterable[list[Word]]:
+    """`words` in cues' groups; `previous`: the speaker of the cue before them."""
     group: list[Word] = []
     for word in words:
         if group:
             prev = group[-1]
             if (
-                word.start - prev.end > layout.pause_s
+                word.speaker != prev.speaker  # never two speakers in one cue
+                or word.start - prev.end > layout.pause_s
                 or word.end - group[0].start > layout.max_duration_s
                 or (
                     prev.text[-1] in ".?!"
                     and sum(len(w.text) + 1 for w in group) > layout.max_chars // 2
                 )
-                or not _fits([*group, word], layout)
+                or not _fits([*group, word], layout, _label(group, previous, layout))
             ):
                 yield group
+                previous = group[0].speaker
                 group = []
         group.append(word)
     if group:
         yield group
 
 
-def _fits(words: Sequence[Word], layout: Layout) -> bool:
-    lines = wrap(" ".join(w.text for w in words), layout.max_chars, layout.max_lines)
+def _fits(words: Sequence[Word], layout: Layout, label: str = "") -> bool:
+    lines = wrap(label + " ".join(w.text for w in words), layout.max_chars, layout.max_lines)
     return all(len(line) <= layout.max_chars for line in lines)
 
 

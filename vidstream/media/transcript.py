@@ -2,6 +2,10 @@
 
 Times are seconds from the start of the source, never of a piece of it, so transcripts of ranges
 of one source can later be merged by concatenating their segments.
+
+A diarized transcript (`speakers`) numbers who says each word and segment from 1, in the order
+they first speak; `speaker` is absent from the JSON where nobody was told apart, so a transcript
+made without it reads and writes back the same.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Word:
     start: float
     end: float
     probability: float = 1.0
+    speaker: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,7 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    speaker: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
@@ -41,27 +47,47 @@ class Segment:
                     float(w["start"]),
                     float(w["end"]),
                     float(w.get("probability", 1.0)),
+                    _speaker(w.get("speaker")),
                 )
                 for w in data.get("words") or ()
                 if str(w["word"]).strip()
             ),
+            speaker=_speaker(data.get("speaker")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "start": round(self.start, 3),
             "end": round(self.end, 3),
             "text": self.text,
-            "words": [
-                {
-                    "word": w.text,
-                    "start": round(w.start, 3),
-                    "end": round(w.end, 3),
-                    "probability": round(w.probability, 3),
-                }
-                for w in self.words
-            ],
         }
+        if self.speaker is not None:
+            data["speaker"] = self.speaker
+        data["words"] = [_word_dict(w) for w in self.words]
+        return data
+
+
+def _word_dict(w: Word) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "word": w.text,
+        "start": round(w.start, 3),
+        "end": round(w.end, 3),
+        "probability": round(w.probability, 3),
+    }
+    if w.speaker is not None:
+        data["speaker"] = w.speaker
+    return data
+
+
+def _speaker(value: object) -> int | None:
+    """A speaker's number as stored (or as a client corrected it): a whole number from 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if number >= 1 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -30,6 +30,7 @@ from vidstream.media.transcript import Segment, Transcript
 PERMANENT_CODES = frozenset(
     {"invalid_media", "unsupported_language", "unsupported_task", "too_long"}
 )
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,19 @@ class TranscribeRequest:
     last: bool = False  # `end` is MAX_DURATION_S: sound going on past it fails `too_long`
     timeout_s: float = 600.0  # for the whole request, decoding included
     task: str = "transcribe"  # or "translate" (a multilingual model's): English text
+
+
+@dataclass(frozen=True, slots=True)
+class DiarizeRequest:
+    """Tell apart who says each word of a transcript of `path` (`words`: their spans)."""
+
+    path: Path
+    demuxer: str
+    words: tuple[tuple[float, float], ...]
+    speakers: int  # how many; 0: as many as can be told apart
+    duration: float = 0.0  # of the whole source, as probed
+    range_s: float = 1200.0  # the most sound decoded at once
+    timeout_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,16 +217,50 @@ class WhisperServer:
                 )
                 return Heard(transcript, more=bool(msg.get("more")))
             elif kind == "error":
-                code, message = str(msg.get("code")), str(msg.get("message"))
-                log.warning("whisper_request_failed", code=code, detail=msg.get("detail"))
-                cls: type[JobError] = PermanentError if code in PERMANENT_CODES else TransientError
-                raise cls(message, code=code)
+                raise _failed(msg, log)
+
+    async def diarize(
+        self, request_id: str, req: DiarizeRequest, log: structlog.stdlib.BoundLogger
+    ) -> list[int]:
+        """A speaker label per word of `req` (labels are the server's: any whole numbers)."""
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        line = json.dumps({
+            "id": request_id, "op": "diarize", "path": str(req.path), "format": req.demuxer,
+            "words": req.words, "speakers": req.speakers, "duration": req.duration,
+            "range_s": req.range_s,
+        })  # fmt: skip
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        try:
+            async with asyncio.timeout(req.timeout_s):
+                msg = await self._read()
+        except TimeoutError:  # the pool stops this server, and its FFmpeg with it
+            raise TransientError(
+                f"Telling the speakers apart took longer than {req.timeout_s:g} s.",
+                code="timeout",
+            ) from None
+        if msg.get("type") == "error":
+            raise _failed(msg, log)
+        labels = [int(x) for x in msg.get("labels") or ()]
+        if msg.get("type") != "speakers" or len(labels) != len(req.words):
+            raise TransientError("The Whisper server answered out of turn.", code="whisper_crashed")
+        log.info("speakers_told_apart", windows=msg.get("windows"), took_s=msg.get("took_s"),
+                 speakers=len(set(labels)))  # fmt: skip
+        return labels
 
     async def close(self) -> None:
         if self.proc is not None:
             await process.terminate(self.proc)
         if self._stderr:
             self._stderr.cancel()
+
+
+def _failed(msg: dict[str, Any], log: structlog.stdlib.BoundLogger) -> JobError:
+    code, message = str(msg.get("code")), str(msg.get("message"))
+    log.warning("whisper_request_failed", code=code, detail=msg.get("detail"))
+    cls: type[JobError] = PermanentError if code in PERMANENT_CODES else TransientError
+    return cls(message, code=code)
 
 
 class WhisperPool(Component):
@@ -260,11 +308,23 @@ class WhisperPool(Component):
         log: structlog.stdlib.BoundLogger | None = None,
     ) -> Heard:
         """Transcribe one range on a free server; `log` (the job's) gets what went wrong."""
+        return await self._on_server(
+            lambda server, rid: server.transcribe(rid, req, on_segment, log or self.log)
+        )
+
+    async def diarize(
+        self, req: DiarizeRequest, log: structlog.stdlib.BoundLogger | None = None
+    ) -> list[int]:
+        """A speaker label per word of `req`, told apart on a free server (`voices`)."""
+        return await self._on_server(lambda server, rid: server.diarize(rid, req, log or self.log))
+
+    async def _on_server(self, ask: Callable[[WhisperServer, str], Awaitable[T]]) -> T:
+        """`ask` a free server; a server left in an unknown state is replaced."""
         server = await self._acquire()
         self._counter += 1
         healthy = False
         try:
-            result = await server.transcribe(str(self._counter), req, on_segment, log or self.log)
+            result = await ask(server, str(self._counter))
             healthy = True
             return result
         except PermanentError:

@@ -11,6 +11,12 @@ source's header says. `done` reports how much sound there was and whether it wen
 end; a range marked `last` (it ends at MAX_DURATION_S) whose sound goes on fails `too_long`
 before the model runs. An `error` carries a `message` for people and a `detail` for the logs.
 
+A request with `"op": "diarize"` tells the speakers of a transcript's words apart instead: it
+names the words' spans and how many speakers there are (0: as many as can be told apart), and
+the answer is one `speakers` line with a label per word (`speakers`, `voices`). The speaker
+encoder loads with the first such request and stays loaded; its sound is decoded in ranges of at
+most `range_s` seconds, like a transcription's.
+
 Nothing else may write to the protocol stream, so the real stdout is kept for it and fd 1 is
 pointed at stderr before any library loads.
 """
@@ -31,6 +37,7 @@ from vidstream.core.pdeathsig import die_with_parent
 from vidstream.media.ffmpeg import audio_pcm
 from vidstream.media.info import spoken
 from vidstream.media.models import describe
+from vidstream.media.speakers import speech, windows, word_speakers
 
 _SAMPLE_RATE = 16000
 _CHUNK_BYTES = 1024 * 1024
@@ -197,6 +204,52 @@ def _transcribe(model: Any, args: argparse.Namespace, req: dict[str, Any], out: 
     )
 
 
+class _Voices:
+    """The speaker encoder, loaded at the first request that needs it."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._encoder: Any = None
+
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from vidstream.media.voices import Encoder
+
+            self._encoder = Encoder(self.threads)
+        return self._encoder
+
+
+def _chunks(spans: list[tuple[float, float]], range_s: float) -> list[list[int]]:
+    """The windows (by index, in order) in groups each decoded at once: at most `range_s` from
+    the first window's start to the last one's end."""
+    groups: list[list[int]] = []
+    for i, (_, end) in enumerate(spans):
+        if groups and end - spans[groups[-1][0]][0] <= range_s:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _diarize(voices: _Voices, args: argparse.Namespace, req: dict[str, Any], out: IO[str]) -> None:
+    from vidstream.media.voices import grouped
+
+    started = time.monotonic()
+    words = [(float(a), float(b)) for a, b in req["words"]]
+    spans = windows(speech(words))
+    encoder = voices.encoder()
+    vectors: list[Any] = []
+    for group in _chunks(spans, float(req.get("range_s") or 1200.0)):
+        first, last = spans[group[0]][0], max(spans[i][1] for i in group)
+        decoded = decode_range(args.ffmpeg, req["path"], str(req["format"]), first, last,
+                               float(req.get("duration") or 0))  # fmt: skip
+        vectors += encoder.embed(decoded.audio, [(spans[i][0] - first, spans[i][1] - first)
+                                                 for i in group])  # fmt: skip
+    labels = word_speakers(words, spans, grouped(vectors, int(req.get("speakers") or 0)))
+    _send(out, type="speakers", id=req["id"], labels=labels, windows=len(spans),
+          took_s=round(time.monotonic() - started, 3))  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -226,13 +279,17 @@ def main() -> int:
     _send(out, type="ready", model=args.model, name=args.model_name,
           load_s=round(time.monotonic() - started, 3))  # fmt: skip
 
+    voices = _Voices(args.threads)
     for line in sys.stdin:
         if not line.strip():
             continue
         req: dict[str, Any] = {}
         try:
             req = json.loads(line)
-            _transcribe(model, args, req, out)
+            if req.get("op") == "diarize":
+                _diarize(voices, args, req, out)
+            else:
+                _transcribe(model, args, req, out)
         except _RequestError as exc:
             _send(
                 out,
@@ -248,7 +305,9 @@ def main() -> int:
                 type="error",
                 id=req.get("id"),
                 code="whisper_error",
-                message="Whisper could not transcribe the audio.",
+                message="The speakers could not be told apart."
+                if req.get("op") == "diarize"
+                else "Whisper could not transcribe the audio.",
                 detail=f"{type(exc).__name__}: {exc}",
             )
     return 0
