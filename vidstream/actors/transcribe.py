@@ -33,6 +33,7 @@ class TranscribeWorker(Worker):
                 ffmpeg=binary,
                 threads=s.whisper_threads,
                 beam_size=s.whisper_beam_size,
+                vad=s.whisper_vad,
                 load_timeout_s=s.whisper_load_timeout_s,
             ),
             catalogue(s.whisper_model, s.whisper_models_dir),

@@ -306,6 +306,16 @@ class Settings(RedisSettings):
         high=256,
     )
     whisper_beam_size: int = setting("WHISPER_BEAM_SIZE", 5, "beam search width", low=1)
+    # Decoding never samples (the same input, the same words), so nothing rescues a decode that
+    # loops: in a long silence tiny.en wrote "I'm going to take a look at how" 60 times over 18 s
+    # and lost the sentence after it. Silero's voice detection (bundled with faster-whisper)
+    # gives Whisper the speech alone, which also halved the time on a mostly silent clip.
+    whisper_vad: bool = setting(
+        "WHISPER_VAD",
+        True,
+        "transcribe only what voice detection calls speech (skips silences Whisper would fill "
+        "with invented words)",
+    )
     whisper_load_timeout_s: float = setting(
         "WHISPER_LOAD_TIMEOUT_S", 120.0, "how long a Whisper model may take to load", low=1
     )

@@ -76,6 +76,7 @@ class WhisperConfig:
     name: str = ""  # its name, as jobs choose it ("" its folder's)
     threads: int = 1
     beam_size: int = 5
+    vad: bool = True  # transcribe only what voice detection calls speech
     load_timeout_s: float = 120.0
     stall_timeout_s: float = 600.0  # no segment for this long: the server is stuck
 
@@ -104,6 +105,8 @@ class WhisperServer:
             "--beam-size",
             str(cfg.beam_size),
         ]
+        if cfg.vad:
+            argv.append("--vad")
         if cfg.model:
             argv += ["--model", cfg.model]
         if cfg.name:
