@@ -115,9 +115,10 @@ async def test_every_v1_route_needs_a_key(secured: Stack, http: aiohttp.ClientSe
         "/v1/openapi.json",
         "/v1/schemas/timeline.json",
         "/v1/kinds",
+        "/v1/models",
     }
     for path in ("/healthz", "/readyz", "/v1/openapi.json", "/v1/schemas/timeline.json",
-                 "/v1/kinds"):  # fmt: skip
+                 "/v1/kinds", "/v1/models"):  # fmt: skip
         async with http.get(base + path) as r:
             assert r.status == 200, path
     async with http.get(f"{base}/v1/objects/uploads/0/source") as r:  # unsigned: refused,
