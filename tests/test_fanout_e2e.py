@@ -31,6 +31,7 @@ from tests.media import (
 )
 from tests.test_chaos import Cluster
 from tests.test_compose import ocr
+from tests.test_operations import eventually
 from vidstream.actors.worker import Worker
 from vidstream.core.settings import Settings
 from vidstream.media.cuts import frame_cuts
@@ -210,7 +211,11 @@ async def test_a_worker_killed_mid_piece_still_ends_with_one_whole_result(
     assert_every_sentence_heard_once(short_clip, transcript)
     storage = Path(cluster.env["VIDSTREAM_DATA_DIR"]) / "storage"
     assert len(list(storage.glob("rendered/*.mp4"))) == 1
-    assert not list(storage.glob(f"jobs/{job['id']}/*/segment-*"))  # joined, then deleted
+
+    async def segments_gone() -> bool:  # joined, then deleted (just after the job completed)
+        return not list(storage.glob(f"jobs/{job['id']}/*/segment-*"))
+
+    await eventually(segments_gone, timeout_s=10)
 
 
 async def _coordinator(*roles: Any) -> tuple[Any, Any]:
