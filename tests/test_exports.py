@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import cli, fetch, upload_job, watch
 from tests.media import Clip, words_of
+from vidstream.cli.get import TRANSCRIPT_FORMATS
+from vidstream.job.options import ALL_FORMATS
 from vidstream.runtime import Stack
 
 pytestmark = pytest.mark.slow  # Whisper loads
@@ -65,3 +67,8 @@ async def test_an_unknown_format_names_the_choices(
     async with http.post(f"{stack.gateway.url}/v1/jobs", data=form) as r:
         body = await r.json()
     assert r.status == 400 and "json, srt, vtt, ass, txt" in body["error"]["message"], body
+
+
+def test_vidstream_get_names_every_transcript_format() -> None:
+    """`vidstream get` saves each transcript format as transcript.<format>: it knows them all."""
+    assert TRANSCRIPT_FORMATS == ALL_FORMATS

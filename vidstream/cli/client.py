@@ -11,17 +11,16 @@ import asyncio
 import json
 import mimetypes
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import aiohttp
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from vidstream.cli import http
 from vidstream.core.backoff import Backoff
 
-CHUNK = 1024 * 1024
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -107,10 +106,9 @@ class Bars:
         self.progress.console.print(text, highlight=False, markup=False)
 
 
-async def _check(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        body: dict[str, Any] = await response.json(content_type=None)
-    except ValueError:
+def _check(response: http.Response) -> dict[str, Any]:
+    body = response.json()
+    if not isinstance(body, dict):
         body = {}
     if response.status >= 400:
         err = body.get("error") or {}
@@ -124,19 +122,24 @@ async def _check(response: aiohttp.ClientResponse) -> dict[str, Any]:
 class Client:
     """The gateway at `gateway`, with an API key if one is given."""
 
-    def __init__(self, http: aiohttp.ClientSession, gateway: str, api_key: str | None) -> None:
-        self.http, self.gateway = http, gateway.rstrip("/")
+    def __init__(self, gateway: str, api_key: str | None, timeout_s: float = 120.0) -> None:
+        self.gateway, self.timeout_s = gateway.rstrip("/"), timeout_s
         # The key goes to the gateway only: upload URLs may point at a bucket on another host.
         self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
+    def url(self, path_or_url: str) -> str:
+        return path_or_url if "://" in path_or_url else self.gateway + path_or_url
+
     async def get(self, path_or_url: str) -> dict[str, Any]:
-        url = path_or_url if "://" in path_or_url else self.gateway + path_or_url
-        async with self.http.get(url, headers=self.auth) as r:
-            return await _check(r)
+        url = self.url(path_or_url)
+        headers = self.auth if url.startswith(self.gateway) else {}
+        return _check(await http.request("GET", url, headers=headers, timeout_s=self.timeout_s))
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.http.post(self.gateway + path, json=body, headers=self.auth) as r:
-            return await _check(r)
+        headers = {**self.auth, "Content-Type": "application/json"}
+        data = json.dumps(body).encode()
+        return _check(await http.request("POST", self.gateway + path, body=data,
+                                         headers=headers, timeout_s=self.timeout_s))  # fmt: skip
 
     async def upload(self, video: Path, display: Display) -> str:
         """PUT `video` to a fresh upload link; return its storage key."""
@@ -147,20 +150,17 @@ class Client:
         )
         bar = display.bar(f"{video.name} upload", size, transfer=True)
         headers = {**ticket.get("headers", {}), "Content-Length": str(size)}
-        body = _read_file(video, lambda done: display.set(bar, done))
-        async with self.http.put(ticket["upload_url"], data=body, headers=headers) as r:
-            if r.status >= 300:
-                raise SubmitError(f"upload failed: {r.status} {(await r.text())[:300]}")
+        f = await asyncio.to_thread(video.open, "rb")
+        try:
+            body = http.Progress(f, lambda done: display.set(bar, done))
+            answer = await http.request("PUT", ticket["upload_url"], body=body,
+                                        headers=headers, timeout_s=self.timeout_s)  # fmt: skip
+        finally:
+            await asyncio.to_thread(f.close)
+        if answer.status >= 300:
+            said = answer.body[:300].decode(errors="replace")
+            raise SubmitError(f"upload failed: {answer.status} {said}")
         return str(ticket["key"])
-
-
-async def _read_file(path: Path, on_progress: Any) -> AsyncIterator[bytes]:
-    done = 0
-    with path.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, CHUNK):
-            done += len(chunk)
-            on_progress(done)
-            yield chunk
 
 
 async def submit(
@@ -172,18 +172,16 @@ async def submit(
     `max_chars_per_line`, ...), all at once; with `wait`, follow each to its end. Returns the
     exit status: 0 when every job completed (or was queued, without `wait`)."""
     fields = dict(fields or {})
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=120)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        client = Client(http, gateway, api_key)
-        if kind is not None:  # before any upload: a kind the gateway cannot make from a video
-            await _check_kind(client, kind)
-            fields["kind"] = kind
-        await _check_model(client, fields)  # before any upload: a language it cannot do
-        if err.isatty():
-            with Bars(err) as bars:
-                results = await _all(client, videos, bars, fields, wait)
-        else:
-            results = await _all(client, videos, Lines(err), fields, wait)
+    client = Client(gateway, api_key)
+    if kind is not None:  # before any upload: a kind the gateway cannot make from a video
+        await _check_kind(client, kind)
+        fields["kind"] = kind
+    await _check_model(client, fields)  # before any upload: a language it cannot do
+    if err.isatty():
+        with Bars(err) as bars:
+            results = await _all(client, videos, bars, fields, wait)
+    else:
+        results = await _all(client, videos, Lines(err), fields, wait)
     for job in results:
         if not wait:
             out.write(json.dumps(job, indent=2) + "\n")
@@ -323,6 +321,5 @@ def _show(msg: dict[str, Any], bars: dict[str, Any], display: Display, label: st
 
 async def recent_jobs(gateway: str, api_key: str | None, limit: int) -> list[dict[str, Any]]:
     """`GET /v1/jobs`: the caller's newest jobs."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        page = await Client(http, gateway, api_key).get(f"/v1/jobs?limit={limit}")
+    page = await Client(gateway, api_key, timeout_s=30.0).get(f"/v1/jobs?limit={limit}")
     return list(page["jobs"])

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from http.client import HTTPException
 from typing import Any, TextIO
 from urllib.parse import quote
-
-import aiohttp
 
 from vidstream.cli.client import TERMINAL, Client, SubmitError
 from vidstream.core.backoff import Backoff, pause
@@ -28,16 +27,14 @@ RETRIES = 6  # failed polls in a row before `--follow` gives up
 async def main(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """Print the job's lines (and with `--follow`, the ones still to come); the exit status."""
     gateway = args.gateway or settings.gateway_url
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
-        logs = JobLogs(Client(http, gateway, args.api_key), args.job_id)
-        try:
-            await logs.show(out, as_json=args.json)
-            if args.follow:
-                await logs.follow(out, as_json=args.json)
-        except (SubmitError, aiohttp.ClientError, TimeoutError) as exc:
-            print(f"vidstream: {str(exc) or 'timed out'}", file=sys.stderr)
-            return 1
+    logs = JobLogs(Client(gateway, args.api_key, REQUEST_TIMEOUT_S), args.job_id)
+    try:
+        await logs.show(out, as_json=args.json)
+        if args.follow:
+            await logs.follow(out, as_json=args.json)
+    except (SubmitError, OSError, HTTPException) as exc:  # (TimeoutError is an OSError)
+        print(f"vidstream: {str(exc) or 'timed out'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -72,7 +69,7 @@ class JobLogs:
                 # logged and, a poll interval later, shipped; a poll bringing none ends it.
                 job = await self.client.get(f"/v1/jobs/{self.job_id}")
                 shown = await self.show(out, as_json=as_json)
-            except (SubmitError, aiohttp.ClientError, TimeoutError) as exc:
+            except (SubmitError, OSError, HTTPException) as exc:
                 failures += 1  # a gateway restart or a network blip: wait and go on
                 if failures > RETRIES or not _transient(exc):
                     raise
