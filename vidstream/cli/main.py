@@ -216,9 +216,9 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> int:
             return await get(args.job_id, gateway, args.api_key, args.output)
         if args.command == "jobs":
             jobs = await client.recent_jobs(gateway, args.api_key, args.limit)
-            from vidstream.ops import admin
+            from vidstream.ops.tables import print_jobs
 
-            return admin.print_jobs(jobs, sys.stdout, as_json=args.json)
+            return print_jobs(jobs, sys.stdout, as_json=args.json)
         missing = [str(v) for v in args.videos if not v.is_file()]
         if missing:
             print(f"vidstream: no such file: {', '.join(missing)}", file=sys.stderr)

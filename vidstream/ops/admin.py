@@ -4,7 +4,6 @@ attempts, and replaying them."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, TextIO
 
@@ -14,6 +13,7 @@ from redis.exceptions import ResponseError
 from vidstream.job.model import Stage, isoformat
 from vidstream.ops import stats
 from vidstream.ops.deadletters import ReplayRefused, list_dead, replay
+from vidstream.ops.tables import dump, table
 from vidstream.ops.workers import WorkerState, list_workers
 from vidstream.state import bus
 from vidstream.state.jobstore import JobStore
@@ -48,29 +48,6 @@ async def stream_status(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(out: TextIO, title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A table: drawn by rich on a terminal, aligned plain text otherwise."""
-    if out.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*row)
-        Console(file=out).print(table)
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    for line in [columns, *rows]:
-        out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
-
-
-def _dump(out: TextIO, value: object) -> int:
-    out.write(json.dumps(value, indent=2) + "\n")
-    return 0
-
-
 async def print_status(
     redis: Redis, keys: Keys, job_id: str | None, out: TextIO, as_json: bool = False
 ) -> int:
@@ -81,7 +58,7 @@ async def print_status(
             out.write(f"no job {job_id}\n")
             return 1
         events = await jobs.events(job_id)
-        return _dump(out, {
+        return dump(out, {
             "id": job.id, "tenant": job.tenant, "kind": job.kind.value,
             "status": job.status.value, "stage": job.stage.value if job.stage else None,
             "progress": round(job.progress, 4), "created_at": isoformat(job.created_at),
@@ -96,16 +73,16 @@ async def print_status(
     rows = await stream_status(redis, keys)
     workers = await list_workers(redis, keys)
     if as_json:
-        return _dump(out, {"streams": rows, "workers": [w.to_public() for w in workers]})
-    table = []
+        return dump(out, {"streams": rows, "workers": [w.to_public() for w in workers]})
+    lines = []
     for row in rows:
         consumers = ", ".join(
             f"{c['name']} ({c['pending']} pending, idle {c['idle_ms'] // 1000}s)"
             for c in row["consumers"]
         )
-        table.append([row["stage"], str(row["lag"]), str(row["pending"]), str(row["length"]),
+        lines.append([row["stage"], str(row["lag"]), str(row["pending"]), str(row["length"]),
                       consumers or "-"])  # fmt: skip
-    _table(out, "streams", ["stage", "queued", "pending", "length", "consumers"], table)
+    table(out, "streams", ["stage", "queued", "pending", "length", "consumers"], lines)
     out.write("\n")
     _workers_table(out, workers)
     return 0
@@ -137,14 +114,14 @@ def _workers_table(out: TextIO, workers: list[WorkerState]) -> None:
     ]  # fmt: skip
     columns = ["role", "name", "slot", "host", "pid", "version", "concurrency", "running", "up",
                "done/failed", "seen"]  # fmt: skip
-    _table(out, "workers", columns, rows)
+    table(out, "workers", columns, rows)
 
 
 async def print_workers(redis: Redis, keys: Keys, out: TextIO, as_json: bool = False) -> int:
     """`vidstream workers`: the live workers and what each runs."""
     workers = await list_workers(redis, keys)
     if as_json:
-        return _dump(out, {"workers": [w.to_public() for w in workers]})
+        return dump(out, {"workers": [w.to_public() for w in workers]})
     _workers_table(out, workers)
     return 0
 
@@ -153,7 +130,7 @@ async def print_stats(redis: Redis, keys: Keys, out: TextIO, as_json: bool = Fal
     """`vidstream stats`: per stage the queue, throughput and durations; jobs by status."""
     numbers = await stats.read(redis, keys)
     if as_json:
-        return _dump(out, numbers)
+        return dump(out, numbers)
 
     def secs(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}s"
@@ -169,10 +146,10 @@ async def print_stats(redis: Redis, keys: Keys, out: TextIO, as_json: bool = Fal
     ]  # fmt: skip
     columns = ["stage", "queued", "pending", "length", "oldest", "/min (1m)", "/min (1h)", "p50",
                "p95", "ok/failed (1h)"]  # fmt: skip
-    _table(out, "stages", columns, rows)
+    table(out, "stages", columns, rows)
     out.write("\n")
     jobs = numbers["jobs"]
-    _table(out, "jobs", [*jobs, "dead letters"],
+    table(out, "jobs", [*jobs, "dead letters"],
            [[*(str(n) for n in jobs.values()), str(numbers["dead_letters"])]])  # fmt: skip
     return 0
 
@@ -180,7 +157,7 @@ async def print_stats(redis: Redis, keys: Keys, out: TextIO, as_json: bool = Fal
 async def print_dead_letters(jobs: JobStore, limit: int, out: TextIO, as_json: bool = False) -> int:
     letters = await list_dead(jobs, limit)
     if as_json:
-        return _dump(out, {"dead_letters": [
+        return dump(out, {"dead_letters": [
             {**d.to_public(job.status.value if job else None), "tenant": d.tenant}
             for d, job in letters
         ]})  # fmt: skip
@@ -192,23 +169,7 @@ async def print_dead_letters(jobs: JobStore, limit: int, out: TextIO, as_json: b
          job.status.value if job else "expired", f"{letter.code}: {letter.message}"]
         for letter, job in letters
     ]  # fmt: skip
-    _table(out, "dead letters", ["job", "stage", "tries", "now", "error"], rows)
-    return 0
-
-
-def print_jobs(jobs: list[dict[str, Any]], out: TextIO, as_json: bool = False) -> int:
-    """`vidstream jobs`: the caller's recent jobs."""
-    if as_json:
-        return _dump(out, {"jobs": jobs})
-    if not jobs:
-        out.write("no jobs\n")
-        return 0
-    rows = [
-        [j["id"], j["kind"], j["status"], f"{round(100 * j['progress'])}%", j["created_at"],
-         (j.get("source") or {}).get("name") or "-"]
-        for j in jobs
-    ]  # fmt: skip
-    _table(out, "jobs", ["job", "kind", "status", "progress", "created", "source"], rows)
+    table(out, "dead letters", ["job", "stage", "tries", "now", "error"], rows)
     return 0
 
 
