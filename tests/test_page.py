@@ -532,6 +532,17 @@ async def test_on_a_phone_nothing_sticks_out_and_each_thing_is_said_where_it_hap
     assert drop and box and 0 <= box["y"] - (drop["y"] + drop["height"]) <= 16, (drop, box)
     await expect(said).to_be_in_viewport()
 
+    # A word that cannot break (a URL said aloud, as Whisper writes it): on a phone the cue
+    # still fits the screen, read and while it is corrected.
+    long_word = "https://example.com/" + "x" * 40
+
+    async def unbroken(route: Route) -> None:
+        response = await route.fetch()
+        doc = await response.json()
+        doc["segments"][0]["words"][0]["word"] = long_word
+        await route.fulfill(response=response, json=doc)
+
+    await page.route(re.compile(r"/v1/objects/.*transcript.*\.json"), unbroken)
     # The captions as a person shapes them here: a box, short lines, karaoke.
     await page.select_option("#caption-style", "boxed")
     await page.select_option("#max-chars", "20")
@@ -565,6 +576,10 @@ async def test_on_a_phone_nothing_sticks_out_and_each_thing_is_said_where_it_hap
     )
     assert player and cues and cues["y"] >= player["y"] + player["height"], (player, cues)
     await fits(page)
+    await page.get_by_role("button", name=long_word).click()  # open for correcting
+    await expect(page.locator(".word-input")).to_be_visible()
+    await fits(page)
+    await page.keyboard.press("Escape")
     assert sent == [f"{gw(full_stack)}/v1/uploads"], sent  # the clip's only, once
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import fetch, upload_job, watch
 from tests.media import Clip, make_clip
 from vidstream.core.errors import PermanentError
 from vidstream.job.options import Options
 from vidstream.media import voices
+from vidstream.media.captions import to_ass_styled, word_cues
 from vidstream.media.logmel import log_mel
 from vidstream.media.speakers import (
     diarized,
@@ -92,6 +95,50 @@ def test_each_word_takes_the_speaker_whose_windows_overlap_it_most() -> None:
     labels = word_speakers([(0.2, 0.6), (1.6, 2.4), (1.2, 1.4), (6.0, 6.5)], spans, [5, 9, 5])
     assert labels[:2] == [5, 9] and labels[3] == 5
     assert labels[2] in (5, 9)  # both overlap it equally
+
+
+def _word_speakers_everywhere(
+    words: list[tuple[float, float]], spans: list[tuple[float, float]], labels: list[int]
+) -> list[int]:
+    """word_speakers as it was first written: every word against every window."""
+    result = []
+    for start, end in words:
+        overlap: dict[int, float] = {}
+        for (a, b), label in zip(spans, labels, strict=True):
+            if (shared := min(b, end) - max(a, start)) > 0:
+                overlap[label] = overlap.get(label, 0.0) + shared
+        if overlap:
+            result.append(max(overlap, key=lambda k: overlap[k]))
+        else:
+            middle = (start + end) / 2
+            pairs = zip(spans, labels, strict=True)
+            result.append(min(pairs, key=lambda p: max(p[0][0] - middle, middle - p[0][1], 0))[1])
+    return result
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0, 60), st.floats(-0.5, 2)), min_size=1, max_size=40),
+    st.lists(st.tuples(st.floats(0, 60), st.floats(0.1, 1.5), st.integers(0, 3)), min_size=1,
+             max_size=40),
+)  # fmt: skip
+def test_each_word_looks_only_at_the_windows_near_it(
+    words: list[tuple[float, float]], windows: list[tuple[float, float, int]]
+) -> None:
+    """The bisected search gives every word the label the search over every window gave
+    (except between windows tied for nearest), without its cost: words times windows."""
+    spans = sorted((a, a + length) for a, length, _ in windows)
+    labels = [label for *_, label in sorted(windows)]
+    spans_of = [(start, start + length) for start, length in words]
+    fast = word_speakers(spans_of, spans, labels)
+    slow = _word_speakers_everywhere(spans_of, spans, labels)
+    for (start, end), got, want in zip(spans_of, fast, slow, strict=True):
+        if got != want:  # a tie: both windows as near as each other
+            middle = (start + end) / 2
+            near = {label for span, label in zip(spans, labels, strict=True)
+                    if max(span[0] - middle, middle - span[1], 0.0) == min(
+                        max(s[0] - middle, middle - s[1], 0.0) for s in spans)}  # fmt: skip
+            assert {got, want} <= near, (start, end, got, want)
 
 
 def test_speakers_are_numbered_in_order_and_a_lone_word_follows_its_neighbours() -> None:
@@ -254,3 +301,27 @@ def test_the_encoder_ships_with_its_package() -> None:
     assert path is not None and path.stat().st_size > 1_000_000
     assert voices.unavailable() == ""
     assert isinstance(path, Path)
+
+
+def test_a_label_is_never_cut_and_karaoke_keeps_the_spoken_timings() -> None:
+    """A cue's "[Speaker N]" stays one piece whatever the line length, and with karaoke it is
+    lit at once while each word keeps the time it was spoken (not an even spread)."""
+    words = (Word("so", 0.0, 0.3, speaker=1), Word("what", 0.3, 0.8, speaker=1))
+    transcript = Transcript("en", 3.0, (Segment(0.0, 0.8, "so what", words, speaker=1),))
+    for chars in (10, 42):
+        cue = word_cues(transcript, Layout(max_chars=chars, speaker_labels=True))[0][0]
+        assert cue.lines[0].startswith("[Speaker 1]"), cue.lines
+    items = word_cues(transcript, Layout(speaker_labels=True))
+    [dialogue] = [line for line in to_ass_styled(items, 640, 360, karaoke=True).splitlines()
+                  if line.startswith("Dialogue:")]  # fmt: skip
+    assert dialogue.endswith("{\\kf0}[Speaker {\\kf0}1] {\\kf30}so {\\kf50}what"), dialogue
+
+
+def test_a_speaker_that_is_no_small_whole_number_is_no_speaker() -> None:
+    """A corrected transcript's `speaker` of Infinity, 10**50 or a name is dropped: it crashed
+    the parse (OverflowError, a 500) or made a label of fifty digits."""
+    for value in ("Infinity", "1e999", "1" + "0" * 50, '"Bob"', "0", "9"):
+        raw = ('{"language": "en", "duration": 1, "segments": [{"start": 0, "end": 1, "text": '
+               f'"hi", "speaker": {value}, "words": []}}]}}')  # fmt: skip
+        [segment] = Transcript.from_json(raw.encode()).segments
+        assert segment.speaker is None, value

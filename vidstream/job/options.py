@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from vidstream.compose.caption_style import DEFAULT as DEFAULT_CAPTIONS
 from vidstream.compose.caption_style import CaptionFields, CaptionStyle
 from vidstream.core.errors import PermanentError
-from vidstream.media.speakers import MAX_SPEAKERS
+from vidstream.media.transcript import MAX_SPEAKERS
 
 Format = Literal["json", "srt", "vtt", "ass", "txt"]
 ALL_FORMATS: tuple[Format, ...] = ("json", "srt", "vtt", "ass", "txt")  # in the order stored

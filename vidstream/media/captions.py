@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from vidstream.core.errors import PermanentError
 from vidstream.media import ass
 from vidstream.media import text as plain
-from vidstream.media.subtitles import FONT, Cue, Layout, cue_groups
+from vidstream.media.subtitles import FONT, Cue, Layout, cue_groups, label_tokens
 from vidstream.media.transcript import Transcript, Word
 
 Timed = tuple[Cue, tuple[Word, ...]]
@@ -297,7 +297,12 @@ def to_ass_styled(
 
 def _fills(cue: Cue, words: tuple[Word, ...]) -> tuple[int, ...]:
     """Each word's karaoke fill in centiseconds: from its start to the next word's, so pauses
-    are spent on the word before."""
+    are spent on the word before. A speaker label is lit at once (its tokens fill in 0)."""
+    label = label_tokens(cue.lines[0]) if cue.lines else 0
+    if label:
+        rest = cue.lines[0].split(" ", 2)[2:]  # the first line after the label (maybe none)
+        shown = Cue(cue.start, cue.end, (*rest, *cue.lines[1:]))
+        return (0,) * label + _fills(shown, words)
     if len(words) != sum(len(ass.words(line)) for line in cue.lines):
         words = spread_words(cue)  # the words do not match the text shown: time it evenly
     # Marks in whole centiseconds as ass.time rounds them, so the fills add up to the cue exactly.

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+BLOCK_FRAMES = 4096  # frames whose spectrum is held at once
+
 
 @functools.cache
 def _window(n_fft: int, win_length: int) -> Any:
@@ -63,6 +65,13 @@ def log_mel(
     frames = np.lib.stride_tricks.as_strided(
         y, shape=(count, n_fft), strides=(y.strides[0] * hop, y.strides[0]), writeable=False
     )
-    power = np.abs(np.fft.rfft(frames * _window(n_fft, win_length), axis=1)) ** 2
-    mel = power.astype(np.float32) @ mel_filters(sample_rate, n_fft, n_mels).T
-    return np.log10(mel + 1e-10).astype(np.float32)
+    window = _window(n_fft, win_length).astype(np.float32)
+    filters = mel_filters(sample_rate, n_fft, n_mels).T
+    out = np.empty((count, n_mels), np.float32)
+    # A block of frames at a time: the spectrum of 20 minutes at once held about 1 GB (NumPy's
+    # FFT works in double precision); a block's is 16 MB whatever the length.
+    for at in range(0, count, BLOCK_FRAMES):
+        block = frames[at : at + BLOCK_FRAMES] * window
+        power = np.abs(np.fft.rfft(block, axis=1)) ** 2
+        out[at : at + len(block)] = np.log10(power.astype(np.float32) @ filters + 1e-10)
+    return out

@@ -11,13 +11,13 @@ so a segment, like a caption cue, is one speaker's.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 from vidstream.media.transcript import Segment, Transcript, Word
 
 Span = tuple[float, float]  # (start, end) in seconds from the start of the source
 
-MAX_SPEAKERS = 8
 WINDOW_S = 1.5  # a voice is described from this much sound: shorter says little about who
 HOP_S = 0.5  # windows start this far apart within a stretch of speech
 MIN_WINDOW_S = 1.0  # a shorter stretch of speech is described with the sound around it
@@ -61,22 +61,33 @@ def windows(
 
 def word_speakers(words: Sequence[Span], spans: Sequence[Span], labels: Sequence[int]) -> list[int]:
     """Each word's label: the one whose windows overlap it longest; the nearest window's when
-    none does."""
+    none does. Windows are at most WINDOW_S long: a word looks only at those starting from
+    WINDOW_S before it (found by bisection), so an hour of words costs milliseconds, not the
+    words times the windows."""
+    if not spans:
+        return [0] * len(words)
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    starts = [spans[i][0] for i in order]
+    longest = max(b - a for a, b in spans)
     result: list[int] = []
     for start, end in words:
+        lo = bisect.bisect_left(starts, start - longest)
+        hi = bisect.bisect_right(starts, max(end, start))
         overlap: dict[int, float] = {}
-        for (a, b), label in zip(spans, labels, strict=True):
+        for i in order[lo:hi]:
+            a, b = spans[i]
             shared = min(b, end) - max(a, start)
             if shared > 0:
-                overlap[label] = overlap.get(label, 0.0) + shared
+                overlap[labels[i]] = overlap.get(labels[i], 0.0) + shared
         if overlap:
             result.append(max(overlap, key=lambda k: overlap[k]))
-        elif spans:
-            middle = (start + end) / 2
-            nearest = min(range(len(spans)), key=lambda i: _distance(spans[i], middle))
-            result.append(labels[nearest])
-        else:
-            result.append(0)
+            continue
+        middle = (start + end) / 2  # the nearest window: among those around the word's place
+        at = bisect.bisect_left(starts, middle)  # the first window starting after it, and
+        before = starts[at - 1] if at else middle  # those starting before it that may end late
+        near = order[bisect.bisect_left(starts, before - longest) : at + 1]
+        nearest = min(near, key=lambda i: _distance(spans[i], middle))
+        result.append(labels[nearest])
     return result
 
 

@@ -86,7 +86,16 @@ def _label(group: Sequence[Word], previous: int | None, layout: Layout) -> str:
     speaker = group[0].speaker if group else None
     if not layout.speaker_labels or speaker is None or speaker == previous:
         return ""
-    return f"[Speaker {speaker}] "
+    return f"{LABEL} {speaker}] "
+
+
+LABEL = "[Speaker"  # a label's first token; "N]" is its second, and `wrap` keeps them together
+
+
+def label_tokens(line: str) -> int:
+    """How many of the line's space-separated tokens are a speaker label (0 or 2)."""
+    tokens = line.split(" ")
+    return 2 if len(tokens) > 1 and tokens[0] == LABEL and tokens[1].endswith("]") else 0
 
 
 def _split(
@@ -128,6 +137,8 @@ def wrap(text: str, max_chars: int = 42, max_lines: int = 2) -> tuple[str, ...]:
     words = text.split()
     if not words:
         return (text,)
+    if label_tokens(" ".join(words[:2])):  # "[Speaker N]" is never cut in two
+        words = [" ".join(words[:2]), *words[2:]]
     best: tuple[str, ...] = ()
     for count in range(1, min(max_lines, len(words)) + 1):
         best = _balanced(words, count)

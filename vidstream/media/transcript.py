@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_SPEAKERS = 8  # told apart at most (`media.speakers`)
+
 VERSION = 1
 _KNOWN = frozenset({"version", "language", "duration", "model", "text", "segments"})
 
@@ -80,14 +82,16 @@ def _word_dict(w: Word) -> dict[str, Any]:
 
 
 def _speaker(value: object) -> int | None:
-    """A speaker's number as stored (or as a client corrected it): a whole number from 1."""
+    """A speaker's number as stored (or as a client corrected it): a whole number from 1 to
+    MAX_SPEAKERS; anything else (a name, Infinity, 10**50) is no speaker rather than an error,
+    and never reaches a caption as more than one short number."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
-    return number if number >= 1 else None
+    return number if 1 <= number <= MAX_SPEAKERS else None
 
 
 @dataclass(frozen=True, slots=True)

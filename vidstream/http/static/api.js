@@ -123,8 +123,19 @@ export class Client {
   // A job that needs no upload of its own, such as {kind: "compose", timeline, variables}.
   createJob(request) { return this.call("POST", "/v1/jobs", request); }
   // A finished job's video rendered again with its transcript as corrected: no transcribing.
-  renderAgain(jobId, transcript, options = {}) {
-    return this.createJob({ kind: "render", job: jobId, transcript, ...options });
+  // A long video's transcript is more than a JSON request may hold (1 MiB, about 80 minutes of
+  // speech): past INLINE_BYTES it goes as an upload, named by key (`captions`).
+  async renderAgain(jobId, transcript, options = {}) {
+    const body = JSON.stringify(transcript);
+    if (body.length <= INLINE_BYTES) {
+      return this.createJob({ kind: "render", job: jobId, transcript, ...options });
+    }
+    const file = new File([body], "transcript.json", { type: "application/json" });
+    const ticket = await this.call("POST", "/v1/uploads", {
+      filename: file.name, content_type: file.type, size: file.size,
+    });
+    await put(ticket, file, () => {});
+    return this.createJob({ kind: "render", job: jobId, captions: { key: ticket.key }, ...options });
   }
 
   // Ask for a signed upload link, PUT the bytes there, and make the job from the stored key.
@@ -139,6 +150,8 @@ export class Client {
     return this.call("POST", "/v1/jobs", { source: { key: ticket.key }, ...options });
   }
 }
+
+const INLINE_BYTES = 900_000; // a corrected transcript sent in the request itself, at most
 
 // XMLHttpRequest rather than fetch(): only it reports upload progress.
 function put(ticket, file, onProgress) {

@@ -534,7 +534,9 @@ drop.ondrop = (event) => {
 };
 // Corrections not yet rendered are lost with the page: the browser asks first.
 window.addEventListener("beforeunload", (event) => {
-  if (editor.changes) event.preventDefault();
+  if (!editor.changes) return;
+  event.preventDefault();
+  event.returnValue = ""; // what older browsers ask for the prompt
 });
 // A file dropped beside the zone would otherwise replace the page with the video.
 window.ondragover = window.ondrop = (event) => event.preventDefault();

@@ -134,18 +134,20 @@ export class Editor {
   }
 
   // The segment's text is its words again, so the server keeps their times (its words are
-  // kept only while they say the text). An emptied word is taken out.
+  // kept only while they say the text). An emptied word is taken out; one typed as several
+  // ("New York") becomes several, sharing its time, so karaoke still lights each as said.
   correct(segment, word, typed) {
     const text = typed.trim().replace(/\s+/g, " ");
     const before = word ? word.word : segment.text;
     if (text === before) return;
     if (word) {
-      if (text) {
-        word.word = text;
-        this.edited.add(word);
-      } else {
-        segment.words.splice(segment.words.indexOf(word), 1);
-      }
+      const parts = text ? text.split(" ") : [];
+      const step = (word.end - word.start) / Math.max(parts.length, 1);
+      const made = parts.map((part, i) => ({
+        ...word, word: part, start: word.start + i * step, end: word.start + (i + 1) * step,
+      }));
+      segment.words.splice(segment.words.indexOf(word), 1, ...made);
+      for (const piece of made) this.edited.add(piece);
       segment.text = segment.words.map((w) => w.word).join(" ");
     } else {
       segment.text = text;
