@@ -82,7 +82,11 @@ async def burn_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     width, height = media.display_size
     # The cues seen in the segment, timed from its start: one across a cut is in both.
     window = (piece.start, piece.end if not piece.last else float("inf"))
-    document = burnt_captions(job.options, Transcript.from_json(raw), width, height, window)
+
+    def draw() -> str:  # seconds of CPU for a long transcript: not on the loop
+        return burnt_captions(job.options, Transcript.from_json(raw), width, height, window)
+
+    document = await asyncio.to_thread(draw)
     await asyncio.to_thread((workdir / "subs.ass").write_text, document)
     await asyncio.to_thread(fonts.link, workdir, [job.options.captions.faces()])
     encoder = dataclasses.replace(tools.encoder, **run.context.get("encoder", {}))

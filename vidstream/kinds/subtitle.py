@@ -103,13 +103,15 @@ async def _command(
 ) -> list[str]:
     if job.options.burn_subtitles:
         width, height = media.display_size
-        document = burnt_captions(job.options, transcript, width, height)
+        document = await asyncio.to_thread(  # a long transcript's: seconds, off the loop
+            burnt_captions, job.options, transcript, width, height
+        )
         await asyncio.to_thread((workdir / "subs.ass").write_text, document)
         await asyncio.to_thread(fonts.link, workdir, [job.options.captions.faces()])
         return ffmpeg.burn_subtitles(
             tools.ffmpeg, str(source), "subs.ass", OUTPUT, media, tools.encoder, tools.bounds
         )
-    srt, cues = None, build_cues(transcript, layout_of(job.options))
+    srt, cues = None, await asyncio.to_thread(build_cues, transcript, layout_of(job.options))
     if cues:  # nothing said: no subtitle track (FFmpeg refuses an empty SRT file)
         srt = "subs.srt"
         await asyncio.to_thread((workdir / srt).write_text, to_srt(cues))

@@ -159,9 +159,13 @@ async def _in_pieces(
     if done is None:
         return None
     plan, results = done
-    parts = [(piece, Transcript.from_json(raw)) for piece, raw in zip(plan.pieces, results,
-                                                                     strict=True)]  # fmt: skip
-    return merge_transcripts(parts, media.duration)
+
+    def join() -> Transcript:  # every piece's words, parsed and aligned: off the loop
+        parts = [(piece, Transcript.from_json(raw))
+                 for piece, raw in zip(plan.pieces, results, strict=True)]  # fmt: skip
+        return merge_transcripts(parts, media.duration)
+
+    return await asyncio.to_thread(join)
 
 
 async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
@@ -183,15 +187,10 @@ async def transcribe_piece(tools: Tools, job: Job, run: PieceRun) -> str:
     return heard.to_json().decode()
 
 
-async def store_transcript(
-    job: Job, transcript: Transcript, workdir: Path, run: StageRun,
-    picture: tuple[int, int] = (0, 0),
-) -> dict[str, Output]:  # fmt: skip
-    """The transcript's files (JSON always; SRT, VTT, ASS, plain text as the job's formats ask),
-    under the run's own names (`actors.outputs`). The ASS file is laid out for the source's
-    `picture` (width, height; 1080p for a source of sound alone), as a burn would draw it."""
-    assert run.objects is not None
-    objects = run.objects
+def _documents(
+    job: Job, transcript: Transcript, picture: tuple[int, int]
+) -> dict[str, tuple[str, bytes]]:
+    """Each file of the transcript the job's formats ask for: its format and its bytes."""
     cues = build_cues(transcript, layout_of(job.options))
     documents = {"transcript": ("json", transcript.to_json())}
     formats = job.options.formats
@@ -205,6 +204,21 @@ async def store_transcript(
         documents["ass"] = ("ass", document.encode())
     if "txt" in formats:
         documents["txt"] = ("txt", (transcript.text + "\n").encode())
+    return documents
+
+
+async def store_transcript(
+    job: Job, transcript: Transcript, workdir: Path, run: StageRun,
+    picture: tuple[int, int] = (0, 0),
+) -> dict[str, Output]:  # fmt: skip
+    """The transcript's files (JSON always; SRT, VTT, ASS, plain text as the job's formats ask),
+    under the run's own names (`actors.outputs`). The ASS file is laid out for the source's
+    `picture` (width, height; 1080p for a source of sound alone), as a burn would draw it."""
+    assert run.objects is not None
+    objects = run.objects
+    # In a thread: laying out an hour's captions is seconds of CPU the loop (and the leases it
+    # renews) must not wait for.
+    documents = await asyncio.to_thread(_documents, job, transcript, picture)
 
     async def put(name: str, fmt: str, body: bytes) -> tuple[str, Output]:
         path = workdir / f"transcript.{fmt}"
