@@ -34,6 +34,7 @@ from vidstream.job import policy
 from vidstream.job.model import Job, Stage
 from vidstream.kinds import fanout
 from vidstream.kinds.base import Tools
+from vidstream.media import probers
 from vidstream.ops import joblogs
 from vidstream.ops.workers import WorkerRegistry
 from vidstream.services import Services
@@ -81,6 +82,7 @@ class Worker(Component, abc.ABC):
         self._reading = False  # inside a blocking read: let it return rather than cancel it
         self._helpers = AsyncExitStack()
         self._state = "new"
+        self._probing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -112,6 +114,8 @@ class Worker(Component, abc.ABC):
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         await consumer.ensure_group()
         await self.setup()
+        probers.hold(self.concurrency)  # probe children kept for its runs (and its pieces)
+        self._probing = True
         limits = policy.Limits(s.job_max_attempts, s.retry_base_delay_s, s.retry_max_delay_s)
         self.registry = WorkerRegistry(
             services.redis, services.keys, name=self.name, role=self.stage.value,
@@ -173,6 +177,9 @@ class Worker(Component, abc.ABC):
         if self.consumer is not None:
             await self.consumer.close()
         await self.teardown()
+        if self._probing:
+            self._probing = False
+            await probers.release(self.concurrency)
         if self.tools is not None and self.tools.downloads is not None:
             await self.tools.downloads.clear()
         if self.slot is not None:

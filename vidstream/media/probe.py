@@ -90,10 +90,16 @@ async def run_child(
     # Imported here, in the parent: the child is this module run again, and it starts about
     # 100 ms sooner without the logging stack `process` brings (bench/pipeline.py).
     from vidstream.core import process
+    from vidstream.media import probers
 
-    argv = [sys.executable, "-m", "vidstream.media.prober", *options, "--", str(path)]
+    args = [*options, "--", str(path)]
+    kept = probers.current()
     try:
-        code, out, _err = await process.run(argv, timeout_s)
+        if kept is not None:  # a worker's children, kept between probes
+            code, out = await kept.ask(args, timeout_s)
+        else:
+            argv = [sys.executable, "-m", "vidstream.media.prober", *args]
+            code, out, _err = await process.run(argv, timeout_s)
     except TimeoutError:
         raise TransientError(
             f"Probing the {what} took longer than {timeout_s:g} s.", code="timeout"
