@@ -121,10 +121,12 @@ class CaptionFields(BaseModel):
         return value
 
     def caption_style(self) -> CaptionStyle:
-        """These fields alone, as the caption model."""
-        return CaptionStyle.model_validate(
-            {n: getattr(self, n) for n in CaptionFields.model_fields}
-        )
+        """These fields alone, as the caption model: checked already, so not checked again (a
+        request that names none, most of them, gets the one default)."""
+        given = self.model_fields_set & CAPTION_FIELDS
+        if not given:
+            return DEFAULT
+        return CaptionStyle.model_construct(given, **{n: getattr(self, n) for n in given})
 
 
 class CaptionStyle(CaptionFields):
@@ -178,10 +180,13 @@ class CaptionStyle(CaptionFields):
 
     def changes(self) -> dict[str, Any]:
         """The fields that are not their default, as stored and shown."""
+        if self is DEFAULT:
+            return {}
         return self.model_dump(mode="json", exclude_defaults=True)
 
 
 DEFAULT = CaptionStyle()
+CAPTION_FIELDS = frozenset(CaptionFields.model_fields)
 
 
 def ass_colour(value: str) -> str:
