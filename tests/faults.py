@@ -48,6 +48,20 @@ class Faults:
         return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
+def children_running(marker: bytes) -> list[int]:
+    """The pids of this process's children whose command line holds `marker` (from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and marker in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
 async def wait_exit(pid: int, timeout_s: float) -> None:
     """Return once process `pid` has ended (a pidfd becomes readable), or raise TimeoutError."""
     try:

@@ -328,3 +328,18 @@ def video_frames(path: Path) -> int:
 def to_ass(cues: list[Cue], width: int, height: int, font: str = FONT) -> str:
     """The ASS a subtitle job burns for `cues` in the default style (no karaoke)."""
     return to_ass_styled([(cue, ()) for cue in cues], width, height, font=font)
+
+
+def spoken_over_grey(
+    directory: Path, sentences: tuple[str, ...] = SENTENCES, name: str = "talk.mp4"
+) -> tuple[Path, float]:
+    """`sentences` spoken over dark grey at 720p (plain, for OCR); the file and its length."""
+    wav, spoken = speech_wav(directory, sentences)
+    path, length = directory / name, spoken[-1].end + 0.4
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x303030:s=1280x720:r=25",
+         "-i", str(wav), "-t", f"{length:.3f}", "-c:v", "libx264", "-preset", "ultrafast",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path, length

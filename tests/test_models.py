@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import cli, fetch, upload_job, watch
+from tests.faults import children_running
 from tests.media import Clip, words_of
 from tests.test_gateway import expect_error, gw, upload
 from tests.test_operations import eventually
@@ -228,17 +229,7 @@ def test_translated_captions_are_tagged_english() -> None:
 
 
 def whisper_servers() -> list[int]:
-    """The pids of this process's Whisper server children (from /proc)."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
-            cmdline = (status.parent / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if fields.get("PPid", "").strip() == str(os.getpid()) and b"whisper_server" in cmdline:
-            found.append(int(status.parent.name))
-    return found
+    return children_running(b"whisper_server")
 
 
 @pytest.mark.slow  # Whisper servers start

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from yarl import URL
 
 from tests.conftest import TERMINAL, fetch
 from tests.faults import FAKE_FFMPEG, Faults
-from tests.media import FFMPEG, Clip, parse_cues, speech_wav, words_of
+from tests.media import Clip, parse_cues, spoken_over_grey, words_of
 from tests.test_render_kind import burnt_in
 from vidstream.core.settings import Settings
 from vidstream.http.page import routes as page_routes
@@ -601,16 +600,7 @@ async def test_on_a_phone_nothing_sticks_out_and_each_thing_is_said_where_it_hap
 @pytest.fixture(scope="session")
 def grey_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """The three sentences spoken over dark grey at 720p (plain, for OCR); and its length."""
-    directory = tmp_path_factory.mktemp("grey")
-    wav, spoken = speech_wav(directory)
-    path = directory / "talk.mp4"
-    subprocess.run(
-        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x303030:s=1280x720:r=25",
-         "-i", str(wav), "-t", f"{spoken[-1].end + 0.4:.3f}", "-c:v", "libx264", "-preset",
-         "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path, spoken[-1].end + 0.4
+    return spoken_over_grey(tmp_path_factory.mktemp("grey"))
 
 
 # The words the editor shows, as the page has them.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import children_running
 from tests.media import Clip
 from vidstream.media import probers
 from vidstream.media.probe import probe
@@ -18,16 +19,7 @@ from vidstream.media.probers import Probers
 
 
 def probe_children() -> list[int]:
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
-            cmdline = (status.parent / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if fields.get("PPid", "").strip() == str(os.getpid()) and b"prober\x00--serve" in cmdline:
-            found.append(int(status.parent.name))
-    return found
+    return children_running(b"prober\x00--serve")
 
 
 async def test_one_child_answers_file_after_file(clip: Clip, tmp_path: Path) -> None:

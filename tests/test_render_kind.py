@@ -25,7 +25,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import fetch, upload_job, watch
-from tests.media import FFMPEG, parse_cues, speech_wav, words_of
+from tests.media import FFMPEG, parse_cues, spoken_over_grey, words_of
 from tests.test_compose import frame_at, ocr
 from tests.test_gateway import expect_error
 from vidstream.core.settings import Settings
@@ -404,16 +404,8 @@ async def test_the_original_job_keeps_the_source_for_the_render_job(
 @pytest.fixture(scope="session")
 def spoken_on_grey(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sentence spoken over dark grey at 720p."""
-    directory = tmp_path_factory.mktemp("spoken")
-    wav, spoken = speech_wav(directory, ("Please open the window and let the fresh air in.",))
-    path = directory / "spoken-grey.mp4"
-    subprocess.run(
-        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=0x303030:s=1280x720:r=25",
-         "-i", str(wav), "-t", f"{spoken[-1].end + 0.4:.3f}", "-c:v", "libx264", "-preset",
-         "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path
+    sentence = ("Please open the window and let the fresh air in.",)
+    return spoken_over_grey(tmp_path_factory.mktemp("spoken"), sentence, "spoken-grey.mp4")[0]
 
 
 @pytest.mark.slow  # real Whisper
