@@ -171,13 +171,15 @@ def layout_of(options: Options) -> Layout:
 
 
 def burnt_captions(
-    options: Options, transcript: Transcript, width: int, height: int,
+    options: Options, transcript: Transcript | list[captions.Timed], width: int, height: int,
     window: tuple[float, float] | None = None,
 ) -> str:  # fmt: skip
     """The ASS document of a job's captions for a `width` x `height` picture, in the layout and
-    look its options chose; with `window` (start, end), only the cues seen in it, timed from its
-    start (a segment of a fanned-out burn)."""
-    items = captions.word_cues(transcript, options.captions.layout())
+    look its options chose (of a transcript, or of its cues laid out already); with `window`
+    (start, end), only the cues seen in it, timed from its start (a fanned-out burn's segment)."""
+    items = transcript
+    if isinstance(items, Transcript):
+        items = captions.word_cues(items, options.captions.layout())
     if window is not None:
         items = captions.shift(items, 0.0, *window)
     look = options.captions.look()

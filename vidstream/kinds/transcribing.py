@@ -18,13 +18,14 @@ from vidstream.kinds.base import PieceRun, StageRun, Tools, burnt_captions, layo
 from vidstream.kinds.fanout import fan_out, fans_out
 from vidstream.kinds.sources import source_path
 from vidstream.media import scan
+from vidstream.media.captions import word_cues
 from vidstream.media.cuts import Piece, speech_cuts, unpaused
 from vidstream.media.info import MediaInfo, run_timeout, spoken
 from vidstream.media.probe import probe
 from vidstream.media.progress import segment_fraction
 from vidstream.media.seams import merge_transcripts
 from vidstream.media.speakers import diarized
-from vidstream.media.subtitles import build_cues, to_srt, to_vtt
+from vidstream.media.subtitles import to_srt, to_vtt
 from vidstream.media.transcript import Segment, Transcript
 from vidstream.media.whisper import DiarizeRequest, TranscribeRequest, WhisperPool
 from vidstream.storage.names import CONTENT_TYPES, transcript_key
@@ -191,7 +192,8 @@ def _documents(
     job: Job, transcript: Transcript, picture: tuple[int, int]
 ) -> dict[str, tuple[str, bytes]]:
     """Each file of the transcript the job's formats ask for: its format and its bytes."""
-    cues = build_cues(transcript, layout_of(job.options))
+    items = word_cues(transcript, layout_of(job.options))  # laid out once, for every format
+    cues = [cue for cue, _ in items]
     documents = {"transcript": ("json", transcript.to_json())}
     formats = job.options.formats
     if "srt" in formats:
@@ -200,7 +202,7 @@ def _documents(
         documents["vtt"] = ("vtt", to_vtt(cues).encode())
     if "ass" in formats:
         width, height = picture if all(picture) else (1920, 1080)
-        document = burnt_captions(job.options, transcript, width, height)
+        document = burnt_captions(job.options, items, width, height)
         documents["ass"] = ("ass", document.encode())
     if "txt" in formats:
         documents["txt"] = ("txt", (transcript.text + "\n").encode())
